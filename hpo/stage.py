@@ -1,0 +1,105 @@
+"""A stage: one "layer" of the layer-wise search."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from optuna.distributions import BaseDistribution, CategoricalDistribution
+
+from hpo.errors import SpecError
+from hpo.samplers import SamplerSpec
+
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a layer-wise search: a search space tuned while the others are fixed.
+
+    Args:
+        name: Stage name; part of the stage study's name, so letters, digits, ``_`` and ``-``.
+        space: Parameter name -> Optuna distribution.
+        defaults: A value for every parameter of ``space``, used until the stage is tuned
+            (and measured first when this is the first stage).
+        n_random: Random-search trials (trial numbers below this; the incumbent counts).
+        n_bayes: Bayesian-optimization trials after the random phase.
+        sampler: Sampler of the Bayesian phase; ``None`` uses the search's sampler.
+        max_fail: Failed trials after which the stage stops with an error; ``None`` lets
+            the engine choose.
+    """
+
+    name: str
+    space: Mapping[str, BaseDistribution]
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    n_random: int = 8
+    n_bayes: int = 16
+    sampler: SamplerSpec | None = None
+    max_fail: int | None = None
+
+    def __post_init__(self) -> None:
+        where = f"stages.{self.name}"
+        if not isinstance(self.name, str) or not _NAME.match(self.name):
+            raise SpecError(
+                f"invalid stage name {self.name!r}",
+                key="stages.name",
+                hint="start with a letter; use letters, digits, '_' or '-'",
+            )
+        if not self.space:
+            raise SpecError("stage has no parameters", key=where, hint="add at least one")
+        for pname, dist in self.space.items():
+            if not isinstance(dist, BaseDistribution):
+                raise SpecError(
+                    f"parameter {pname!r} is a {type(dist).__name__}, not a distribution",
+                    key=f"{where}.{pname}",
+                    hint="use optuna.distributions.FloatDistribution / IntDistribution / "
+                    "CategoricalDistribution",
+                )
+            if pname not in self.defaults:
+                raise SpecError(
+                    f"parameter {pname!r} has no default",
+                    key=f"{where}.{pname}.default",
+                    hint="every parameter needs a default, used until its stage is tuned",
+                )
+            if not _contains(dist, self.defaults[pname]):
+                raise SpecError(
+                    f"default {self.defaults[pname]!r} of {pname!r} is outside {dist}",
+                    key=f"{where}.{pname}.default",
+                    hint="choose a default inside the parameter's range or choices",
+                )
+        extra = set(self.defaults) - set(self.space)
+        if extra:
+            raise SpecError(
+                f"defaults for unknown parameters {sorted(extra)}",
+                key=f"{where}.defaults",
+                hint="every default must name a parameter of the stage's space",
+            )
+        if self.n_random < 1 or self.n_bayes < 0:
+            raise SpecError(
+                f"budget n_random={self.n_random}, n_bayes={self.n_bayes}",
+                key=f"{where}.n_random",
+                hint="n_random >= 1 (the first trial is the incumbent) and n_bayes >= 0",
+            )
+        if self.max_fail is not None and self.max_fail < 1:
+            raise SpecError(
+                f"max_fail={self.max_fail}", key=f"{where}.max_fail", hint="use >= 1 or None"
+            )
+
+    @property
+    def budget(self) -> int:
+        """COMPLETE trials the stage needs: random plus Bayesian."""
+        return self.n_random + self.n_bayes
+
+
+def _contains(dist: BaseDistribution, value: Any) -> bool:
+    if isinstance(dist, CategoricalDistribution):
+        return value in dist.choices
+    try:
+        return bool(dist._contains(dist.to_internal_repr(value)))
+    except (TypeError, ValueError):
+        return False
+
+
+__all__ = ["Stage"]
