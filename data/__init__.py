@@ -1,1 +1,80 @@
-"""data."""
+"""Rasters in, tensors out: aligned (source, time, H, W) cubes, splits and torch datasets.
+
+Typical use::
+
+    import data
+    cube = data.prepare(section, base_dir)            # built once, cached, memory-mapped
+    splits = cube.splits(patch_size=64, method="blocked")
+    norm = cube.norm_stats(splits.train)
+    train = cube.dataset(splits.train, norm=norm)     # (x, y, valid) samples
+"""
+
+from data.build import DEFAULT_BLOCK_SIZE
+from data.cache import DEFAULT_CACHE_DIR, build_cube, cube_key, open_source, prepare
+from data.cube import Cube, CubeValues
+from data.dataset import CubeDataset
+from data.errors import (
+    AllNodataError,
+    BandCountMismatchError,
+    CRSMissingError,
+    DataError,
+    DataNotFoundError,
+    DateParseError,
+    EmptyLabelError,
+    NoOverlapError,
+    SceneSpecError,
+    TestSplitWithheldError,
+    UnknownCodeError,
+    UnreadableFileError,
+)
+from data.factors import (
+    antecedent_precipitation,
+    distance_to_lines,
+    inventory_masks,
+    one_hot,
+    parse_date,
+    pixel_size_m,
+    slope_aspect,
+)
+from data.raster import AlignedRaster, Grid, open_raster
+from data.scene import SceneSpec, load_scene, parse_scene
+from data.splits import Splits, Tile
+
+__all__ = [
+    "DEFAULT_BLOCK_SIZE",
+    "DEFAULT_CACHE_DIR",
+    "AlignedRaster",
+    "AllNodataError",
+    "BandCountMismatchError",
+    "CRSMissingError",
+    "Cube",
+    "CubeDataset",
+    "CubeValues",
+    "DataError",
+    "DataNotFoundError",
+    "DateParseError",
+    "EmptyLabelError",
+    "Grid",
+    "NoOverlapError",
+    "SceneSpec",
+    "SceneSpecError",
+    "Splits",
+    "TestSplitWithheldError",
+    "Tile",
+    "UnknownCodeError",
+    "UnreadableFileError",
+    "antecedent_precipitation",
+    "build_cube",
+    "cube_key",
+    "distance_to_lines",
+    "inventory_masks",
+    "load_scene",
+    "one_hot",
+    "open_raster",
+    "open_source",
+    "parse_date",
+    "parse_scene",
+    "pixel_size_m",
+    "prepare",
+    "slope_aspect",
+]

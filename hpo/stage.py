@@ -93,6 +93,72 @@ class Stage:
         return self.n_random + self.n_bayes
 
 
+REFINE = "refine"
+"""The name of the refine stage (no user stage may take it)."""
+
+
+@dataclass(frozen=True)
+class Refine:
+    """The optional last stage: every parameter jointly, near the incumbent.
+
+    Ranges shrink to ``± width`` of each range around the incumbent, in the parameter's
+    own scale (log for log parameters); integers keep at least ``min_int_steps`` steps on
+    each side; categoricals keep the choices seen in their stage's ``top_k`` best trials.
+
+    Args:
+        n_bayes: Bayesian trials.
+        n_random: Trials numbered below this are the incumbent and random search.
+        sampler: Sampler; ``None`` uses the search's.
+        width: Half-width of the narrowed ranges, as a fraction of the full range.
+        min_int_steps: Least half-width of an integer range, in steps.
+        top_k: Best trials per stage whose categorical choices are kept.
+        max_fail: Failed trials after which the stage stops.
+    """
+
+    n_bayes: int = 16
+    n_random: int = 1
+    sampler: SamplerSpec | None = None
+    width: float = 0.25
+    min_int_steps: int = 2
+    top_k: int = 5
+    max_fail: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.n_bayes < 1 or self.n_random < 1:
+            raise SpecError(
+                f"refine budget n_random={self.n_random}, n_bayes={self.n_bayes}",
+                key="refine",
+                hint="n_random >= 1 (the incumbent) and n_bayes >= 1",
+            )
+        if not 0 < self.width <= 0.5:
+            raise SpecError(
+                f"refine width {self.width}", key="refine.width", hint="use 0 < width <= 0.5"
+            )
+        if self.top_k < 1 or self.min_int_steps < 0:
+            raise SpecError(
+                f"refine top_k={self.top_k}, min_int_steps={self.min_int_steps}",
+                key="refine.top_k",
+                hint="top_k >= 1 and min_int_steps >= 0",
+            )
+
+    @classmethod
+    def coerce(cls, value: Refine | int | Mapping[str, Any] | None) -> Refine | None:
+        """``None``, a Bayesian budget, a dict of fields, or a ``Refine``, as a ``Refine``."""
+        if value is None or isinstance(value, Refine):
+            return value
+        if isinstance(value, bool):
+            raise SpecError("refine must be a number of trials or a table", key="refine")
+        if isinstance(value, int):
+            return cls(n_bayes=value)
+        if isinstance(value, Mapping):
+            return cls(**value)
+        raise SpecError(
+            f"refine is a {type(value).__name__}",
+            key="refine",
+            hint="give the number of refine trials, or a table of Refine fields",
+        )
+
+
 def _contains(dist: BaseDistribution, value: Any) -> bool:
     if isinstance(dist, CategoricalDistribution):
         return value in dist.choices
@@ -102,4 +168,4 @@ def _contains(dist: BaseDistribution, value: Any) -> bool:
         return False
 
 
-__all__ = ["Stage"]
+__all__ = ["REFINE", "Refine", "Stage"]

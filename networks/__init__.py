@@ -1,1 +1,66 @@
-"""networks."""
+"""The paper's spatiotemporal fusion network and its baselines, in plain torch.
+
+Everything a caller needs is re-exported here: configs, ``build_model``, ``train``,
+losses, metrics and checkpoints. Models take ``(B, S, T, H, W)`` float cubes and return
+``(B, 2, H, W)`` logits over {background, landslide}.
+"""
+
+from networks.base import CubeModel
+from networks.baselines import DeepLabV3, PSPNet, SegNet
+from networks.checkpoint import Checkpoint, load_checkpoint, package_versions, save_checkpoint
+from networks.config import (
+    DBNConfig,
+    DCNNConfig,
+    HeadConfig,
+    ModelConfig,
+    OptimConfig,
+    TemporalConfig,
+)
+from networks.dbn import DBN, RBM
+from networks.dcnn import DCNN
+from networks.errors import CheckpointError, ConfigError, NetworksError, TrainingError
+from networks.fusion import FusionNet
+from networks.history import METRIC_NAMES, History
+from networks.losses import FusionLoss, fusion_loss
+from networks.metrics import SegmentationMeter, roc_auc, segmentation_metrics
+from networks.registry import MODEL_NAMES, build_model
+from networks.temporal import TemporalFusion
+from networks.train import Callback, evaluate, train
+
+__all__ = [
+    "DBN",
+    "DCNN",
+    "METRIC_NAMES",
+    "MODEL_NAMES",
+    "RBM",
+    "Callback",
+    "Checkpoint",
+    "CheckpointError",
+    "ConfigError",
+    "CubeModel",
+    "DBNConfig",
+    "DCNNConfig",
+    "DeepLabV3",
+    "FusionLoss",
+    "FusionNet",
+    "HeadConfig",
+    "History",
+    "ModelConfig",
+    "NetworksError",
+    "OptimConfig",
+    "PSPNet",
+    "SegNet",
+    "SegmentationMeter",
+    "TemporalConfig",
+    "TemporalFusion",
+    "TrainingError",
+    "build_model",
+    "evaluate",
+    "fusion_loss",
+    "load_checkpoint",
+    "package_versions",
+    "roc_auc",
+    "save_checkpoint",
+    "segmentation_metrics",
+    "train",
+]

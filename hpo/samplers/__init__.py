@@ -43,8 +43,7 @@ def make_sampler(spec: SamplerSpec, seed: int) -> optuna.samplers.BaseSampler:
         return optuna.samplers.RandomSampler(seed=seed)
     if spec == "tpe":
         return optuna.samplers.TPESampler(
-            seed=seed, n_startup_trials=0, multivariate=True, constant_liar=True,
-            warn_independent_sampling=False,
+            seed=seed, n_startup_trials=0, multivariate=True, constant_liar=True
         )
     if spec == "gp":
         return optuna.samplers.GPSampler(

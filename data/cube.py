@@ -1,0 +1,369 @@
+"""The cube: (source, time, H, W) values, valid mask, labels, names, grid; tiles and splits."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.windows import Window
+
+from data.errors import EmptyLabelError, SceneSpecError
+from data.splits import Region, Splits, Tile, make_splits, make_tiles
+from data.store import META_FILE, load_arrays
+
+__all__ = ["Cube", "CubeValues", "TARGETS"]
+
+TARGETS = ("last", "new")
+_SPLIT_DEFAULTS: dict[str, Any] = {
+    "patch_size": 64, "overlap": 0, "split": "random", "fractions": (0.6, 0.1, 0.3),
+    "block_size": 4, "seed": 0,
+}
+WindowLike = Tile | Window | tuple[slice, slice]
+
+
+class CubeValues:
+    """Read-only ``(S, T, H, W)`` view of a cube's values; static sources are broadcast over T.
+
+    Indexing reads only the requested part, e.g. ``cube.values[:, -1, 0:64, 0:64]``;
+    ``np.asarray(cube.values)`` materializes everything.
+    """
+
+    def __init__(self, cube: Cube) -> None:
+        self._cube = cube
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """(S, T, H, W)."""
+        return self._cube.shape
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """float32."""
+        return np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        key = key + (slice(None),) * (4 - len(key))
+        s_key, t_key, r_key, c_key = key
+        idx = list(range(self.shape[0]))[s_key]
+        rows = r_key if isinstance(r_key, slice) else slice(r_key, r_key + 1)
+        cols = c_key if isinstance(c_key, slice) else slice(c_key, c_key + 1)
+        names = [self._cube.source_names[i] for i in np.atleast_1d(idx)]
+        out = self._cube.read((rows, cols), sources=names)[:, t_key]
+        if not isinstance(c_key, slice):
+            out = out[..., 0]
+        if not isinstance(r_key, slice):
+            out = out[..., 0, :] if isinstance(c_key, slice) else out[..., 0]
+        return out[0] if isinstance(idx, int) else out
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self[:, :, :, :]
+        return out if dtype is None else out.astype(dtype)
+
+
+class Cube:
+    """An aligned multi-source, multi-date cube.
+
+    A gridded scene is one (H, W) region with a CRS and transform; a patch collection
+    (e.g. Landslide4Sense) stacks its patches vertically into one (N*h, w) array with
+    ``patch_shape = (h, w)`` and no grid, so tiles, splits and datasets work the same way
+    (tiles never cross a patch, and splits keep each patch whole).
+
+    Args:
+        arrays: ``dynamic`` (S_dyn, T, H, W), ``static`` (S_static, 1, H, W),
+            ``valid`` (H, W) bool, ``labels`` (T_labels, H, W) uint8.
+        meta: Description (see ``Cube.meta``).
+        target: ``last`` (every landslide visible at the last labelled date), ``new``
+            (only those new since the previous labelled date) or a label date name.
+        options: Split defaults from the study file (patch_size, split, ...).
+        path: Directory the arrays are memory-mapped from, None when in memory.
+    """
+
+    def __init__(self, arrays: dict[str, Any], meta: dict[str, Any], *, target: str = "last",
+                 options: dict[str, Any] | None = None, path: Path | None = None) -> None:
+        self._dynamic = arrays["dynamic"]
+        self._static = arrays["static"]
+        self._label_stack = arrays["labels"]
+        self.valid: np.ndarray = arrays["valid"]
+        self.meta = meta
+        self.path = path
+        self.options = dict(options or {})
+        self.source_names: list[str] = [s["name"] for s in meta["sources"]]
+        self.source_kinds: list[str] = [s["kind"] for s in meta["sources"]]
+        self.source_types: list[str] = [s["type"] for s in meta["sources"]]
+        self._slots: list[tuple[str, int]] = [(s["store"], s["index"]) for s in meta["sources"]]
+        self.dates: list[str] = list(meta["dates"])
+        self.label_dates: list[str] = list(meta["label_dates"])
+        self.hash: str = meta.get("hash", "")
+        grid = meta.get("grid")
+        self.crs: CRS | None = CRS.from_wkt(grid["crs"]) if grid else None
+        self.transform: Affine | None = Affine.from_gdal(*grid["transform"]) if grid else None
+        ps = meta.get("patch_shape")
+        self.patch_shape: tuple[int, int] | None = tuple(ps) if ps else None
+        self.target = target
+        self.labels: np.ndarray | None = self._target_labels(target)
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def load(cls, directory: str | Path, *, target: str = "last",
+             options: dict[str, Any] | None = None) -> Cube:
+        """Open a cube stored by a build, memory-mapped read-only.
+
+        Args:
+            directory: The cube's directory (holds meta.json and .npy files).
+            target: See ``Cube``.
+            options: See ``Cube``.
+
+        Returns:
+            The cube.
+        """
+        directory = Path(directory)
+        meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
+        return cls(load_arrays(directory), meta, target=target, options=options, path=directory)
+
+    def with_target(self, target: str) -> Cube:
+        """The same data with another target (labels are recomputed, values shared)."""
+        arrays = {"dynamic": self._dynamic, "static": self._static,
+                  "labels": self._label_stack, "valid": self.valid}
+        return Cube(arrays, self.meta, target=target, options=self.options, path=self.path)
+
+    def _target_labels(self, target: str) -> np.ndarray | None:
+        stack = self._label_stack
+        if stack.shape[0] == 0:
+            return None
+        if target == "last":
+            return np.asarray(stack[-1])
+        if target == "new":
+            if stack.shape[0] < 2:
+                raise SceneSpecError(
+                    "target 'new' needs labels at two or more dates", file=self.label_origin,
+                    key="target", hint="use target = \"last\" or add an earlier label date")
+            return (np.asarray(stack[-1]) > np.asarray(stack[-2])).astype(np.uint8)
+        if target in self.label_dates:
+            return np.asarray(stack[self.label_dates.index(target)])
+        raise SceneSpecError(f"target {target!r} is unknown", key="target",
+                             hint=f"use one of {list(TARGETS)} or a label date {self.label_dates}")
+
+    # ----------------------------------------------------------------- description
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """(S, T, H, W)."""
+        return (len(self.source_names), len(self.dates), *self.valid.shape)
+
+    @property
+    def values(self) -> CubeValues:
+        """The (S, T, H, W) float32 values as a lazily read view (NaN = nodata)."""
+        return CubeValues(self)
+
+    @property
+    def label_stack(self) -> np.ndarray:
+        """Per-date cumulative label masks (T_labels, H, W) uint8, dates ``label_dates``."""
+        return self._label_stack
+
+    @property
+    def label_origin(self) -> str | None:
+        """The label file(s) the masks came from, for messages."""
+        return self.meta.get("label_origin")
+
+    @property
+    def regions(self) -> list[Region]:
+        """Rectangles tiles never cross: the grid, or each patch of a collection."""
+        h, w = self.valid.shape
+        if self.patch_shape is None:
+            return [Region(0, 0, h, w)]
+        ph, pw = self.patch_shape
+        return [Region(r, 0, ph, pw) for r in range(0, h, ph)]
+
+    def source_index(self, sources: Sequence[str] | str | None = None) -> list[int]:
+        """Indices of a source selection.
+
+        Args:
+            sources: Names, or ``"optical"`` / ``"factor"`` / ``"all"``; None = the study
+                file's ``select`` option, else all.
+
+        Returns:
+            Indices into ``source_names``, in the requested order.
+
+        Raises:
+            SceneSpecError: A name is unknown or the selection is empty.
+        """
+        if sources is None:
+            sources = self.options.get("select", "all")
+        if isinstance(sources, str):
+            if sources == "all":
+                return list(range(len(self.source_names)))
+            if sources in ("optical", "factor"):
+                idx = [i for i, k in enumerate(self.source_kinds) if k == sources]
+                if not idx:
+                    raise SceneSpecError(f"the cube has no {sources} source", key="select",
+                                         hint=f"sources: {self.source_names}")
+                return idx
+            sources = [sources]
+        unknown = [s for s in sources if s not in self.source_names]
+        if unknown or not sources:
+            raise SceneSpecError(f"unknown source(s) {unknown or '(none given)'}", key="select",
+                                 hint=f"choose from {self.source_names}, 'optical' or 'factor'")
+        return [self.source_names.index(s) for s in sources]
+
+    # ----------------------------------------------------------------- reading
+    def read(self, window: WindowLike, *, sources: Sequence[str] | str | None = None
+             ) -> np.ndarray:
+        """Read a window of values, static sources broadcast over the dates.
+
+        Args:
+            window: A ``Tile``, a rasterio ``Window`` or (row slice, col slice).
+            sources: Selection as in ``source_index`` (default all).
+
+        Returns:
+            float32 (S, T, h, w), NaN where the input was nodata.
+        """
+        rows, cols = _slices(window)
+        idx = self.source_index("all" if sources is None else sources)
+        n_rows = len(range(*rows.indices(self.valid.shape[0])))
+        n_cols = len(range(*cols.indices(self.valid.shape[1])))
+        out = np.empty((len(idx), len(self.dates), n_rows, n_cols), np.float32)
+        for k, i in enumerate(idx):
+            store, j = self._slots[i]
+            if store == "dynamic":
+                out[k] = self._dynamic[j, :, rows, cols]
+            else:
+                out[k] = self._static[j, 0, rows, cols][None]
+        return out
+
+    # ----------------------------------------------------------------- tiles & splits
+    def tiles(self, patch_size: int | None = None, overlap: int | None = None) -> list[Tile]:
+        """Every tile that holds at least one valid pixel.
+
+        Args:
+            patch_size: Tile side (default: study option, else 64).
+            overlap: Pixels shared by neighbours (default: study option, else 0).
+
+        Returns:
+            The tiles, row by row.
+        """
+        patch_size = self._option("patch_size", patch_size)
+        overlap = self._option("overlap", overlap)
+        return [t for t, _ in self._valid_tiles(patch_size, overlap)]
+
+    def _valid_tiles(self, patch_size: int, overlap: int) -> list[tuple[Tile, Any]]:
+        return [(t, pos) for t, pos in make_tiles(self.regions, patch_size, overlap)
+                if self.valid[t.slices].any()]
+
+    def _option(self, name: str, value: Any) -> Any:
+        if value is not None:
+            return value
+        return self.options.get(name, _SPLIT_DEFAULTS[name])
+
+    def splits(
+        self,
+        patch_size: int | None = None,
+        overlap: int | None = None,
+        method: str | None = None,
+        fractions: Sequence[float] | None = None,
+        block_size: int | None = None,
+        seed: int | None = None,
+    ) -> Splits:
+        """Tile the cube and split the tiles into train / val / test.
+
+        Every argument left None takes the study file's option (``patch_size``,
+        ``overlap``, ``split``, ``fractions``, ``block_size``, ``seed``), else the default
+        (64, 0, ``random``, (0.6, 0.1, 0.3), 4, 0).
+
+        Args:
+            patch_size: Tile side in pixels (a patch collection's tiles stay inside a patch).
+            overlap: Pixels shared by neighbouring tiles.
+            method: ``random`` (the paper's), ``blocked`` (spatial blocks; no pixel in two
+                splits) or ``paper`` (7:3 train/test, val carved out of train).
+            fractions: (train, val, test).
+            block_size: Tiles per block side for ``blocked``.
+            seed: Shuffling seed.
+
+        Returns:
+            The splits; pass ``splits.for_tuning()`` to tuning code.
+
+        Raises:
+            EmptyLabelError: The cube is labelled but no training tile holds a landslide.
+        """
+        patch_size = self._option("patch_size", patch_size)
+        overlap = self._option("overlap", overlap)
+        method = self._option("split", method)
+        fractions = tuple(self._option("fractions", fractions))
+        block_size = self._option("block_size", block_size)
+        seed = self._option("seed", seed)
+        train, val, test = make_splits(
+            self._valid_tiles(patch_size, overlap), method=method, fractions=fractions,
+            block_size=block_size, seed=seed, by_region=self.patch_shape is not None,
+            stride=patch_size - overlap,
+        )
+        if self.labels is not None and not any(
+            ((self.labels[t.slices] > 0) & self.valid[t.slices]).any() for t in train
+        ):
+            raise EmptyLabelError(
+                f"no landslide pixel in the {len(train)} training tiles (target "
+                f"{self.target!r})", file=self.label_origin, key="labels",
+                hint="check the label layer and its dates, or try another seed, smaller "
+                "blocks or a larger scene",
+            )
+        info = {"method": method, "patch_size": patch_size, "overlap": overlap,
+                "fractions": list(fractions), "block_size": block_size, "seed": seed,
+                "cube": self.hash}
+        return Splits(train, val, test, info)
+
+    # ----------------------------------------------------------------- training data
+    def norm_stats(self, tiles: Sequence[Tile], *,
+                   sources: Sequence[str] | str | None = None) -> dict[str, Any]:
+        """Per-source mean and standard deviation over the valid pixels of ``tiles``.
+
+        Pass training tiles only, so nothing of val / test leaks into the normalization.
+        Categorical sources get mean 0 and std 1 (left as they are).
+
+        Args:
+            tiles: The tiles to measure.
+            sources: Selection as in ``source_index``.
+
+        Returns:
+            ``{"method": "mean_std", "sources": {name: {"mean": m, "std": s}}}``, JSON-able.
+        """
+        from data.dataset import norm_stats
+
+        return norm_stats(self, tiles, self.source_index(sources))
+
+    def dataset(self, tiles: Sequence[Tile], *, norm: dict[str, Any] | None = None,
+                sources: Sequence[str] | str | None = None) -> Any:
+        """A torch ``Dataset`` of ``(x (S,T,h,w) float32, y (h,w) int64, valid (h,w) bool)``.
+
+        Args:
+            tiles: The tiles, e.g. ``splits.train``.
+            norm: From ``norm_stats`` (None = raw values).
+            sources: Selection as in ``source_index`` (optical-only, factors-only, ...).
+
+        Returns:
+            A ``data.CubeDataset``.
+        """
+        from data.dataset import CubeDataset
+
+        return CubeDataset(self, tiles, norm=norm, sources=self.source_index(sources))
+
+    def __repr__(self) -> str:
+        s, t, h, w = self.shape
+        where = f"patches {self.patch_shape}" if self.patch_shape else (
+            self.crs.to_string() if self.crs else "no grid")
+        return (f"Cube(S={s}, T={t}, H={h}, W={w}, {where}, target={self.target!r}, "
+                f"hash={self.hash[:12]!r})")
+
+
+def _slices(window: WindowLike) -> tuple[slice, slice]:
+    if isinstance(window, Tile):
+        return window.slices
+    if isinstance(window, Window):
+        return window.toslices()
+    rows, cols = window
+    return rows, cols

@@ -1,0 +1,256 @@
+"""The best configuration of a search, with provenance, as YAML or JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from hpo.errors import ExportError
+from hpo.storage import mask_url
+
+if TYPE_CHECKING:
+    from hpo.layerwise import LayerwiseSearch, SearchResult
+    from hpo.spec import StudySpec
+
+EXPORT_FORMAT = "landslide-hpo/best-config/1"
+FORMATS = {".yaml": "yaml", ".yml": "yaml", ".json": "json"}
+_PACKAGES = ("landslide-hpo", "optuna", "torch", "scikit-optimize")
+
+
+def export_best(
+    search_or_result: LayerwiseSearch | SearchResult | StudySpec,
+    path: str | Path,
+    *,
+    spec: StudySpec | None = None,
+    fmt: str | None = None,
+    data_hash: str | None = None,
+) -> dict[str, Any]:
+    """Write the merged best configuration of a search, ready to retrain, with provenance.
+
+    The document holds the model section (name, the full ``networks`` config as a nested
+    dict, and the flat best parameters), the data section and the folder its relative
+    paths refer to, the metric and best value, and provenance: the search and stage
+    study names, each stage's ledger trial number and value, the storage URL without its
+    password, package versions, the data hash when given and the git commit of the code
+    when it runs from a git checkout. It is written atomically (temporary file, then
+    ``os.replace``), so a reader never sees half a file.
+
+    Args:
+        search_or_result: A :class:`~hpo.LayerwiseSearch` (its stored status is read), a
+            search result, or a :class:`~hpo.spec.StudySpec` (its search is loaded from
+            its storage).
+        path: Output file; ``.yaml``/``.yml`` or ``.json`` choose the format.
+        spec: The study file's spec, for the model and data sections (taken from
+            ``search_or_result`` when that is a spec).
+        fmt: ``"yaml"`` or ``"json"``, overriding the extension.
+        data_hash: A hash of the prepared data (e.g. the cached cube's), recorded as is.
+
+    Returns:
+        The exported document.
+
+    Raises:
+        ExportError: Unknown format, or the file cannot be written.
+    """
+    path = Path(path)
+    kind = _format(path, fmt)
+    result, spec = _result_and_spec(search_or_result, spec)
+    doc = _document(result, spec, data_hash)
+    text = (
+        json.dumps(doc, indent=2) + "\n"
+        if kind == "json"
+        else yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+    )
+    _atomic_write(path, text)
+    return doc
+
+
+def load_export(path: str | Path) -> dict[str, Any]:
+    """Read a file written by :func:`export_best`.
+
+    Args:
+        path: The ``.yaml``/``.yml`` or ``.json`` file.
+
+    Returns:
+        The document; ``doc["model"]["config"]`` feeds
+        ``networks.config.ModelConfig.from_dict``, ``doc["data"]`` and
+        ``doc["data_base_dir"]`` feed the data preparation.
+
+    Raises:
+        ExportError: The file is missing, unreadable, or not an export.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        doc = json.loads(text) if _format(path, None) == "json" else yaml.safe_load(text)
+    except OSError as exc:
+        raise ExportError(
+            f"cannot read: {exc.strerror or exc}", path=str(path), hint="check the path"
+        ) from exc
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ExportError(
+            f"not valid {_format(path, None).upper()}: {exc}",
+            path=str(path),
+            hint="re-export it with `hpo export`",
+        ) from exc
+    if not isinstance(doc, Mapping) or doc.get("format") != EXPORT_FORMAT:
+        raise ExportError(
+            f"not a best-configuration export (no format: {EXPORT_FORMAT})",
+            path=str(path),
+            hint="write one with `hpo export`",
+        )
+    return dict(doc)
+
+
+def _format(path: Path, fmt: str | None) -> str:
+    if fmt is not None:
+        if fmt not in ("yaml", "json"):
+            raise ExportError(
+                f"unknown format {fmt!r}", path=str(path), hint="use fmt='yaml' or fmt='json'"
+            )
+        return fmt
+    if path.suffix.lower() not in FORMATS:
+        raise ExportError(
+            f"cannot tell the format from {path.suffix or 'no extension'!r}",
+            path=str(path),
+            hint="name it .yaml, .yml or .json, or pass fmt",
+        )
+    return FORMATS[path.suffix.lower()]
+
+
+def _result_and_spec(source: Any, spec: StudySpec | None) -> tuple[SearchResult, StudySpec | None]:
+    from hpo.layerwise import LayerwiseSearch, SearchResult
+    from hpo.spec import StudySpec
+
+    if isinstance(source, StudySpec):
+        spec = spec or source
+        source = LayerwiseSearch.load(source.storage, source.name)
+    if isinstance(source, LayerwiseSearch):
+        source = source.status()
+    if not isinstance(source, SearchResult):
+        raise ExportError(
+            f"cannot export a {type(source).__name__}",
+            hint="pass a LayerwiseSearch, its result, or a StudySpec",
+        )
+    return source, spec
+
+
+def _document(result: SearchResult, spec: StudySpec | None, data_hash: str | None) -> dict:
+    fixed = dict(spec.model.fixed) if spec is not None else {}
+    params = {**fixed, **result.best_params}
+    model: dict[str, Any] = {
+        "name": spec.model.name if spec is not None else None,
+        "params": _plain(params),
+    }
+    config = _network_config(params)
+    if config is not None:
+        model["config"] = config
+    spec_dict = spec.to_dict() if spec is not None else None
+    return {
+        "format": EXPORT_FORMAT,
+        "search": result.study_name,
+        "metric": spec.metric if spec is not None else None,
+        "direction": result.direction,
+        "best_value": result.best_value,
+        "finished": result.finished,
+        "model": model,
+        "data": spec_dict["data"] if spec_dict else None,
+        "data_base_dir": str(spec.base_dir) if spec is not None else None,
+        "provenance": {
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "study_file": str(spec.file) if spec is not None and spec.file else None,
+            "spec_fingerprint": spec.fingerprint() if spec is not None else None,
+            "storage": mask_url(result.storage),
+            "stages": [_stage_entry(s) for s in result.stages],
+            "data_hash": data_hash,
+            "versions": _versions(),
+            "git": _git_commit(Path(__file__).resolve().parent),
+        },
+    }
+
+
+def _network_config(params: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The full networks config for these parameters, or None when they are not one."""
+    try:
+        from networks.config import ModelConfig
+        from networks.errors import ConfigError
+    except ImportError:
+        return None
+    try:
+        return ModelConfig.from_params(params).to_dict()
+    except ConfigError:
+        return None  # a search over a custom objective: its params are not a network's
+
+
+def _stage_entry(stage: Any) -> dict[str, Any]:
+    ledger = stage.ledger
+    return {
+        "name": stage.name,
+        "study_name": stage.study_name,
+        "state": stage.state,
+        "trial_number": ledger.trial_number if ledger else None,
+        "value": ledger.value if ledger else None,
+        "params": _plain(ledger.params) if ledger else None,
+        "n_complete": stage.n_complete,
+    }
+
+
+def _versions() -> dict[str, str | None]:
+    # Metadata only: importing torch just to read its version would cost seconds.
+    found: dict[str, str | None] = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def _git_commit(where: Path) -> dict[str, Any] | None:
+    """The commit of the checkout the code runs from, and whether it has local changes."""
+    try:
+        run = {"cwd": where, "capture_output": True, "text": True, "timeout": 10}
+        head = subprocess.run(["git", "rev-parse", "HEAD"], check=True, **run).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain"], check=True, **run).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None  # not a git checkout (an installed wheel) or no git: nothing to record
+    return {"commit": head, "dirty": bool(status.strip())}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise ExportError(
+            f"cannot write: {exc.strerror or exc}", path=str(path), hint="choose a writable folder"
+        ) from exc
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+__all__ = ["EXPORT_FORMAT", "export_best", "load_export"]

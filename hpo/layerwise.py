@@ -1,0 +1,672 @@
+"""The layer-wise engine: stages in order, each random search then Bayesian optimization.
+
+Every stage is its own Optuna study ``<study_name>.<NN>.<stage>`` in one storage. Its
+user attributes hold the search (``hpo:search``), the stage's identity
+(``hpo:stage_key``, to detect a changed spec), the values of the other stages'
+parameters (``hpo:fixed``) and, once the stage is finished, its ledger entry
+(``hpo:ledger``). Everything a driver needs is read back from the storage, so a crash,
+a second driver or a later run continue from the same state.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from hpo.errors import HPOError, SearchNotFoundError, SpecError, StageChangedError
+from hpo.leases import Backoff, Keepalive, reap_stale
+from hpo.ledger import LEDGER_ATTR, Ledger, best_trial, ledger_from_trial, read_ledger, write_ledger
+from hpo.runners import Runner, StageJob, make_runner
+from hpo.runners.base import Objective, as_two_argument
+from hpo.samplers import SamplerSpec, make_sampler
+from hpo.samplers.phased import StageSampler
+from hpo.space import (
+    derive_seed,
+    describe_change,
+    fingerprint,
+    narrow,
+    sampler_label,
+    stage_from_dict,
+    stage_to_dict,
+)
+from hpo.stage import REFINE, Refine, Stage
+from hpo.storage import StorageLike, describe_storage, make_artifact_store, make_storage
+
+_log = logging.getLogger("hpo")
+
+SEARCH_ATTR = "hpo:search"
+STAGE_KEY_ATTR = "hpo:stage_key"
+FIXED_ATTR = "hpo:fixed"
+SPACE_ATTR = "hpo:stage"
+DIRECTIONS = ("maximize", "minimize")
+
+
+@dataclass
+class StageResult:
+    """One stage as stored.
+
+    Args:
+        name: Stage name.
+        index: Position (0-based; the refine stage comes last).
+        study_name: The stage study's name.
+        study: The stage study (``None`` while the stage has not started).
+        state: ``finished`` (ledger written), ``open`` (started) or ``pending``.
+        ledger: The ledger entry of a finished stage.
+        best_trial: The ledger's trial, or the best trial so far of an open stage.
+        budget: COMPLETE trials the stage needs.
+        n_complete: COMPLETE trials (the copied incumbent included).
+        n_running: RUNNING trials.
+        n_fail: FAIL trials (objective failures and dead drivers).
+        n_pruned: PRUNED trials.
+    """
+
+    name: str
+    index: int
+    study_name: str
+    study: optuna.Study | None
+    state: str
+    ledger: Ledger | None
+    best_trial: FrozenTrial | None
+    budget: int
+    n_complete: int = 0
+    n_running: int = 0
+    n_fail: int = 0
+    n_pruned: int = 0
+
+
+@dataclass
+class SearchResult:
+    """A layer-wise search as stored: its stages and its merged best configuration.
+
+    Args:
+        study_name: The search's name.
+        storage: The storage, password masked.
+        direction: ``maximize`` or ``minimize``.
+        stages: Every stage, the refine stage last when there is one.
+        best_params: All parameters: finished stages at their ledger values, the others
+            at their defaults.
+        best_value: The value of the last finished stage's ledger entry.
+    """
+
+    study_name: str
+    storage: str
+    direction: str
+    stages: list[StageResult]
+    best_params: dict[str, Any]
+    best_value: float | None
+    spec: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        """Whether every stage has its ledger entry."""
+        return all(s.state == "finished" for s in self.stages)
+
+    def summary(self) -> str:
+        """A plain-text table of the stages, for ``hpo status``."""
+        lines = [f"search {self.study_name} in {self.storage} ({self.direction})"]
+        for s in self.stages:
+            value = f"{s.ledger.value:.6g} (#{s.ledger.trial_number})" if s.ledger else (
+                f"best so far {s.best_trial.value:.6g} (#{s.best_trial.number})"
+                if s.best_trial is not None and s.best_trial.value is not None
+                else "-"
+            )
+            lines.append(
+                f"  {s.index + 1:02d} {s.name:<16} {s.state:<8} "
+                f"{s.n_complete}/{s.budget} complete, {s.n_running} running, "
+                f"{s.n_fail} failed, {s.n_pruned} pruned  {value}"
+            )
+        best = f"{self.best_value:.6g}" if self.best_value is not None else "-"
+        lines.append(f"best value {best}; best params {self.best_params}")
+        return "\n".join(lines)
+
+
+class LayerwiseSearch:
+    """Tunes stages in order: per stage, random search then Bayesian optimization.
+
+    Args:
+        stages: The stages, in tuning order; parameter names must be unique across them.
+        objective: ``objective(params)`` or ``objective(params, trial)`` returning the
+            value to optimize; ``params`` holds every stage's parameters. ``None`` for a
+            search only inspected (status, export, report).
+        direction: ``maximize`` or ``minimize``.
+        storage: Storage URL (see :func:`hpo.make_storage`), Optuna storage, or ``None``
+            for in memory.
+        study_name: The search's name; stage studies are ``<study_name>.<NN>.<stage>``.
+        sampler: Bayesian sampler of stages that name none: ``gp``, ``tpe``, ``skopt``,
+            ``random`` or a callable ``seed -> BaseSampler``.
+        runner: ``local``, ``ray`` or a :class:`~hpo.runners.Runner`.
+        seed: Seed of the whole search; each stage's seed derives from it and its name.
+        refine: Optional last stage over all parameters near the incumbent: a
+            :class:`~hpo.Refine`, its Bayesian budget, or a dict of its fields.
+        remeasure_incumbent: Evaluate each stage's incumbent again instead of copying
+            the previous stage's best (noisy objectives).
+        artifact_store: A folder or Optuna artifact store for trial artifacts.
+        callbacks: ``callback(study, frozen_trial)`` after every finished trial.
+        metric: The metric whose per-epoch values are the trials' intermediate values;
+            ``None`` takes the objective's ``metric`` attribute when it has one.
+        pruner: An Optuna pruner for :meth:`TrialContext.should_stop`; ``None``: never.
+        lease_seconds: After how long without a heartbeat or lease renewal a RUNNING
+            trial counts as orphaned (its driver gone) and is marked FAIL.
+        spec_fingerprint: Fingerprint of the study file, stored for provenance.
+
+    Raises:
+        SpecError: Invalid stages or options.
+    """
+
+    def __init__(
+        self,
+        stages: Sequence[Stage],
+        objective: Objective | None = None,
+        *,
+        direction: str = "maximize",
+        storage: StorageLike = None,
+        study_name: str = "search",
+        sampler: SamplerSpec = "gp",
+        runner: str | Runner = "local",
+        seed: int = 0,
+        refine: Refine | int | Mapping[str, Any] | None = None,
+        remeasure_incumbent: bool = False,
+        artifact_store: Any = None,
+        callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
+        metric: str | None = None,
+        pruner: optuna.pruners.BasePruner | None = None,
+        lease_seconds: float = 60.0,
+        spec_fingerprint: str | None = None,
+    ) -> None:
+        self.stages = list(stages)
+        self.refine = Refine.coerce(refine)
+        _validate(self.stages, self.refine, direction, study_name, lease_seconds)
+        self.objective = objective
+        self.direction = direction
+        self.study_name = study_name
+        self.sampler = sampler
+        self.runner = runner
+        self.seed = int(seed)
+        self.remeasure_incumbent = remeasure_incumbent
+        self.callbacks = tuple(callbacks)
+        self.metric = metric if metric is not None else getattr(objective, "metric", None)
+        self.pruner = pruner or optuna.pruners.NopPruner()
+        self.lease_seconds = float(lease_seconds)
+        self.spec_fingerprint = spec_fingerprint
+        interval = max(1, int(self.lease_seconds // 4))
+        self.storage = make_storage(
+            storage,
+            heartbeat_interval=interval,
+            grace_period=max(interval + 1, math.ceil(self.lease_seconds)),
+        )
+        self.artifact_store = make_artifact_store(artifact_store)
+
+    # ----------------------------------------------------------------- names and specs
+
+    @property
+    def stage_names(self) -> list[str]:
+        """Stage names in order, ``refine`` last when there is a refine stage."""
+        return [s.name for s in self.stages] + ([REFINE] if self.refine else [])
+
+    def stage_study_name(self, index: int) -> str:
+        """The study name of the stage at ``index`` (0-based)."""
+        return f"{self.study_name}.{index + 1:02d}.{self.stage_names[index]}"
+
+    def spec(self) -> dict[str, Any]:
+        """The search's definition as stored in every stage study (``hpo:search``)."""
+        spec = {
+            "version": 1,
+            "name": self.study_name,
+            "direction": self.direction,
+            "seed": self.seed,
+            "sampler": sampler_label(self.sampler),
+            "stages": [stage_to_dict(s) for s in self.stages],
+            "refine": _refine_to_dict(self.refine),
+            "remeasure_incumbent": self.remeasure_incumbent,
+            "spec_fingerprint": self.spec_fingerprint,
+        }
+        spec["fingerprint"] = fingerprint(spec)
+        return _jsonable(spec)
+
+    def _stage_key(self, index: int) -> dict[str, Any]:
+        # What a stage's trials depend on; the previous stage's key is chained in, so a
+        # change upstream changes every key after it.
+        previous = fingerprint(self._stage_key(index - 1)) if index else None
+        if index < len(self.stages):
+            stage = self.stages[index]
+            what: Any = stage_to_dict(stage)
+            sampler = stage.sampler or self.sampler
+        else:
+            what = _refine_to_dict(self.refine)
+            sampler = self.refine.sampler or self.sampler  # type: ignore[union-attr]
+        return _jsonable(
+            {
+                "stage": what,
+                "direction": self.direction,
+                "seed": self.seed,
+                "sampler": sampler_label(sampler),
+                "remeasure_incumbent": self.remeasure_incumbent,
+                "previous": previous,
+            }
+        )
+
+    # ----------------------------------------------------------------------- running
+
+    def run(self, *, fresh: bool = False, from_stage: str | None = None) -> SearchResult:
+        """Run the search, resuming whatever the storage already holds.
+
+        Finished stages are skipped; the open stage completes its budget (trials of dead
+        drivers are failed first); then the remaining stages run.
+
+        Args:
+            fresh: Delete this search's stage studies first and start over.
+            from_stage: Delete the stage studies from this stage on and re-tune them.
+
+        Returns:
+            The search as stored at the end.
+
+        Raises:
+            HPOError: No objective (a loaded search).
+            StageChangedError: A stored stage was tuned with a different spec.
+            StageFailedError: A stage reached ``max_fail`` failed trials.
+        """
+        if self.objective is None:
+            raise HPOError(
+                "this search has no objective (hint: LayerwiseSearch.load() is for status "
+                "and export; build the search with an objective to run it)"
+            )
+        if fresh:
+            self.reset()
+        elif from_stage is not None:
+            self.reset(from_stage)
+        objective = as_two_argument(self.objective)
+        runner = make_runner(self.runner)
+        keepalive = Keepalive(self.storage, lease_seconds=self.lease_seconds)
+        try:
+            ledgers: dict[str, Ledger] = {}
+            for index in range(len(self.stage_names)):
+                stage = self._stage_at(index, ledgers)
+                study = self._open_stage(index, stage, ledgers)
+                ledger = read_ledger(study)
+                if ledger is None:
+                    job = StageJob(
+                        study=study,
+                        stage=stage,
+                        fixed=self._fixed(index, ledgers),
+                        objective=objective,
+                        keepalive=keepalive,
+                        order=self._order(),
+                        copy_from=self._copy_source(index, ledgers),
+                        metric=self.metric,
+                        artifact_store=self.artifact_store,
+                        ledgers=dict(ledgers),
+                        lease_seconds=self.lease_seconds,
+                        callbacks=self.callbacks,
+                    )
+                    _log.info(
+                        "stage %d/%d %s: %d trials (%d random incl. the incumbent)",
+                        index + 1, len(self.stage_names), stage.name, stage.budget,
+                        stage.n_random,
+                    )
+                    runner.run_stage(job)
+                    ledger = self._close_stage(study, stage)
+                else:
+                    _log.info(
+                        "stage %s finished earlier: %.6g (trial %d)",
+                        stage.name, ledger.value, ledger.trial_number,
+                    )
+                ledgers[stage.name] = ledger
+        finally:
+            keepalive.close()
+            runner.close()
+        return self.status()
+
+    def _stage_at(self, index: int, ledgers: Mapping[str, Ledger]) -> Stage:
+        if index < len(self.stages):
+            return self.stages[index]
+        return self._refine_stage(ledgers)
+
+    def _order(self) -> list[str]:
+        return [name for stage in self.stages for name in stage.space]
+
+    def _fixed(self, index: int, ledgers: Mapping[str, Ledger]) -> dict[str, Any]:
+        """Values of every parameter outside stage ``index``: ledger or default."""
+        if index >= len(self.stages):
+            return {}  # refine tunes all parameters
+        fixed: dict[str, Any] = {}
+        for other in self.stages:
+            if other is self.stages[index]:
+                continue
+            entry = ledgers.get(other.name)
+            fixed.update(entry.params if entry else other.defaults)
+        return fixed
+
+    def _merged(self, ledgers: Mapping[str, Ledger]) -> dict[str, Any]:
+        merged: dict[str, Any] = {}
+        for stage in self.stages:
+            entry = ledgers.get(stage.name)
+            merged.update(entry.params if entry else stage.defaults)
+        if REFINE in ledgers:
+            merged.update(ledgers[REFINE].params)
+        return merged
+
+    def _copy_source(self, index: int, ledgers: Mapping[str, Ledger]) -> Ledger | None:
+        if index == 0 or self.remeasure_incumbent:
+            return None  # the first stage measures its defaults
+        return ledgers[self.stage_names[index - 1]]
+
+    def _refine_stage(self, ledgers: Mapping[str, Ledger]) -> Stage:
+        """The refine stage: all parameters, narrowed around the stored incumbent."""
+        refine = self.refine
+        assert refine is not None  # only reached when the search has a refine stage
+        incumbent = self._merged(ledgers)
+        space = {}
+        for index, stage in enumerate(self.stages):
+            study = self._load_stage_study(index)
+            trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            sign = -1 if self.direction == "maximize" else 1
+            top = sorted(trials, key=lambda t: (sign * t.value, t.number))[: refine.top_k]
+            for name, dist in stage.space.items():
+                seen = [t.params[name] for t in top if name in t.params]
+                space[name] = narrow(
+                    dist,
+                    incumbent[name],
+                    width=refine.width,
+                    min_int_steps=refine.min_int_steps,
+                    seen=seen,
+                )
+        return Stage(
+            name=REFINE,
+            space=space,
+            defaults=incumbent,
+            n_random=refine.n_random,
+            n_bayes=refine.n_bayes,
+            sampler=refine.sampler,
+            max_fail=refine.max_fail,
+        )
+
+    def _open_stage(
+        self, index: int, stage: Stage, ledgers: Mapping[str, Ledger]
+    ) -> optuna.Study:
+        """Create or load a stage study and check it was made by the same spec."""
+        seed = derive_seed(self.seed, stage.name)
+        sampler = StageSampler(
+            make_sampler(stage.sampler or self.sampler, seed),
+            n_random=stage.n_random,
+            seed=seed,
+            incumbent=stage.defaults,
+        )
+        name = self.stage_study_name(index)
+        study = optuna.create_study(
+            storage=self.storage,
+            study_name=name,
+            direction=self.direction,
+            sampler=sampler,
+            pruner=self.pruner,
+            load_if_exists=True,
+        )
+        key = self._stage_key(index)
+        fixed = _jsonable(self._fixed(index, ledgers))
+        attrs = study.user_attrs
+        stored = attrs.get(STAGE_KEY_ATTR)
+        if stored is None:
+            # A new stage (or one whose creator died before this): idempotent writes, so
+            # two drivers creating it at once agree. The key goes last: a driver that
+            # sees it also sees the rest.
+            study.set_user_attr(FIXED_ATTR, fixed)
+            study.set_user_attr(SPACE_ATTR, _jsonable(stage_to_dict(stage)))
+            study.set_user_attr(STAGE_KEY_ATTR, key)
+        elif stored != key:
+            raise StageChangedError(stage.name, describe_change(stored, key))
+        elif LEDGER_ATTR not in attrs and attrs.get(FIXED_ATTR) != fixed:
+            raise StageChangedError(
+                stage.name,
+                "other stages' values: "
+                + describe_change(attrs.get(FIXED_ATTR) or {}, fixed),
+            )
+        spec = {**self.spec(), "index": index, "stage": stage.name}
+        if attrs.get(SEARCH_ATTR) != spec:
+            study.set_user_attr(SEARCH_ATTR, spec)
+        return study
+
+    def _close_stage(self, study: optuna.Study, stage: Stage) -> Ledger:
+        """The barrier: once nothing runs, write the ledger (or read another driver's)."""
+        backoff = Backoff(first=0.2, longest=5.0)
+        while True:
+            ledger = read_ledger(study)
+            if ledger is not None:
+                return ledger
+            reap_stale(study, lease_seconds=self.lease_seconds)
+            trials = study.get_trials(deepcopy=False)
+            running = [t.number for t in trials if t.state == TrialState.RUNNING]
+            if not running:
+                best = best_trial(trials, study.direction)
+                assert best is not None  # the runner returned with the budget COMPLETE
+                write_ledger(study, ledger_from_trial(stage.name, study.study_name, best))
+                continue  # read back what is stored: every stage reads the storage
+            if backoff.waited == 0:
+                _log.info(
+                    "%s: budget complete; waiting for RUNNING trials %s of other drivers "
+                    "before writing the ledger",
+                    study.study_name, running,
+                )
+            backoff.sleep()
+
+    # ------------------------------------------------------------- status and loading
+
+    def _load_stage_study(self, index: int) -> optuna.Study:
+        return optuna.load_study(
+            study_name=self.stage_study_name(index),
+            storage=self.storage,
+            sampler=optuna.samplers.RandomSampler(),
+        )
+
+    def status(self) -> SearchResult:
+        """The search as stored now (works without an objective).
+
+        Returns:
+            Every stage's state, ledger and counts, and the merged best configuration.
+        """
+        results = []
+        ledgers: dict[str, Ledger] = {}
+        for index, name in enumerate(self.stage_names):
+            try:
+                study: optuna.Study | None = self._load_stage_study(index)
+            except KeyError:
+                study = None
+            budget = (
+                self.stages[index].budget
+                if index < len(self.stages)
+                else self.refine.n_random + self.refine.n_bayes  # type: ignore[union-attr]
+            )
+            result = _stage_result(name, index, self.stage_study_name(index), study, budget)
+            if result.ledger is not None:
+                ledgers[name] = result.ledger
+            results.append(result)
+        finished = [r.ledger for r in results if r.ledger is not None]
+        return SearchResult(
+            study_name=self.study_name,
+            storage=describe_storage(self.storage),
+            direction=self.direction,
+            stages=results,
+            best_params=self._merged(ledgers),
+            best_value=finished[-1].value if finished else None,
+            spec=self.spec(),
+        )
+
+    def reset(self, from_stage: str | None = None) -> list[str]:
+        """Delete stage studies so they are tuned again.
+
+        Args:
+            from_stage: Delete this stage's study and every later one; ``None`` deletes
+                every study of this search (also those of stages no longer in the spec).
+
+        Returns:
+            Names of the deleted studies.
+
+        Raises:
+            SpecError: ``from_stage`` is not a stage of this search.
+        """
+        names = self.stage_names
+        if from_stage is not None and from_stage not in names:
+            close = difflib.get_close_matches(from_stage, names, n=1)
+            raise SpecError(
+                f"no stage {from_stage!r}",
+                key="from_stage",
+                hint=f"did you mean {close[0]!r}?" if close else f"stages: {', '.join(names)}",
+            )
+        start = names.index(from_stage) if from_stage is not None else 0
+        deleted = []
+        for summary in self.storage.get_all_studies():
+            record = summary.user_attrs.get(SEARCH_ATTR) or {}
+            if record.get("name") != self.study_name or record.get("index", -1) < start:
+                continue
+            optuna.delete_study(study_name=summary.study_name, storage=self.storage)
+            deleted.append(summary.study_name)
+        if deleted:
+            _log.info("deleted stage studies %s", sorted(deleted))
+        return sorted(deleted)
+
+    @classmethod
+    def load(
+        cls, storage: StorageLike, study_name: str, objective: Objective | None = None, **kw: Any
+    ) -> LayerwiseSearch:
+        """Rebuild a search from its stage studies' ``hpo:search`` attribute.
+
+        Args:
+            storage: The storage URL or object.
+            study_name: The search's name.
+            objective: Optional objective, to run the search again.
+            **kw: Options not stored (runner, callbacks, pruner, artifact_store, ...).
+
+        Returns:
+            The search, e.g. for :meth:`status`.
+
+        Raises:
+            SearchNotFoundError: No stage study of that search is in the storage.
+        """
+        opened = make_storage(storage)
+        records = [
+            s.user_attrs[SEARCH_ATTR]
+            for s in opened.get_all_studies()
+            if (s.user_attrs.get(SEARCH_ATTR) or {}).get("name") == study_name
+        ]
+        if not records:
+            raise SearchNotFoundError(study_name, describe_storage(opened))
+        record = max(records, key=lambda r: r.get("index", 0))  # the latest stage's
+        sampler = record.get("sampler") or "gp"
+        if sampler.startswith("callable:"):
+            sampler = kw.pop("sampler", "gp")  # a callable cannot be stored
+        refine = record.get("refine")
+        return cls(
+            [stage_from_dict(d) for d in record["stages"]],
+            objective,
+            direction=record["direction"],
+            storage=opened,
+            study_name=study_name,
+            sampler=kw.pop("sampler", sampler),
+            seed=record["seed"],
+            refine=_refine_from_dict(refine),
+            remeasure_incumbent=record.get("remeasure_incumbent", False),
+            spec_fingerprint=record.get("spec_fingerprint"),
+            **kw,
+        )
+
+
+def _stage_result(
+    name: str, index: int, study_name: str, study: optuna.Study | None, budget: int
+) -> StageResult:
+    if study is None:
+        return StageResult(name, index, study_name, None, "pending", None, None, budget)
+    trials = study.get_trials(deepcopy=False)
+    ledger = read_ledger(study)
+    if ledger is not None:
+        best = next((t for t in trials if t.number == ledger.trial_number), None)
+    else:
+        best = best_trial(trials, study.direction)
+    states = [t.state for t in trials]
+    return StageResult(
+        name=name,
+        index=index,
+        study_name=study_name,
+        study=study,
+        state="finished" if ledger else "open",
+        ledger=ledger,
+        best_trial=best,
+        budget=budget,
+        n_complete=states.count(TrialState.COMPLETE),
+        n_running=states.count(TrialState.RUNNING),
+        n_fail=states.count(TrialState.FAIL),
+        n_pruned=states.count(TrialState.PRUNED),
+    )
+
+
+def _validate(
+    stages: Sequence[Stage],
+    refine: Refine | None,
+    direction: str,
+    study_name: str,
+    lease_seconds: float,
+) -> None:
+    if not stages:
+        raise SpecError("a search needs at least one stage", key="stages", hint="add a stage")
+    seen_stages: set[str] = set()
+    owner: dict[str, str] = {}
+    for stage in stages:
+        if not isinstance(stage, Stage):
+            raise SpecError(
+                f"{stage!r} is not a Stage", key="stages", hint="build stages with hpo.Stage"
+            )
+        if stage.name in seen_stages:
+            raise SpecError(f"two stages named {stage.name!r}", key=f"stages.{stage.name}")
+        if stage.name == REFINE and refine is not None:
+            raise SpecError(
+                "a stage is named 'refine' and the search has a refine stage",
+                key=f"stages.{stage.name}",
+                hint="rename the stage",
+            )
+        seen_stages.add(stage.name)
+        for pname in stage.space:
+            if pname in owner:
+                raise SpecError(
+                    f"parameter {pname!r} is in stages {owner[pname]!r} and {stage.name!r}",
+                    key=f"stages.{stage.name}.{pname}",
+                    hint="each parameter belongs to exactly one stage",
+                )
+            owner[pname] = stage.name
+    if direction not in DIRECTIONS:
+        raise SpecError(
+            f"direction {direction!r}", key="direction", hint="use 'maximize' or 'minimize'"
+        )
+    if not isinstance(study_name, str) or not study_name.strip():
+        raise SpecError("empty study name", key="name", hint="name the search")
+    if lease_seconds < 1:
+        raise SpecError(
+            f"lease_seconds={lease_seconds}", key="lease_seconds", hint="use at least 1 second"
+        )
+
+
+def _refine_to_dict(refine: Refine | None) -> dict[str, Any] | None:
+    if refine is None:
+        return None
+    return {**asdict(refine), "sampler": sampler_label(refine.sampler)}
+
+
+def _refine_from_dict(data: Mapping[str, Any] | None) -> Refine | None:
+    if not data:
+        return None
+    sampler = data.get("sampler")
+    if isinstance(sampler, str) and sampler.startswith("callable:"):
+        sampler = None  # a callable cannot be stored; the search's sampler stands in
+    return Refine(**{**data, "sampler": sampler})
+
+
+def _jsonable(value: Any) -> Any:
+    # Values come back from the storage as JSON: compare like with like.
+    return json.loads(json.dumps(value, default=str))
+
+
+__all__ = ["FIXED_ATTR", "LayerwiseSearch", "SEARCH_ATTR", "SearchResult", "StageResult"]

@@ -1,0 +1,392 @@
+"""The runner interface: how a stage's trials are executed, and the job a runner is given.
+
+A :class:`StageJob` holds everything about one stage that does not depend on where a
+trial runs: asking the stage study for a trial (the incumbent copy included), turning an
+objective's result into COMPLETE / FAIL / PRUNED, telling the study, keeping RUNNING
+trials alive, the budget and ``max_fail``. A :class:`Runner` only decides where and how
+many trials run at once. The local runner runs them one by one in this process; a
+parallel runner asks several trials, evaluates them elsewhere and tells each outcome.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import time
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import FrozenTrial, TrialState
+
+from hpo.context import EPOCHS_ATTR, TrialContext
+from hpo.errors import StageFailedError
+from hpo.leases import DRIVER_GONE, FAIL_KIND_ATTR, FAIL_REASON_ATTR, Keepalive, reap_stale
+from hpo.ledger import COPIED_ATTR, Ledger, best_trial
+from hpo.samplers.phased import INCUMBENT, phase_of
+from hpo.stage import Stage
+
+_log = logging.getLogger("hpo")
+
+PHASE_ATTR = "hpo:phase"
+OBJECTIVE_FAILED = "objective"
+
+Objective = Callable[..., Any]
+"""``objective(params)`` or ``objective(params, trial: TrialContext)`` -> a float."""
+
+
+def as_two_argument(objective: Objective) -> Callable[[dict[str, Any], TrialContext], Any]:
+    """Wrap a one-argument objective so every objective takes ``(params, trial)``."""
+    try:
+        positional = [
+            p
+            for p in inspect.signature(objective).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+        ]
+    except (TypeError, ValueError):  # some builtins have no signature: assume (params)
+        positional = []
+    if len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in positional):
+        return objective
+    return lambda params, _trial: objective(params)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a trial ended.
+
+    Args:
+        state: COMPLETE, FAIL or PRUNED.
+        value: The objective value (COMPLETE only).
+        reason: Why it failed or was pruned.
+        epochs: Epochs it reached, when it reported any.
+    """
+
+    state: TrialState
+    value: float | None = None
+    reason: str | None = None
+    epochs: int | None = None
+
+
+def outcome_of(result: Any, context: TrialContext | None = None) -> Outcome:
+    """Classify an objective's return value: a finite float is COMPLETE, else FAIL.
+
+    A trial whose context was told to stop (pruner, scheduler) is PRUNED whatever it
+    returned, so an early value never competes with full-budget results.
+
+    Args:
+        result: What the objective returned.
+        context: The trial's context.
+
+    Returns:
+        The outcome.
+    """
+    epochs = context.epochs if context is not None and context.history else None
+    if context is not None and context.stopped:
+        return Outcome(TrialState.PRUNED, reason="stopped early by the pruner", epochs=epochs)
+    if result is None:
+        return Outcome(TrialState.FAIL, reason="objective returned None", epochs=epochs)
+    try:
+        value = float(result)
+    except (TypeError, ValueError):
+        return Outcome(
+            TrialState.FAIL,
+            reason=f"objective returned {type(result).__name__}, not a number",
+            epochs=epochs,
+        )
+    if not math.isfinite(value):
+        return Outcome(TrialState.FAIL, reason=f"objective returned {value}", epochs=epochs)
+    return Outcome(TrialState.COMPLETE, value=value, epochs=epochs)
+
+
+def outcome_of_exception(exc: BaseException, context: TrialContext | None = None) -> Outcome:
+    """Classify an exception raised by an objective (``optuna.TrialPruned`` is PRUNED)."""
+    epochs = context.epochs if context is not None and context.history else None
+    if isinstance(exc, optuna.TrialPruned):
+        return Outcome(TrialState.PRUNED, reason="pruned", epochs=epochs)
+    return Outcome(TrialState.FAIL, reason=f"{type(exc).__name__}: {exc}", epochs=epochs)
+
+
+@dataclass
+class PendingTrial:
+    """A trial asked from the stage study and not yet told.
+
+    Args:
+        trial: The Optuna trial.
+        params: Every stage's parameters merged.
+        context: The objective's trial context.
+        phase: ``incumbent``, ``random`` or ``bayes``.
+    """
+
+    trial: optuna.Trial
+    params: dict[str, Any]
+    context: TrialContext
+    phase: str
+
+    @property
+    def number(self) -> int:
+        """The trial's number in the stage study."""
+        return self.trial.number
+
+
+@dataclass
+class Counts:
+    """A stage's trials by state (``fail`` counts only the objective's failures)."""
+
+    complete: int = 0
+    running: int = 0
+    waiting: int = 0
+    fail: int = 0
+    pruned: int = 0
+    reasons: list[str] = field(default_factory=list)
+
+
+@dataclass
+class StageJob:
+    """One stage, ready to be run by a runner.
+
+    Args:
+        study: The stage study (its sampler does incumbent / random / Bayesian phases).
+        stage: The stage being tuned.
+        fixed: The other stages' parameters (ledger values or defaults).
+        objective: The objective, taking ``(params, trial)``.
+        keepalive: Renews heartbeats or leases of this driver's trials.
+        order: Parameter names in stage order, for the merged dict.
+        copy_from: The previous stage's ledger entry; trial 0 is then a copy of it
+            instead of a measurement.
+        metric: The metric reported as intermediate value.
+        artifact_store: The search's artifact store.
+        ledgers: Finished stages' entries (for artifacts).
+        lease_seconds: How long a driver's lease lasts.
+        callbacks: ``callback(study, frozen_trial)`` after every told trial.
+    """
+
+    study: optuna.Study
+    stage: Stage
+    fixed: Mapping[str, Any]
+    objective: Callable[[dict[str, Any], TrialContext], Any]
+    keepalive: Keepalive
+    order: Sequence[str] = ()
+    copy_from: Ledger | None = None
+    metric: str | None = None
+    artifact_store: Any = None
+    ledgers: Mapping[str, Ledger] = field(default_factory=dict)
+    lease_seconds: float = 60.0
+    callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = ()
+    _started: float = field(default_factory=time.monotonic, init=False)
+    _told: int = field(default=0, init=False)
+
+    @property
+    def budget(self) -> int:
+        """COMPLETE trials the stage needs."""
+        return self.stage.budget
+
+    @property
+    def max_fail(self) -> int:
+        """Failed trials after which the stage stops (the stage's, or max(5, budget))."""
+        return self.stage.max_fail or max(5, self.budget)
+
+    def counts(self) -> Counts:
+        """Count the stage's trials as stored now; reasons of the objective's failures."""
+        counts = Counts()
+        for t in self.study.get_trials(deepcopy=False):
+            if t.state == TrialState.COMPLETE:
+                counts.complete += 1
+            elif t.state == TrialState.RUNNING:
+                counts.running += 1
+            elif t.state == TrialState.WAITING:
+                counts.waiting += 1
+            elif t.state == TrialState.PRUNED:
+                counts.pruned += 1
+            elif t.state == TrialState.FAIL and t.user_attrs.get(FAIL_KIND_ATTR) != DRIVER_GONE:
+                counts.fail += 1
+                counts.reasons.append(t.user_attrs.get(FAIL_REASON_ATTR, "no reason recorded"))
+        return counts
+
+    def poll(self) -> Counts:
+        """Fail trials of dead drivers, then count the stage's trials.
+
+        Raises:
+            StageFailedError: ``max_fail`` trials have failed.
+        """
+        reap_stale(self.study, lease_seconds=self.lease_seconds)
+        counts = self.counts()
+        if counts.fail >= self.max_fail:
+            raise StageFailedError(self.stage.name, counts.fail, counts.reasons)
+        return counts
+
+    def is_done(self, counts: Counts) -> bool:
+        """Whether the stage has its full budget COMPLETE."""
+        return counts.complete >= self.budget
+
+    def open_slots(self, counts: Counts) -> int:
+        """How many more trials may start without going over the budget.
+
+        RUNNING trials (of any driver) count as if they will complete; when they fail,
+        their slots open again.
+        """
+        return max(0, self.budget - counts.complete - counts.running)
+
+    def ask(self) -> PendingTrial | None:
+        """Start a trial; ``None`` when the asked trial was the copied incumbent.
+
+        Trial 0 is the incumbent: the previous stage's best, told at once with its stored
+        value (marked ``hpo:copied_from``) unless it is to be measured.
+        """
+        with warnings.catch_warnings():
+            # Optuna warns that its heartbeat expects study.optimize; we renew it ourselves.
+            warnings.filterwarnings("ignore", message="Heartbeat of storage")
+            trial = self.study.ask(fixed_distributions=dict(self.stage.space))
+        self.keepalive.add(trial._trial_id)
+        phase = phase_of(trial.number, self.stage.n_random)
+        trial.set_user_attr(PHASE_ATTR, phase)
+        if phase == INCUMBENT and self.copy_from is not None:
+            source = self.copy_from
+            trial.set_user_attr(
+                COPIED_ATTR,
+                {
+                    "study": source.study_name,
+                    "trial": source.trial_number,
+                    "artifacts": source.artifacts,
+                },
+            )
+            self._tell(trial, Outcome(TrialState.COMPLETE, value=source.value))
+            return None
+        params = {**self.fixed, **trial.params}
+        if self.order:
+            params = {name: params[name] for name in self.order if name in params}
+        context = TrialContext(
+            trial,
+            params=params,
+            stage=self.stage.name,
+            metric=self.metric,
+            artifact_store=self.artifact_store,
+            ledgers=self.ledgers,
+        )
+        return PendingTrial(trial, params, context, phase)
+
+    def evaluate(self, pending: PendingTrial) -> Outcome:
+        """Run the objective in this process and classify what happened.
+
+        ``KeyboardInterrupt`` marks the trial FAIL and propagates.
+        """
+        try:
+            result = self.objective(pending.params, pending.context)
+        except KeyboardInterrupt:
+            self.tell(pending, Outcome(TrialState.FAIL, reason="interrupted"))
+            raise
+        except Exception as exc:  # noqa: BLE001 - any error of the objective fails the trial
+            _log.warning(
+                "%s trial %d failed: %s: %s",
+                self.study.study_name, pending.number, type(exc).__name__, exc,
+                exc_info=_log.isEnabledFor(logging.DEBUG),
+            )
+            return outcome_of_exception(exc, pending.context)
+        return outcome_of(result, pending.context)
+
+    def tell(self, pending: PendingTrial, outcome: Outcome) -> FrozenTrial | None:
+        """Record a trial's outcome in the stage study.
+
+        Returns:
+            The finished trial, or ``None`` when another driver had already failed it
+            (its lease expired while it ran).
+        """
+        return self._tell(pending.trial, outcome)
+
+    def _tell(self, trial: optuna.Trial, outcome: Outcome) -> FrozenTrial | None:
+        try:
+            if outcome.reason is not None:
+                trial.set_user_attr(FAIL_REASON_ATTR, outcome.reason)
+            if outcome.state == TrialState.FAIL:
+                trial.set_user_attr(FAIL_KIND_ATTR, OBJECTIVE_FAILED)
+            if outcome.epochs is not None:
+                trial.set_user_attr(EPOCHS_ATTR, outcome.epochs)
+            values = outcome.value if outcome.state == TrialState.COMPLETE else None
+            frozen = self.study.tell(trial, values, state=outcome.state)
+        except UpdateFinishedTrialError:
+            _log.warning(
+                "%s trial %d was failed by another driver (its lease expired); result dropped",
+                self.study.study_name, trial.number,
+            )
+            return None
+        finally:
+            self.keepalive.discard(trial._trial_id)
+        self._told += 1
+        self._log_progress(frozen, outcome)
+        for callback in self.callbacks:
+            callback(self.study, frozen)
+        return frozen
+
+    def _log_progress(self, frozen: FrozenTrial, outcome: Outcome) -> None:
+        if not _log.isEnabledFor(logging.INFO):
+            return
+        trials = self.study.get_trials(deepcopy=False)
+        done = sum(t.state == TrialState.COMPLETE for t in trials)
+        best = best_trial(trials, self.study.direction)
+        per_trial = (time.monotonic() - self._started) / max(1, self._told)
+        eta = max(0, self.budget - done) * per_trial
+        what = f"{outcome.value:.6g}" if outcome.value is not None else outcome.reason
+        best_text = f"best {best.value:.6g} (#{best.number})" if best else "no best yet"
+        _log.info(
+            "%s trial %d %s %s | %d/%d complete, %s, ETA %s",
+            self.study.study_name, frozen.number, outcome.state.name, what, done,
+            self.budget, best_text, _duration(eta),
+        )
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+class Runner(ABC):
+    """Executes a stage's trials until the stage has its budget COMPLETE.
+
+    A runner must: :meth:`StageJob.poll` the stage and ask trials only while
+    :meth:`StageJob.open_slots` is positive (other drivers' RUNNING trials count);
+    evaluate each trial's merged parameters with the objective, reporting through the
+    trial's :class:`~hpo.TrialContext` (or the equivalent); tell every outcome with
+    :meth:`StageJob.tell` (PRUNED for trials stopped early, with ``hpo:epochs``); and
+    return once :meth:`StageJob.is_done`. When no slot is open and the stage is not
+    done, it waits (other drivers' trials may complete or fail), polling with a backoff.
+    """
+
+    name: str = "runner"
+
+    @abstractmethod
+    def run_stage(self, job: StageJob) -> None:
+        """Run the stage's trials until its budget is COMPLETE.
+
+        Args:
+            job: The stage.
+
+        Raises:
+            StageFailedError: ``max_fail`` trials failed.
+        """
+
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+        """Release what the runner holds (workers, clusters); called once per search."""
+
+
+__all__ = [
+    "Counts",
+    "Objective",
+    "Outcome",
+    "PHASE_ATTR",
+    "PendingTrial",
+    "Runner",
+    "StageJob",
+    "as_two_argument",
+    "outcome_of",
+    "outcome_of_exception",
+]

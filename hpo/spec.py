@@ -1,0 +1,873 @@
+"""Study files (``studies/*.toml``) -> validated, immutable dataclasses.
+
+Every mistake a user can make in a study file raises a :class:`~hpo.errors.SpecError`
+that names the file, the dotted key and a hint; unknown keys name the nearest valid one.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+import tomllib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+
+from hpo.errors import SpecError
+from hpo.samplers import SAMPLER_NAMES
+from hpo.space import fingerprint as _hash
+from hpo.stage import Stage
+
+METRICS = ("f1", "miou", "auc")
+MODELS = ("fusion", "segnet", "deeplabv3", "pspnet")
+RUNNERS = ("local", "ray")
+PARAM_TYPES = ("float", "int", "categorical")
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
+_REQUIRED = object()
+
+_TOP_KEYS = (
+    "name",
+    "description",
+    "storage",
+    "artifacts",
+    "seed",
+    "direction",
+    "metric",
+    "sampler",
+    "cycles",
+    "runner",
+    "data",
+    "model",
+    "stages",
+    "refine",
+)
+_RUNNER_KEYS = ("kind", "cpu", "gpu", "max_concurrent", "address", "max_retries", "asha")
+_ASHA_KEYS = ("grace", "reduction_factor")
+_MODEL_KEYS = ("name", "fixed")
+_REFINE_KEYS = ("enabled", "n_trials")
+_STAGE_KEYS = ("name", "n_random", "n_bayes", "sampler", "max_fail", "params")
+_PARAM_KEYS = {
+    "float": ("type", "low", "high", "log", "step", "default"),
+    "int": ("type", "low", "high", "log", "step", "default"),
+    "categorical": ("type", "choices", "default"),
+}
+# Keys that never change what a search explores, so editing them keeps its fingerprint.
+_NOT_FINGERPRINTED = ("storage", "artifacts", "runner", "description")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One tuned parameter of a stage.
+
+    Attributes:
+        name: The parameter's name; for the network objective a dotted config key
+            (``"optim.lr"``).
+        type: ``"float"``, ``"int"`` or ``"categorical"``.
+        default: Its value until its stage is tuned.
+        low: Lower bound (float and int).
+        high: Upper bound, inclusive (float and int).
+        log: Sample on a log scale.
+        step: Discretisation step (not with ``log``).
+        choices: The values of a categorical parameter.
+    """
+
+    name: str
+    type: str
+    default: Any
+    low: float | int | None = None
+    high: float | int | None = None
+    log: bool = False
+    step: float | int | None = None
+    choices: tuple[Any, ...] | None = None
+
+    def distribution(self) -> BaseDistribution:
+        """The parameter as an Optuna distribution."""
+        if self.type == "categorical":
+            return CategoricalDistribution(self.choices)
+        if self.type == "int":
+            return IntDistribution(self.low, self.high, log=self.log, step=self.step or 1)
+        return FloatDistribution(self.low, self.high, log=self.log, step=self.step)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The parameter as its study-file table (unset optional keys left out)."""
+        keys = _PARAM_KEYS[self.type]
+        data = {k: v for k, v in asdict(self).items() if k in keys and v is not None}
+        if "choices" in data:
+            data["choices"] = list(data["choices"])
+        if not self.log:
+            data.pop("log", None)
+        return data
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One ``[[stages]]`` table.
+
+    Attributes:
+        name: Stage name.
+        params: Parameter name -> its spec, in file order.
+        n_random: Random-search trials (the incumbent counts).
+        n_bayes: Bayesian-optimisation trials after them.
+        sampler: This stage's Bayesian sampler; ``None`` uses the study's.
+        max_fail: Failed trials after which the stage stops; ``None``: the engine decides.
+    """
+
+    name: str
+    params: Mapping[str, ParamSpec]
+    n_random: int = 8
+    n_bayes: int = 16
+    sampler: str | None = None
+    max_fail: int | None = None
+
+    def to_stage(self) -> Stage:
+        """The stage as the engine's :class:`~hpo.stage.Stage`."""
+        return Stage(
+            self.name,
+            {name: p.distribution() for name, p in self.params.items()},
+            defaults={name: p.default for name, p in self.params.items()},
+            n_random=self.n_random,
+            n_bayes=self.n_bayes,
+            sampler=self.sampler,
+            max_fail=self.max_fail,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stage as its study-file table."""
+        data: dict[str, Any] = {
+            "name": self.name,
+            "n_random": self.n_random,
+            "n_bayes": self.n_bayes,
+        }
+        if self.sampler is not None:
+            data["sampler"] = self.sampler
+        if self.max_fail is not None:
+            data["max_fail"] = self.max_fail
+        data["params"] = {name: p.to_dict() for name, p in self.params.items()}
+        return data
+
+
+@dataclass(frozen=True)
+class AshaSpec:
+    """ASHA early stopping of the ray runner.
+
+    Attributes:
+        grace: Epochs every trial runs before it may be stopped.
+        reduction_factor: Share of trials kept at each rung is ``1 / reduction_factor``.
+    """
+
+    grace: int = 1
+    reduction_factor: float = 3.0
+
+
+@dataclass(frozen=True)
+class RunnerSpec:
+    """How trials execute.
+
+    Attributes:
+        kind: ``"local"`` (in this process, one after another) or ``"ray"`` (Ray Tune).
+        cpu: CPUs per trial.
+        gpu: GPUs per trial; fractions share a GPU.
+        max_concurrent: Trials running at once (ray).
+        address: Ray cluster to join (``ray.init(address=...)``); ``None`` starts one.
+        max_retries: Times a crashed trial is retried before it counts as FAIL.
+        asha: ASHA early stopping (ray); ``None`` disables it.
+    """
+
+    kind: str = "local"
+    cpu: float = 1.0
+    gpu: float = 0.0
+    max_concurrent: int = 1
+    address: str | None = None
+    max_retries: int = 0
+    asha: AshaSpec | None = None
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The model that every trial trains.
+
+    Attributes:
+        name: ``"fusion"`` (the paper's network) or a baseline
+            (``"segnet"``, ``"deeplabv3"``, ``"pspnet"``).
+        fixed: Dotted config key -> value, overriding the base configuration in every trial.
+    """
+
+    name: str = "fusion"
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RefineSpec:
+    """The optional joint refine stage after the last stage.
+
+    Attributes:
+        enabled: Run it.
+        n_trials: Its budget of COMPLETE trials.
+    """
+
+    enabled: bool = False
+    n_trials: int = 10
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """A validated study file.
+
+    Attributes:
+        name: Search name; stage studies are ``<name>.<NN>.<stage>``.
+        file: The study file (``None`` when built from a dict).
+        storage: Storage URL, relative paths resolved against the study file's folder.
+        artifacts: Artifact store folder.
+        seed: Seed of every random choice.
+        direction: ``"maximize"`` (every metric here is better when higher).
+        metric: Validation metric the objective returns: ``"f1"``, ``"miou"`` or ``"auc"``.
+        sampler: Default Bayesian sampler of the stages.
+        runner: How trials run.
+        data: The ``[data]`` section, unchanged; its paths are relative to ``base_dir``.
+        model: The model and its fixed configuration.
+        stages: The stages, in tuning order.
+        refine: The optional refine stage.
+        cycles: Passes over the stages.
+        description: Free text.
+    """
+
+    name: str
+    file: Path | None
+    storage: str
+    artifacts: Path
+    seed: int
+    direction: str
+    metric: str
+    sampler: str
+    runner: RunnerSpec
+    data: Mapping[str, Any]
+    model: ModelSpec
+    stages: tuple[StageSpec, ...]
+    refine: RefineSpec = field(default_factory=RefineSpec)
+    cycles: int = 1
+    description: str = ""
+
+    @property
+    def base_dir(self) -> Path:
+        """The folder the file's relative paths (data, storage, artifacts) refer to."""
+        return self.file.parent if self.file is not None else Path.cwd()
+
+    def to_stages(self) -> list[Stage]:
+        """The stages as the engine's :class:`~hpo.stage.Stage` objects."""
+        return [stage.to_stage() for stage in self.stages]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The canonical spec as plain data; :func:`parse_study` reads it back unchanged.
+
+        Returns:
+            A JSON- and YAML-safe dict with every default filled in and paths resolved.
+        """
+        runner = asdict(self.runner)
+        if runner["asha"] is None:
+            del runner["asha"]
+        if runner["address"] is None:
+            del runner["address"]
+        return {
+            "name": self.name,
+            "description": self.description,
+            "storage": self.storage,
+            "artifacts": str(self.artifacts),
+            "seed": self.seed,
+            "direction": self.direction,
+            "metric": self.metric,
+            "sampler": self.sampler,
+            "cycles": self.cycles,
+            "runner": runner,
+            "data": _plain(self.data),
+            "model": {"name": self.model.name, "fixed": dict(self.model.fixed)},
+            "stages": [stage.to_dict() for stage in self.stages],
+            "refine": asdict(self.refine),
+        }
+
+    def fingerprint(self) -> str:
+        """A stable hash of what the search explores (storage, runner, artifacts excluded).
+
+        Returns:
+            16 hex digits; equal for study files that define the same search.
+        """
+        data = {k: v for k, v in self.to_dict().items() if k not in _NOT_FINGERPRINTED}
+        return _hash(data)
+
+
+def load_study_file(path: str | Path, *, check_paths: bool = True) -> StudySpec:
+    """Read and validate a study file.
+
+    Args:
+        path: The ``.toml`` file.
+        check_paths: Check that files the study refers to (``data.scene``) exist; turn
+            off for commands that only read results (status, export).
+
+    Returns:
+        The validated spec.
+
+    Raises:
+        SpecError: The file is missing, not TOML, or invalid; the message names the
+            file, the dotted key and a hint.
+    """
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise SpecError(
+            "study file not found",
+            file=str(path),
+            hint="check the path; studies/quickstart.toml is a template to copy",
+        )
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SpecError(
+            f"not valid TOML: {exc}", file=str(path), hint="see https://toml.io for the syntax"
+        ) from exc
+    return parse_study(raw, file=path, check_paths=check_paths)
+
+
+def parse_study(
+    raw: Mapping[str, Any], *, file: str | Path | None = None, check_paths: bool = True
+) -> StudySpec:
+    """Validate a study given as plain data (a parsed study file or :meth:`StudySpec.to_dict`).
+
+    Args:
+        raw: The study's tables.
+        file: The file it came from; relative paths are resolved against its folder and
+            errors name it.
+        check_paths: Check that files the study refers to exist.
+
+    Returns:
+        The validated spec.
+
+    Raises:
+        SpecError: Anything is invalid.
+    """
+    file_path = Path(file).resolve() if file is not None else None
+    r = _Reader(str(file_path) if file_path else "<study>")
+    base = file_path.parent if file_path else Path.cwd()
+    top = r.table(raw, "", _TOP_KEYS)
+    default_name = file_path.stem if file_path else _REQUIRED
+    name = r.get(top, "name", "", str, default_name)
+    r.check(
+        bool(_NAME.match(name)),
+        "name",
+        f"invalid study name {name!r}",
+        "start with a letter; use letters, digits, '_' or '-'",
+    )
+    metric = r.choice(top, "metric", "", METRICS, "f1")
+    direction = r.choice(top, "direction", "", ("maximize", "minimize"), "maximize")
+    r.check(
+        direction == "maximize",
+        "direction",
+        f"{metric} is better when higher, so minimizing it would find the worst model",
+        "remove direction or set 'maximize'",
+    )
+    sampler = r.choice(top, "sampler", "", SAMPLER_NAMES, "gp")
+    model = _parse_model(r, top.get("model", {}))
+    spec = StudySpec(
+        name=name,
+        file=file_path,
+        storage=_resolve_storage(r, r.get(top, "storage", "", str, None), base, name),
+        artifacts=_resolve_path(base, r.get(top, "artifacts", "", str, f"artifacts/{name}")),
+        seed=r.get(top, "seed", "", int, 0),
+        direction=direction,
+        metric=metric,
+        sampler=sampler,
+        runner=_parse_runner(r, top.get("runner", {})),
+        data=_parse_data(r, top.get("data", _REQUIRED), base, check_paths),
+        model=model,
+        stages=_parse_stages(r, top.get("stages", _REQUIRED), model),
+        refine=_parse_refine(r, top.get("refine", {})),
+        cycles=r.get(top, "cycles", "", int, 1),
+        description=r.get(top, "description", "", str, ""),
+    )
+    r.check(spec.cycles >= 1, "cycles", f"cycles = {spec.cycles}", "use 1 or more passes")
+    _check_model_config(r, spec)
+    return spec
+
+
+class _Reader:
+    """Reads tables of a study file, raising SpecErrors that name the file and key."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+
+    def fail(self, key: str, message: str, hint: str) -> SpecError:
+        return SpecError(message, file=self.file, key=key or None, hint=hint)
+
+    def check(self, ok: bool, key: str, message: str, hint: str) -> None:
+        if not ok:
+            raise self.fail(key, message, hint)
+
+    def table(self, raw: Any, key: str, allowed: Iterable[str]) -> dict[str, Any]:
+        allowed = list(allowed)
+        if not isinstance(raw, Mapping):
+            raise self.fail(
+                key,
+                f"expected a table, got {_kind(raw)}",
+                f"write it as [{key}] with keys {', '.join(allowed)}",
+            )
+        for name in raw:
+            if name not in allowed:
+                near = difflib.get_close_matches(str(name), allowed, n=1, cutoff=0.6)
+                where = f" in [{key}]" if key else ""
+                hint = f"did you mean {near[0]!r}?" if near else f"valid keys: {', '.join(allowed)}"
+                raise self.fail(_join(key, str(name)), f"unknown key {name!r}{where}", hint)
+        return dict(raw)
+
+    def get(
+        self,
+        table: Mapping[str, Any],
+        name: str,
+        key: str,
+        kind: type | tuple[type, ...],
+        default: Any = _REQUIRED,
+    ) -> Any:
+        dotted = _join(key, name)
+        if name not in table:
+            if default is _REQUIRED:
+                raise self.fail(
+                    dotted, f"missing required key {name!r}", f"add {name} = <{_type_name(kind)}>"
+                )
+            return default
+        return self.value(table[name], dotted, kind)
+
+    def value(self, value: Any, key: str, kind: type | tuple[type, ...]) -> Any:
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        # bool is an int subclass, but `n_random = true` is a mistake, not 1.
+        ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+        if not ok and float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if not ok:
+            raise self.fail(
+                key,
+                f"expected {_type_name(kind)}, got {_kind(value)} {value!r}",
+                f"write {key.rsplit('.', 1)[-1]} as {_type_name(kind)}",
+            )
+        return value
+
+    def choice(
+        self,
+        table: Mapping[str, Any],
+        name: str,
+        key: str,
+        choices: Iterable[str],
+        default: Any = _REQUIRED,
+    ) -> str:
+        choices = list(choices)
+        value = self.get(table, name, key, str, default)
+        if value not in choices:
+            near = difflib.get_close_matches(value, choices, n=1, cutoff=0.5)
+            hint = f"did you mean {near[0]!r}?" if near else f"use one of {', '.join(choices)}"
+            raise self.fail(_join(key, name), f"{value!r} is not one of {', '.join(choices)}", hint)
+        return value
+
+    def number(
+        self,
+        table: Mapping[str, Any],
+        name: str,
+        key: str,
+        default: Any,
+        ok: Callable[[float], bool],
+        rule: str,
+    ) -> Any:
+        value = self.get(table, name, key, (int, float), default)
+        if value is not None:
+            self.check(ok(value), _join(key, name), f"{name} = {value}", f"use {rule}")
+        return value
+
+
+def _parse_runner(r: _Reader, raw: Any) -> RunnerSpec:
+    t = r.table(raw, "runner", _RUNNER_KEYS)
+    asha = None
+    if "asha" in t:
+        a = r.table(t["asha"], "runner.asha", _ASHA_KEYS)
+        grace = r.get(a, "grace", "runner.asha", int, 1)
+        r.check(grace >= 1, "runner.asha.grace", f"grace = {grace}", "use 1 or more epochs")
+        rf = r.number(a, "reduction_factor", "runner.asha", 3.0, lambda v: v >= 2, "2 or more")
+        asha = AshaSpec(grace, float(rf))
+    max_concurrent = r.get(t, "max_concurrent", "runner", int, 1)
+    max_retries = r.get(t, "max_retries", "runner", int, 0)
+    r.check(
+        max_concurrent >= 1,
+        "runner.max_concurrent",
+        f"max_concurrent = {max_concurrent}",
+        "use 1 or more",
+    )
+    r.check(max_retries >= 0, "runner.max_retries", f"max_retries = {max_retries}", "use 0 or more")
+    return RunnerSpec(
+        kind=r.choice(t, "kind", "runner", RUNNERS, "local"),
+        cpu=float(r.number(t, "cpu", "runner", 1.0, lambda v: v > 0, "a number > 0")),
+        gpu=float(
+            r.number(t, "gpu", "runner", 0.0, lambda v: v >= 0, "0 or more (fractions share a GPU)")
+        ),
+        max_concurrent=max_concurrent,
+        address=r.get(t, "address", "runner", str, None),
+        max_retries=max_retries,
+        asha=asha,
+    )
+
+
+def _parse_data(r: _Reader, raw: Any, base: Path, check_paths: bool) -> dict[str, Any]:
+    if raw is _REQUIRED:
+        raise r.fail(
+            "data",
+            "missing [data] section",
+            'add [data] with scene = "path/to/scene.toml" or format = "geotiff" '
+            "and the sources (see studies/quickstart.toml)",
+        )
+    if not isinstance(raw, Mapping):
+        raise r.fail("data", f"expected a table, got {_kind(raw)}", "write it as [data]")
+    if "scene" in raw:
+        scene = _resolve_path(base, r.value(raw["scene"], "data.scene", str))
+        if check_paths and not scene.is_file():
+            raise r.fail(
+                "data.scene",
+                f"scene file {str(scene)!r} does not exist",
+                f"generate it with `hpo synth {scene.parent}` or fix the path "
+                "(relative to the study file)",
+            )
+    elif "format" in raw:
+        fmt = r.value(raw["format"], "data.format", str)
+        formats = _data_formats()
+        if formats and fmt not in formats:
+            r.choice(raw, "format", "data", formats)
+    else:
+        raise r.fail(
+            "data",
+            "[data] has neither 'scene' nor 'format'",
+            'point at a scene file (scene = "scene.toml") or describe the sources '
+            '(format = "geotiff", dates, [[data.sources]])',
+        )
+    return dict(raw)
+
+
+def _data_formats() -> tuple[str, ...]:
+    """The adapters the data package knows, or () when it is not importable."""
+    try:
+        from data.scene import FORMATS
+    except ImportError:
+        return ()
+    return tuple(FORMATS)
+
+
+def _parse_model(r: _Reader, raw: Any) -> ModelSpec:
+    t = r.table(raw, "model", _MODEL_KEYS)
+    fixed = r.get(t, "fixed", "model", dict, {})
+    return ModelSpec(name=r.choice(t, "name", "model", MODELS, "fusion"), fixed=dict(fixed))
+
+
+def _parse_refine(r: _Reader, raw: Any) -> RefineSpec:
+    t = r.table(raw, "refine", _REFINE_KEYS)
+    n = r.get(t, "n_trials", "refine", int, 10)
+    r.check(n >= 1, "refine.n_trials", f"n_trials = {n}", "use 1 or more")
+    return RefineSpec(enabled=r.get(t, "enabled", "refine", bool, False), n_trials=n)
+
+
+def _parse_stages(r: _Reader, raw: Any, model: ModelSpec) -> tuple[StageSpec, ...]:
+    if raw is _REQUIRED or (isinstance(raw, list) and not raw):
+        raise r.fail("stages", "no stages", "add at least one [[stages]] table with params")
+    if not isinstance(raw, list):
+        raise r.fail(
+            "stages",
+            f"expected an array of tables, got {_kind(raw)}",
+            "write each stage as [[stages]] (double brackets)",
+        )
+    stages: list[StageSpec] = []
+    owner: dict[str, str] = {}
+    for i, item in enumerate(raw):
+        stage = _parse_stage(r, item, i)
+        if any(s.name == stage.name for s in stages):
+            raise r.fail(
+                f"stages.{stage.name}",
+                f"stage name {stage.name!r} is used twice",
+                "give every stage a unique name",
+            )
+        for pname in stage.params:
+            where = f"stages.{stage.name}.params.{_part(pname)}"
+            if pname in owner:
+                raise r.fail(
+                    where,
+                    f"parameter {pname!r} is already tuned in stage {owner[pname]!r}",
+                    "tune each parameter in one stage only",
+                )
+            if pname in model.fixed:
+                raise r.fail(
+                    where,
+                    f"parameter {pname!r} is also in [model.fixed]",
+                    "a parameter is either tuned or fixed: remove one",
+                )
+            owner[pname] = stage.name
+        stages.append(stage)
+    return tuple(stages)
+
+
+def _parse_stage(r: _Reader, raw: Any, index: int) -> StageSpec:
+    name = raw.get("name") if isinstance(raw, Mapping) else None
+    key = f"stages.{name}" if isinstance(name, str) and name else f"stages[{index}]"
+    t = r.table(raw, key, _STAGE_KEYS)
+    name = r.get(t, "name", key, str)
+    r.check(
+        bool(_NAME.match(name)),
+        f"{key}.name",
+        f"invalid stage name {name!r}",
+        "start with a letter; use letters, digits, '_' or '-'",
+    )
+    n_random = r.get(t, "n_random", key, int, 8)
+    n_bayes = r.get(t, "n_bayes", key, int, 16)
+    r.check(
+        n_random >= 1,
+        f"{key}.n_random",
+        f"n_random = {n_random}",
+        "use 1 or more (the first trial measures the incumbent)",
+    )
+    r.check(n_bayes >= 0, f"{key}.n_bayes", f"n_bayes = {n_bayes}", "use 0 or more")
+    max_fail = r.get(t, "max_fail", key, int, None)
+    r.check(
+        max_fail is None or max_fail >= 1,
+        f"{key}.max_fail",
+        f"max_fail = {max_fail}",
+        "use 1 or more, or leave it out",
+    )
+    sampler = r.choice(t, "sampler", key, SAMPLER_NAMES, None) if "sampler" in t else None
+    params_raw = t.get("params")
+    if not isinstance(params_raw, Mapping) or not params_raw:
+        raise r.fail(
+            f"{key}.params",
+            "stage has no parameters",
+            f'add e.g. [{key}.params."optim.lr"] with type, low, high, default',
+        )
+    params = {
+        str(p): _parse_param(r, v, str(p), f"{key}.params.{_part(str(p))}")
+        for p, v in params_raw.items()
+    }
+    return StageSpec(name, params, n_random, n_bayes, sampler, max_fail)
+
+
+def _parse_param(r: _Reader, raw: Any, name: str, key: str) -> ParamSpec:
+    if not isinstance(raw, Mapping):
+        raise r.fail(
+            key,
+            f"expected a table, got {_kind(raw)}",
+            'e.g. { type = "float", low = 1e-4, high = 1e-2, log = true, default = 1e-3 }',
+        )
+    ptype = r.choice(raw, "type", key, PARAM_TYPES)
+    t = r.table(raw, key, _PARAM_KEYS[ptype])
+    if "default" not in t:
+        raise r.fail(
+            f"{key}.default",
+            f"parameter {name!r} has no default",
+            "every parameter needs a default, used until its stage is tuned",
+        )
+    if ptype == "categorical":
+        return _parse_categorical(r, t, name, key)
+    kind: type | tuple[type, ...] = int if ptype == "int" else (int, float)
+    low, high = r.get(t, "low", key, kind), r.get(t, "high", key, kind)
+    log = r.get(t, "log", key, bool, False)
+    step = r.get(t, "step", key, kind, None)
+    default = r.get(t, "default", key, kind)
+    r.check(low <= high, f"{key}.low", f"low = {low} > high = {high}", "swap low and high")
+    r.check(
+        not log or low > 0,
+        f"{key}.low",
+        f"log scale needs low > 0, got {low}",
+        "raise low above 0 or remove log = true",
+    )
+    if step is not None:
+        r.check(step > 0, f"{key}.step", f"step = {step}", "use a step > 0")
+        r.check(
+            not log, f"{key}.step", "step and log cannot be combined", "remove step or log = true"
+        )
+        r.check(
+            _on_grid(high - low, step),
+            f"{key}.high",
+            f"high - low = {high - low} is not a multiple of step = {step}",
+            f"set high to low + a multiple of {step}",
+        )
+    on_grid = step is None or _on_grid(default - low, step)
+    r.check(
+        low <= default <= high and on_grid,
+        f"{key}.default",
+        f"default {default} is outside [{low}, {high}]"
+        if on_grid
+        else f"default {default} is not on the step grid low + k * {step}",
+        "choose a default inside the range (and on the step grid)",
+    )
+    if ptype == "float":  # `low = 0` in TOML is an integer; a float parameter wants floats
+        low, high, default = float(low), float(high), float(default)
+        step = float(step) if step is not None else None
+    return ParamSpec(name, ptype, default, low, high, log, step)
+
+
+def _parse_categorical(r: _Reader, t: Mapping[str, Any], name: str, key: str) -> ParamSpec:
+    choices = r.get(t, "choices", key, list)
+    r.check(bool(choices), f"{key}.choices", "empty choices", "list at least one choice")
+    for i, c in enumerate(choices):
+        r.value(c, f"{key}.choices[{i}]", (str, int, float, bool))
+    r.check(
+        len({(type(c), c) for c in choices}) == len(choices),
+        f"{key}.choices",
+        f"choices repeat: {choices}",
+        "list each choice once",
+    )
+    default = t["default"]
+    r.check(
+        any(type(default) is type(c) and default == c for c in choices),
+        f"{key}.default",
+        f"default {default!r} is not one of the choices {choices}",
+        'use one of the choices (same type: 32 and "32" differ)',
+    )
+    return ParamSpec(name, "categorical", default, choices=tuple(choices))
+
+
+def _check_model_config(r: _Reader, spec: StudySpec) -> None:
+    """Check parameter names and values against ``networks.config``, when importable.
+
+    Every model (the baselines too) is trained from a ``ModelConfig``.
+    """
+    try:
+        from networks.config import ModelConfig
+        from networks.errors import ConfigError
+    except ImportError:
+        return
+    valid = ModelConfig.param_names()
+    for stage in spec.stages:
+        for pname in stage.params:
+            if pname not in valid:
+                near = difflib.get_close_matches(pname, valid, n=1, cutoff=0.6)
+                raise r.fail(
+                    f"stages.{stage.name}.params.{_part(pname)}",
+                    f"{pname!r} is not a parameter of the fusion network",
+                    f"did you mean {near[0]!r}?"
+                    if near
+                    else "see networks.config.ModelConfig.param_names()",
+                )
+    for pname in spec.model.fixed:
+        if pname not in valid:
+            near = difflib.get_close_matches(pname, valid, n=1, cutoff=0.6)
+            raise r.fail(
+                f"model.fixed.{_part(pname)}",
+                f"{pname!r} is not a network parameter",
+                f"did you mean {near[0]!r}?" if near else "see ModelConfig.param_names()",
+            )
+    defaults = {p: ps.default for s in spec.stages for p, ps in s.params.items()}
+    try:
+        ModelConfig.from_params({**spec.model.fixed, **defaults})
+    except ConfigError as exc:
+        where = "model.fixed" if exc.key in spec.model.fixed else "stages"
+        stage = next((s.name for s in spec.stages if exc.key in s.params), None)
+        key = (
+            f"stages.{stage}.params.{_part(exc.key)}.default"
+            if stage
+            else f"{where}.{_part(exc.key)}"
+        )
+        raise r.fail(key, f"the network rejects it: {exc}", exc.hint or "fix the value") from exc
+
+
+def _resolve_storage(r: _Reader, url: str | None, base: Path, name: str) -> str:
+    """Default to ``<study dir>/<name>.db``; resolve relative file paths against the study."""
+    if url is None:
+        return f"sqlite:///{base / f'{name}.db'}"
+    if "://" not in url:  # a bare file name, as make_storage accepts too
+        path = _resolve_path(base, url)
+        if path.suffix in (".log", ".jsonl", ".journal"):
+            return f"journal://{path}"
+        return f"sqlite:///{path}"
+    scheme = url.split("://", 1)[0].split("+", 1)[0]
+    known = ("sqlite", "postgresql", "postgres", "mysql", "redis", "rediss", "journal")
+    if scheme not in known:
+        raise r.fail(
+            "storage",
+            f"unknown storage scheme {scheme!r}",
+            "use sqlite:///file.db, postgresql://user@host/db, redis://host:6379/0 "
+            "or journal:///file.log",
+        )
+    if scheme == "sqlite":
+        path = url.split(":///", 1)[-1]
+        if path in ("", ":memory:"):
+            return url
+        return f"{url.split(':///', 1)[0]}:///{_resolve_path(base, path)}"
+    if scheme == "journal":
+        # journal://rel/path is relative, journal:///abs/path absolute (as make_storage reads it)
+        return f"journal://{_resolve_path(base, url[len('journal://') :])}"
+    return url
+
+
+def _resolve_path(base: Path, path: str) -> Path:
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else (base / p).resolve()
+
+
+def _on_grid(span: float, step: float) -> bool:
+    k = span / step
+    return math.isclose(k, round(k), rel_tol=0, abs_tol=1e-8)
+
+
+def _part(name: str) -> str:
+    """A key part as TOML writes it: dotted parameter names are quoted."""
+    return name if re.fullmatch(r"[A-Za-z0-9_\-]+", name) else f'"{name}"'
+
+
+def _join(key: str, name: str) -> str:
+    return f"{key}.{name}" if key else name
+
+
+def _kind(value: Any) -> str:
+    return {
+        dict: "a table",
+        list: "an array",
+        str: "a string",
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+    }.get(type(value), type(value).__name__)
+
+
+def _type_name(kind: type | tuple[type, ...]) -> str:
+    names = {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        dict: "a table",
+        list: "an array",
+    }
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if set(kinds) == {int, float}:
+        return "a number"
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _plain(value: Any) -> Any:
+    """TOML-parsed data as plain dicts and lists (dates and times as ISO strings)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+__all__ = [
+    "METRICS",
+    "MODELS",
+    "AshaSpec",
+    "ModelSpec",
+    "ParamSpec",
+    "RefineSpec",
+    "RunnerSpec",
+    "StageSpec",
+    "StudySpec",
+    "load_study_file",
+    "parse_study",
+]

@@ -1,0 +1,224 @@
+"""Checkpoints: model name, full config, sources, normalisation, versions and weights."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from networks.config import ModelConfig
+from networks.errors import CheckpointError, ConfigError
+from networks.registry import MODEL_NAMES, build_model
+
+FORMAT = "landslide-hpo/networks-checkpoint"
+"""Marker stored in every checkpoint, so other files are told apart."""
+FORMAT_VERSION = 1
+"""Version of the layout below; bumped on incompatible changes."""
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of torch, numpy and this package, as stored in checkpoints.
+
+    Returns:
+        ``{"torch": ..., "numpy": ..., "networks": ...}``.
+    """
+    try:
+        own = importlib.metadata.version("landslide-hpo")
+    except importlib.metadata.PackageNotFoundError:
+        own = "unknown"
+    # str(): torch.__version__ is a str subclass that weights_only loading refuses.
+    return {"torch": str(torch.__version__), "numpy": str(np.__version__), "networks": own}
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint.
+
+    Attributes:
+        model_name: One of :data:`networks.MODEL_NAMES`.
+        config: The full configuration the model was built and trained with.
+        source_names: Input sources, in the order the model expects them.
+        n_times: Input dates.
+        norm_stats: Normalisation statistics as saved (numpy arrays come back as
+            tensors), or ``None``.
+        versions: Package versions at save time (see :func:`package_versions`).
+        extra: Anything else the caller saved (plain data only), or ``None``.
+        model: The rebuilt model with its weights, in eval mode.
+    """
+
+    model_name: str
+    config: ModelConfig
+    source_names: list[str]
+    n_times: int
+    norm_stats: dict[str, Any] | None
+    versions: dict[str, str]
+    extra: dict[str, Any] | None
+    model: nn.Module = field(repr=False)
+
+
+def _plain(value: Any, where: str) -> Any:
+    """``value`` as content ``torch.load(weights_only=True)`` accepts, or a CheckpointError."""
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(value))
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, torch.Tensor):
+        return value
+    for kind in (bool, int, float, str):
+        if isinstance(value, kind):
+            # Subclasses (enums, version strings) are refused by weights_only loading.
+            return kind(value)
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str | int):
+                raise CheckpointError(f"{where}: key {key!r} is neither a string nor an integer")
+            out[key] = _plain(item, f"{where}.{key}")
+        return out
+    if isinstance(value, Sequence):
+        return [_plain(item, f"{where}[{i}]") for i, item in enumerate(value)]
+    raise CheckpointError(
+        f"{where}: cannot store a {type(value).__name__}",
+        hint="use plain data: dicts, lists, strings, numbers, numpy arrays or tensors",
+    )
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    model: nn.Module,
+    *,
+    model_name: str,
+    config: ModelConfig,
+    source_names: Sequence[str],
+    norm_stats: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint atomically (temporary file in the same folder, then rename).
+
+    Only plain data and tensors are written, so :func:`load_checkpoint` can read it with
+    ``torch.load(weights_only=True)``, which never executes code from the file.
+
+    Args:
+        path: Where to write; missing parent folders are created.
+        model: A model built by :func:`networks.build_model` (with ``n_sources`` and
+            ``n_times``).
+        model_name: The name it was built under.
+        config: The configuration it was built with.
+        source_names: One name per input source, in input order.
+        norm_stats: Normalisation statistics of the inputs (plain data, numpy arrays or
+            tensors).
+        extra: Anything else to keep (plain data).
+
+    Returns:
+        The path written.
+
+    Raises:
+        CheckpointError: When the names do not match the model or something is not
+            plain data.
+        ConfigError: On an unknown model name.
+    """
+    if model_name not in MODEL_NAMES:
+        raise ConfigError(
+            f"unknown model {model_name!r}", key="model_name", hint=f"one of {MODEL_NAMES}"
+        )
+    n_sources = getattr(model, "n_sources", None)
+    n_times = getattr(model, "n_times", None)
+    if n_sources is None or n_times is None:
+        raise CheckpointError(
+            "the model has no n_sources/n_times", hint="build it with build_model"
+        )
+    if isinstance(source_names, str) or len(source_names) != n_sources:
+        raise CheckpointError(
+            f"{len(source_names)} source names for a model with {n_sources} sources",
+            hint="pass one name per input source, in input order",
+        )
+    content = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model_name": model_name,
+        "config": config.to_dict(),
+        "source_names": [str(s) for s in source_names],
+        "n_times": int(n_times),
+        "norm_stats": _plain(norm_stats, "norm_stats"),
+        "versions": package_versions(),
+        "extra": _plain(extra, "extra"),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save(content, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
+) -> Checkpoint:
+    """Read a checkpoint and rebuild its model.
+
+    Args:
+        path: A file written by :func:`save_checkpoint`.
+        map_location: Device to load the weights (and put the model) on.
+
+    Returns:
+        The checkpoint, its model in eval mode.
+
+    Raises:
+        CheckpointError: When the file is missing, is not a checkpoint, has a newer format
+            or its weights do not fit the stored configuration.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        content = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many types for foreign or corrupt files
+        raise CheckpointError(
+            f"{path}: not a checkpoint ({type(exc).__name__})",
+            hint="pass a file written by save_checkpoint / hpo train",
+        ) from exc
+    if not isinstance(content, dict) or content.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path}: not a landslide-hpo checkpoint", hint="pass a file written by save_checkpoint"
+        )
+    if content.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format {content['format_version']} is newer than this "
+            f"package reads ({FORMAT_VERSION})",
+            hint="upgrade landslide-hpo",
+        )
+    try:
+        config = ModelConfig.from_dict(content["config"])
+        source_names = list(content["source_names"])
+        n_times = int(content["n_times"])
+        model = build_model(content["model_name"], len(source_names), n_times, config)
+        model.load_state_dict(content["state_dict"])
+    except (KeyError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: damaged or inconsistent checkpoint: {exc}") from exc
+    model.to(map_location).eval()
+    return Checkpoint(
+        model_name=content["model_name"],
+        config=config,
+        source_names=source_names,
+        n_times=n_times,
+        norm_stats=content.get("norm_stats"),
+        versions=dict(content.get("versions", {})),
+        extra=content.get("extra"),
+        model=model,
+    )

@@ -1,0 +1,441 @@
+"""Every tunable hyperparameter of the networks, grouped by the tuning stage that owns it."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import numbers
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, get_args, get_origin, get_type_hints
+
+from networks.errors import ConfigError
+
+VisibleUnits = Literal["gaussian", "bernoulli"]
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+def _param(
+    default: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    odd: bool = False,
+) -> Any:
+    """A dataclass field whose value range is checked by ``_Group.__post_init__``."""
+    bounds = {"low": low, "high": high, "low_open": low_open, "high_open": high_open, "odd": odd}
+    if isinstance(default, tuple):
+        return field(default_factory=lambda: default, metadata=bounds)
+    return field(default=default, metadata=bounds)
+
+
+def _nearest(word: str, choices: list[str]) -> str | None:
+    found = difflib.get_close_matches(word, choices, n=1, cutoff=0.5)
+    return found[0] if found else None
+
+
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    near = _nearest(word, choices)
+    if near is not None:
+        return f"did you mean {near!r}?"
+    return "valid names: " + ", ".join(choices)
+
+
+def _coerce_scalar(value: Any, kind: type, key: str) -> Any:
+    """Cast ``value`` to ``kind`` (bool, int, float) without silently losing information."""
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, numbers.Integral) and int(value) in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        raise ConfigError(f"expected a boolean, got {value!r}", key=key, hint="use true or false")
+    # bool is an int subclass; True as a layer count is almost certainly a mistake.
+    if isinstance(value, bool):
+        raise ConfigError(f"expected a number, got {value!r}", key=key)
+    if kind is int:
+        if isinstance(value, numbers.Integral):
+            return int(value)
+        if isinstance(value, numbers.Real) and float(value).is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+        raise ConfigError(f"expected an integer, got {value!r}", key=key)
+    if isinstance(value, numbers.Real):
+        result = float(value)
+    elif isinstance(value, str):
+        try:
+            result = float(value.strip())
+        except ValueError:
+            raise ConfigError(f"expected a number, got {value!r}", key=key) from None
+    else:
+        raise ConfigError(f"expected a number, got {value!r}", key=key)
+    if not math.isfinite(result):
+        raise ConfigError(f"expected a finite number, got {value!r}", key=key)
+    return result
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Cast ``value`` to the annotated type ``hint`` of the field named ``key``."""
+    if get_origin(hint) is Literal:
+        choices = [str(c) for c in get_args(hint)]
+        if not isinstance(value, str) or value not in choices:
+            raise ConfigError(
+                f"{value!r} is not one of {choices}",
+                key=key,
+                hint=_did_you_mean(str(value), choices),
+            )
+        return value
+    if get_origin(hint) is tuple:
+        if isinstance(value, str):
+            # Optuna's categorical choices cannot be tuples, so sizes also come as "64,32".
+            parts = [p for p in re.split(r"[,\sx\-]+", value.strip()) if p]
+        elif isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            parts = [value]
+        elif isinstance(value, list | tuple):
+            parts = list(value)
+        else:
+            raise ConfigError(
+                f"expected a sequence of integers, got {value!r}",
+                key=key,
+                hint='e.g. [64, 32] or "64,32"',
+            )
+        return tuple(_coerce_scalar(p, int, key) for p in parts)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"expected a string, got {value!r}", key=key)
+        return value
+    return _coerce_scalar(value, hint, key)
+
+
+def _check_range(value: Any, meta: Mapping[str, Any], key: str) -> None:
+    items = value if isinstance(value, tuple) else (value,)
+    if isinstance(value, tuple) and not value:
+        raise ConfigError("must not be empty", key=key, hint="give at least one size")
+    low, high = meta.get("low"), meta.get("high")
+    for item in items:
+        if low is not None and (item <= low if meta["low_open"] else item < low):
+            op = ">" if meta["low_open"] else ">="
+            raise ConfigError(f"must be {op} {low}, got {item!r}", key=key)
+        if high is not None and (item >= high if meta["high_open"] else item > high):
+            op = "<" if meta["high_open"] else "<="
+            raise ConfigError(f"must be {op} {high}, got {item!r}", key=key)
+        if meta.get("odd") and item % 2 == 0:
+            raise ConfigError(
+                f"must be odd, got {item!r}",
+                key=key,
+                hint="odd kernels keep the map size with symmetric padding",
+            )
+
+
+class _Group:
+    """Shared behaviour of the config groups: casting and range checks at construction."""
+
+    GROUP: ClassVar[str]
+
+    def __post_init__(self) -> None:
+        hints = get_type_hints(type(self))
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            key = f"{self.GROUP}.{f.name}"
+            value = _coerce(getattr(self, f.name), hints[f.name], key)
+            _check_range(value, f.metadata, key)
+            # Frozen dataclasses only allow assignment through object.__setattr__.
+            object.__setattr__(self, f.name, value)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        """Names of this group's fields, in declaration order."""
+        return [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class TemporalConfig(_Group):
+    """CNN-LSTM temporal fusion module (tuning stage ``temporal``).
+
+    Attributes:
+        enabled: Use the temporal module. False is the paper's "DCNN-DBN without temporal
+            module" ablation: the DBN and DCNN then see the raw ``S*T`` channels.
+        conv_channels: Channels of every 3-D convolution block.
+        conv_layers: 3-D convolution blocks over (T, h, w) on the downsampled grid (one more
+            block always runs at full resolution before downsampling).
+        kernel_size: Kernel size of the 3-D convolutions, over time and space (odd).
+        downsample: Spatial downsampling factor before the LSTM (1 = none). Any integer;
+            sizes that are not multiples are padded.
+        lstm_hidden: Hidden units of the many-to-one LSTM; also the module's output channels.
+        lstm_layers: Stacked LSTM layers.
+    """
+
+    GROUP: ClassVar[str] = "temporal"
+
+    enabled: bool = True
+    conv_channels: int = _param(16, low=1)
+    conv_layers: int = _param(1, low=1)
+    kernel_size: int = _param(3, low=1, odd=True)
+    downsample: int = _param(4, low=1)
+    lstm_hidden: int = _param(32, low=1)
+    lstm_layers: int = _param(1, low=1)
+
+
+@dataclass(frozen=True)
+class DBNConfig(_Group):
+    """Deep Belief Network branch of the spatial fusion module (tuning stage ``dbn``).
+
+    Attributes:
+        enabled: Use the DBN branch (False: the DCNN branch alone feeds the classifier).
+        pretrain: Greedy layer-wise CD-k pretraining before fine-tuning. False is the
+            "DBN without pretraining" ablation (random initialisation, backprop only).
+        hidden: Hidden units of each stacked RBM, first layer first. Also accepted as a
+            string such as ``"32,16"`` (Optuna categorical choices cannot be tuples).
+        visible: Visible units of the first RBM, ``"gaussian"`` (real-valued, standardised
+            features) or ``"bernoulli"`` (features squashed to (0, 1)). Deeper RBMs always
+            have Bernoulli visible units, since they see hidden probabilities.
+        cd_k: Gibbs steps of contrastive divergence (CD-k).
+        pretrain_epochs: Pretraining passes over the sampled pixels, per RBM.
+        pretrain_lr: Learning rate of the CD updates.
+        pretrain_batch_size: Pixel vectors per CD update.
+        max_pixels: At most this many valid pixels are sampled from the training set for
+            pretraining.
+        warmup_epochs: Supervised epochs of the network without the DBN before pretraining,
+            so the DBN is pretrained on trained temporal features. They count towards
+            ``optim.epochs``; capped at ``optim.epochs - 1``; skipped when the temporal
+            module is off (raw features do not change).
+    """
+
+    GROUP: ClassVar[str] = "dbn"
+
+    enabled: bool = True
+    pretrain: bool = True
+    hidden: tuple[int, ...] = _param((32, 16), low=1)
+    visible: VisibleUnits = "gaussian"
+    cd_k: int = _param(1, low=1)
+    pretrain_epochs: int = _param(3, low=1)
+    pretrain_lr: float = _param(0.01, low=0.0, low_open=True)
+    pretrain_batch_size: int = _param(64, low=1)
+    max_pixels: int = _param(20_000, low=1)
+    warmup_epochs: int = _param(1, low=0)
+
+
+@dataclass(frozen=True)
+class DCNNConfig(_Group):
+    """Deep 2-D CNN branch of the spatial fusion module (tuning stage ``dcnn``).
+
+    Attributes:
+        depth: Convolution blocks.
+        width: Channels of every block; also the branch's output channels.
+        kernel_size: Kernel size (odd).
+        dilation: Dilation of every second block (the others use 1, which avoids the
+            gridding artefacts of stacked equal dilations).
+    """
+
+    GROUP: ClassVar[str] = "dcnn"
+
+    depth: int = _param(4, low=1)
+    width: int = _param(32, low=1)
+    kernel_size: int = _param(3, low=1, odd=True)
+    dilation: int = _param(2, low=1)
+
+
+@dataclass(frozen=True)
+class HeadConfig(_Group):
+    """Feature reconstruction, classifier and loss (tuning stage ``head``).
+
+    Attributes:
+        dropout: Dropout on the reconstructed feature matrix before the classifier.
+        mse_weight: Weight of the mean-squared-error term of eq. 8 (the paper adds the two
+            terms, i.e. 1.0).
+        pos_weight: Weight of the cross-entropy on landslide pixels, which are only 1-5 %
+            of pixels (the paper has none, i.e. 1.0).
+    """
+
+    GROUP: ClassVar[str] = "head"
+
+    dropout: float = _param(0.1, low=0.0, high=1.0, high_open=True)
+    mse_weight: float = _param(1.0, low=0.0)
+    pos_weight: float = _param(3.0, low=0.0, low_open=True)
+
+
+@dataclass(frozen=True)
+class OptimConfig(_Group):
+    """Adam optimiser and training length (tuning stage ``optim``).
+
+    Attributes:
+        lr: Adam learning rate (paper: 1e-4, slow for a few epochs on a small data set).
+        weight_decay: Adam weight decay (L2).
+        batch_size: Samples per batch (paper: 68 at 512 x 512, too big for a CPU).
+        epochs: Training epochs, DBN warm-up epochs included.
+    """
+
+    GROUP: ClassVar[str] = "optim"
+
+    lr: float = _param(1e-3, low=0.0, low_open=True)
+    weight_decay: float = _param(0.0, low=0.0)
+    batch_size: int = _param(8, low=1)
+    epochs: int = _param(10, low=1)
+
+
+_GROUP_TYPES: dict[str, type[_Group]] = {
+    "temporal": TemporalConfig,
+    "dbn": DBNConfig,
+    "dcnn": DCNNConfig,
+    "head": HeadConfig,
+    "optim": OptimConfig,
+}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The full, immutable configuration of a model and its training run.
+
+    Attributes:
+        temporal: Temporal fusion module.
+        dbn: DBN branch.
+        dcnn: DCNN branch.
+        head: Classifier and loss.
+        optim: Optimiser and training length.
+    """
+
+    temporal: TemporalConfig = field(default_factory=TemporalConfig)
+    dbn: DBNConfig = field(default_factory=DBNConfig)
+    dcnn: DCNNConfig = field(default_factory=DCNNConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+    def __post_init__(self) -> None:
+        for name, kind in _GROUP_TYPES.items():
+            if not isinstance(getattr(self, name), kind):
+                raise ConfigError(
+                    f"expected a {kind.__name__}, got {type(getattr(self, name)).__name__}",
+                    key=name,
+                    hint="use ModelConfig.from_dict for plain dictionaries",
+                )
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """The configuration as a nested plain dict (JSON- and YAML-safe: tuples become lists).
+
+        Returns:
+            ``{group: {field: value}}`` for every group and field.
+        """
+        return {
+            group: {
+                name: list(value) if isinstance(value, tuple) else value
+                for name, value in dataclasses.asdict(getattr(self, group)).items()
+            }
+            for group in _GROUP_TYPES
+        }
+
+    def to_params(self) -> dict[str, Any]:
+        """The configuration as flat dotted names, the inverse of :meth:`from_params`.
+
+        Returns:
+            ``{"group.field": value}`` for every field; sequences stay tuples.
+        """
+        return {
+            f"{group}.{name}": value
+            for group in _GROUP_TYPES
+            for name, value in dataclasses.asdict(getattr(self, group)).items()
+        }
+
+    @classmethod
+    def from_dict(cls, nested: Mapping[str, Any]) -> ModelConfig:
+        """Build a configuration from a nested dict such as :meth:`to_dict` returns.
+
+        Missing groups and fields keep their defaults.
+
+        Args:
+            nested: ``{group: {field: value}}``.
+
+        Returns:
+            The configuration.
+
+        Raises:
+            ConfigError: On an unknown group or field (naming the nearest valid one) or a
+                value of the wrong type or out of range.
+        """
+        if not isinstance(nested, Mapping):
+            raise ConfigError(f"expected a mapping of groups, got {type(nested).__name__}")
+        params: dict[str, Any] = {}
+        for group, values in nested.items():
+            if group not in _GROUP_TYPES:
+                raise ConfigError(
+                    f"unknown config group {group!r}",
+                    key=str(group),
+                    hint=_did_you_mean(str(group), list(_GROUP_TYPES)),
+                )
+            if not isinstance(values, Mapping):
+                raise ConfigError(
+                    f"expected a mapping of fields, got {type(values).__name__}", key=group
+                )
+            for name, value in values.items():
+                params[f"{group}.{name}"] = value
+        return cls.from_params(params)
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], base: ModelConfig | None = None) -> ModelConfig:
+        """Build a configuration from flat parameters, as a tuning trial suggests them.
+
+        Args:
+            params: ``{"group.field": value}``; a bare field name (``"lr"``) is accepted
+                when it belongs to one group only. Values are cast to the field's type
+                (``16.0`` -> ``16`` for integer fields; ``"64,32"`` or ``[64, 32]`` for
+                sequences).
+            base: The configuration to start from (default: all defaults).
+
+        Returns:
+            ``base`` with the given fields replaced.
+
+        Raises:
+            ConfigError: On an unknown or ambiguous name (naming the nearest valid one),
+                a parameter given twice, or a value of the wrong type or out of range.
+        """
+        base = base if base is not None else cls()
+        updates: dict[str, dict[str, Any]] = {group: {} for group in _GROUP_TYPES}
+        seen: dict[str, str] = {}
+        for key, value in params.items():
+            dotted = cls._resolve(str(key))
+            if dotted in seen:
+                raise ConfigError(
+                    f"given twice, as {seen[dotted]!r} and {key!r}", key=dotted, hint="keep one"
+                )
+            seen[dotted] = str(key)
+            group, name = dotted.split(".", 1)
+            updates[group][name] = value
+        groups = {
+            group: dataclasses.replace(getattr(base, group), **changes)
+            for group, changes in updates.items()
+            if changes
+        }
+        return dataclasses.replace(base, **groups)
+
+    @classmethod
+    def param_names(cls) -> list[str]:
+        """All dotted parameter names (``"temporal.enabled"``, ...), in declaration order."""
+        return [f"{g}.{n}" for g, kind in _GROUP_TYPES.items() for n in kind.field_names()]
+
+    @classmethod
+    def _resolve(cls, key: str) -> str:
+        """Map a dotted or bare parameter name to its dotted name."""
+        dotted = cls.param_names()
+        if key in dotted:
+            return key
+        owners = [name for name in dotted if name.split(".", 1)[1] == key]
+        if len(owners) == 1:
+            return owners[0]
+        if len(owners) > 1:
+            raise ConfigError(
+                f"{key!r} is ambiguous", key=key, hint="use one of " + ", ".join(owners)
+            )
+        bare = [n.split(".", 1)[1] for n in dotted]
+        unique = [b for b in bare if bare.count(b) == 1]
+        near = _nearest(key, dotted + unique)
+        hint = f"did you mean {near!r}?" if near else "see ModelConfig.param_names()"
+        raise ConfigError(f"unknown parameter {key!r}", key=key, hint=hint)

@@ -1,0 +1,85 @@
+"""Eq. 8 of the paper: mean-squared error plus cross-entropy, on valid pixels only."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from networks.config import HeadConfig
+
+
+def fusion_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    valid: torch.Tensor | None = None,
+    *,
+    mse_weight: float = 1.0,
+    pos_weight: float = 1.0,
+) -> torch.Tensor:
+    """The paper's eq. 8 with a loss weight and a positive-class weight.
+
+    With ``p_i`` the softmax probability of "landslide" at pixel ``i``, ``y_i`` in
+    {0, 1} its label, ``w_i = pos_weight`` where ``y_i = 1`` and ``1`` elsewhere, and
+    ``V`` the set of valid pixels::
+
+        L = 1/|V| * sum_{i in V} [ mse_weight * (p_i - y_i)^2
+                                   - w_i * (y_i log p_i + (1 - y_i) log(1 - p_i)) ]
+
+    The logarithms come from ``log_softmax`` of the logits (stable for confident
+    predictions). Invalid pixels contribute nothing, not even NaN; with no valid pixel
+    the loss is a differentiable zero.
+
+    Args:
+        logits: ``(B, 2, H, W)`` logits over {background, landslide}.
+        target: ``(B, H, W)`` labels in {0, 1}.
+        valid: ``(B, H, W)`` bool mask; ``None`` means every pixel is valid.
+        mse_weight: Weight of the squared-error term.
+        pos_weight: Weight of the cross-entropy on landslide pixels.
+
+    Returns:
+        The scalar loss (float32).
+    """
+    log_p = F.log_softmax(logits.float(), dim=1)
+    positive = target > 0.5
+    y = positive.to(log_p.dtype)
+    prob = log_p[:, 1].exp()
+    cross_entropy = -torch.where(positive, log_p[:, 1], log_p[:, 0])
+    weight = torch.where(positive, torch.full_like(y, pos_weight), torch.ones_like(y))
+    per_pixel = mse_weight * (prob - y) ** 2 + weight * cross_entropy
+    if valid is None:
+        return per_pixel.mean()
+    valid = valid.bool()
+    # where(), not a product: 0 * NaN from a nodata pixel would still be NaN.
+    total = torch.where(valid, per_pixel, torch.zeros_like(per_pixel)).sum()
+    return total / valid.sum().clamp_min(1)
+
+
+class FusionLoss(nn.Module):
+    """:func:`fusion_loss` with its weights taken from a :class:`HeadConfig`.
+
+    Args:
+        config: Supplies ``mse_weight`` and ``pos_weight``.
+    """
+
+    def __init__(self, config: HeadConfig) -> None:
+        super().__init__()
+        self.mse_weight = config.mse_weight
+        self.pos_weight = config.pos_weight
+
+    def forward(
+        self, logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Compute the loss.
+
+        Args:
+            logits: ``(B, 2, H, W)``.
+            target: ``(B, H, W)`` labels in {0, 1}.
+            valid: ``(B, H, W)`` bool mask or ``None``.
+
+        Returns:
+            The scalar loss.
+        """
+        return fusion_loss(
+            logits, target, valid, mse_weight=self.mse_weight, pos_weight=self.pos_weight
+        )

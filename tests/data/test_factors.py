@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pytest
+import shapely
+from affine import Affine
+from shapely.geometry import LineString, Point
+
+from data import (
+    DateParseError,
+    Grid,
+    antecedent_precipitation,
+    distance_to_lines,
+    inventory_masks,
+    one_hot,
+    parse_date,
+    pixel_size_m,
+    slope_aspect,
+)
+from data.errors import UnknownCodeError
+from data.factors import check_codes
+
+from .conftest import CRS, ORIGIN, RES
+
+
+def _plane(dx: float, dy: float, east: float, north: float, shape=(9, 9)) -> np.ndarray:
+    rows, cols = np.indices(shape)
+    return east * cols * dx - north * rows * dy
+
+
+@pytest.mark.parametrize(("east", "north", "aspect"), [(0.1, 0.0, 270.0), (0.0, 0.1, 180.0),
+                                                       (-0.1, 0.0, 90.0), (0.0, -0.1, 0.0)])
+def test_slope_and_aspect_of_planes(east, north, aspect):
+    dem = _plane(30, 30, east, north)
+    slope, asp = slope_aspect(dem, np.full(9, 30.0), np.full(9, 30.0))
+    assert slope == pytest.approx(np.degrees(np.arctan(0.1)), abs=1e-4)
+    assert asp % 360 == pytest.approx(aspect, abs=1e-4)
+
+
+def test_slope_is_in_metres_on_a_geographic_grid():
+    step = 0.001
+    grid = Grid(Grid.from_bounds("EPSG:4326", step, (10, 60, 10.02, 60.02)).crs,
+                Affine(step, 0, 10, 0, -step, 60.02), 20, 20)
+    dx, dy = pixel_size_m(grid, 0, 20)
+    # at 60 degrees north a degree of longitude is about half a degree of latitude
+    assert dx.mean() / dy.mean() == pytest.approx(np.cos(np.radians(60.01)), rel=2e-3)
+    assert dy.mean() == pytest.approx(111.4, rel=5e-3)  # metres per 0.001 degree latitude
+    dem = np.cumsum(np.broadcast_to(dx * 0.2, (20, 20)).T, axis=1)  # 0.2 m per metre east
+    slope, _ = slope_aspect(dem, dx, dy)
+    assert slope == pytest.approx(np.degrees(np.arctan(0.2)), abs=1e-3)
+    utm = Grid.from_bounds(CRS, RES, (0, 0, 300, 300))
+    assert pixel_size_m(utm, 0, 3)[0] == pytest.approx([RES] * 3)
+
+
+def test_distance_to_lines_matches_exact_distance():
+    grid = Grid.from_bounds(CRS, RES, (ORIGIN[0], ORIGIN[1] - 900, ORIGIN[0] + 600, ORIGIN[1]))
+    lines = [LineString([(ORIGIN[0] + 100, ORIGIN[1] - 50), (ORIGIN[0] + 500, ORIGIN[1] - 700)])]
+    got = distance_to_lines(lines, grid, 10, 20)
+    cols, rows = np.meshgrid(np.arange(grid.width) + 0.5, np.arange(10, 20) + 0.5)
+    xs, ys = grid.transform * (cols, rows)
+    exact = shapely.distance(shapely.points(xs, ys), lines[0])
+    assert np.abs(got - exact).max() <= RES / 4
+    assert np.isnan(distance_to_lines([], grid, 0, 2)).all()
+
+
+def test_one_hot_and_code_check():
+    block = np.array([[1, 2, np.nan], [3, 1, 2]], np.float32)
+    enc = one_hot(block, [1, 2, 3])
+    assert enc.shape == (3, 2, 3)
+    assert np.array_equal(np.nansum(enc, axis=0)[np.isfinite(block)], np.ones(5))
+    assert np.isnan(enc[:, 0, 2]).all()
+    check_codes(block, [1, 2, 3], file="x.tif", name="lith")
+    with pytest.raises(UnknownCodeError, match=r"x.tif \[lith\].*\[3\]"):
+        check_codes(block, [1, 2], file="x.tif", name="lith")
+
+
+def test_antecedent_precipitation_index():
+    rain = np.array([10.0, 0.0, 5.0], np.float32)[:, None]
+    assert antecedent_precipitation(rain, 0.5)[:, 0] == pytest.approx([10, 5, 7.5])
+
+
+@pytest.mark.parametrize(("value", "end", "expected"), [
+    ("2008", True, dt.date(2008, 12, 31)), ("2008", False, dt.date(2008, 1, 1)),
+    (2005, False, dt.date(2005, 1, 1)), ("2013-05", False, dt.date(2013, 5, 1)),
+    ("2012-02", True, dt.date(2012, 2, 29)), ("2018-09-06", True, dt.date(2018, 9, 6)),
+    (2010.0, True, dt.date(2010, 12, 31)), (dt.datetime(2001, 3, 4, 5), False, dt.date(2001, 3, 4)),
+])
+def test_parse_date(value, end, expected):
+    assert parse_date(value, end=end) == expected
+
+
+@pytest.mark.parametrize("bad", ["pre-event", "2008-13", "", None, "20O8"])
+def test_parse_date_rejects(bad):
+    with pytest.raises(DateParseError, match=r"inv.gpkg \[year\].*hint"):
+        parse_date(bad, end=False, file="inv.gpkg", key="year")
+
+
+def test_inventory_masks_are_cumulative():
+    grid = Grid.from_bounds(CRS, RES, (0, 0, 600, 600))
+    polys = [Point(150, 450).buffer(100), Point(450, 150).buffer(100)]
+    observed = [dt.date(2008, 1, 1), dt.date(2013, 5, 1)]
+    dates = [dt.date(2008, 12, 31), dt.date(2011, 12, 31), dt.date(2014, 12, 31)]
+    masks = inventory_masks(polys, observed, dates, grid, 0, grid.height)
+    areas = masks.reshape(3, -1).sum(1)
+    assert areas[0] == areas[1] > 0 and areas[2] > areas[1]
+    assert (masks[2] >= masks[0]).all()
+    half = inventory_masks(polys, None, dates[:1], grid, 5, 10)
+    assert np.array_equal(half[0], inventory_masks(polys, None, dates[:1], grid, 0, 20)[0, 5:10])

@@ -1,0 +1,90 @@
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import f1_score, jaccard_score, roc_auc_score
+
+from networks import SegmentationMeter, roc_auc, segmentation_metrics
+
+
+def _sklearn(prob, target):
+    pred = prob > 0.5
+    return {
+        "miou": jaccard_score(target, pred, average="macro", zero_division=0),
+        "f1": f1_score(target, pred, zero_division=0),
+        "auc": roc_auc_score(target, prob),
+    }
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_equal_to_sklearn_on_random_inputs_with_mask(seed):
+    rng = np.random.default_rng(seed)
+    prob = rng.random((4, 17, 19))
+    target = (rng.random((4, 17, 19)) < 0.2 + 0.5 * prob).astype(np.int64)
+    valid = rng.random((4, 17, 19)) > 0.1
+    got = segmentation_metrics(prob, target, valid)
+    want = _sklearn(prob[valid], target[valid])
+    for key in want:
+        assert got[key] == pytest.approx(want[key], abs=1e-6)
+
+
+def test_ties_handled_like_sklearn():
+    rng = np.random.default_rng(3)
+    prob = rng.integers(0, 5, 2000) / 4.0  # few distinct values: many ties
+    target = rng.random(2000) < 0.3
+    assert roc_auc(prob, target) == pytest.approx(roc_auc_score(target, prob), abs=1e-12)
+    got = segmentation_metrics(prob, target)
+    assert got["miou"] == pytest.approx(_sklearn(prob, target)["miou"], abs=1e-12)
+
+
+def test_meter_over_batches_equals_one_shot_and_accepts_tensors():
+    rng = np.random.default_rng(4)
+    prob = rng.random((6, 9, 11)).astype(np.float32)
+    target = rng.random((6, 9, 11)) < prob
+    valid = rng.random((6, 9, 11)) > 0.2
+    meter = SegmentationMeter()
+    for i in range(0, 6, 2):
+        meter.update(
+            torch.from_numpy(prob[i : i + 2]),
+            torch.from_numpy(target[i : i + 2]),
+            torch.from_numpy(valid[i : i + 2]),
+        )
+    assert meter.n_pixels == int(valid.sum())
+    got = meter.compute()
+    want = _sklearn(prob[valid], target[valid])
+    for key in want:
+        assert got[key] == pytest.approx(want[key], abs=1e-6)
+    meter.reset()
+    assert meter.n_pixels == 0
+
+
+def test_one_class_gives_auc_none_and_finite_scores():
+    prob = np.array([0.1, 0.7, 0.2, 0.4])
+    target = np.zeros(4, dtype=int)
+    got = segmentation_metrics(prob, target)
+    assert got["auc"] is None
+    assert np.isfinite(got["miou"]) and np.isfinite(got["f1"])
+    assert got["miou"] == pytest.approx(jaccard_score(target, prob > 0.5, average="macro"))
+    assert got["f1"] == 0.0
+    all_background = segmentation_metrics(np.zeros(3), np.zeros(3))
+    assert all_background == {"miou": 1.0, "f1": 0.0, "auc": None}
+
+
+def test_invalid_pixels_are_ignored():
+    prob = np.array([0.9, 0.1, 0.9])
+    target = np.array([1, 0, 0])
+    got = segmentation_metrics(prob, target, valid=np.array([True, True, False]))
+    assert got == {"miou": 1.0, "f1": 1.0, "auc": 1.0}
+
+
+@pytest.mark.parametrize(
+    ("prob", "target", "valid", "match"),
+    [
+        (np.zeros(3), np.zeros(4), None, "shape"),
+        (np.zeros(3), np.array([0, 2, 1]), None, "0 and 1"),
+        (np.array([0.1, np.nan]), np.zeros(2), None, "NaN"),
+        (np.zeros(2), np.zeros(2), np.zeros(2, dtype=bool), "no valid"),
+    ],
+)
+def test_bad_inputs_raise(prob, target, valid, match):
+    with pytest.raises(ValueError, match=match):
+        segmentation_metrics(prob, target, valid)

@@ -1,0 +1,129 @@
+import importlib
+
+import pytest
+import torch
+
+import networks.registry
+from networks import METRIC_NAMES, FusionNet, TrainingError, train
+from tests.networks.conftest import BlobScenes, tiny_config
+
+
+def test_two_seeded_runs_give_identical_histories(scenes):
+    train_set, val_set = scenes
+    config = tiny_config(**{"optim.epochs": 2})
+    first = train(config, train_set, val_set, seed=7)
+    second = train(config, train_set, val_set, seed=7)
+    assert first.epochs == second.epochs
+    assert first.pretrain_errors == second.pretrain_errors
+    for a, b in zip(
+        first.model.state_dict().values(), second.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b)
+    other = train(config, train_set, val_set, seed=8)
+    assert other.epochs != first.epochs
+
+
+def test_learns_a_tiny_learnable_data_set():
+    train_set, val_set = BlobScenes(32, seed=1), BlobScenes(8, seed=2)
+    history = train(tiny_config(**{"optim.epochs": 6}), train_set, val_set, seed=0)
+    assert history.best("f1") >= 0.6
+    assert history.last("f1") >= 0.6
+    assert history.last("train_loss") < history.epochs[0]["train_loss"]
+    assert not history.stopped_early
+    assert isinstance(history.model, FusionNet) and not history.model.training
+
+
+def test_dbn_is_pretrained_after_warm_up(scenes, monkeypatch):
+    train_set, val_set = scenes
+    built = []
+
+    def spy_build(*args, **kwargs):
+        built.append(networks.registry.build_model(*args, **kwargs))
+        return built[-1]
+
+    # The package's `train` function shadows its `train` module as an attribute.
+    monkeypatch.setattr(importlib.import_module("networks.train"), "build_model", spy_build)
+    dbn_used = []
+    config = tiny_config(**{"optim.epochs": 3, "dbn.warmup_epochs": 2})
+    history = train(
+        config,
+        train_set,
+        val_set,
+        seed=0,
+        callbacks=[lambda epoch, metrics: dbn_used.append(built[0].dbn_active)],
+    )
+    assert dbn_used == [False, False, True]
+    assert [len(e) for e in history.pretrain_errors] == [2, 2]
+
+
+def test_without_pretraining_the_dbn_is_used_from_the_start(scenes):
+    train_set, val_set = scenes
+    config = tiny_config(**{"optim.epochs": 1, "dbn.pretrain": False})
+    history = train(config, train_set, val_set, seed=0)
+    assert history.pretrain_errors == []
+    assert history.model.dbn_active
+
+
+def test_callbacks_see_metrics_and_can_stop(scenes):
+    train_set, val_set = scenes
+    calls = []
+
+    def report(epoch, metrics):
+        calls.append((epoch, sorted(metrics)))
+
+    def stop_after_two(epoch, metrics):
+        return epoch >= 2
+
+    history = train(
+        tiny_config(**{"optim.epochs": 5, "temporal.enabled": False}),
+        train_set,
+        val_set,
+        seed=0,
+        callbacks=[stop_after_two, report],
+    )
+    assert calls == [(1, sorted(METRIC_NAMES)), (2, sorted(METRIC_NAMES))]
+    assert history.stopped_early
+    assert [e["epoch"] for e in history.epochs] == [1, 2]
+    assert history.best("val_loss") == min(e["val_loss"] for e in history.epochs)
+    with pytest.raises(KeyError, match="'miou'"):
+        history.last("mIoU")
+
+
+def test_baselines_train_through_the_same_entry_point(scenes):
+    train_set, val_set = scenes
+    history = train(tiny_config(**{"optim.epochs": 1}), train_set, val_set, seed=0, model="segnet")
+    assert set(history.epochs[0]) == {"epoch", *METRIC_NAMES}
+
+
+def test_global_rng_state_is_left_alone(scenes):
+    train_set, val_set = scenes
+    before = torch.get_rng_state()
+    train(tiny_config(**{"optim.epochs": 1, "dbn.enabled": False}), train_set, val_set, seed=0)
+    assert torch.equal(before, torch.get_rng_state())
+
+
+def test_unusable_data_sets_raise_training_error(scenes):
+    train_set, val_set = scenes
+    with pytest.raises(TrainingError, match="empty"):
+        train(tiny_config(), [], val_set, seed=0)
+    with pytest.raises(TrainingError, match=r"\(x, y, valid\)"):
+        train(tiny_config(), [(torch.zeros(3, 1, 4, 4), torch.zeros(4, 4))], val_set, seed=0)
+    no_valid = BlobScenes(2, seed=3)
+    no_valid.valid[:] = False
+    with pytest.raises(TrainingError, match="no valid pixel"):
+        train(tiny_config(**{"optim.epochs": 1}), train_set, no_valid, seed=0)
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        ({"dbn.enabled": False}, "training loss became nan"),
+        ({}, "DBN pretraining got NaN"),
+    ],
+)
+def test_nan_inputs_raise_training_error(scenes, params, match):
+    train_set, val_set = scenes
+    train_set.x[0, 0, 0, 0, 0] = float("nan")
+    config = tiny_config(**{"optim.epochs": 1, "optim.batch_size": 24, **params})
+    with pytest.raises(TrainingError, match=match):
+        train(config, train_set, val_set, seed=0)
