@@ -12,7 +12,6 @@ Typical use::
 from data.build import DEFAULT_BLOCK_SIZE
 from data.cache import DEFAULT_CACHE_DIR, build_cube, cube_key, open_source, prepare
 from data.cube import Cube, CubeValues
-from data.dataset import CubeDataset
 from data.errors import (
     AllNodataError,
     BandCountMismatchError,
@@ -39,6 +38,17 @@ from data.factors import (
 from data.raster import AlignedRaster, Grid, open_raster
 from data.scene import SceneSpec, load_scene, parse_scene
 from data.splits import Splits, Tile
+
+
+
+def __getattr__(name: str) -> object:
+    # torch is imported only when a dataset is asked for, so building a cube stays light
+    if name == "CubeDataset":
+        from data.dataset import CubeDataset
+
+        return CubeDataset
+    raise AttributeError(f"module 'data' has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_BLOCK_SIZE",

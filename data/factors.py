@@ -197,7 +197,7 @@ class LineDistance:
         if self._tree is None:
             return np.full((rows, cols), np.nan, np.float32)
         cc, rr = np.meshgrid(np.arange(cols) + 0.5, np.arange(row_start, row_stop) + 0.5)
-        xs, ys = self.grid.transform * (cc.ravel(), rr.ravel())
+        xs, ys = self.grid.transform @ (cc.ravel(), rr.ravel())
         if self._to_metric is not None:
             xs, ys = self._to_metric.transform(xs, ys)
         dist, _ = self._tree.query(np.column_stack([xs, ys]))

@@ -62,7 +62,7 @@ class Grid:
 
     def rows(self, start: int, stop: int) -> Grid:
         """The strip of rows ``[start, stop)`` as a grid of its own."""
-        shifted = self.transform * Affine.translation(0, start)
+        shifted = self.transform @ Affine.translation(0, start)
         return Grid(self.crs, shifted, self.width, stop - start)
 
     @classmethod

@@ -37,7 +37,8 @@ class _NpyFile:
         for i, n in zip(index, self.shape[: len(index)], strict=True):
             flat = flat * n + i
         start = ((flat * rows_per) + row_start) * width * self.dtype.itemsize
-        os.pwrite(self.fd, np.ascontiguousarray(block, self.dtype).tobytes(), self.offset + start)
+        os.pwrite(self.fd, memoryview(np.ascontiguousarray(block, self.dtype)).cast("B"),
+                  self.offset + start)
 
     def close(self) -> None:
         os.close(self.fd)

@@ -87,7 +87,7 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "weight_lithology": 1.6,
         "weight_fault": 1.4,
         "fault_decay_m": 450.0,
-        "weight_hidden": 0.9,
+        "weight_hidden": 0.6,
         "hidden_length_m": 600.0,
         # -- rainfall: intensity-duration threshold I_c = c * D ** -b (mm/h, h) --
         "threshold_c": 14.82,
@@ -96,7 +96,7 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "duration_sigma": 0.6,
         "storm_level_mean": 0.0,
         "storm_level_sigma": 0.25,
-        "storm_spatial_sigma": 0.35,
+        "storm_spatial_sigma": 0.5,
         "storm_length_m": 2000.0,
         "orographic_gain": 0.15,
         # -- inventory --
@@ -111,11 +111,12 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
         # -- land cover and optics --
         "revegetation_years": 8.0,
         "revegetation_sigma": 0.3,
+        "scar_severity": (0.25, 1.0),
         "outcrop_fraction": 0.06,
         "field_fraction": 0.08,
         "field_parcel_m": 180.0,
         "field_bare_probability": 0.4,
-        "cloud_cover_max": 0.15,
+        "cloud_cover_max": 0.3,
         "cloud_length_m": 450.0,
         "sensor_noise": 0.004,
         "texture_sigma": 0.04,
@@ -577,6 +578,7 @@ class _Slides:
     first_date: np.ndarray  # (N,) index of the first date showing the slide
     trigger_time: np.ndarray  # (N,) decimal year of failure
     revegetation: np.ndarray  # (N,) e-folding time of regrowth, years
+    severity: np.ndarray  # (N,) share of cover a fresh slide strips
 
 
 def _make_landslides(
@@ -603,7 +605,7 @@ def _make_landslides(
     total = float(weight.sum())
     if n == 0 or total <= 0:
         empty = np.empty(0)
-        return _Slides(np.empty(0, dtype=object), empty.astype(np.int64), empty, empty)
+        return _Slides(np.empty(0, dtype=object), empty.astype(np.int64), empty, empty, empty)
     # Inverse-CDF sampling of (date, pixel) cells; ties broken by the sort of uniform draws.
     cells = np.searchsorted(np.cumsum(weight), rng.uniform(0.0, total, n), side="right")
     cells = np.minimum(cells, weight.size - 1)
@@ -636,8 +638,10 @@ def _make_landslides(
     polygons = shapely.polygons(ring)
 
     tau = cfg["revegetation_years"] * np.exp(cfg["revegetation_sigma"] * rng.standard_normal(n))
+    # Shallow slides under canopy strip little and barely show from above.
+    severity = rng.uniform(*cfg["scar_severity"], n)
     order = np.argsort(trigger, kind="stable")  # chronological, so later slides draw on top
-    return _Slides(polygons[order], first_date[order], trigger[order], tau[order])
+    return _Slides(polygons[order], first_date[order], trigger[order], tau[order], severity[order])
 
 
 def _latest_slide_per_date(slides: _Slides, grid: _Grid, n_dates: int) -> np.ndarray:
@@ -701,13 +705,14 @@ def _make_optical(
     rows, cols = np.indices(shape) // parcel
     n_parcels = (shape[0] // parcel + 1, shape[1] // parcel + 1)
     texture = np.exp(cfg["texture_sigma"] * rng_cover.standard_normal(shape))
-    patchiness = rng_cover.uniform(0.75, 1.0, shape)  # how much of a pixel a scar strips
+    patchiness = rng_cover.uniform(0.75, 1.0, shape)  # scars are uneven within a slide
 
     n_dates = len(years)
     reflectance = np.empty((n_dates, len(OPTICAL_BANDS), *shape), dtype=np.float32)
     cloud = np.zeros((n_dates, *shape), dtype=bool)
     trigger = np.concatenate([[np.nan], slides.trigger_time])
     tau = np.concatenate([[1.0], slides.revegetation])
+    severity = np.concatenate([[0.0], slides.severity])
     for t, year in enumerate(years):
         vigour = rng_optical.uniform(0.75, 1.0)  # phenology at the acquisition day
         ploughed = rng_optical.uniform(size=n_parcels) < cfg["field_bare_probability"]
@@ -717,7 +722,7 @@ def _make_optical(
         # Scar: the newest slide on a pixel strips a share that regrows as exp(-age / tau).
         idx = latest[t]
         age = np.where(idx > 0, year - trigger[idx], np.inf)
-        stripped = np.exp(-age / tau[idx]) * patchiness
+        stripped = severity[idx] * np.exp(-age / tau[idx]) * patchiness
         veg_spectrum = _VEGETATION * np.array([1.0, 1.0, 1.0 / vigour, vigour])
         mixed = (1.0 - stripped)[..., None] * (
             veg_cover[..., None] * veg_spectrum

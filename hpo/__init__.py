@@ -16,6 +16,7 @@ from hpo.errors import (
 )
 from hpo.layerwise import LayerwiseSearch, SearchResult, StageResult
 from hpo.ledger import Ledger
+from hpo.objective import NetworkObjective
 from hpo.runners import LocalRunner, Runner, make_runner
 from hpo.samplers import make_sampler
 from hpo.stage import Refine, Stage
@@ -26,6 +27,7 @@ __all__ = [
     "LayerwiseSearch",
     "Ledger",
     "LocalRunner",
+    "NetworkObjective",
     "Refine",
     "Runner",
     "SearchNotFoundError",

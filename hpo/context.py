@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -129,7 +131,7 @@ class TrialContext:
 
         Args:
             filename: The artifact's file name as it was saved.
-            dest: Where to write it.
+            dest: Where to write it (replaced when it exists).
             stage: The stage; ``None`` takes the latest finished stage that has the file.
 
         Returns:
@@ -144,12 +146,17 @@ class TrialContext:
             if ledger is not None and filename in ledger.artifacts:
                 if self.artifact_store is None:
                     break
+                dest = Path(dest)
+                # Optuna refuses to overwrite; download beside and replace atomically, so
+                # every trial can load into the same path.
+                partial = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.part")
                 download_artifact(
                     artifact_store=self.artifact_store,
-                    file_path=str(dest),
+                    file_path=str(partial),
                     artifact_id=ledger.artifacts[filename],
                 )
-                return Path(dest)
+                os.replace(partial, dest)
+                return dest
         raise HPOError(
             f"no finished stage has an artifact {filename!r} (hint: the stage that makes it "
             f"must call trial.save_artifact and be finished; available: "

@@ -20,7 +20,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage, InMemoryStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.storage import heartbeat_enabled
+from hpo.storage import heartbeat_enabled, unwrap
 
 _log = logging.getLogger(__name__)
 
@@ -33,8 +33,7 @@ DRIVER_GONE = "driver_gone"
 
 def liveness_mode(storage: BaseStorage) -> str:
     """``heartbeat`` (Optuna's RDB heartbeat), ``lease`` (engine lease) or ``none`` (memory)."""
-    inner = getattr(storage, "_backend", storage)
-    if isinstance(inner, InMemoryStorage):
+    if isinstance(unwrap(storage), InMemoryStorage):
         return "none"  # only this process can see an in-memory study
     return "heartbeat" if heartbeat_enabled(storage) else "lease"
 
@@ -113,7 +112,7 @@ class Keepalive:
             _log.warning("could not renew the lease of trial id %s: %s", trial_id, exc)
 
 
-def reap_stale(study: optuna.Study, *, lease_seconds: float = 60.0) -> list[int]:
+def reap_stale(study: optuna.Study, *, lease_seconds: float = 60.0) -> list[FrozenTrial]:
     """Mark FAIL the RUNNING trials of drivers that are gone.
 
     Args:
@@ -122,7 +121,8 @@ def reap_stale(study: optuna.Study, *, lease_seconds: float = 60.0) -> list[int]
             which a RUNNING trial that never got a lease counts as orphaned.
 
     Returns:
-        Numbers of the trials this call failed.
+        The trials this call failed (as they were before), so exactly one driver learns
+        of each.
     """
     storage = study._storage
     mode = liveness_mode(storage)
@@ -144,12 +144,13 @@ def reap_stale(study: optuna.Study, *, lease_seconds: float = 60.0) -> list[int]
             storage.set_trial_user_attr(trial._trial_id, FAIL_KIND_ATTR, DRIVER_GONE)
             storage.set_trial_user_attr(trial._trial_id, FAIL_REASON_ATTR, f"{why} (driver gone)")
             if storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
-                reaped.append(trial.number)
+                reaped.append(trial)
         except UpdateFinishedTrialError:
             continue  # finished meanwhile, or another driver reaped it first
     if reaped:
         _log.warning(
-            "%s: marked FAIL trials %s whose driver is gone (%s)", study.study_name, reaped, why
+            "%s: marked FAIL trials %s whose driver is gone (%s)",
+            study.study_name, [t.number for t in reaped], why,
         )
     return reaped
 

@@ -11,7 +11,13 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
-from optuna.storages import BaseStorage, InMemoryStorage, JournalStorage, RDBStorage
+from optuna.storages import (
+    BaseStorage,
+    InMemoryStorage,
+    JournalStorage,
+    RDBStorage,
+    _CachedStorage,
+)
 from optuna.storages.journal import JournalFileBackend, JournalRedisBackend
 
 from hpo.errors import StorageError
@@ -232,6 +238,11 @@ def _redis_storage(url: str) -> JournalStorage:
     return JournalStorage(JournalRedisBackend(clean, prefix=prefix))
 
 
+def unwrap(storage: BaseStorage) -> BaseStorage:
+    """The storage inside Optuna's cache wrapper (studies wrap RDB storages in one)."""
+    return storage._backend if isinstance(storage, _CachedStorage) else storage
+
+
 def describe_storage(storage: BaseStorage) -> str:
     """A printable name of a storage (its URL with the password masked).
 
@@ -241,7 +252,7 @@ def describe_storage(storage: BaseStorage) -> str:
     Returns:
         The masked URL, a journal file path, or ``in-memory``.
     """
-    inner = getattr(storage, "_backend", storage)  # _CachedStorage wraps RDBStorage
+    inner = unwrap(storage)
     if isinstance(inner, RDBStorage):
         return mask_url(inner.url)
     if isinstance(inner, JournalStorage):
@@ -310,4 +321,5 @@ __all__ = [
     "make_artifact_store",
     "make_storage",
     "mask_url",
+    "unwrap",
 ]

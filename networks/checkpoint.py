@@ -63,6 +63,11 @@ class Checkpoint:
     extra: dict[str, Any] | None
     model: nn.Module = field(repr=False)
 
+    @property
+    def n_sources(self) -> int:
+        """Input sources the model takes (``len(source_names)``)."""
+        return len(self.source_names)
+
 
 def _plain(value: Any, where: str) -> Any:
     """``value`` as content ``torch.load(weights_only=True)`` accepts, or a CheckpointError."""

@@ -7,7 +7,7 @@ import difflib
 import math
 import numbers
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, get_args, get_origin, get_type_hints
 
@@ -102,8 +102,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             parts = [p for p in re.split(r"[,\sx\-]+", value.strip()) if p]
         elif isinstance(value, numbers.Integral) and not isinstance(value, bool):
             parts = [value]
-        elif isinstance(value, list | tuple):
-            parts = list(value)
+        elif isinstance(value, Iterable) and not isinstance(value, Mapping):
+            parts = list(value)  # lists from YAML/JSON, tuples, numpy arrays
         else:
             raise ConfigError(
                 f"expected a sequence of integers, got {value!r}",

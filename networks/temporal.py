@@ -65,7 +65,10 @@ class TemporalFusion(nn.Module):
         low = self.encoder(pad_to_multiple(full, self.downsample))  # (B, C, T, h, w)
         _, channels, _, h, w = low.shape
         sequences = low.permute(0, 3, 4, 2, 1).reshape(batch * h * w, times, channels)
-        _, (last_hidden, _) = self.lstm(sequences)
+        # float32 even under autocast: the LSTM is cheap on the downsampled grid, and its
+        # recurrence accumulates rounding errors in half precision.
+        with torch.autocast(x.device.type, enabled=False):
+            _, (last_hidden, _) = self.lstm(sequences.float())
         summary = last_hidden[-1].reshape(batch, h, w, -1).permute(0, 3, 1, 2)
         # Up-sample to the padded grid, so every low-resolution cell maps onto its own
         # d x d block, then crop the padding off.

@@ -213,11 +213,28 @@ class StageJob:
         Raises:
             StageFailedError: ``max_fail`` trials have failed.
         """
-        reap_stale(self.study, lease_seconds=self.lease_seconds)
+        for orphan in reap_stale(self.study, lease_seconds=self.lease_seconds):
+            if orphan.user_attrs.get(PHASE_ATTR, INCUMBENT) == INCUMBENT and (
+                orphan.number == 0 or PHASE_ATTR in orphan.user_attrs
+            ):
+                self._requeue_incumbent(orphan)
         counts = self.counts()
         if counts.fail >= self.max_fail:
             raise StageFailedError(self.stage.name, counts.fail, counts.reasons)
         return counts
+
+    def _requeue_incumbent(self, orphan: FrozenTrial) -> None:
+        # The incumbent died with its driver. Only the driver that failed it gets here
+        # (failing is atomic), so it is queued once; the next ask of any driver pops it.
+        _log.warning(
+            "%s: the incumbent (trial %d) was lost with its driver; queued again",
+            self.study.study_name, orphan.number,
+        )
+        self.study.enqueue_trial(
+            {k: v for k, v in self.stage.defaults.items() if k in self.stage.space},
+            user_attrs={PHASE_ATTR: INCUMBENT},
+            skip_if_exists=False,
+        )
 
     def is_done(self, counts: Counts) -> bool:
         """Whether the stage has its full budget COMPLETE."""
@@ -242,8 +259,10 @@ class StageJob:
             warnings.filterwarnings("ignore", message="Heartbeat of storage")
             trial = self.study.ask(fixed_distributions=dict(self.stage.space))
         self.keepalive.add(trial._trial_id)
-        phase = phase_of(trial.number, self.stage.n_random)
-        trial.set_user_attr(PHASE_ATTR, phase)
+        phase = trial.user_attrs.get(PHASE_ATTR)  # set on a re-queued incumbent
+        if phase is None:
+            phase = phase_of(trial.number, self.stage.n_random)
+            trial.set_user_attr(PHASE_ATTR, phase)
         if phase == INCUMBENT and self.copy_from is not None:
             source = self.copy_from
             trial.set_user_attr(

@@ -59,7 +59,7 @@ def test_distance_to_lines_matches_exact_distance():
     lines = [LineString([(ORIGIN[0] + 100, ORIGIN[1] - 50), (ORIGIN[0] + 500, ORIGIN[1] - 700)])]
     got = distance_to_lines(lines, grid, 10, 20)
     cols, rows = np.meshgrid(np.arange(grid.width) + 0.5, np.arange(10, 20) + 0.5)
-    xs, ys = grid.transform * (cols, rows)
+    xs, ys = grid.transform @ (cols, rows)
     exact = shapely.distance(shapely.points(xs, ys), lines[0])
     assert np.abs(got - exact).max() <= RES / 4
     assert np.isnan(distance_to_lines([], grid, 0, 2)).all()

@@ -64,17 +64,22 @@ def measured_trials(search: LayerwiseSearch) -> dict[tuple[str, int], TrialState
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["sqlite", "journal"])
-def test_sigkilled_driver_resumes_without_recomputing(tmp_path, name, backend):
-    # SQLite exercises Optuna's RDB heartbeat, the journal file the engine's lease.
+@pytest.mark.parametrize(
+    ("backend", "kill_at"),
+    [("sqlite", ("second", 2)), ("journal", ("second", 2)), ("journal", ("first", 0))],
+)
+def test_sigkilled_driver_resumes_without_recomputing(tmp_path, name, backend, kill_at):
+    # SQLite exercises Optuna's RDB heartbeat, the journal file the engine's lease;
+    # killing trial 0 of the first stage loses the measurement of the defaults.
     url = f"sqlite:///{tmp_path}/s.db" if backend == "sqlite" else f"journal:///{tmp_path}/s.log"
     calls = tmp_path / "calls.txt"
     proc = start_driver(url, name, calls, sleep=0.4)
 
-    def inside_second_stage() -> bool:
-        return any(w[:2] == ["start", "second"] and int(w[2]) >= 2 for w in lines(calls))
+    def reached() -> bool:
+        return any(w[:2] == ["start", kill_at[0]] and int(w[2]) >= kill_at[1]
+                   for w in lines(calls))
 
-    wait_for(inside_second_stage, proc)
+    wait_for(reached, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed = [(w[1], int(w[2])) for w in lines(calls) if w[0] == "start"][-1]
@@ -99,8 +104,15 @@ def test_sigkilled_driver_resumes_without_recomputing(tmp_path, name, backend):
     assert max(done.values()) == 1
     complete = {k for k, s in states.items() if s == TrialState.COMPLETE}
     assert set(done) == complete
-    # The first stage finished before the kill and was not touched by the rerun.
-    assert all(k[0] == "second" for k in list(done)[done_before:])
+    if kill_at[0] == "second":
+        # The first stage finished before the kill and was not touched by the rerun.
+        assert all(k[0] == "second" for k in list(done)[done_before:])
+    else:
+        # The lost incumbent was queued again: the defaults are measured once.
+        first = result.stages[0].study.trials
+        incumbents = [t for t in first if t.user_attrs.get("hpo:phase") == "incumbent"]
+        assert [t.state for t in incumbents] == [TrialState.FAIL, TrialState.COMPLETE]
+        assert incumbents[1].params == {"x": 0.0, "n": 5}
 
 
 @pytest.mark.slow

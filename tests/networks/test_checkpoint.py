@@ -34,7 +34,7 @@ def test_trained_fusion_round_trips_to_identical_outputs(scenes, tmp_path):
     loaded = load_checkpoint(path)
     assert loaded.model_name == "fusion"
     assert loaded.config == config
-    assert loaded.source_names == SOURCES and loaded.n_times == 5
+    assert loaded.source_names == SOURCES and loaded.n_times == 5 and loaded.n_sources == 3
     assert torch.equal(loaded.norm_stats["mean"], torch.tensor([0.1, 0.2, 0.3]))
     assert loaded.norm_stats["method"] == "zscore"
     assert loaded.extra == {"seed": 0, "split": [0.6, 0.1, 0.3], "torch": torch.__version__}

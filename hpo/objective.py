@@ -1,0 +1,105 @@
+"""The network objective: merged parameters -> a ``networks`` training run -> a metric."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hpo.context import TrialContext
+from hpo.errors import HPOError, SpecError
+
+_MAXIMIZED = ("f1", "miou", "auc")
+_MINIMIZED = ("val_loss", "train_loss")
+
+
+class NetworkObjective:
+    """Trains the model with a trial's parameters and returns its validation metric.
+
+    The merged parameters (``"optim.lr"`` style keys, or bare field names that belong to
+    one config group) update ``base_config``; every epoch's metrics are reported through
+    the trial context, and training stops when the pruner says so (the trial is then
+    PRUNED with the epochs it reached).
+
+    Args:
+        train_set: Training data set of ``(x (S, T, h, w), y (h, w), valid (h, w))``.
+        val_set: Validation data set of the same kind.
+        model: A model name of ``networks`` (``fusion`` or a baseline).
+        metric: The validation metric to optimize: ``f1``, ``miou``, ``auc`` (maximize)
+            or ``val_loss`` (minimize).
+        base_config: The ``networks.ModelConfig`` the parameters update (default: the
+            defaults).
+        device: Where to train (default: CUDA when available).
+        seed: Seed of every training run (the same for all trials, so they differ only
+            by their parameters).
+
+    Raises:
+        SpecError: Unknown metric.
+    """
+
+    def __init__(
+        self,
+        train_set: Any,
+        val_set: Any,
+        *,
+        model: str = "fusion",
+        metric: str = "f1",
+        base_config: Any = None,
+        device: str | None = None,
+        seed: int = 0,
+    ) -> None:
+        if metric not in _MAXIMIZED + _MINIMIZED:
+            raise SpecError(
+                f"unknown metric {metric!r}",
+                key="metric",
+                hint=f"use one of {', '.join(_MAXIMIZED + _MINIMIZED)}",
+            )
+        self.train_set = train_set
+        self.val_set = val_set
+        self.model = model
+        self.metric = metric
+        self.base_config = base_config
+        self.device = device
+        self.seed = seed
+
+    @property
+    def direction(self) -> str:
+        """``maximize`` for f1 / miou / auc, ``minimize`` for losses."""
+        return "maximize" if self.metric in _MAXIMIZED else "minimize"
+
+    def config(self, params: dict[str, Any]) -> Any:
+        """The ``networks.ModelConfig`` of merged parameters."""
+        from networks.config import ModelConfig
+
+        return ModelConfig.from_params(params, self.base_config)
+
+    def __call__(self, params: dict[str, Any], trial: TrialContext) -> float:
+        """Train once and return the last epoch's validation metric.
+
+        Raises:
+            HPOError: The metric is undefined (e.g. AUC of a single-class validation
+                set); the trial is then FAIL with this reason.
+        """
+        from networks import train
+
+        def report(epochs_done: int, metrics: dict[str, Any]) -> bool:
+            trial.report(epochs_done, **metrics)
+            return trial.should_stop()
+
+        history = train(
+            self.config(params),
+            self.train_set,
+            self.val_set,
+            seed=self.seed,
+            model=self.model,
+            device=self.device,
+            callbacks=[report],
+        )
+        value = history.epochs[-1].get(self.metric) if history.epochs else None
+        if value is None:
+            raise HPOError(
+                f"validation {self.metric} is undefined (hint: AUC needs both classes in the "
+                f"validation split; choose metric='f1' or 'miou', or a larger split)"
+            )
+        return float(value)
+
+
+__all__ = ["NetworkObjective"]
