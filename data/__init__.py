@@ -39,14 +39,17 @@ from data.raster import AlignedRaster, Grid, open_raster
 from data.scene import SceneSpec, load_scene, parse_scene
 from data.splits import Splits, Tile
 
+# Imported on first use: the dataset pulls in torch, the generator geopandas and scipy, and
+# building or loading a cube needs neither.
+_LAZY = {"CubeDataset": "data.dataset", "generate_scene": "data.synthetic",
+         "SyntheticScene": "data.synthetic"}
 
 
 def __getattr__(name: str) -> object:
-    # torch is imported only when a dataset is asked for, so building a cube stays light
-    if name == "CubeDataset":
-        from data.dataset import CubeDataset
+    if name in _LAZY:
+        import importlib
 
-        return CubeDataset
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'data' has no attribute {name!r}")
 
 
@@ -69,6 +72,7 @@ __all__ = [
     "SceneSpec",
     "SceneSpecError",
     "Splits",
+    "SyntheticScene",
     "TestSplitWithheldError",
     "Tile",
     "UnknownCodeError",
@@ -77,6 +81,7 @@ __all__ = [
     "build_cube",
     "cube_key",
     "distance_to_lines",
+    "generate_scene",
     "inventory_masks",
     "load_scene",
     "one_hot",

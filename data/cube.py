@@ -129,6 +129,21 @@ class Cube:
         meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
         return cls(load_arrays(directory), meta, target=target, options=options, path=directory)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A cached cube travels to worker processes as its path, not as copies of its arrays.
+        if self.path is not None:
+            return (Cube.load, (self.path,), {"target": self.target, "options": self.options})
+        return object.__reduce__(self)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if set(state) == {"target", "options"}:
+            self.options = state["options"]
+            if state["target"] != self.target:
+                self.target = state["target"]
+                self.labels = self._target_labels(self.target)
+        else:
+            self.__dict__.update(state)
+
     def with_target(self, target: str) -> Cube:
         """The same data with another target (labels are recomputed, values shared)."""
         arrays = {"dynamic": self._dynamic, "static": self._static,

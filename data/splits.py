@@ -165,15 +165,14 @@ def _cut(n: int, val: float, test: float) -> tuple[int, int]:
 
 
 def _blocked_units(
-    tiles: list[tuple[Tile, tuple[int, int, int]]], stride: int, block_size: int
-) -> tuple[list[_Unit], list[tuple[int, ...]]]:
+    tiles: list[tuple[Tile, tuple[int, int, int]]], block_size: int
+) -> list[_Unit]:
     """Group tiles into blocks of ``block_size`` x ``block_size`` tile positions."""
     groups: dict[tuple[int, int, int], _Unit] = {}
     for tile, (k, i, j) in tiles:
         groups.setdefault((k, i // block_size, j // block_size), _Unit()).tiles.append(
             (tile, (k, i, j)))
-    keys = list(groups)
-    return [groups[k] for k in keys], keys
+    return list(groups.values())
 
 
 def make_splits(
@@ -217,9 +216,9 @@ def make_splits(
         raise SceneSpecError(f"block_size must be a positive integer, got {block_size!r}",
                              key="block_size", hint="e.g. block_size = 4")
     if by_region:
-        units, _ = _blocked_units(tiles, stride, 10**9)
+        units = _blocked_units(tiles, 10**9)  # one unit per region (patch)
     elif method == "blocked":
-        units, _ = _blocked_units(tiles, stride, block_size)
+        units = _blocked_units(tiles, block_size)
     else:
         units = [_Unit([pair]) for pair in tiles]
     order = np.random.default_rng(seed).permutation(len(units))

@@ -109,7 +109,7 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "year_step": 3,
         "first_year": 2008,
         # -- land cover and optics --
-        "revegetation_years": 8.0,
+        "revegetation_years": 12.0,
         "revegetation_sigma": 0.3,
         "scar_severity": (0.25, 1.0),
         "outcrop_fraction": 0.06,
@@ -697,7 +697,7 @@ def _make_optical(
         + 0.5 * smooth_field(rng_cover, shape, 150.0 / px)
     )
     cut = np.quantile(outcrop_score, 1.0 - cfg["outcrop_fraction"])
-    rock = 0.9 * np.clip((outcrop_score - cut) / 0.5 + 0.5, 0.0, 1.0)
+    rock = (0.9 * np.clip((outcrop_score - cut) / 0.5 + 0.5, 0.0, 1.0)).astype(np.float32)
     # Fields: flat valley floors, in rectangular parcels that are bare or cropped per date.
     field_score = -slope / 5.0 - 2.0 * elevation + 0.8 * smooth_field(rng_cover, shape, 300.0 / px)
     field = field_score >= np.quantile(field_score, 1.0 - cfg["field_fraction"])
@@ -717,26 +717,28 @@ def _make_optical(
         vigour = rng_optical.uniform(0.75, 1.0)  # phenology at the acquisition day
         ploughed = rng_optical.uniform(size=n_parcels) < cfg["field_bare_probability"]
         bare = field & ploughed[rows, cols]
-        veg_cover = np.where(field, np.where(bare, 0.1, 0.8), vegetation) * (1.0 - rock)
+        veg_cover = (np.where(field, np.where(bare, 0.1, 0.8), vegetation) * (1.0 - rock)).astype(
+            np.float32
+        )
         soil_cover = 1.0 - veg_cover - rock
         # Scar: the newest slide on a pixel strips a share that regrows as exp(-age / tau).
         idx = latest[t]
         age = np.where(idx > 0, year - trigger[idx], np.inf)
-        stripped = severity[idx] * np.exp(-age / tau[idx]) * patchiness
+        stripped = (severity[idx] * np.exp(-age / tau[idx]) * patchiness).astype(np.float32)
         veg_spectrum = _VEGETATION * np.array([1.0, 1.0, 1.0 / vigour, vigour])
-        mixed = (1.0 - stripped)[..., None] * (
-            veg_cover[..., None] * veg_spectrum
-            + soil_cover[..., None] * _SOIL
-            + rock[..., None] * _ROCK
-        ) + stripped[..., None] * _DEBRIS
         sun_elevation = rng_optical.uniform(35.0, 60.0)
         cos_i = illumination(slope, aspect, sun_elevation, rng_optical.uniform(120.0, 170.0))
         cos_z = math.sin(math.radians(sun_elevation))
-        light = (cos_i + cfg["diffuse_light"]) / (cos_z + cfg["diffuse_light"])
+        light = ((cos_i + cfg["diffuse_light"]) / (cos_z + cfg["diffuse_light"]) * texture).astype(
+            np.float32
+        )
         haze = rng_optical.uniform(0.5, 1.5) * _HAZE
-        noise = cfg["sensor_noise"] * rng_optical.standard_normal((*shape, len(OPTICAL_BANDS)))
-        value = mixed * (light * texture)[..., None] + haze + noise
-        reflectance[t] = np.moveaxis(value, -1, 0)
+        # One band at a time in float32: a (H, W, bands) float64 mix is the memory peak.
+        for b in range(len(OPTICAL_BANDS)):
+            cover_mix = veg_cover * veg_spectrum[b] + soil_cover * _SOIL[b] + rock * _ROCK[b]
+            mixed = cover_mix + stripped * (_DEBRIS[b] - cover_mix)
+            noise = cfg["sensor_noise"] * rng_optical.standard_normal(shape, dtype=np.float32)
+            reflectance[t, b] = mixed * light + (haze[b] + noise)
         cover = rng_optical.uniform(0.0, cfg["cloud_cover_max"])
         clouds = smooth_field(rng_optical, shape, cfg["cloud_length_m"] / px)
         cloud[t] = clouds > np.quantile(clouds, 1.0 - cover)

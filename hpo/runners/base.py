@@ -179,6 +179,8 @@ class StageJob:
     callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = ()
     _started: float = field(default_factory=time.monotonic, init=False)
     _told: int = field(default=0, init=False)
+    _last_reap: float = field(default=-math.inf, init=False)
+    _last_counts: Counts = field(default_factory=Counts, init=False)
 
     @property
     def budget(self) -> int:
@@ -213,15 +215,27 @@ class StageJob:
         Raises:
             StageFailedError: ``max_fail`` trials have failed.
         """
-        for orphan in reap_stale(self.study, lease_seconds=self.lease_seconds):
+        counts = self.counts()
+        # Reaping costs queries; it only matters when it can free a slot now, or at the
+        # keepalive's pace (other drivers' trials cannot go stale faster than that).
+        now = time.monotonic()
+        if self.open_slots(counts) == 0 or now - self._last_reap >= self.keepalive.interval:
+            self._last_reap = now
+            if self._reap():
+                counts = self.counts()
+        if counts.fail >= self.max_fail:
+            raise StageFailedError(self.stage.name, counts.fail, counts.reasons)
+        self._last_counts = counts
+        return counts
+
+    def _reap(self) -> bool:
+        reaped = reap_stale(self.study, lease_seconds=self.lease_seconds)
+        for orphan in reaped:
             if orphan.user_attrs.get(PHASE_ATTR, INCUMBENT) == INCUMBENT and (
                 orphan.number == 0 or PHASE_ATTR in orphan.user_attrs
             ):
                 self._requeue_incumbent(orphan)
-        counts = self.counts()
-        if counts.fail >= self.max_fail:
-            raise StageFailedError(self.stage.name, counts.fail, counts.reasons)
-        return counts
+        return bool(reaped)
 
     def _requeue_incumbent(self, orphan: FrozenTrial) -> None:
         # The incumbent died with its driver. Only the driver that failed it gets here
@@ -259,10 +273,14 @@ class StageJob:
             warnings.filterwarnings("ignore", message="Heartbeat of storage")
             trial = self.study.ask(fixed_distributions=dict(self.stage.space))
         self.keepalive.add(trial._trial_id)
-        phase = trial.user_attrs.get(PHASE_ATTR)  # set on a re-queued incumbent
+        # A re-queued incumbent carries its phase; only look when something was queued
+        # (a read per trial otherwise). Other trials' phase follows from their number and
+        # is written only for the incumbent, to keep a trial's commits few.
+        phase = trial.user_attrs.get(PHASE_ATTR) if self._last_counts.waiting else None
         if phase is None:
             phase = phase_of(trial.number, self.stage.n_random)
-            trial.set_user_attr(PHASE_ATTR, phase)
+            if phase == INCUMBENT:
+                trial.set_user_attr(PHASE_ATTR, phase)
         if phase == INCUMBENT and self.copy_from is not None:
             source = self.copy_from
             trial.set_user_attr(

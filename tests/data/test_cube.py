@@ -162,3 +162,27 @@ def test_norm_stats_use_only_the_given_tiles(cube):
     assert stats["sources"]["red"]["std"] == pytest.approx(np.nanstd(red), rel=1e-4)
     assert stats["sources"]["lithology_1"] == {"mean": 0.0, "std": 1.0}
     assert set(stats["sources"]) == {"red", "lithology_1"}
+
+
+def test_cached_cube_pickles_as_its_path(section, scene_dir, tmp_path):
+    import pickle
+
+    cached = data.prepare({**section, "target": "new", "patch_size": 8}, scene_dir,
+                          cache_dir=tmp_path)
+    blob = pickle.dumps(cached)
+    assert len(blob) < 2000  # the arrays are not copied into worker processes
+    back = pickle.loads(blob)
+    assert back.path == cached.path and back.target == "new" and back.options == cached.options
+    assert np.array_equal(back.labels, cached.labels)
+    in_memory = data.build_cube(section, base_dir=scene_dir)
+    again = pickle.loads(pickle.dumps(in_memory))
+    assert np.array_equal(np.asarray(again.values), np.asarray(in_memory.values), equal_nan=True)
+
+
+def test_the_synthetic_scene_file_builds(tmp_path):
+    scene = data.generate_scene(tmp_path / "syn", size=64, n_dates=3, seed=0)
+    cube = data.build_cube(scene.scene_path)
+    assert cube.shape[1:] == (3, 64, 64) and cube.dates == list(scene.dates)
+    assert {"optical", "factor"} == set(cube.source_kinds)
+    # the cube's target equals the generator's cumulative landslide share at the last date
+    assert cube.labels.mean() == pytest.approx(scene.landslide_fraction[scene.dates[-1]], abs=1e-6)

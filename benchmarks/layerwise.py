@@ -1,0 +1,498 @@
+"""Layer-wise search against joint search on layered test functions, and the engine's cost.
+
+Two measurements (issue 5, "Benchmark"):
+
+1. **Regret.** On problems that are sums of one block per stage (see
+   ``benchmarks/_functions.py``), at equal numbers of objective evaluations: layer-wise
+   search (random then gp / tpe / skopt, each with and without ``refine``) against plain
+   Optuna studies on the joint space (random, TPE, GP, skopt). Regret = best value found
+   - f*, as the median and IQR over seeds, and the best-so-far curve against
+   evaluations.
+2. **Overhead.** Milliseconds per trial of ``LayerwiseSearch.run()`` against a bare
+   ``study.optimize`` with the same sampler, parameters and SQLite storage (both opened
+   by ``hpo.make_storage``), on a free objective, interleaved in one process.
+
+Budget rules (the same for every method, so the comparison is at equal evaluations):
+
+* A budget counts objective *evaluations*. A layer-wise stage after the first starts
+  with the previous stage's best copied in as a COMPLETE trial that costs nothing, so
+  its ``Stage`` budget is its evaluations + 1 (the refine stage likewise).
+* With refine, ``REFINE_SHARE`` of the budget goes to the refine stage; the rest is split
+  over the stages in proportion to their number of parameters (largest remainder).
+* Every stage, the refine stage and every joint study spend ``round(budget / 3)``
+  trials (at least 1) on random search, the first of them the defaults (layer-wise:
+  the measured defaults or the copied incumbent; joint: the defaults enqueued), then
+  the Bayesian sampler from ``hpo.make_sampler`` (``joint-random``: random throughout).
+
+    python -m benchmarks.layerwise                 # full run (~30 min on one core + 1)
+    python -m benchmarks.layerwise --quick         # about a minute, prints the tables only
+    python -m benchmarks.layerwise --seeds 10 --budgets 60 120
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import logging
+import math
+import multiprocessing as mp
+import platform
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+
+import hpo
+from benchmarks._functions import Problem, numerical_optimum, problems, stagewise_optimum
+
+RESULTS = Path(__file__).resolve().parent / "results"
+REFINE_SHARE = 0.2
+RANDOM_SHARE = 1 / 3
+BO_SAMPLERS = ("gp", "tpe", "skopt")
+
+
+# -------------------------------------------------------------------------- methods
+
+
+@dataclass(frozen=True)
+class Method:
+    """A way to spend a budget: layer-wise (with or without refine) or one joint study."""
+
+    kind: str  # "layerwise" or "joint"
+    sampler: str
+    refine: bool = False
+
+    @property
+    def name(self) -> str:
+        if self.kind == "joint":
+            return f"joint-{self.sampler}"
+        return f"layerwise-{self.sampler}" + ("+refine" if self.refine else "")
+
+
+METHODS = [
+    *(Method("layerwise", s, refine) for s in BO_SAMPLERS for refine in (False, True)),
+    *(Method("joint", s) for s in ("random", "tpe", "gp", "skopt")),
+]
+
+
+def n_random(budget: int) -> int:
+    """Random-search trials (the defaults or incumbent included) of a budget."""
+    return max(1, round(budget * RANDOM_SHARE))
+
+
+def split_budget(total: int, dims: Sequence[int], refine: bool) -> tuple[list[int], int]:
+    """Evaluations per stage and for refine (0: none), summing to ``total``.
+
+    Stages get the non-refine part in proportion to their dimensions; largest remainder,
+    ties to the earlier stage; every stage at least 2 (the incumbent and one more).
+    """
+    refine_evals = round(total * REFINE_SHARE) if refine else 0
+    rest = total - refine_evals
+    exact = [rest * d / sum(dims) for d in dims]
+    evals = [max(2, math.floor(x)) for x in exact]
+    by_remainder = sorted(range(len(dims)), key=lambda i: (-(exact[i] % 1), i))
+    for i in by_remainder[: rest - sum(evals)]:
+        evals[i] += 1
+    if sum(evals) != rest:
+        raise ValueError(f"budget {total} is too small for {len(dims)} stages")
+    return evals, refine_evals
+
+
+def layerwise_plan(problem: Problem, total: int, refine: bool) -> dict[str, Any]:
+    """Stage budgets (in COMPLETE trials, the copied incumbent included) for a budget."""
+    evals, refine_evals = split_budget(total, [len(b.space) for b in problem.blocks], refine)
+    stages = []
+    for i, (block, e) in enumerate(zip(problem.blocks, evals, strict=True)):
+        budget = e + (1 if i else 0)  # stages after the first get the incumbent for free
+        stages.append({"stage": block.name, "evaluations": e, "n_random": n_random(budget),
+                       "n_bayes": budget - n_random(budget)})
+    plan: dict[str, Any] = {"stages": stages, "refine": None}
+    if refine_evals:
+        budget = refine_evals + 1
+        plan["refine"] = {"evaluations": refine_evals, "n_random": n_random(budget),
+                          "n_bayes": budget - n_random(budget)}
+    return plan
+
+
+# ---------------------------------------------------------------------------- runs
+
+
+class Recorder:
+    """The objective, logging every evaluation's value (the regret curve's x axis)."""
+
+    def __init__(self, problem: Problem) -> None:
+        self.problem = problem
+        self.values: list[float] = []
+
+    def __call__(self, params: dict[str, Any]) -> float:
+        value = float(self.problem(params))
+        self.values.append(value)
+        return value
+
+
+def run_layerwise(problem: Problem, method: Method, total: int, seed: int) -> list[float]:
+    plan = layerwise_plan(problem, total, method.refine)
+    stages = [
+        hpo.Stage(b.name, b.space, defaults=b.defaults, n_random=s["n_random"],
+                  n_bayes=s["n_bayes"])
+        for b, s in zip(problem.blocks, plan["stages"], strict=True)
+    ]
+    refine = plan["refine"] and hpo.Refine(n_random=plan["refine"]["n_random"],
+                                           n_bayes=plan["refine"]["n_bayes"])
+    objective = Recorder(problem)
+    result = hpo.LayerwiseSearch(
+        stages, objective, direction="minimize", storage=None, sampler=method.sampler,
+        seed=seed, refine=refine or None, study_name=f"bench-{seed}",
+    ).run()
+    # The engine's answer must be the best evaluation, and the budget exactly spent.
+    if len(objective.values) != total or not math.isclose(
+        result.best_value, min(objective.values), rel_tol=0, abs_tol=1e-12
+    ):
+        raise RuntimeError(
+            f"{method.name}: {len(objective.values)} evaluations for a budget of {total}, "
+            f"best {result.best_value} vs {min(objective.values)}"
+        )
+    return objective.values
+
+
+def run_joint(problem: Problem, method: Method, total: int, seed: int) -> list[float]:
+    objective = Recorder(problem)
+    space = problem.space
+    study = optuna.create_study(
+        direction="minimize", sampler=optuna.samplers.RandomSampler(seed=seed)
+    )
+    study.enqueue_trial(problem.defaults)  # the same first point as layer-wise
+    n_start = total if method.sampler == "random" else n_random(total)
+    for number in range(total):
+        if number == n_start:
+            # make_sampler's BO samplers model from their first call; the random phase
+            # before them is what optuna's n_startup_trials would otherwise do.
+            study.sampler = hpo.make_sampler(method.sampler, seed)
+        trial = study.ask(space)
+        study.tell(trial, objective(trial.params))
+    return objective.values
+
+
+def run_one(task: tuple[str, str, int, int]) -> dict[str, Any]:
+    """One (problem, method, budget, seed): the best-so-far regret curve and wall time."""
+    problem_name, method_name, total, seed = task
+    problem = PROBLEMS[problem_name]
+    method = next(m for m in METHODS if m.name == method_name)
+    start = time.perf_counter()
+    runner = run_layerwise if method.kind == "layerwise" else run_joint
+    values = runner(problem, method, total, seed)
+    return {
+        "problem": problem_name, "method": method_name, "budget": total, "seed": seed,
+        "best_so_far": np.minimum.accumulate(values).tolist(),
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def optimum_task(task: tuple[str, int]) -> dict[str, Any]:
+    """f* and the one-pass stage-wise floor of a problem, numerically (a worker task)."""
+    name, n_dense = task
+    start = time.perf_counter()
+    f_star, x_star = numerical_optimum(PROBLEMS[name], n_dense=n_dense)
+    floor, x_floor = stagewise_optimum(dataclasses.replace(PROBLEMS[name], f_star=f_star))
+    return {"optimum": name, "f_star": f_star, "x_star": x_star, "stagewise_value": floor,
+            "x_stagewise": x_floor, "seconds": time.perf_counter() - start}
+
+
+PROBLEMS = {p.name: p for p in problems()}
+
+
+# --------------------------------------------------------------- two processes
+
+
+def _quiet() -> None:
+    # One thread per process: two processes on two shared cores, and GPSampler's torch
+    # (and BLAS under numpy / scikit-learn) would otherwise start one thread per core.
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(1)
+    threadpool_limits(1)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("hpo").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore")
+
+
+def _serve(tasks: mp.Queue, results: mp.Queue) -> None:
+    _quiet()
+    while (task := tasks.get()) is not None:
+        fn = optimum_task if len(task) == 2 else run_one
+        try:
+            results.put(fn(task))
+        except Exception as exc:  # noqa: BLE001 - report, do not hang the other process
+            results.put({"task": list(task), "error": f"{type(exc).__name__}: {exc}"})
+
+
+def run_all(tasks: list[tuple], *, while_waiting: Callable[[], Any] | None = None
+            ) -> tuple[list[dict[str, Any]], Any]:
+    """Run tasks in this process and one child, pulling from one queue (cheapest last).
+
+    ``while_waiting`` runs in this process first (the overhead measurement), while the
+    child starts on the queue.
+    """
+    ctx = mp.get_context("fork")
+    todo, done = ctx.Queue(), ctx.Queue()
+    for task in tasks:
+        todo.put(task)
+    todo.put(None)
+    todo.put(None)  # one stop sign per process
+    child = ctx.Process(target=_serve, args=(todo, done), daemon=True)
+    child.start()
+    _quiet()
+    extra = while_waiting() if while_waiting else None
+    _serve(todo, done)
+    out, start = [], time.perf_counter()
+    while len(out) < len(tasks):
+        out.append(done.get())
+        if len(out) % 20 == 0 or len(out) == len(tasks):
+            print(f"  {len(out)}/{len(tasks)} runs collected "
+                  f"({time.perf_counter() - start:.0f} s after this process finished)")
+    child.join()
+    errors = [r for r in out if "error" in r]
+    if errors:
+        raise RuntimeError(f"{len(errors)} runs failed, first: {errors[0]}")
+    return out, extra
+
+
+def _cost(task: tuple) -> float:
+    # Rough seconds, to start the slow runs first so both processes finish together.
+    if len(task) == 2:
+        return 60.0
+    _, method, total, _ = task
+    per_trial = {"skopt": 0.4, "gp": 0.15, "tpe": 0.03, "random": 0.001}
+    return total * next(v for k, v in per_trial.items() if k in method) * total / 100
+
+
+# ------------------------------------------------------------------- overhead
+
+
+def suggest(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
+    """What a user writes in a bare optuna objective for one distribution."""
+    if isinstance(dist, CategoricalDistribution):
+        return trial.suggest_categorical(name, dist.choices)
+    if isinstance(dist, IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    assert isinstance(dist, FloatDistribution)
+    return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+
+
+def _engine(url: str, problem: Problem, sampler: str, n_trials: int, seed: int) -> None:
+    # One stage over the same parameters; trial 0 measures the defaults, then the sampler.
+    stage = hpo.Stage("all", problem.space, defaults=problem.defaults, n_random=1,
+                      n_bayes=n_trials - 1)
+    hpo.LayerwiseSearch([stage], problem, direction="minimize", storage=url,
+                        sampler=sampler, seed=seed, study_name="overhead").run()
+
+
+def _bare(url: str, problem: Problem, sampler: str, n_trials: int, seed: int) -> None:
+    study = optuna.create_study(storage=hpo.make_storage(url), direction="minimize",
+                                sampler=hpo.make_sampler(sampler, seed))
+    study.enqueue_trial(problem.defaults)  # as the engine's trial 0
+    space = problem.space
+    study.optimize(lambda t: problem({k: suggest(t, k, d) for k, d in space.items()}),
+                   n_trials=n_trials)
+
+
+def measure_overhead(problem: Problem, samplers: Iterable[str], n_trials: int, reps: int
+                     ) -> dict[str, Any]:
+    """ms/trial of the engine and a bare study, interleaved (ABBA order) in this process."""
+    out: dict[str, Any] = {"problem": problem.name, "n_trials": n_trials, "reps": reps,
+                           "storage": "sqlite (temp file, hpo.make_storage: WAL, "
+                                      "synchronous=NORMAL)", "samplers": {}}
+    runners = {"engine": _engine, "bare": _bare}
+    for sampler in samplers:
+        ms: dict[str, list[float]] = {"engine": [], "bare": []}
+        for rep in range(reps):
+            # Alternate who goes first, so drift in machine load hits both alike.
+            order = ("engine", "bare") if rep % 2 == 0 else ("bare", "engine")
+            for kind in order:
+                with tempfile.TemporaryDirectory() as tmp:
+                    url = f"sqlite:///{tmp}/overhead.db"
+                    start = time.perf_counter()
+                    runners[kind](url, problem, sampler, n_trials, rep)
+                    ms[kind].append(1e3 * (time.perf_counter() - start) / n_trials)
+        ratios = [e / b for e, b in zip(ms["engine"], ms["bare"], strict=True)]
+        out["samplers"][sampler] = {
+            "engine_ms_per_trial": statistics.median(ms["engine"]),
+            "bare_ms_per_trial": statistics.median(ms["bare"]),
+            "ratio": statistics.median(ratios),  # of paired (same rep) ratios
+            "ratio_min": min(ratios), "ratio_max": max(ratios),
+            "engine_ms_all": ms["engine"], "bare_ms_all": ms["bare"],
+        }
+        print(f"  overhead {sampler}: engine {statistics.median(ms['engine']):.1f} ms/trial, "
+              f"bare {statistics.median(ms['bare']):.1f} ms/trial, "
+              f"ratio {statistics.median(ratios):.2f}")
+    return out
+
+
+# ------------------------------------------------------------------ reporting
+
+
+def summarize(runs: list[dict[str, Any]], f_star: dict[str, float]) -> list[dict[str, Any]]:
+    """Median / q25 / q75 of the final regret and the median curve per cell."""
+    cells: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for r in runs:
+        cells.setdefault((r["problem"], r["method"], r["budget"]), []).append(r)
+    rows = []
+    for (problem, method, budget), group in sorted(cells.items()):
+        curves = np.array([g["best_so_far"] for g in group]) - f_star[problem]
+        q25, median, q75 = np.percentile(curves[:, -1], [25, 50, 75])
+        rows.append({
+            "problem": problem, "method": method, "budget": budget, "metric": "regret",
+            "median": float(median), "q25": float(q25), "q75": float(q75),
+            "n_seeds": len(group),
+            "median_curve": np.median(curves, axis=0).tolist(),
+            "seconds_per_run": float(np.median([g["seconds"] for g in group])),
+        })
+    return rows
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.3g}" if abs(x) >= 1e-3 else f"{x:.1e}"
+
+
+def markdown_tables(rows: list[dict[str, Any]], budgets: Sequence[int]) -> str:
+    """One table per problem: methods down, budgets across, 'median [q25, q75]'."""
+    lines = []
+    for problem in dict.fromkeys(r["problem"] for r in rows):
+        cell = {(r["method"], r["budget"]): r for r in rows if r["problem"] == problem}
+        lines += [f"### {problem}", "",
+                  "| method | " + " | ".join(f"regret @ {b}" for b in budgets)
+                  + " | s/run @ " + str(budgets[-1]) + " |",
+                  "|---|" + "---|" * (len(budgets) + 1)]
+        for m in METHODS:
+            if (m.name, budgets[0]) not in cell:
+                continue
+            best = {b: min(cell[(k.name, b)]["median"] for k in METHODS
+                           if (k.name, b) in cell) for b in budgets}
+            parts = []
+            for b in budgets:
+                r = cell[(m.name, b)]
+                text = f"{_fmt(r['median'])} [{_fmt(r['q25'])}, {_fmt(r['q75'])}]"
+                parts.append(f"**{text}**" if r["median"] == best[b] else text)
+            lines.append(f"| {m.name} | " + " | ".join(parts)
+                         + f" | {cell[(m.name, budgets[-1])]['seconds_per_run']:.1f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    problems_ = list(dict.fromkeys(r["problem"] for r in rows))
+    budget = max(r["budget"] for r in rows)
+    fig, axes = plt.subplots(1, len(problems_), figsize=(5.2 * len(problems_), 4.2),
+                             squeeze=False)
+    styles = {"layerwise": "-", "joint": "--"}
+    colors = dict(zip(BO_SAMPLERS + ("random",), ("C0", "C1", "C2", "C7"), strict=True))
+    for ax, problem in zip(axes[0], problems_, strict=True):
+        for m in METHODS:
+            r = next((r for r in rows if (r["problem"], r["method"], r["budget"])
+                      == (problem, m.name, budget)), None)
+            if r is None:
+                continue
+            curve = np.maximum(np.asarray(r["median_curve"]), 1e-6)  # log axis
+            ax.plot(np.arange(1, len(curve) + 1), curve, styles[m.kind],
+                    color=colors[m.sampler], lw=2.2 if m.refine else 1.3,
+                    alpha=1.0 if m.refine or m.kind == "joint" else 0.75, label=m.name)
+        ax.set_yscale("log")
+        ax.set_title(f"{problem} (budget {budget})")
+        ax.set_xlabel("objective evaluations")
+        ax.grid(alpha=0.3, which="both")
+    axes[0][0].set_ylabel("best-so-far regret (median over seeds)")
+    axes[0][-1].legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------- main
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="2 seeds, budget 24, network4 problems only; prints, writes nothing")
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--budgets", type=int, nargs="+", default=[60, 120])
+    parser.add_argument("--overhead-trials", type=int, default=100)
+    parser.add_argument("--overhead-reps", type=int, default=6)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seeds, args.budgets = 2, [24]
+        args.overhead_trials, args.overhead_reps = 30, 2
+    names = list(PROBLEMS)
+    n_dense = 2**12 if args.quick else 2**15
+    tasks: list[tuple] = [(n, n_dense) for n, p in PROBLEMS.items() if p.f_star is None]
+    tasks += [(p, m.name, b, s) for p in names for m in METHODS for b in args.budgets
+              for s in range(args.seeds)]
+    tasks.sort(key=_cost, reverse=True)
+    print(f"{len(tasks)} tasks on 2 processes; overhead measured meanwhile")
+    start = time.perf_counter()
+    results, overhead = run_all(tasks, while_waiting=lambda: measure_overhead(
+        PROBLEMS["network4"], ("random", "tpe"), args.overhead_trials, args.overhead_reps))
+    wall = time.perf_counter() - start
+
+    optima = {r["optimum"]: r for r in results if "optimum" in r}
+    f_star = {n: optima[n]["f_star"] if n in optima else p.f_star for n, p in PROBLEMS.items()}
+    rows = summarize([r for r in results if "optimum" not in r], f_star)
+    tables = markdown_tables(rows, args.budgets)
+    print(tables)
+    print(f"wall {wall / 60:.1f} min")
+    if args.quick:
+        return
+    RESULTS.mkdir(exist_ok=True)
+    record = {
+        "benchmark": "layerwise",
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {mp.cpu_count()} cores (shared), 2 processes",
+        "versions": {"python": platform.python_version(), "optuna": optuna.__version__},
+        "wall_seconds": wall,
+        "settings": {
+            "seeds": args.seeds, "budgets": args.budgets, "refine_share": REFINE_SHARE,
+            "random_share": RANDOM_SHARE,
+            "plans": {f"{n}/{b}/{'refine' if r else 'plain'}": layerwise_plan(p, b, r)
+                      for n, p in PROBLEMS.items() for b in args.budgets
+                      for r in (False, True)},
+        },
+        "problems": {
+            n: {"description": p.description, "eps": p.eps, "f_star": f_star[n],
+                "f_star_how": "numerical (dense Sobol + L-BFGS-B per discrete combination)"
+                if n in optima else p.note,
+                **({k: optima[n][k] for k in ("x_star", "stagewise_value", "x_stagewise")}
+                   if n in optima else {})}
+            for n, p in PROBLEMS.items()
+        },
+        "results": rows,
+        "overhead": overhead,
+    }
+    (RESULTS / "layerwise.json").write_text(json.dumps(record, indent=1) + "\n")
+    plot(rows, RESULTS / "layerwise_regret.png")
+    print(f"wrote {RESULTS / 'layerwise.json'} and layerwise_regret.png; "
+          "layerwise.md is written by hand from them")
+
+
+if __name__ == "__main__":
+    main()

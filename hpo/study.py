@@ -1,0 +1,585 @@
+"""A study file, end to end: spec -> data -> datasets -> objective -> layer-wise search.
+
+This is the one place that joins :mod:`hpo.spec`, :mod:`data`, :mod:`networks` and the
+engine; the ``hpo`` command line is a thin layer over it::
+
+    from hpo.study import load_study, prepare_data, make_objective, make_search
+
+    spec = load_study("studies/quickstart.toml")
+    ensure_scene(spec)                     # generates a [data.synthetic] scene if missing
+    tuning = prepare_data(spec)            # the cube once; train / val only, no test
+    search = make_search(spec, make_objective(spec, tuning))
+    result = search.run()                  # resumes whatever the storage holds
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hpo.errors import HPOError, SearchNotFoundError, SpecError
+from hpo.spec import RunnerSpec, StudySpec, load_study_file
+from hpo.storage import mask_url
+
+SYNTHETIC_KEY = "synthetic"
+"""``[data.synthetic]``: generate the study's scene when its file does not exist."""
+
+_SYNTHETIC_KEYS = {"size": 256, "seed": 0, "n_dates": 5}
+
+
+# ---------------------------------------------------------------------------- the spec
+
+
+def load_study(
+    path: str | Path,
+    *,
+    storage: str | None = None,
+    runner: str | None = None,
+    check_paths: bool = True,
+) -> StudySpec:
+    """Read a study file, with the command line's overrides applied.
+
+    A missing scene file is not an error when the ``[data]`` section carries a
+    ``[data.synthetic]`` table (:func:`ensure_scene` generates it).
+
+    Args:
+        path: The study file.
+        storage: A storage URL replacing the file's (relative paths: the working folder).
+        runner: ``"local"`` or ``"ray"``, replacing ``[runner] kind``.
+        check_paths: Check that the data files exist (or can be generated).
+
+    Returns:
+        The validated spec.
+
+    Raises:
+        SpecError: The file is missing or invalid, or its scene is missing and cannot be
+            generated.
+    """
+    spec = load_study_file(path, check_paths=False)
+    if check_paths and not _scene_ready(spec) and synthetic_settings(spec) is None:
+        spec = load_study_file(path, check_paths=True)  # raises the spec's own message
+    synthetic_settings(spec)  # validate the table even when the scene exists
+    if storage is not None:
+        spec = dataclasses.replace(spec, storage=_storage_url(storage))
+    if runner is not None:
+        if runner not in ("local", "ray"):
+            raise SpecError(f"unknown runner {runner!r}", key="runner.kind",
+                            hint="use --runner local or --runner ray")
+        spec = dataclasses.replace(spec, runner=dataclasses.replace(spec.runner, kind=runner))
+    return spec
+
+
+def _storage_url(url: str) -> str:
+    """A command-line storage URL; relative file paths are relative to the working folder."""
+    if "://" not in url:
+        path = Path(url).expanduser().resolve()
+        if path.suffix in (".log", ".jsonl", ".journal"):
+            return f"journal://{path}"
+        return f"sqlite:///{path}"
+    if url.startswith("sqlite:///") and url[len("sqlite:///"):] not in ("", ":memory:"):
+        return f"sqlite:///{Path(url[len('sqlite:///'):]).expanduser().resolve()}"
+    return url
+
+
+def scene_file(spec: StudySpec) -> Path | None:
+    """The scene file the study's ``[data] scene`` names (absolute), or ``None``."""
+    scene = spec.data.get("scene")
+    if not isinstance(scene, str):
+        return None
+    path = Path(scene).expanduser()
+    return path if path.is_absolute() else (spec.base_dir / path).resolve()
+
+
+def _scene_ready(spec: StudySpec) -> bool:
+    path = scene_file(spec)
+    return path is None or path.is_file()
+
+
+def synthetic_settings(spec: StudySpec) -> dict[str, int] | None:
+    """The validated ``[data.synthetic]`` table (defaults filled in), or ``None``.
+
+    Raises:
+        SpecError: The table has an unknown key or a bad value, or the study has no
+            ``scene`` file to write.
+    """
+    raw = spec.data.get(SYNTHETIC_KEY)
+    if raw is None:
+        return None
+    file = str(spec.file) if spec.file else None
+    key = f"data.{SYNTHETIC_KEY}"
+    if not isinstance(raw, Mapping):
+        raise SpecError("expected a table", file=file, key=key,
+                        hint="write it as [data.synthetic] with size, seed, n_dates")
+    for name in raw:
+        if name not in _SYNTHETIC_KEYS:
+            raise SpecError(f"unknown key {name!r}", file=file, key=f"{key}.{name}",
+                            hint=f"valid keys: {', '.join(_SYNTHETIC_KEYS)}")
+    settings = {**_SYNTHETIC_KEYS, **raw}
+    for name, value in settings.items():
+        low = {"size": 16, "seed": 0, "n_dates": 1}[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise SpecError(f"{name} = {value!r}", file=file, key=f"{key}.{name}",
+                            hint=f"use an integer >= {low}")
+    path = scene_file(spec)
+    if path is None:
+        raise SpecError("[data.synthetic] needs a scene file to write", file=file, key=key,
+                        hint='add scene = "some/folder/scene.toml" to [data]')
+    if path.name != "scene.toml":
+        raise SpecError(f"synthetic scenes are written as scene.toml, not {path.name}",
+                        file=file, key="data.scene", hint="name the scene file scene.toml")
+    return settings
+
+
+def ensure_scene(spec: StudySpec, say: Callable[[str], None] = print) -> Path | None:
+    """Generate the study's synthetic scene when its file does not exist yet.
+
+    Args:
+        spec: The study.
+        say: Where to tell the user what happens.
+
+    Returns:
+        The scene file written, or ``None`` when nothing had to be generated.
+
+    Raises:
+        SpecError: The scene file is missing and the study has no ``[data.synthetic]``.
+    """
+    if _scene_ready(spec):
+        return None
+    settings = synthetic_settings(spec)
+    path = scene_file(spec)
+    if settings is None or path is None:
+        raise SpecError(f"scene file {str(path)!r} does not exist",
+                        file=str(spec.file) if spec.file else None, key="data.scene",
+                        hint=f"generate it with `hpo synth {path.parent if path else 'DIR'}`")
+    from data.synthetic import generate_scene
+
+    say(f"scene {path} does not exist: generating the synthetic scene "
+        f"({settings['size']} x {settings['size']} px, {settings['n_dates']} dates, "
+        f"seed {settings['seed']})")
+    scene = generate_scene(path.parent, size=settings["size"], n_dates=settings["n_dates"],
+                           seed=settings["seed"])
+    say(describe_scene(scene))
+    return Path(scene.scene_path)
+
+
+def describe_scene(scene: Any) -> str:
+    """One line of statistics of a :class:`data.synthetic.SyntheticScene`."""
+    rows, cols = scene.shape
+    last = scene.dates[-1]
+    return (f"{rows} x {cols} px, dates {', '.join(scene.dates)}, "
+            f"{scene.n_landslides[last]} landslides covering "
+            f"{100 * scene.landslide_fraction[last]:.1f} % of the scene at {last}")
+
+
+def data_section(spec: StudySpec) -> dict[str, Any]:
+    """The ``[data]`` section as :func:`data.prepare` reads it (the ``synthetic`` table is
+    the toolkit's, not the data package's).
+    """
+    return {k: v for k, v in spec.data.items() if k != SYNTHETIC_KEY}
+
+
+# ---------------------------------------------------------------------------- the data
+
+
+@dataclass
+class TuningData:
+    """The data a search trains on: prepared once, train and validation only.
+
+    Attributes:
+        cube: The prepared (cached, memory-mapped) cube.
+        splits: The splits, as ``for_tuning()`` hands them out (test withheld).
+        norm: Normalization statistics of the training tiles only.
+        train_set: Training data set.
+        val_set: Validation data set.
+    """
+
+    cube: Any
+    splits: Any
+    norm: dict[str, Any]
+    train_set: Any
+    val_set: Any
+
+    def describe(self) -> str:
+        """One line: cube shape and split sizes."""
+        s, t, h, w = self.cube.shape
+        info = self.splits.info
+        return (f"cube {s} sources x {t} dates x {h} x {w} px; {info.get('patch_size')} px "
+                f"tiles, split {info.get('method')}: {len(self.splits.train)} train, "
+                f"{len(self.splits.val)} val (test withheld)")
+
+
+def prepare_data(spec: StudySpec) -> TuningData:
+    """Prepare the study's data once: cube (cached), splits, training-only normalization.
+
+    Splits come from the ``[data]`` section (``patch_size``, ``split``, ``fractions``,
+    ``seed``; the study's seed when the section has none). The test split is never read.
+
+    Args:
+        spec: The study.
+
+    Returns:
+        The tuning data.
+
+    Raises:
+        data.DataError: The data cannot be read or hold no usable training tile.
+    """
+    import data
+
+    section = data_section(spec)
+    cube = data.prepare(section, spec.base_dir)
+    seed = None if "seed" in section else spec.seed
+    splits = cube.splits(seed=seed).for_tuning()
+    if not splits.train or not splits.val:
+        raise data.DataError(
+            f"the split leaves {len(splits.train)} training and {len(splits.val)} validation "
+            f"tiles", key="data.fractions",
+            hint="use a larger scene, smaller patch_size or other fractions",
+        )
+    norm = cube.norm_stats(splits.train)
+    return TuningData(
+        cube=cube,
+        splits=splits,
+        norm=norm,
+        train_set=cube.dataset(splits.train, norm=norm),
+        val_set=cube.dataset(splits.val, norm=norm),
+    )
+
+
+# ---------------------------------------------------------------------- objective, search
+
+
+def set_threads(spec: StudySpec) -> int:
+    """Give torch as many threads as a trial has CPUs (``[runner] cpu``), for local runs.
+
+    Returns:
+        The thread count set.
+    """
+    import torch
+
+    threads = max(1, int(math.floor(spec.runner.cpu)))
+    threads = min(threads, os.cpu_count() or threads)
+    torch.set_num_threads(threads)
+    return threads
+
+
+def make_objective(spec: StudySpec, tuning: TuningData, *, device: str | None = None) -> Any:
+    """The network objective: merged params -> networks config -> ``networks.train`` -> metric.
+
+    Args:
+        spec: The study (model name, ``[model.fixed]``, metric, seed).
+        tuning: The prepared data.
+        device: Where to train (default: CUDA when available).
+
+    Returns:
+        A :class:`hpo.NetworkObjective`.
+    """
+    from networks.config import ModelConfig
+
+    from hpo.objective import NetworkObjective
+
+    return NetworkObjective(
+        tuning.train_set,
+        tuning.val_set,
+        model=spec.model.name,
+        metric=spec.metric,
+        base_config=ModelConfig.from_params(dict(spec.model.fixed)),
+        device=device,
+        seed=spec.seed,
+    )
+
+
+def make_refine(spec: StudySpec) -> Any:
+    """The engine's :class:`~hpo.Refine` for ``[refine]`` (``None`` when disabled).
+
+    ``n_trials`` counts every refine trial: the incumbent plus ``n_trials - 1`` Bayesian
+    ones (at least one).
+    """
+    if not spec.refine.enabled:
+        return None
+    from hpo.stage import Refine
+
+    return Refine(n_random=1, n_bayes=max(1, spec.refine.n_trials - 1))
+
+
+def make_runner(runner: RunnerSpec) -> Any:
+    """The runner ``[runner]`` asks for: ``"local"``, or a Ray runner with its resources."""
+    if runner.kind == "local":
+        return "local"
+    from hpo.runners import make_runner as _make_runner
+
+    options = {
+        "cpu": runner.cpu,
+        "gpu": runner.gpu,
+        "max_concurrent": runner.max_concurrent,
+        "address": runner.address,
+        "max_retries": runner.max_retries,
+        "asha": runner.asha,
+    }
+    try:
+        from hpo.runners.ray import RayRunner
+    except ModuleNotFoundError:
+        return _make_runner(runner.kind)  # raises the engine's "not available" error
+    accepted = _accepted(RayRunner, options)
+    return _make_runner(runner.kind, **accepted)
+
+
+def _accepted(cls: type, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The options a constructor takes (all of them when it has ``**kwargs``)."""
+    params = inspect.signature(cls).parameters
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return dict(options)
+    return {k: v for k, v in options.items() if k in params}
+
+
+def make_search(
+    spec: StudySpec,
+    objective: Any = None,
+    *,
+    callbacks: Sequence[Callable[..., None]] = (),
+    storage: Any = None,
+) -> Any:
+    """The :class:`~hpo.LayerwiseSearch` of a study.
+
+    Args:
+        spec: The study.
+        objective: The objective; ``None`` for a search only inspected (status, export).
+        callbacks: ``callback(study, frozen_trial)`` after every finished trial.
+        storage: Overrides ``spec.storage`` (a URL or an Optuna storage).
+
+    Returns:
+        The search.
+
+    Raises:
+        HPOError: ``cycles > 1`` and the engine cannot run several passes yet.
+    """
+    from hpo.layerwise import LayerwiseSearch
+
+    options: dict[str, Any] = {}
+    accepted = inspect.signature(LayerwiseSearch).parameters
+    if spec.cycles > 1:
+        if "cycles" not in accepted:
+            raise HPOError(
+                f"cycles = {spec.cycles}: the engine does not run several passes yet "
+                f"(hint: set cycles = 1 in {spec.file or 'the study file'})"
+            )
+        options["cycles"] = spec.cycles
+    return LayerwiseSearch(
+        spec.to_stages(),
+        objective,
+        direction=spec.direction,
+        storage=spec.storage if storage is None else storage,
+        study_name=spec.name,
+        sampler=spec.sampler,
+        runner=make_runner(spec.runner) if objective is not None else "local",
+        seed=spec.seed,
+        refine=make_refine(spec),
+        artifact_store=spec.artifacts if objective is not None else None,
+        callbacks=callbacks,
+        metric=spec.metric,
+        spec_fingerprint=spec.fingerprint(),
+        **options,
+    )
+
+
+# ---------------------------------------------------------------------- reading results
+
+
+def storage_exists(url: str) -> bool:
+    """Whether a file storage already exists (server storages always count as existing)."""
+    path = storage_file(url)
+    return path is None or path.exists()
+
+
+def storage_file(url: str) -> Path | None:
+    """The file behind a ``sqlite:///`` or ``journal://`` URL, else ``None``."""
+    if url.startswith("sqlite:///"):
+        rest = url[len("sqlite:///"):].split("?", 1)[0]
+        return None if rest in ("", ":memory:") else Path(rest)
+    if url.startswith("journal://"):
+        return Path(url[len("journal://"):])
+    return None
+
+
+def study_status(spec: StudySpec) -> Any:
+    """The stored state of a study's search, without creating a storage that is not there.
+
+    Returns:
+        A :class:`~hpo.SearchResult`; every stage ``pending`` when nothing was run yet.
+    """
+    if not storage_exists(spec.storage):
+        result = make_search(spec, storage=None).status()  # in memory: all pending
+        result.storage = mask_url(spec.storage)
+        return result
+    return make_search(spec).status()
+
+
+def search_names(url: str) -> list[str]:
+    """The names of the layer-wise searches stored in a storage."""
+    from hpo.layerwise import SEARCH_ATTR
+    from hpo.storage import make_storage
+
+    storage = make_storage(url)
+    names = {
+        (s.user_attrs.get(SEARCH_ATTR) or {}).get("name")
+        for s in storage.get_all_studies()
+    }
+    return sorted(n for n in names if n)
+
+
+def load_search(url: str, study_name: str | None = None) -> Any:
+    """A stored search by storage URL (and name, needed when the storage holds several).
+
+    Raises:
+        SearchNotFoundError: No such search.
+        HPOError: The storage holds several searches and no name was given.
+    """
+    from hpo.layerwise import LayerwiseSearch
+
+    if study_name is None:
+        names = search_names(url)
+        if not names:
+            raise SearchNotFoundError("<any>", mask_url(url))
+        if len(names) > 1:
+            raise HPOError(
+                f"{mask_url(url)} holds several searches: {', '.join(names)} "
+                f"(hint: pick one with --study NAME)"
+            )
+        study_name = names[0]
+    return LayerwiseSearch.load(url, study_name)
+
+
+def result_to_dict(result: Any) -> dict[str, Any]:
+    """A :class:`~hpo.SearchResult` as JSON-able data (``hpo status --json``)."""
+    stages = []
+    for s in result.stages:
+        best = s.best_trial
+        ledger = s.ledger
+        stages.append({
+            "index": s.index,
+            "name": s.name,
+            "study_name": s.study_name,
+            "state": s.state,
+            "budget": s.budget,
+            "complete": s.n_complete,
+            "failed": s.n_fail,
+            "pruned": s.n_pruned,
+            "running": s.n_running,
+            "best_value": best.value if best is not None else None,
+            "best_trial": best.number if best is not None else None,
+            "best_params": dict(best.params) if best is not None else None,
+            "ledger": ledger.to_dict() if ledger is not None else None,
+        })
+    return _jsonable({
+        "search": result.study_name,
+        "storage": mask_url(result.storage),
+        "direction": result.direction,
+        "finished": result.finished,
+        "best_value": result.best_value,
+        "best_params": result.best_params,
+        "stages": stages,
+    })
+
+
+def _jsonable(value: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(value, default=str))
+
+
+# ---------------------------------------------------------------------------- the plan
+
+
+def plan(spec: StudySpec) -> dict[str, Any]:
+    """What ``hpo tune`` would do, as plain data (``hpo tune --dry-run``)."""
+    stages = []
+    for stage in spec.stages:
+        stages.append({
+            "name": stage.name,
+            "n_random": stage.n_random,
+            "n_bayes": stage.n_bayes,
+            "budget": stage.n_random + stage.n_bayes,
+            "sampler": stage.sampler or spec.sampler,
+            "max_fail": stage.max_fail,
+            "params": {name: p.to_dict() for name, p in stage.params.items()},
+        })
+    refine = make_refine(spec)
+    total = sum(s["budget"] for s in stages) + (refine.n_random + refine.n_bayes if refine else 0)
+    scene = scene_file(spec)
+    return {
+        "study": spec.name,
+        "file": str(spec.file) if spec.file else None,
+        "fingerprint": spec.fingerprint(),
+        "storage": mask_url(spec.storage),
+        "artifacts": str(spec.artifacts),
+        "metric": spec.metric,
+        "direction": spec.direction,
+        "seed": spec.seed,
+        "sampler": spec.sampler,
+        "cycles": spec.cycles,
+        "model": {"name": spec.model.name, "fixed": dict(spec.model.fixed)},
+        "runner": dataclasses.asdict(spec.runner),
+        "data": {
+            "scene": str(scene) if scene else None,
+            "scene_exists": scene.is_file() if scene else None,
+            "synthetic": synthetic_settings(spec),
+            **{k: v for k, v in data_section(spec).items() if k != "scene"},
+        },
+        "stages": stages,
+        "refine": {"n_trials": refine.n_random + refine.n_bayes} if refine else None,
+        "total_trials": total,
+    }
+
+
+def check_data(spec: StudySpec) -> list[Path]:
+    """Check the data section and that every input file exists, without building anything.
+
+    Returns:
+        The input files.
+
+    Raises:
+        data.DataError: A key is wrong or a file is missing.
+    """
+    import data
+    from data.scene import resolve_section
+    from data.sources import recipe_for
+
+    section, base = resolve_section(data_section(spec), spec.base_dir)
+    recipe = recipe_for(section, base, None, str(spec.file) if spec.file else None)
+    missing = [p for p in recipe.inputs if not Path(p).exists()]
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise data.DataNotFoundError(f"input file missing{more}", file=missing[0],
+                                     hint="check the scene's paths (relative to its file)")
+    return [Path(p) for p in recipe.inputs]
+
+
+__all__ = [
+    "SYNTHETIC_KEY",
+    "TuningData",
+    "check_data",
+    "data_section",
+    "describe_scene",
+    "ensure_scene",
+    "load_search",
+    "load_study",
+    "make_objective",
+    "make_refine",
+    "make_runner",
+    "make_search",
+    "plan",
+    "prepare_data",
+    "result_to_dict",
+    "scene_file",
+    "search_names",
+    "set_threads",
+    "storage_exists",
+    "storage_file",
+    "study_status",
+    "synthetic_settings",
+]
