@@ -77,8 +77,11 @@ class CubeWriter:
             else:
                 out_dir.mkdir(parents=True, exist_ok=True)
                 self._arrays[name] = _NpyFile(out_dir / f"{name}.npy", shape, dtype)
-        # (H, W) bool is small next to the values; keep it in memory and save it at the end
+        # (H, W) masks are small next to the values; keep them in memory, save at the end
         self.valid = np.ones((height, width), bool)
+        # A cloud at one date must not discard a pixel of a time series: a dynamic source
+        # only needs data at one date (gaps are filled after normalization by the dataset).
+        self._dynamic_seen = np.zeros((n_dynamic, height, width), bool)
 
     def _put(self, name: str, index: tuple[int, ...], row_start: int, block: np.ndarray) -> None:
         target = self._arrays[name]
@@ -89,7 +92,7 @@ class CubeWriter:
 
     def write_dynamic(self, source: int, date: int, row_start: int, block: np.ndarray) -> None:
         """Store rows of a dynamic source at one date (NaN = nodata)."""
-        self.valid[row_start: row_start + block.shape[0]] &= np.isfinite(block)
+        self._dynamic_seen[source, row_start: row_start + block.shape[0]] |= np.isfinite(block)
         self._put("dynamic", (source, date), row_start, block)
 
     def write_static(self, source: int, row_start: int, block: np.ndarray) -> None:
@@ -114,6 +117,7 @@ class CubeWriter:
         Returns:
             The arrays by name (memory-mapped read-only when written to a directory).
         """
+        self.valid &= self._dynamic_seen.all(axis=0)
         if self.out_dir is None:
             return {**self._arrays, "valid": self.valid}
         for target in self._arrays.values():

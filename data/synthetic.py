@@ -619,7 +619,7 @@ def _make_landslides(
     azimuth = np.radians(aspect[row, col])  # downslope, clockwise from north
     down = np.column_stack([np.sin(azimuth), np.cos(azimuth)])  # (east, north)
     # Subpixel jitter so crowns are not all on pixel centres.
-    x0, y0 = grid.transform * (col + rng.uniform(0, 1, n), row + rng.uniform(0, 1, n))
+    x0, y0 = grid.transform @ (col + rng.uniform(0, 1, n), row + rng.uniform(0, 1, n))
     centre = np.column_stack([x0, y0]) + 0.5 * length[:, None] * down
 
     theta = np.linspace(0.0, 2.0 * np.pi, _OUTLINE_VERTICES, endpoint=False)

@@ -1,10 +1,26 @@
-"""The ``hpo`` command line."""
+"""The ``hpo`` command line.
+
+``hpo tune | status | export | dashboard | synth``; every subcommand has ``--help``. Errors
+a user can cause print one line on stderr (``hpo: error: ...``) and exit non-zero: 2 for
+a bad command line or study file, 1 otherwise. ``--debug`` shows the traceback instead.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import shlex
 import sys
+import time
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 
 
 def _version() -> str:
@@ -14,29 +30,597 @@ def _version() -> str:
         return "unknown"
 
 
+class UsageError(Exception):
+    """A wrong command line (exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line: ``hpo: error: ... (see --help)``."""
+
+    def error(self, message: str) -> Any:  # noqa: D102 - argparse's hook
+        self.exit(EXIT_USAGE, f"hpo: error: {message} (see `{self.prog} --help`)\n")
+
+
+# --------------------------------------------------------------------------- the parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser of the ``hpo`` command."""
-    parser = argparse.ArgumentParser(
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks and the engine's log")
+    parser = _Parser(
         prog="hpo",
         description=(
             "Layer-wise hyperparameter optimization (random search, then Bayesian "
             "optimization, stage by stage) for a spatiotemporal fusion network that "
             "recognizes landslides from multi-source, multi-temporal rasters."
         ),
+        epilog="Start with: hpo tune studies/quickstart.toml",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and the engine's log")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, help_: str, description: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_, description=description, parents=[common])
+
+    p = add("tune", "run (or resume) the layer-wise search of a study file",
+            "Run the layer-wise search a study file describes: stage by stage, random "
+            "search then Bayesian optimization. Resumes whatever the storage already holds; "
+            "Ctrl-C stops cleanly and the next run continues.")
+    p.add_argument("study", metavar="STUDY.toml", help="the study file")
+    p.add_argument("--runner", choices=("local", "ray"),
+                   help="where trials run (default: the study's [runner] kind)")
+    p.add_argument("--storage", metavar="URL",
+                   help="storage URL overriding the study's (sqlite:///f.db, "
+                        "postgresql://..., redis://..., journal:///f.log)")
+    p.add_argument("--fresh", action="store_true",
+                   help="delete this search's stored trials and start over (asks first)")
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask before --fresh")
+    p.add_argument("--from-stage", metavar="NAME",
+                   help="re-tune this stage and every later one (their trials are deleted)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the study file and data, print the plan, train nothing")
+    p.add_argument("--plain", action="store_true",
+                   help="one line per trial instead of the live table")
+    p.set_defaults(handler=_cmd_tune)
+
+    p = add("status", "show a search's stages, trials and best values",
+            "Show each stage of a search: trials complete / failed / pruned / running, "
+            "best value and parameters, and whether its ledger entry is written.")
+    p.add_argument("target", metavar="STUDY.toml|URL", help="a study file or a storage URL")
+    p.add_argument("--study", metavar="NAME",
+                   help="the search's name (with a URL that holds several searches)")
+    p.add_argument("--storage", metavar="URL", help="storage URL overriding the study's")
+    p.add_argument("--json", action="store_true", help="print JSON (for scripts)")
+    p.set_defaults(handler=_cmd_status)
+
+    p = add("export", "write the best configuration with provenance (YAML or JSON)",
+            "Write the merged best configuration of a search (every stage's tuned values, "
+            "the full network config, the data section) with its provenance.")
+    p.add_argument("study", metavar="STUDY.toml", help="the study file")
+    p.add_argument("-o", "--output", metavar="FILE", default="best.yaml",
+                   help="output file, .yaml or .json (default: best.yaml)")
+    p.add_argument("--storage", metavar="URL", help="storage URL overriding the study's")
+    p.set_defaults(handler=_cmd_export)
+
+    p = add("dashboard", "open a search in optuna-dashboard",
+            "Start optuna-dashboard on a search's storage (every stage is a study there) "
+            "with its artifact folder. Ctrl-C stops it.")
+    p.add_argument("target", metavar="STUDY.toml|URL", help="a study file or a storage URL")
+    p.add_argument("--storage", metavar="URL", help="storage URL overriding the study's")
+    p.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
+    p.add_argument("--host", default="127.0.0.1", help="host (default: 127.0.0.1)")
+    p.add_argument("--artifact-dir", metavar="DIR",
+                   help="artifact folder (default: the study's `artifacts`)")
+    p.set_defaults(handler=_cmd_dashboard)
+
+    p = add("synth", "write the seeded synthetic landslide scene (GeoTIFFs + scene.toml)",
+            "Write a seeded, multi-temporal synthetic scene (optical dates, DEM, geology, "
+            "faults, precipitation, landslide labels) and its scene.toml.")
+    p.add_argument("out_dir", metavar="OUT_DIR", help="folder to write into")
+    p.add_argument("--size", type=int, default=256, help="raster side in pixels (default: 256)")
+    p.add_argument("--dates", type=int, default=5, help="optical dates (default: 5)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.set_defaults(handler=_cmd_synth)
     return parser
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _consoles() -> tuple[Any, Any]:
+    from rich.console import Console
+
+    return Console(highlight=False), Console(stderr=True, highlight=False)
+
+
+def _setup_logging(console: Any, debug: bool) -> None:
+    """The engine's warnings (failed trials, ...) through ``console``; INFO with --debug."""
+    import warnings
+
+    import optuna
+    from rich.logging import RichHandler
+
+    optuna.logging.set_verbosity(optuna.logging.DEBUG if debug else optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    handler = RichHandler(console=console, show_path=False, show_time=debug,
+                          rich_tracebacks=debug, markup=False)
+    for name in ("hpo", "networks", "data"):
+        logger = logging.getLogger(name)
+        logger.handlers = [handler]
+        logger.setLevel(logging.INFO if debug and name == "hpo" else logging.WARNING)
+        logger.propagate = False
+
+
+def _is_study_file(target: str) -> bool:
+    return target.endswith(".toml") or Path(target).is_file()
+
+
+def _shown(path: str) -> str:
+    """A path as the user typed it, quoted for a shell."""
+    return shlex.quote(path)
+
+
+def _command(*words: str) -> str:
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def _stage_rows(result: Any) -> list[tuple[str, ...]]:
+    from hpo.progress import format_params, format_value
+
+    rows = []
+    n = len(result.stages)
+    for s in result.stages:
+        best = s.best_trial
+        value = best.value if best is not None else None
+        rows.append((
+            f"{s.index + 1}/{n}",
+            s.name,
+            {"finished": "finished (ledger written)", "open": "open",
+             "pending": "pending"}.get(s.state, s.state),
+            f"{s.n_complete}/{s.budget}",
+            str(s.n_fail),
+            str(s.n_pruned),
+            str(s.n_running),
+            format_value(value),
+            f"#{best.number}" if best is not None else "-",
+            format_params(best.params) if best is not None else "-",
+        ))
+    return rows
+
+
+def _print_status(console: Any, result: Any, metric: str) -> None:
+    from rich.table import Table
+
+    from hpo.progress import format_params, format_value
+
+    console.print(f"search [bold]{result.study_name}[/bold] in {result.storage} "
+                  f"({result.direction} {metric})")
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("#", "stage", "state", "complete", "failed", "pruned", "running",
+                   f"best {metric}", "trial", "best params"):
+        table.add_column(column, no_wrap=column != "best params")
+    for row in _stage_rows(result):
+        table.add_row(*row)
+    console.print(table)
+    done = sum(s.state == "finished" for s in result.stages)
+    console.print(f"{done}/{len(result.stages)} stages finished; best {metric} "
+                  f"{format_value(result.best_value)}")
+    console.print(f"best params: {format_params(result.best_params)}", soft_wrap=True)
+
+
+# --------------------------------------------------------------------------- tune
+
+
+def _cmd_tune(args: argparse.Namespace, out: Any, err: Any) -> int:
+    from hpo import study as st
+
+    if args.yes and not args.fresh:
+        raise UsageError("--yes only confirms --fresh")
+    if args.fresh and args.from_stage:
+        raise UsageError("use either --fresh or --from-stage, not both")
+    spec = st.load_study(args.study, storage=args.storage, runner=args.runner)
+    stage_names = [s.name for s in spec.stages] + (["refine"] if spec.refine.enabled else [])
+    if args.from_stage is not None and args.from_stage not in stage_names:
+        raise UsageError(f"--from-stage {args.from_stage!r} is not a stage of "
+                         f"{spec.name} (stages: {', '.join(stage_names)})")
+    if args.dry_run:
+        return _dry_run(spec, out)
+
+    dashboard = ["hpo", "dashboard", args.study] + (
+        ["--storage", args.storage] if args.storage else [])
+    plan = st.plan(spec)
+    out.print(f"study [bold]{spec.name}[/bold] ({args.study}): {len(plan['stages'])} stages, "
+              f"{plan['total_trials']} trials, {spec.runner.kind} runner, metric "
+              f"{spec.metric}")
+    where = st.storage_file(spec.storage)
+    out.print(f"storage: {st.mask_url(spec.storage)}"
+              + (f"  (file {where})" if where is not None else ""), soft_wrap=True)
+    out.print(f"watch it: [bold]{_command(*dashboard)}[/bold]", soft_wrap=True)
+
+    st.ensure_scene(spec, say=lambda text: out.print(text, soft_wrap=True))
+    started = time.monotonic()
+    tuning = st.prepare_data(spec)
+    out.print(f"data: {tuning.describe()} (prepared in {time.monotonic() - started:.1f}s)",
+              soft_wrap=True)
+    if spec.runner.kind == "local":
+        st.set_threads(spec)
+    objective = st.make_objective(spec, tuning)
+
+    from hpo.progress import TuneProgress
+    from hpo.runners.base import as_two_argument
+
+    progress: list[TuneProgress] = []
+
+    def on_trial(study: Any, trial: Any) -> None:
+        if progress:
+            progress[0].callback(study, trial)
+
+    search = st.make_search(spec, objective, callbacks=[on_trial])
+    if args.fresh:
+        existing = [s for s in search.status().stages if s.study is not None]
+        if existing and not _confirm_fresh(spec, existing, args.yes, out):
+            out.print("nothing deleted")
+            return EXIT_OK
+        deleted = search.reset()
+        if deleted:
+            out.print(f"deleted {len(deleted)} stage studies of {spec.name}")
+    elif args.from_stage:
+        deleted = search.reset(args.from_stage)
+        out.print(f"re-tuning from stage {args.from_stage}: deleted "
+                  f"{', '.join(deleted) if deleted else 'nothing (not started yet)'}")
+    before = search.status()
+    resumed = sum(s.n_complete for s in before.stages)
+    if before.finished:
+        out.print("every stage finished earlier: nothing to run "
+                  "(re-tune with --fresh or --from-stage NAME)")
+        _print_summary(out, before, spec, args, time.monotonic() - started)
+        return EXIT_OK
+    if resumed:
+        done = sum(s.state == "finished" for s in before.stages)
+        out.print(f"resuming: {done}/{len(before.stages)} stages finished, "
+                  f"{resumed} complete trials stored")
+    display = TuneProgress(
+        before,
+        console=out,
+        metric=spec.metric,
+        concurrency=spec.runner.max_concurrent if spec.runner.kind == "ray" else 1,
+        live=False if args.plain else None,
+    )
+    progress.append(display)
+    if spec.runner.kind == "local":
+        search.objective = display.wrap(as_two_argument(objective))
+    try:
+        with display:
+            result = search.run()
+    except KeyboardInterrupt:
+        err.print(f"hpo: interrupted; finished trials are stored. Resume with: "
+                  f"{_command('hpo', 'tune', *_rerun_args(args))}", soft_wrap=True)
+        return EXIT_INTERRUPTED
+    _print_summary(out, result, spec, args, time.monotonic() - started)
+    return EXIT_OK
+
+
+def _rerun_args(args: argparse.Namespace) -> list[str]:
+    words = [args.study]
+    if args.runner:
+        words += ["--runner", args.runner]
+    if args.storage:
+        words += ["--storage", args.storage]
+    return words
+
+
+def _confirm_fresh(spec: Any, existing: list[Any], yes: bool, out: Any) -> bool:
+    from hpo import study as st
+
+    trials = sum(s.n_complete + s.n_fail + s.n_pruned for s in existing)
+    what = (f"--fresh deletes {len(existing)} stage studies ({trials} trials) of search "
+            f"{spec.name!r} in {st.mask_url(spec.storage)}")
+    if yes:
+        return True
+    if not sys.stdin.isatty():
+        raise UsageError(f"{what}; add --yes to confirm")
+    answer = out.input(f"{what}. Continue? [y/N] ")
+    return answer.strip().lower() in ("y", "yes")
+
+
+def _print_summary(out: Any, result: Any, spec: Any, args: argparse.Namespace,
+                   seconds: float) -> None:
+    from rich.table import Table
+
+    from hpo.progress import format_duration, format_params, format_value
+
+    state = "finished" if result.finished else "stopped"
+    out.print(f"\n[bold]{state}[/bold] in {format_duration(seconds)}: best {spec.metric} "
+              f"[bold]{format_value(result.best_value)}[/bold]")
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("#", "stage", f"best {spec.metric}", "trial", "tuned params"):
+        table.add_column(column, no_wrap=column != "tuned params")
+    n = len(result.stages)
+    for s in result.stages:
+        ledger = s.ledger
+        table.add_row(
+            f"{s.index + 1}/{n}",
+            s.name,
+            format_value(ledger.value if ledger else None),
+            f"#{ledger.trial_number}" if ledger else "-",
+            format_params(ledger.params) if ledger else s.state,
+        )
+    out.print(table)
+    first = result.stages[0].study if result.stages else None
+    if first is not None:
+        zero = next((t for t in first.get_trials(deepcopy=False) if t.number == 0), None)
+        if zero is not None and zero.value is not None:
+            out.print(f"untuned defaults (stage {result.stages[0].name}, trial 0): "
+                      f"{spec.metric} {format_value(zero.value)}")
+    out.print(f"best params: {format_params(result.best_params)}", soft_wrap=True)
+    export = ["hpo", "export", args.study, "-o", "best.yaml"] + (
+        ["--storage", args.storage] if args.storage else [])
+    out.print(f"export it: [bold]{_command(*export)}[/bold]", soft_wrap=True)
+
+
+def _dry_run(spec: Any, out: Any) -> int:
+    from hpo import study as st
+    from hpo.progress import format_params
+
+    plan = st.plan(spec)
+    out.print(f"study [bold]{plan['study']}[/bold] ({plan['file']}), fingerprint "
+              f"{plan['fingerprint']}", soft_wrap=True)
+    out.print(f"storage: {plan['storage']}", soft_wrap=True)
+    out.print(f"artifacts: {plan['artifacts']}", soft_wrap=True)
+    runner = plan["runner"]
+    resources = f"{runner['cpu']:g} cpu, {runner['gpu']:g} gpu per trial"
+    if runner["kind"] == "ray":
+        resources += f", {runner['max_concurrent']} at once"
+        if runner.get("asha"):
+            resources += f", ASHA {runner['asha']}"
+        if runner.get("address"):
+            resources += f", cluster {runner['address']}"
+    out.print(f"runner: {runner['kind']} ({resources})")
+    fixed = format_params(plan["model"]["fixed"]) or "none"
+    out.print(f"model: {plan['model']['name']}; fixed: {fixed}", soft_wrap=True)
+    out.print(f"objective: validation {plan['metric']} ({plan['direction']}), seed "
+              f"{plan['seed']}, sampler {plan['sampler']}, cycles {plan['cycles']}")
+    data = plan["data"]
+    options = ", ".join(f"{k} {v}" for k, v in data.items()
+                        if k not in ("scene", "scene_exists", "synthetic"))
+    if data["scene"] is not None:
+        if data["scene_exists"]:
+            files = st.check_data(spec)
+            out.print(f"data: {data['scene']} ({len(files)} input files, all present); "
+                      f"{options}", soft_wrap=True)
+        else:
+            syn = data["synthetic"]
+            out.print(f"data: {data['scene']} does not exist yet; `hpo tune` generates it "
+                      f"(synthetic {syn['size']} x {syn['size']} px, {syn['n_dates']} dates, "
+                      f"seed {syn['seed']}); {options}", soft_wrap=True)
+    else:
+        files = st.check_data(spec)
+        out.print(f"data: {len(files)} input files, all present; {options}", soft_wrap=True)
+    out.print(f"stages ({plan['total_trials']} trials in all):")
+    for i, stage in enumerate(plan["stages"]):
+        extra = f", max_fail {stage['max_fail']}" if stage["max_fail"] else ""
+        out.print(f"  {i + 1}. {stage['name']}: {stage['n_random']} random + "
+                  f"{stage['n_bayes']} {stage['sampler']} = {stage['budget']} trials{extra}")
+        for name, p in stage["params"].items():
+            out.print(f"       {name}: {_describe_param(p)}", soft_wrap=True)
+    if plan["refine"]:
+        out.print(f"  {len(plan['stages']) + 1}. refine: {plan['refine']['n_trials']} trials "
+                  f"over every parameter near the incumbent")
+    out.print("dry run: nothing trained, nothing stored")
+    return EXIT_OK
+
+
+def _describe_param(p: dict[str, Any]) -> str:
+    if p["type"] == "categorical":
+        return f"one of {p['choices']}, default {p['default']!r}"
+    scale = " log" if p.get("log") else ""
+    step = f" step {p['step']}" if p.get("step") is not None else ""
+    return f"{p['type']} [{p['low']}, {p['high']}]{scale}{step}, default {p['default']}"
+
+
+# --------------------------------------------------------------------------- status
+
+
+def _resolve_target(args: argparse.Namespace) -> tuple[Any, str, str | None]:
+    """(spec or None, storage URL, search name or None) of a STUDY.toml|URL argument."""
+    from hpo import study as st
+
+    if _is_study_file(args.target):
+        spec = st.load_study(args.target, storage=args.storage, check_paths=False)
+        return spec, spec.storage, spec.name
+    if args.storage:
+        raise UsageError("--storage goes with a study file; the target already is a URL")
+    url = args.target
+    if "://" not in url:
+        raise UsageError(f"{url!r} is neither a study file (.toml) nor a storage URL")
+    return None, url, getattr(args, "study", None)
+
+
+def _cmd_status(args: argparse.Namespace, out: Any, err: Any) -> int:
+    from hpo import study as st
+
+    spec, url, name = _resolve_target(args)
+    if spec is not None:
+        result = st.study_status(spec)
+        metric = spec.metric
+    else:
+        result = st.load_search(url, name).status()
+        metric = "value"
+    if args.json:
+        print(json.dumps(st.result_to_dict(result), indent=2))
+        return EXIT_OK
+    _print_status(out, result, metric)
+    if spec is not None and not st.storage_exists(spec.storage):
+        out.print(f"not started yet: run [bold]{_command('hpo', 'tune', args.target)}[/bold]")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- export
+
+
+def _cmd_export(args: argparse.Namespace, out: Any, err: Any) -> int:
+    from hpo import study as st
+    from hpo.errors import SearchNotFoundError
+    from hpo.export import export_best
+
+    spec = st.load_study(args.study, storage=args.storage, check_paths=False)
+    if not st.storage_exists(spec.storage):
+        raise SearchNotFoundError(spec.name, st.mask_url(spec.storage))
+    search = st.make_search(spec)
+    result = search.status()
+    if not any(s.state != "pending" for s in result.stages):
+        raise SearchNotFoundError(spec.name, st.mask_url(spec.storage))
+    doc = export_best(result, args.output, spec=spec, data_hash=_data_hash(spec))
+    from hpo.progress import format_value
+
+    finished = [s for s in result.stages if s.state == "finished"]
+    if not result.finished:
+        err.print(f"hpo: warning: the search is not finished ({len(finished)}/"
+                  f"{len(result.stages)} stages); unfinished stages are at their defaults")
+    out.print(f"wrote {args.output}: best {spec.metric} {format_value(doc['best_value'])} "
+              f"({len(finished)}/{len(result.stages)} stages tuned)", soft_wrap=True)
+    return EXIT_OK
+
+
+def _data_hash(spec: Any) -> str | None:
+    """The prepared cube's hash when its data are at hand (the cube is cached by tune)."""
+    from hpo import study as st
+
+    scene = st.scene_file(spec)
+    if scene is not None and not scene.is_file():
+        return None
+    try:
+        import data
+
+        return str(data.prepare(st.data_section(spec), spec.base_dir).hash)
+    except Exception:  # noqa: BLE001 - provenance only: never fail an export over it
+        return None
+
+
+# --------------------------------------------------------------------------- dashboard
+
+
+def _cmd_dashboard(args: argparse.Namespace, out: Any, err: Any) -> int:
+    from hpo import study as st
+    from hpo.errors import SearchNotFoundError
+    from hpo.storage import make_artifact_store, make_storage
+
+    spec, url, name = _resolve_target(args)
+    if not st.storage_exists(url):
+        raise SearchNotFoundError(name or "<any>", st.mask_url(url))
+    artifacts = args.artifact_dir or (str(spec.artifacts) if spec is not None else None)
+    try:
+        import optuna_dashboard
+    except ImportError as exc:
+        raise UsageError("optuna-dashboard is not installed "
+                         "(pip install optuna-dashboard)") from exc
+    storage = make_storage(url)
+    store = make_artifact_store(artifacts) if artifacts else None
+    equivalent = ["optuna-dashboard", _dashboard_storage_arg(url), "--host", args.host,
+                  "--port", str(args.port)]
+    if artifacts:
+        equivalent += ["--artifact-dir", artifacts]
+    out.print(f"optuna-dashboard on [bold]http://{args.host}:{args.port}/[/bold] for "
+              f"{st.mask_url(url)}" + (f" (search {name})" if name else "")
+              + "; Ctrl-C stops it", soft_wrap=True)
+    out.print(f"same as: {st.mask_url(_command(*equivalent))}", soft_wrap=True)
+    try:
+        optuna_dashboard.run_server(storage, host=args.host, port=args.port,
+                                    artifact_store=store)
+    except KeyboardInterrupt:
+        out.print("dashboard stopped")
+    except OSError as exc:
+        raise OSError(f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc} "
+                      f"(hint: pick another --port)") from exc
+    return EXIT_OK
+
+
+def _dashboard_storage_arg(url: str) -> str:
+    """The storage as optuna-dashboard's command line takes it (journal -> file path)."""
+    if url.startswith("journal://"):
+        return url[len("journal://"):]
+    return url
+
+
+# --------------------------------------------------------------------------- synth
+
+
+def _cmd_synth(args: argparse.Namespace, out: Any, err: Any) -> int:
+    from hpo.study import describe_scene
+
+    from data.synthetic import generate_scene
+
+    if args.size < 16:
+        raise UsageError(f"--size {args.size}: use 16 pixels or more")
+    if args.dates < 1:
+        raise UsageError(f"--dates {args.dates}: use 1 or more")
+    try:
+        scene = generate_scene(args.out_dir, size=args.size, n_dates=args.dates, seed=args.seed)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    out.print(f"wrote {scene.scene_path}", soft_wrap=True)
+    out.print(describe_scene(scene), soft_wrap=True)
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- main
+
+
+def _exit_status(exc: BaseException) -> int | None:
+    """The exit status of an error a user can cause, or ``None`` for a bug."""
+    from hpo.errors import HPOError, SpecError
+
+    if isinstance(exc, UsageError | SpecError):
+        return EXIT_USAGE
+    try:
+        from data.errors import DataError, SceneSpecError
+    except ImportError:  # pragma: no cover - the data package ships with hpo
+        DataError = SceneSpecError = ()  # type: ignore[assignment,misc]  # noqa: N806
+    try:
+        from networks.errors import ConfigError, NetworksError
+    except ImportError:  # pragma: no cover
+        ConfigError = NetworksError = ()  # type: ignore[assignment,misc]  # noqa: N806
+    if isinstance(exc, SceneSpecError | ConfigError):
+        return EXIT_USAGE
+    if isinstance(exc, HPOError | DataError | NetworksError | OSError):
+        return EXIT_ERROR
+    return None
+
+
+def _one_line(exc: BaseException) -> str:
+    from hpo.storage import mask_url
+
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return mask_url(text)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the ``hpo`` command; returns the process exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error already printed
+        return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_USAGE
     if args.command is None:
         parser.print_help()
-        return 0
-    return 0
+        return EXIT_OK
+    debug = bool(getattr(args, "debug", False))
+    out, err = _consoles()
+    try:
+        _setup_logging(out, debug)
+        return int(args.handler(args, out, err))
+    except KeyboardInterrupt:
+        print("hpo: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - user errors become one line
+        status = _exit_status(exc)
+        if status is None or debug:
+            raise
+        print(f"hpo: error: {_one_line(exc)}", file=sys.stderr)
+        return status
 
 
 if __name__ == "__main__":

@@ -48,11 +48,29 @@ RES_TOL = 30 / 4
 
 
 def test_nodata_propagates_to_the_valid_mask(cube):
-    assert not cube.valid[2:5, 30:34].any()  # the cloud at the middle date
-    assert not cube.valid[:2, :2].any()  # the lithology's nodata corner
-    assert cube.valid.sum() == H * W - 12 - 4
+    # a cloud at one date of a time series keeps the pixel (the gap is filled later) ...
+    assert cube.valid[2:5, 30:34].all()
     x = cube.read((slice(2, 5), slice(30, 34)), sources=["red"])
     assert np.isnan(x[0, 1]).all() and np.isfinite(x[0, 0]).all()
+    # ... nodata of a static source drops it
+    assert not cube.valid[:2, :2].any()  # the lithology's nodata corner
+    assert cube.valid.sum() == H * W - 4
+
+
+def test_a_dynamic_source_without_data_at_any_date_is_invalid(section, scene_dir, tmp_path):
+    import shutil
+
+    import rasterio
+
+    scene_dir = shutil.copytree(scene_dir, tmp_path / "scene")  # the fixture is shared
+    for path in sorted(scene_dir.rglob("*red*.tif")):
+        with rasterio.open(path, "r+") as dst:
+            band = dst.read(1)
+            band[5:7, 5:9] = dst.nodata
+            dst.write(band, 1)
+    cube = data.build_cube(section, base_dir=scene_dir)
+    assert not cube.valid[5:7, 5:9].any()
+    assert cube.valid.sum() == H * W - 4 - 8
 
 
 def test_windowed_build_equals_in_memory_build(cube, section, scene_dir, tmp_path):
