@@ -133,7 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _consoles() -> tuple[Any, Any]:
     from rich.console import Console
 
-    return Console(highlight=False), Console(stderr=True, highlight=False)
+    out = Console(highlight=False, soft_wrap=True)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    for console in (out, err):
+        if not console.is_terminal:  # logs and pipes: do not cut tables at 80 columns
+            console.width = max(console.width, 160)
+    return out, err
 
 
 def _setup_logging(console: Any, debug: bool) -> None:

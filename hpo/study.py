@@ -413,7 +413,10 @@ def study_status(spec: StudySpec) -> Any:
         A :class:`~hpo.SearchResult`; every stage ``pending`` when nothing was run yet.
     """
     if not storage_exists(spec.storage):
-        result = make_search(spec, storage=None).status()  # in memory: all pending
+        import optuna
+
+        memory = optuna.storages.InMemoryStorage()
+        result = make_search(spec, storage=memory).status()  # nothing stored: all pending
         result.storage = mask_url(spec.storage)
         return result
     return make_search(spec).status()

@@ -1,0 +1,246 @@
+"""The ``hpo`` command line end to end on a tiny generated scene (real entry point)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import optuna
+import pytest
+
+from hpo.cli import main
+from hpo.export import load_export
+
+pytest.importorskip("networks", reason="the networks package is not there yet")
+pytest.importorskip("data.synthetic", reason="the data package is not there yet")
+
+ROOT = Path(__file__).resolve().parents[2]
+
+TINY_STUDY = """\
+name = "tiny"
+storage = "sqlite:///tiny.db"
+seed = 0
+metric = "f1"
+sampler = "tpe"
+
+[data]
+scene = "scene/scene.toml"
+patch_size = 16
+fractions = [0.6, 0.2, 0.2]
+cache_dir = "cubes"
+
+[data.synthetic]
+size = 64
+n_dates = 2
+seed = 0
+
+[model.fixed]
+"optim.epochs" = 1
+"optim.batch_size" = 4
+"temporal.conv_channels" = 4
+"temporal.lstm_hidden" = 4
+"temporal.downsample" = 2
+"dbn.hidden" = "4"
+"dbn.pretrain_epochs" = 1
+"dbn.max_pixels" = 300
+"dcnn.depth" = 1
+
+[[stages]]
+name = "optim"
+n_random = 2
+n_bayes = 1
+[stages.params]
+"optim.lr" = { type = "float", low = 1e-4, high = 1e-2, log = true, default = 1e-3 }
+
+[[stages]]
+name = "dcnn"
+n_random = 2
+n_bayes = 1
+[stages.params]
+"dcnn.width" = { type = "int", low = 2, high = 8, default = 4 }
+"""
+
+
+def write_study(folder: Path, text: str = TINY_STUDY, name: str = "tiny.toml") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def trial_counts(db: Path) -> dict[str, int]:
+    storage = optuna.storages.RDBStorage(f"sqlite:///{db}")
+    try:
+        return {
+            s.study_name: len(storage.get_all_trials(s._study_id, deepcopy=False))
+            for s in storage.get_all_studies()
+        }
+    finally:
+        storage.remove_session()
+        storage.engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    """The tiny study tuned once by ``hpo tune`` (scene generated on the way)."""
+    folder = tmp_path_factory.mktemp("tiny")
+    study = write_study(folder)
+    return study
+
+
+def test_tune_generates_scene_runs_every_stage_and_resumes(tuned, capsys):
+    study = tuned
+    assert main(["tune", str(study), "--plain"]) == 0
+    out = capsys.readouterr().out
+    assert (study.parent / "scene" / "scene.toml").is_file()
+    assert "generating the synthetic scene" in out
+    assert "hpo dashboard" in out and str(study) in out
+    assert "stage 2/2 dcnn" in out
+    assert f"hpo export {study} -o best.yaml" in out
+    counts = trial_counts(study.parent / "tiny.db")
+    assert counts == {"tiny.01.optim": 3, "tiny.02.dcnn": 3}
+
+    # The same command again resumes: every stage finished, no new trial.
+    assert main(["tune", str(study), "--plain"]) == 0
+    out = capsys.readouterr().out
+    assert "nothing to run" in out
+    assert "generating" not in out
+    assert trial_counts(study.parent / "tiny.db") == counts
+
+    # --fresh would delete them: without a terminal to ask, it wants --yes.
+    assert main(["tune", str(study), "--fresh"]) == 2
+    assert "--yes" in capsys.readouterr().err
+    assert trial_counts(study.parent / "tiny.db") == counts
+
+    # --from-stage re-tunes that stage only.
+    assert main(["tune", str(study), "--from-stage", "dcnn", "--plain"]) == 0
+    assert "deleted tiny.02.dcnn" in capsys.readouterr().out
+    assert trial_counts(study.parent / "tiny.db") == counts
+
+
+def test_status_json_and_table(tuned, capsys):
+    study = tuned
+    if not (study.parent / "tiny.db").exists():
+        assert main(["tune", str(study), "--plain"]) == 0
+    capsys.readouterr()
+    assert main(["status", str(study), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [s["name"] for s in doc["stages"]] == ["optim", "dcnn"]
+    assert all(s["state"] == "finished" and s["complete"] == 3 for s in doc["stages"])
+    assert doc["finished"] is True
+    assert doc["stages"][1]["ledger"]["value"] == doc["best_value"]
+    assert set(doc["best_params"]) == {"optim.lr", "dcnn.width"}
+
+    # By storage URL: the only search in it is found without --study.
+    url = f"sqlite:///{study.parent / 'tiny.db'}"
+    assert main(["status", url, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["search"] == "tiny"
+
+    assert main(["status", str(study)]) == 0
+    out = capsys.readouterr().out
+    assert "finished (ledger written)" in out and "dcnn" in out
+
+
+def test_export_writes_a_loadable_file(tuned, tmp_path, capsys):
+    study = tuned
+    if not (study.parent / "tiny.db").exists():
+        assert main(["tune", str(study), "--plain"]) == 0
+    target = tmp_path / "out" / "best.yaml"
+    assert main(["export", str(study), "-o", str(target)]) == 0
+    doc = load_export(target)
+    assert doc["search"] == "tiny"
+    assert doc["finished"] is True
+    assert set(doc["model"]["params"]) >= {"optim.lr", "dcnn.width", "optim.epochs"}
+    assert doc["provenance"]["data_hash"]
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_dry_run_trains_and_stores_nothing(tmp_path, capsys):
+    study = write_study(tmp_path)
+    assert main(["tune", str(study), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "optim: 2 random + 1 tpe = 3 trials" in out
+    assert "does not exist yet" in out
+    assert "sqlite:///" in out
+    assert not (tmp_path / "tiny.db").exists()
+    assert not (tmp_path / "scene").exists()
+    assert not (tmp_path / "cubes").exists()
+
+
+def test_status_before_tuning_creates_no_storage(tmp_path, capsys):
+    study = write_study(tmp_path)
+    assert main(["status", str(study), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [s["state"] for s in doc["stages"]] == ["pending", "pending"]
+    assert not (tmp_path / "tiny.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        (TINY_STUDY.replace('name = "optim"', 'name = "optim"\nn_randon = 2'), "n_randon"),
+        (TINY_STUDY.replace("[data.synthetic]\n", "[data.synthetic]\nsizes = 3\n"), "sizes"),
+        (TINY_STUDY.replace('"dcnn.width"', '"dcnn.widht"'), "dcnn.widht"),
+        ("name = [", "TOML"),
+    ],
+)
+def test_bad_study_file_is_one_line_and_exit_2(tmp_path, capsys, text, needle):
+    study = write_study(tmp_path, text)
+    assert main(["tune", str(study)]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("hpo: error: ") and needle in lines[0]
+    assert "Traceback" not in captured.err + captured.out
+
+
+def test_missing_study_file_and_usage_errors(tmp_path, capsys):
+    assert main(["tune", str(tmp_path / "nope.toml")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "study file not found" in err[0]
+    assert main(["tune"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("hpo: error: ")
+    study = write_study(tmp_path)
+    assert main(["tune", str(study), "--from-stage", "nope"]) == 2
+    assert "not a stage" in capsys.readouterr().err
+    assert main(["export", str(study), "-o", str(tmp_path / "b.yaml")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no layer-wise search" in err[0]
+
+
+def test_synth_writes_a_scene(tmp_path, capsys):
+    assert main(["synth", str(tmp_path / "s"), "--size", "32", "--dates", "2", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    assert (tmp_path / "s" / "scene.toml").is_file()
+    assert str(tmp_path / "s" / "scene.toml") in out.replace("\n", "")
+    assert "32 x 32 px" in out and "landslides" in out
+    assert main(["synth", str(tmp_path / "t"), "--size", "3"]) == 2
+
+
+def test_entry_point_in_a_subprocess(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    run = subprocess.run(
+        [sys.executable, "-m", "hpo.cli", "--help"], capture_output=True, text=True,
+        env=env, cwd=tmp_path, timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    for command in ("tune", "status", "export", "dashboard", "synth"):
+        assert command in run.stdout
+    bad = write_study(tmp_path, textwrap.dedent("name = 3\n"))
+    run = subprocess.run(
+        [sys.executable, "-m", "hpo.cli", "tune", str(bad)], capture_output=True, text=True,
+        env=env, cwd=tmp_path, timeout=120,
+    )
+    assert run.returncode == 2
+    assert run.stderr.count("\n") == 1 and run.stderr.startswith("hpo: error: ")
+
+
+@pytest.mark.parametrize("command", ["tune", "status", "export", "dashboard", "synth"])
+def test_every_subcommand_has_help(command, capsys):
+    assert main([command, "--help"]) == 0
+    assert f"usage: hpo {command}" in capsys.readouterr().out
