@@ -297,15 +297,44 @@ def _cmd_tune(args: argparse.Namespace, out: Any, err: Any) -> int:
     progress.append(display)
     if spec.runner.kind == "local":
         search.objective = display.wrap(as_two_argument(objective))
+    restore = _install_sigint(display, err) if spec.runner.kind == "local" else None
     try:
         with display:
             result = search.run()
     except KeyboardInterrupt:
+        if restore is not None:
+            restore()
+            restore = None
         err.print(f"hpo: interrupted; finished trials are stored. Resume with: "
                   f"{_command('hpo', 'tune', *_rerun_args(args))}", soft_wrap=True)
         return EXIT_INTERRUPTED
+    finally:
+        if restore is not None:
+            restore()
     _print_summary(out, result, spec, args, time.monotonic() - started)
     return EXIT_OK
+
+
+def _install_sigint(display: Any, err: Any) -> Any:
+    """Ctrl-C while a trial trains stops at once (the trial is recorded as interrupted);
+    between trials (sampler, storage writes) it stops before the next trial starts.
+
+    Returns:
+        A function restoring the previous handler (``None`` outside the main thread).
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, frame: Any) -> None:
+        if display.request_stop():
+            raise KeyboardInterrupt
+        err.print("hpo: stopping before the next trial (Ctrl-C again to stop at once)")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    return lambda: signal.signal(signal.SIGINT, previous)
 
 
 def _rerun_args(args: argparse.Namespace) -> list[str]:

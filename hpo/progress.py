@@ -114,6 +114,7 @@ class TuneProgress:
         self.in_flight: dict[tuple[str, int], float] = {}
         self.trials_told = 0
         self._lock = threading.Lock()
+        self.stop_requested = False
         self._live_wanted = console.is_terminal if live is None else live
         self._live: Live | None = None
 
@@ -126,6 +127,10 @@ class TuneProgress:
         """
 
         def tracked(params: dict[str, Any], trial: Any) -> Any:
+            if self.stop_requested:
+                # Ctrl-C came between trials: stop here, where the engine records the
+                # trial as interrupted, rather than inside a sampler or a storage write.
+                raise KeyboardInterrupt
             key = (str(getattr(trial, "stage", "")), int(getattr(trial, "number", -1)))
             with self._lock:
                 self.in_flight[key] = time.monotonic()
@@ -144,6 +149,23 @@ class TuneProgress:
             if hasattr(objective, name):
                 setattr(tracked, name, getattr(objective, name))
         return tracked
+
+    @property
+    def busy(self) -> bool:
+        """Whether an objective of this process is running now."""
+        return bool(self.in_flight)
+
+    def request_stop(self) -> bool:
+        """Ask to stop before the next trial starts.
+
+        Returns:
+            ``True`` when the caller should stop at once instead: an objective is running
+            (the engine records it as interrupted) or a stop was already requested.
+        """
+        if self.busy or self.stop_requested:
+            return True
+        self.stop_requested = True
+        return False
 
     def callback(self, study: Any, trial: FrozenTrial) -> None:
         """The search callback: a trial of ``study`` was told."""

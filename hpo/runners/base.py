@@ -35,6 +35,7 @@ _log = logging.getLogger("hpo")
 
 PHASE_ATTR = "hpo:phase"
 OBJECTIVE_FAILED = "objective"
+INTERRUPTED = "interrupted"
 
 Objective = Callable[..., Any]
 """``objective(params)`` or ``objective(params, trial: TrialContext)`` -> a float."""
@@ -64,12 +65,15 @@ class Outcome:
         value: The objective value (COMPLETE only).
         reason: Why it failed or was pruned.
         epochs: Epochs it reached, when it reported any.
+        kind: For FAIL, whose fault: ``objective`` failures count towards ``max_fail``;
+            ``interrupted`` (Ctrl-C) ones do not.
     """
 
     state: TrialState
     value: float | None = None
     reason: str | None = None
     epochs: int | None = None
+    kind: str = "objective"
 
 
 def outcome_of(result: Any, context: TrialContext | None = None) -> Outcome:
@@ -204,7 +208,9 @@ class StageJob:
                 counts.waiting += 1
             elif t.state == TrialState.PRUNED:
                 counts.pruned += 1
-            elif t.state == TrialState.FAIL and t.user_attrs.get(FAIL_KIND_ATTR) != DRIVER_GONE:
+            elif t.state == TrialState.FAIL and t.user_attrs.get(FAIL_KIND_ATTR) not in (
+                DRIVER_GONE, INTERRUPTED
+            ):
                 counts.fail += 1
                 counts.reasons.append(t.user_attrs.get(FAIL_REASON_ATTR, "no reason recorded"))
         return counts
@@ -314,7 +320,7 @@ class StageJob:
         try:
             result = self.objective(pending.params, pending.context)
         except KeyboardInterrupt:
-            self.tell(pending, Outcome(TrialState.FAIL, reason="interrupted"))
+            self.tell(pending, Outcome(TrialState.FAIL, reason="interrupted", kind=INTERRUPTED))
             raise
         except Exception as exc:  # noqa: BLE001 - any error of the objective fails the trial
             _log.warning(
@@ -339,7 +345,7 @@ class StageJob:
             if outcome.reason is not None:
                 trial.set_user_attr(FAIL_REASON_ATTR, outcome.reason)
             if outcome.state == TrialState.FAIL:
-                trial.set_user_attr(FAIL_KIND_ATTR, OBJECTIVE_FAILED)
+                trial.set_user_attr(FAIL_KIND_ATTR, outcome.kind)
             if outcome.epochs is not None:
                 trial.set_user_attr(EPOCHS_ATTR, outcome.epochs)
             values = outcome.value if outcome.state == TrialState.COMPLETE else None

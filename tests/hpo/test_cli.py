@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import time
+import urllib.request
 from pathlib import Path
 
 import optuna
@@ -84,6 +88,10 @@ def trial_counts(db: Path) -> dict[str, int]:
         storage.engine.dispose()
 
 
+def ensure_tuned(study: Path) -> None:
+    ensure_tuned(study)
+
+
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory):
     """The tiny study tuned once by ``hpo tune`` (scene generated on the way)."""
@@ -124,8 +132,7 @@ def test_tune_generates_scene_runs_every_stage_and_resumes(tuned, capsys):
 
 def test_status_json_and_table(tuned, capsys):
     study = tuned
-    if not (study.parent / "tiny.db").exists():
-        assert main(["tune", str(study), "--plain"]) == 0
+    ensure_tuned(study)
     capsys.readouterr()
     assert main(["status", str(study), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
@@ -147,8 +154,7 @@ def test_status_json_and_table(tuned, capsys):
 
 def test_export_writes_a_loadable_file(tuned, tmp_path, capsys):
     study = tuned
-    if not (study.parent / "tiny.db").exists():
-        assert main(["tune", str(study), "--plain"]) == 0
+    ensure_tuned(study)
     target = tmp_path / "out" / "best.yaml"
     assert main(["export", str(study), "-o", str(target)]) == 0
     doc = load_export(target)
@@ -244,3 +250,70 @@ def test_entry_point_in_a_subprocess(tmp_path):
 def test_every_subcommand_has_help(command, capsys):
     assert main([command, "--help"]) == 0
     assert f"usage: hpo {command}" in capsys.readouterr().out
+
+
+def test_sigint_stops_cleanly_and_the_rerun_completes_the_budget(tmp_path, capsys):
+    study = write_study(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hpo.cli", "tune", str(study), "--plain"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+    )
+    try:
+        for line in proc.stdout:
+            if "] trial 1:" in line:  # trial 0 is told, trial 1 told, trial 2 may run
+                proc.send_signal(signal.SIGINT)
+                break
+        else:
+            pytest.fail(f"no trial finished: {proc.stderr.read()}")
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "Resume with: hpo tune" in err
+    assert "Traceback" not in err
+    partial = trial_counts(tmp_path / "tiny.db")
+    assert sum(partial.values()) < 6
+
+    assert main(["tune", str(study), "--plain"]) == 0
+    assert "resuming" in capsys.readouterr().out
+    assert main(["status", str(study), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["finished"] is True
+    assert [s["complete"] for s in doc["stages"]] == [3, 3]
+    assert all(s["running"] == 0 for s in doc["stages"])
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_dashboard_serves_every_stage_study(tuned, capsys):
+    study = tuned
+    ensure_tuned(study)
+    capsys.readouterr()
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hpo.cli", "dashboard", str(study), "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )
+    try:
+        names = None
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as r:
+                    doc = json.loads(r.read())
+                names = sorted(s["study_name"] for s in doc["study_summaries"])
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert names == ["tiny.01.optim", "tiny.02.dcnn"], proc.poll()
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    assert f"http://127.0.0.1:{port}/" in out
+    assert "--artifact-dir" in out

@@ -318,3 +318,57 @@ def test_ray_runner_is_a_clear_error_until_it_lands(name):
         pytest.skip("the Ray runner exists now; its own tests cover it")
     with pytest.raises(HPOError, match="ray runner is not available yet"):
         LayerwiseSearch(two_stages(), quadratic, study_name=name, runner="ray").run()
+
+
+def test_a_runner_with_several_trials_in_flight_plugs_in(name):
+    """A parallel runner (as the Ray runner will be) asks several trials, then tells."""
+    from hpo.runners import Runner
+
+    class TwoAtATime(Runner):
+        name = "two"
+
+        def __init__(self):
+            self.in_flight_seen = 0
+
+        def run_stage(self, job):
+            while True:
+                counts = job.poll()
+                if job.is_done(counts):
+                    return
+                batch = []
+                for _ in range(min(2, job.open_slots(counts))):
+                    pending = job.ask()
+                    if pending is not None:
+                        batch.append(pending)
+                running = job.study.get_trials(states=(TrialState.RUNNING,))
+                self.in_flight_seen = max(self.in_flight_seen, len(running))
+                for pending in reversed(batch):  # finish out of order
+                    job.tell(pending, job.evaluate(pending))
+
+    runner = TwoAtATime()
+    result = LayerwiseSearch(
+        two_stages(n_random=2, n_bayes=3), quadratic, study_name=name, runner=runner
+    ).run()
+    assert runner.in_flight_seen == 2
+    for stage in result.stages:
+        assert stage.n_complete == 5 and stage.n_running == 0
+        points = [tuple(t.params.values()) for t in stage.study.trials]
+        assert len(set(points)) == len(points)  # concurrent trials got different points
+
+
+def test_interrupted_trials_are_failed_but_not_counted_against_max_fail(name):
+    calls = []
+
+    def objective(params):
+        calls.append(params)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return quadratic({**params, "lr": 0.1, "act": "tanh"})
+
+    stages = [Stage("s", {"x": FloatDistribution(-5, 5), "n": IntDistribution(1, 9)},
+                    defaults={"x": 0.0, "n": 5}, n_random=2, n_bayes=1, max_fail=1)]
+    search = LayerwiseSearch(stages, objective, study_name=name, sampler="random")
+    with pytest.raises(KeyboardInterrupt):
+        search.run()
+    result = search.run()  # resumes: the interruption does not count as a failure
+    assert result.stages[0].n_complete == 3 and result.stages[0].n_fail == 1
