@@ -206,11 +206,19 @@ def network_coupling(s: Values) -> Any:
     return c("x1", "h1") - c("h3", "depth") + c("depth", "lr") + c("beta", "x2")
 
 
+def pair_coupling(s: Values) -> Any:
+    """Two bilinear terms between the Branin and Hartmann-3 stages, on unit-scaled values.
+
+    Each term lies in [-1/4, 1/4], so the coupling is within ``+- eps / 2``.
+    """
+    return (s["x1"] - 0.5) * (s["h1"] - 0.5) + (s["x2"] - 0.5) * (s["h3"] - 0.5)
+
+
 COUPLED_EPS = 2.0
 
 
 def problems() -> list[Problem]:
-    """The benchmark's problems, ``f_star`` of the coupled one still to compute."""
+    """The benchmark's problems; the coupled ones' ``f_star`` is still to compute."""
     net = _blocks()
     two = (net[0], net[1])
     return [
@@ -221,19 +229,27 @@ def problems() -> list[Problem]:
             description="2 stages: Branin (2 floats) + Hartmann-3 (3 floats)",
         ),
         Problem(
+            "branin+hartmann3-coupled",
+            two,
+            eps=COUPLED_EPS,
+            coupling=pair_coupling,
+            description=f"branin+hartmann3 + eps * [(x1-1/2)(h1-1/2) + (x2-1/2)(h3-1/2)] on "
+            f"unit-scaled values, eps = {COUPLED_EPS} (coupling within +-eps/2)",
+        ),
+        Problem(
             "network4",
             net,
             f_star=sum(b.minimum for b in net),
-            description="4 stages, 10 parameters: Branin + Hartmann-3 + "
-            "architecture (int, int-log, categorical) + log(1+Rosenbrock) in (log lr, beta)",
+            description="4 stages, 10 parameters: Branin + Hartmann-3 + architecture "
+            "(int, int-log, categorical) + log(1+Rosenbrock) in (log lr, beta)",
         ),
         Problem(
             "network4-coupled",
             net,
             eps=COUPLED_EPS,
             coupling=network_coupling,
-            description=f"network4 + eps * ring of bilinear cross-stage terms, eps = {COUPLED_EPS}"
-            " (the coupling is within +-eps; each term within +-eps/4)",
+            description=f"network4 + eps * ring of bilinear cross-stage terms on unit-scaled "
+            f"values, eps = {COUPLED_EPS} (coupling within +-eps)",
         ),
     ]
 

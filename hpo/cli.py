@@ -47,8 +47,12 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser of the ``hpo`` command."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                        help="show tracebacks and the engine's log")
+    common.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show tracebacks and the engine's log",
+    )
     parser = _Parser(
         prog="hpo",
         description=(
@@ -65,60 +69,98 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name: str, help_: str, description: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help_, description=description, parents=[common])
 
-    p = add("tune", "run (or resume) the layer-wise search of a study file",
-            "Run the layer-wise search a study file describes: stage by stage, random "
-            "search then Bayesian optimization. Resumes whatever the storage already holds; "
-            "Ctrl-C stops cleanly and the next run continues.")
+    p = add(
+        "tune",
+        "run (or resume) the layer-wise search of a study file",
+        "Run the layer-wise search a study file describes: stage by stage, random "
+        "search then Bayesian optimization. Resumes whatever the storage already holds; "
+        "Ctrl-C stops cleanly and the next run continues.",
+    )
     p.add_argument("study", metavar="STUDY.toml", help="the study file")
-    p.add_argument("--runner", choices=("local", "ray"),
-                   help="where trials run (default: the study's [runner] kind)")
-    p.add_argument("--storage", metavar="URL",
-                   help="storage URL overriding the study's (sqlite:///f.db, "
-                        "postgresql://..., redis://..., journal:///f.log)")
-    p.add_argument("--fresh", action="store_true",
-                   help="delete this search's stored trials and start over (asks first)")
+    p.add_argument(
+        "--runner",
+        choices=("local", "ray"),
+        help="where trials run (default: the study's [runner] kind)",
+    )
+    p.add_argument(
+        "--storage",
+        metavar="URL",
+        help="storage URL overriding the study's (sqlite:///f.db, "
+        "postgresql://..., redis://..., journal:///f.log)",
+    )
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="delete this search's stored trials and start over (asks first)",
+    )
     p.add_argument("--yes", "-y", action="store_true", help="do not ask before --fresh")
-    p.add_argument("--from-stage", metavar="NAME",
-                   help="re-tune this stage and every later one (their trials are deleted)")
-    p.add_argument("--dry-run", action="store_true",
-                   help="check the study file and data, print the plan, train nothing")
-    p.add_argument("--plain", action="store_true",
-                   help="one line per trial instead of the live table")
+    p.add_argument(
+        "--from-stage",
+        metavar="NAME",
+        help="re-tune this stage and every later one (their trials are deleted)",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the study file and data, print the plan, train nothing",
+    )
+    p.add_argument(
+        "--plain", action="store_true", help="one line per trial instead of the live table"
+    )
     p.set_defaults(handler=_cmd_tune)
 
-    p = add("status", "show a search's stages, trials and best values",
-            "Show each stage of a search: trials complete / failed / pruned / running, "
-            "best value and parameters, and whether its ledger entry is written.")
+    p = add(
+        "status",
+        "show a search's stages, trials and best values",
+        "Show each stage of a search: trials complete / failed / pruned / running, "
+        "best value and parameters, and whether its ledger entry is written.",
+    )
     p.add_argument("target", metavar="STUDY.toml|URL", help="a study file or a storage URL")
-    p.add_argument("--study", metavar="NAME",
-                   help="the search's name (with a URL that holds several searches)")
+    p.add_argument(
+        "--study", metavar="NAME", help="the search's name (with a URL that holds several searches)"
+    )
     p.add_argument("--storage", metavar="URL", help="storage URL overriding the study's")
     p.add_argument("--json", action="store_true", help="print JSON (for scripts)")
     p.set_defaults(handler=_cmd_status)
 
-    p = add("export", "write the best configuration with provenance (YAML or JSON)",
-            "Write the merged best configuration of a search (every stage's tuned values, "
-            "the full network config, the data section) with its provenance.")
+    p = add(
+        "export",
+        "write the best configuration with provenance (YAML or JSON)",
+        "Write the merged best configuration of a search (every stage's tuned values, "
+        "the full network config, the data section) with its provenance.",
+    )
     p.add_argument("study", metavar="STUDY.toml", help="the study file")
-    p.add_argument("-o", "--output", metavar="FILE", default="best.yaml",
-                   help="output file, .yaml or .json (default: best.yaml)")
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        default="best.yaml",
+        help="output file, .yaml or .json (default: best.yaml)",
+    )
     p.add_argument("--storage", metavar="URL", help="storage URL overriding the study's")
     p.set_defaults(handler=_cmd_export)
 
-    p = add("dashboard", "open a search in optuna-dashboard",
-            "Start optuna-dashboard on a search's storage (every stage is a study there) "
-            "with its artifact folder. Ctrl-C stops it.")
+    p = add(
+        "dashboard",
+        "open a search in optuna-dashboard",
+        "Start optuna-dashboard on a search's storage (every stage is a study there) "
+        "with its artifact folder. Ctrl-C stops it.",
+    )
     p.add_argument("target", metavar="STUDY.toml|URL", help="a study file or a storage URL")
     p.add_argument("--storage", metavar="URL", help="storage URL overriding the study's")
     p.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
     p.add_argument("--host", default="127.0.0.1", help="host (default: 127.0.0.1)")
-    p.add_argument("--artifact-dir", metavar="DIR",
-                   help="artifact folder (default: the study's `artifacts`)")
+    p.add_argument(
+        "--artifact-dir", metavar="DIR", help="artifact folder (default: the study's `artifacts`)"
+    )
     p.set_defaults(handler=_cmd_dashboard)
 
-    p = add("synth", "write the seeded synthetic landslide scene (GeoTIFFs + scene.toml)",
-            "Write a seeded, multi-temporal synthetic scene (optical dates, DEM, geology, "
-            "faults, precipitation, landslide labels) and its scene.toml.")
+    p = add(
+        "synth",
+        "write the seeded synthetic landslide scene (GeoTIFFs + scene.toml)",
+        "Write a seeded, multi-temporal synthetic scene (optical dates, DEM, geology, "
+        "faults, precipitation, landslide labels) and its scene.toml.",
+    )
     p.add_argument("out_dir", metavar="OUT_DIR", help="folder to write into")
     p.add_argument("--size", type=int, default=256, help="raster side in pixels (default: 256)")
     p.add_argument("--dates", type=int, default=5, help="optical dates (default: 5)")
@@ -141,22 +183,56 @@ def _consoles() -> tuple[Any, Any]:
     return out, err
 
 
-def _setup_logging(console: Any, debug: bool) -> None:
-    """The engine's warnings (failed trials, ...) through ``console``; INFO with --debug."""
+def _setup_logging(console: Any, debug: bool) -> Any:
+    """The engine's warnings (failed trials, ...) through ``console``; INFO with --debug.
+
+    Returns:
+        A function that puts the loggers back as they were (``main`` runs in-process in
+        tests and notebooks too).
+    """
     import warnings
 
     import optuna
     from rich.logging import RichHandler
 
+    saved_verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.DEBUG if debug else optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    handler = RichHandler(console=console, show_path=False, show_time=debug,
-                          rich_tracebacks=debug, markup=False)
+    notice = _NoGreenletNotice()
+    optuna_handlers = list(logging.getLogger("optuna").handlers)
+    for optuna_handler in optuna_handlers:
+        optuna_handler.addFilter(notice)
+    handler = RichHandler(
+        console=console, show_path=False, show_time=debug, rich_tracebacks=debug, markup=False
+    )
+    saved = {}
     for name in ("hpo", "networks", "data"):
         logger = logging.getLogger(name)
+        saved[name] = (logger.handlers, logger.level, logger.propagate)
         logger.handlers = [handler]
         logger.setLevel(logging.INFO if debug and name == "hpo" else logging.WARNING)
         logger.propagate = False
+    catcher = warnings.catch_warnings()
+    catcher.__enter__()
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+    def restore() -> None:
+        catcher.__exit__(None, None, None)
+        for name, (handlers, level, propagate) in saved.items():
+            logger = logging.getLogger(name)
+            logger.handlers, logger.propagate = handlers, propagate
+            logger.setLevel(level)
+        for optuna_handler in optuna_handlers:
+            optuna_handler.removeFilter(notice)
+        optuna.logging.set_verbosity(saved_verbosity)
+
+    return restore
+
+
+class _NoGreenletNotice(logging.Filter):
+    """Drop Optuna's GP sampler notice about the optional ``greenlet`` package."""
+
+    def filter(self, record: logging.LogRecord) -> bool:  # noqa: D102 - logging's hook
+        return "'greenlet' package is unavailable" not in record.getMessage()
 
 
 def _is_study_file(target: str) -> bool:
@@ -180,19 +256,22 @@ def _stage_rows(result: Any) -> list[tuple[str, ...]]:
     for s in result.stages:
         best = s.best_trial
         value = best.value if best is not None else None
-        rows.append((
-            f"{s.index + 1}/{n}",
-            s.name,
-            {"finished": "finished (ledger written)", "open": "open",
-             "pending": "pending"}.get(s.state, s.state),
-            f"{s.n_complete}/{s.budget}",
-            str(s.n_fail),
-            str(s.n_pruned),
-            str(s.n_running),
-            format_value(value),
-            f"#{best.number}" if best is not None else "-",
-            format_params(best.params) if best is not None else "-",
-        ))
+        rows.append(
+            (
+                f"{s.index + 1}/{n}",
+                s.name,
+                {"finished": "finished (ledger written)", "open": "open", "pending": "pending"}.get(
+                    s.state, s.state
+                ),
+                f"{s.n_complete}/{s.budget}",
+                str(s.n_fail),
+                str(s.n_pruned),
+                str(s.n_running),
+                format_value(value),
+                f"#{best.number}" if best is not None else "-",
+                format_params(best.params) if best is not None else "-",
+            )
+        )
     return rows
 
 
@@ -201,18 +280,31 @@ def _print_status(console: Any, result: Any, metric: str) -> None:
 
     from hpo.progress import format_params, format_value
 
-    console.print(f"search [bold]{result.study_name}[/bold] in {result.storage} "
-                  f"({result.direction} {metric})")
+    console.print(
+        f"search [bold]{result.study_name}[/bold] in {result.storage} ({result.direction} {metric})"
+    )
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("#", "stage", "state", "complete", "failed", "pruned", "running",
-                   f"best {metric}", "trial", "best params"):
+    for column in (
+        "#",
+        "stage",
+        "state",
+        "complete",
+        "failed",
+        "pruned",
+        "running",
+        f"best {metric}",
+        "trial",
+        "best params",
+    ):
         table.add_column(column, no_wrap=column != "best params")
     for row in _stage_rows(result):
         table.add_row(*row)
     console.print(table)
     done = sum(s.state == "finished" for s in result.stages)
-    console.print(f"{done}/{len(result.stages)} stages finished; best {metric} "
-                  f"{format_value(result.best_value)}")
+    console.print(
+        f"{done}/{len(result.stages)} stages finished; best {metric} "
+        f"{format_value(result.best_value)}"
+    )
     console.print(f"best params: {format_params(result.best_params)}", soft_wrap=True)
 
 
@@ -227,29 +319,39 @@ def _cmd_tune(args: argparse.Namespace, out: Any, err: Any) -> int:
     if args.fresh and args.from_stage:
         raise UsageError("use either --fresh or --from-stage, not both")
     spec = st.load_study(args.study, storage=args.storage, runner=args.runner)
-    stage_names = [s.name for s in spec.stages] + (["refine"] if spec.refine.enabled else [])
+    stage_names = st.stage_names(spec)
     if args.from_stage is not None and args.from_stage not in stage_names:
-        raise UsageError(f"--from-stage {args.from_stage!r} is not a stage of "
-                         f"{spec.name} (stages: {', '.join(stage_names)})")
+        raise UsageError(
+            f"--from-stage {args.from_stage!r} is not a stage of "
+            f"{spec.name} (stages: {', '.join(stage_names)})"
+        )
     if args.dry_run:
         return _dry_run(spec, out)
+    st.check_runner(spec.runner)
 
     dashboard = ["hpo", "dashboard", args.study] + (
-        ["--storage", args.storage] if args.storage else [])
+        ["--storage", args.storage] if args.storage else []
+    )
     plan = st.plan(spec)
-    out.print(f"study [bold]{spec.name}[/bold] ({args.study}): {len(plan['stages'])} stages, "
-              f"{plan['total_trials']} trials, {spec.runner.kind} runner, metric "
-              f"{spec.metric}")
+    out.print(
+        f"study [bold]{spec.name}[/bold] ({args.study}): {len(plan['stages'])} stages, "
+        f"{plan['total_trials']} trials, {spec.runner.kind} runner, metric "
+        f"{spec.metric}"
+    )
     where = st.storage_file(spec.storage)
-    out.print(f"storage: {st.mask_url(spec.storage)}"
-              + (f"  (file {where})" if where is not None else ""), soft_wrap=True)
+    out.print(
+        f"storage: {st.mask_url(spec.storage)}"
+        + (f"  (file {where})" if where is not None else ""),
+        soft_wrap=True,
+    )
     out.print(f"watch it: [bold]{_command(*dashboard)}[/bold]", soft_wrap=True)
 
     st.ensure_scene(spec, say=lambda text: out.print(text, soft_wrap=True))
     started = time.monotonic()
     tuning = st.prepare_data(spec)
-    out.print(f"data: {tuning.describe()} (prepared in {time.monotonic() - started:.1f}s)",
-              soft_wrap=True)
+    out.print(
+        f"data: {tuning.describe()} (prepared in {time.monotonic() - started:.1f}s)", soft_wrap=True
+    )
     if spec.runner.kind == "local":
         st.set_threads(spec)
     objective = st.make_objective(spec, tuning)
@@ -274,19 +376,27 @@ def _cmd_tune(args: argparse.Namespace, out: Any, err: Any) -> int:
             out.print(f"deleted {len(deleted)} stage studies of {spec.name}")
     elif args.from_stage:
         deleted = search.reset(args.from_stage)
-        out.print(f"re-tuning from stage {args.from_stage}: deleted "
-                  f"{', '.join(deleted) if deleted else 'nothing (not started yet)'}")
+        out.print(
+            f"re-tuning from stage {args.from_stage}: deleted "
+            f"{', '.join(deleted) if deleted else 'nothing (not started yet)'}"
+        )
     before = search.status()
     resumed = sum(s.n_complete for s in before.stages)
     if before.finished:
-        out.print("every stage finished earlier: nothing to run "
-                  "(re-tune with --fresh or --from-stage NAME)")
-        _print_summary(out, before, spec, args, time.monotonic() - started)
+        # Still run: the engine checks that the stored stages match the study file.
+        result = search.run()
+        out.print(
+            "every stage finished earlier: nothing to run "
+            "(re-tune with --fresh or --from-stage NAME)"
+        )
+        _print_summary(out, result, spec, args, time.monotonic() - started)
         return EXIT_OK
     if resumed:
         done = sum(s.state == "finished" for s in before.stages)
-        out.print(f"resuming: {done}/{len(before.stages)} stages finished, "
-                  f"{resumed} complete trials stored")
+        out.print(
+            f"resuming: {done}/{len(before.stages)} stages finished, "
+            f"{resumed} complete trials stored"
+        )
     display = TuneProgress(
         before,
         console=out,
@@ -305,8 +415,11 @@ def _cmd_tune(args: argparse.Namespace, out: Any, err: Any) -> int:
         if restore is not None:
             restore()
             restore = None
-        err.print(f"hpo: interrupted; finished trials are stored. Resume with: "
-                  f"{_command('hpo', 'tune', *_rerun_args(args))}", soft_wrap=True)
+        err.print(
+            f"hpo: interrupted; finished trials are stored. Resume with: "
+            f"{_command('hpo', 'tune', *_rerun_args(args))}",
+            soft_wrap=True,
+        )
         return EXIT_INTERRUPTED
     finally:
         if restore is not None:
@@ -316,7 +429,9 @@ def _cmd_tune(args: argparse.Namespace, out: Any, err: Any) -> int:
 
 
 def _install_sigint(display: Any, err: Any) -> Any:
-    """Ctrl-C while a trial trains stops at once (the trial is recorded as interrupted);
+    """Make Ctrl-C stop cleanly.
+
+    While a trial trains it stops at once (the engine records the trial as interrupted);
     between trials (sampler, storage writes) it stops before the next trial starts.
 
     Returns:
@@ -350,8 +465,10 @@ def _confirm_fresh(spec: Any, existing: list[Any], yes: bool, out: Any) -> bool:
     from hpo import study as st
 
     trials = sum(s.n_complete + s.n_fail + s.n_pruned for s in existing)
-    what = (f"--fresh deletes {len(existing)} stage studies ({trials} trials) of search "
-            f"{spec.name!r} in {st.mask_url(spec.storage)}")
+    what = (
+        f"--fresh deletes {len(existing)} stage studies ({trials} trials) of search "
+        f"{spec.name!r} in {st.mask_url(spec.storage)}"
+    )
     if yes:
         return True
     if not sys.stdin.isatty():
@@ -360,15 +477,18 @@ def _confirm_fresh(spec: Any, existing: list[Any], yes: bool, out: Any) -> bool:
     return answer.strip().lower() in ("y", "yes")
 
 
-def _print_summary(out: Any, result: Any, spec: Any, args: argparse.Namespace,
-                   seconds: float) -> None:
+def _print_summary(
+    out: Any, result: Any, spec: Any, args: argparse.Namespace, seconds: float
+) -> None:
     from rich.table import Table
 
     from hpo.progress import format_duration, format_params, format_value
 
     state = "finished" if result.finished else "stopped"
-    out.print(f"\n[bold]{state}[/bold] in {format_duration(seconds)}: best {spec.metric} "
-              f"[bold]{format_value(result.best_value)}[/bold]")
+    out.print(
+        f"\n[bold]{state}[/bold] in {format_duration(seconds)}: best {spec.metric} "
+        f"[bold]{format_value(result.best_value)}[/bold]"
+    )
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in ("#", "stage", f"best {spec.metric}", "trial", "tuned params"):
         table.add_column(column, no_wrap=column != "tuned params")
@@ -387,11 +507,14 @@ def _print_summary(out: Any, result: Any, spec: Any, args: argparse.Namespace,
     if first is not None:
         zero = next((t for t in first.get_trials(deepcopy=False) if t.number == 0), None)
         if zero is not None and zero.value is not None:
-            out.print(f"untuned defaults (stage {result.stages[0].name}, trial 0): "
-                      f"{spec.metric} {format_value(zero.value)}")
+            out.print(
+                f"untuned defaults (stage {result.stages[0].name}, trial 0): "
+                f"{spec.metric} {format_value(zero.value)}"
+            )
     out.print(f"best params: {format_params(result.best_params)}", soft_wrap=True)
     export = ["hpo", "export", args.study, "-o", "best.yaml"] + (
-        ["--storage", args.storage] if args.storage else [])
+        ["--storage", args.storage] if args.storage else []
+    )
     out.print(f"export it: [bold]{_command(*export)}[/bold]", soft_wrap=True)
 
 
@@ -400,8 +523,10 @@ def _dry_run(spec: Any, out: Any) -> int:
     from hpo.progress import format_params
 
     plan = st.plan(spec)
-    out.print(f"study [bold]{plan['study']}[/bold] ({plan['file']}), fingerprint "
-              f"{plan['fingerprint']}", soft_wrap=True)
+    out.print(
+        f"study [bold]{plan['study']}[/bold] ({plan['file']}), fingerprint {plan['fingerprint']}",
+        soft_wrap=True,
+    )
     out.print(f"storage: {plan['storage']}", soft_wrap=True)
     out.print(f"artifacts: {plan['artifacts']}", soft_wrap=True)
     runner = plan["runner"]
@@ -415,34 +540,53 @@ def _dry_run(spec: Any, out: Any) -> int:
     out.print(f"runner: {runner['kind']} ({resources})")
     fixed = format_params(plan["model"]["fixed"]) or "none"
     out.print(f"model: {plan['model']['name']}; fixed: {fixed}", soft_wrap=True)
-    out.print(f"objective: validation {plan['metric']} ({plan['direction']}), seed "
-              f"{plan['seed']}, sampler {plan['sampler']}, cycles {plan['cycles']}")
+    out.print(
+        f"objective: validation {plan['metric']} ({plan['direction']}), seed "
+        f"{plan['seed']}, sampler {plan['sampler']}, cycles {plan['cycles']}"
+    )
     data = plan["data"]
-    options = ", ".join(f"{k} {v}" for k, v in data.items()
-                        if k not in ("scene", "scene_exists", "synthetic"))
+    options = ", ".join(
+        f"{k} {v}" for k, v in data.items() if k not in ("scene", "scene_exists", "synthetic")
+    )
     if data["scene"] is not None:
         if data["scene_exists"]:
             files = st.check_data(spec)
-            out.print(f"data: {data['scene']} ({len(files)} input files, all present); "
-                      f"{options}", soft_wrap=True)
+            out.print(
+                f"data: {data['scene']} ({len(files)} input files, all present); {options}",
+                soft_wrap=True,
+            )
         else:
             syn = data["synthetic"]
-            out.print(f"data: {data['scene']} does not exist yet; `hpo tune` generates it "
-                      f"(synthetic {syn['size']} x {syn['size']} px, {syn['n_dates']} dates, "
-                      f"seed {syn['seed']}); {options}", soft_wrap=True)
+            out.print(
+                f"data: {data['scene']} does not exist yet; `hpo tune` generates it "
+                f"(synthetic {syn['size']} x {syn['size']} px, {syn['n_dates']} dates, "
+                f"seed {syn['seed']}); {options}",
+                soft_wrap=True,
+            )
     else:
         files = st.check_data(spec)
         out.print(f"data: {len(files)} input files, all present; {options}", soft_wrap=True)
     out.print(f"stages ({plan['total_trials']} trials in all):")
     for i, stage in enumerate(plan["stages"]):
         extra = f", max_fail {stage['max_fail']}" if stage["max_fail"] else ""
-        out.print(f"  {i + 1}. {stage['name']}: {stage['n_random']} random + "
-                  f"{stage['n_bayes']} {stage['sampler']} = {stage['budget']} trials{extra}")
+        out.print(
+            f"  {i + 1}. {stage['name']}: {stage['n_random']} random + "
+            f"{stage['n_bayes']} {stage['sampler']} = {stage['budget']} trials{extra}"
+        )
         for name, p in stage["params"].items():
             out.print(f"       {name}: {_describe_param(p)}", soft_wrap=True)
+    later = plan["runs"][len(plan["stages"]) :]
+    later = [r for r in later if r["name"] != "refine"]
+    if later:
+        out.print(
+            f"  then {plan['cycles'] - 1} more pass(es): "
+            + ", ".join(f"{r['name']} ({r['budget']} trials)" for r in later)
+        )
     if plan["refine"]:
-        out.print(f"  {len(plan['stages']) + 1}. refine: {plan['refine']['n_trials']} trials "
-                  f"over every parameter near the incumbent")
+        out.print(
+            f"  {len(plan['stages']) + 1}. refine: {plan['refine']['n_trials']} trials "
+            f"over every parameter near the incumbent"
+        )
     out.print("dry run: nothing trained, nothing stored")
     return EXIT_OK
 
@@ -512,10 +656,15 @@ def _cmd_export(args: argparse.Namespace, out: Any, err: Any) -> int:
 
     finished = [s for s in result.stages if s.state == "finished"]
     if not result.finished:
-        err.print(f"hpo: warning: the search is not finished ({len(finished)}/"
-                  f"{len(result.stages)} stages); unfinished stages are at their defaults")
-    out.print(f"wrote {args.output}: best {spec.metric} {format_value(doc['best_value'])} "
-              f"({len(finished)}/{len(result.stages)} stages tuned)", soft_wrap=True)
+        err.print(
+            f"hpo: warning: the search is not finished ({len(finished)}/"
+            f"{len(result.stages)} stages); unfinished stages are at their defaults"
+        )
+    out.print(
+        f"wrote {args.output}: best {spec.metric} {format_value(doc['best_value'])} "
+        f"({len(finished)}/{len(result.stages)} stages tuned)",
+        soft_wrap=True,
+    )
     return EXIT_OK
 
 
@@ -549,33 +698,43 @@ def _cmd_dashboard(args: argparse.Namespace, out: Any, err: Any) -> int:
     try:
         import optuna_dashboard
     except ImportError as exc:
-        raise UsageError("optuna-dashboard is not installed "
-                         "(pip install optuna-dashboard)") from exc
+        raise UsageError(
+            "optuna-dashboard is not installed (pip install optuna-dashboard)"
+        ) from exc
     storage = make_storage(url)
     store = make_artifact_store(artifacts) if artifacts else None
-    equivalent = ["optuna-dashboard", _dashboard_storage_arg(url), "--host", args.host,
-                  "--port", str(args.port)]
+    equivalent = [
+        "optuna-dashboard",
+        _dashboard_storage_arg(url),
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+    ]
     if artifacts:
         equivalent += ["--artifact-dir", artifacts]
-    out.print(f"optuna-dashboard on [bold]http://{args.host}:{args.port}/[/bold] for "
-              f"{st.mask_url(url)}" + (f" (search {name})" if name else "")
-              + "; Ctrl-C stops it", soft_wrap=True)
+    out.print(
+        f"optuna-dashboard on [bold]http://{args.host}:{args.port}/[/bold] for "
+        f"{st.mask_url(url)}" + (f" (search {name})" if name else "") + "; Ctrl-C stops it",
+        soft_wrap=True,
+    )
     out.print(f"same as: {st.mask_url(_command(*equivalent))}", soft_wrap=True)
     try:
-        optuna_dashboard.run_server(storage, host=args.host, port=args.port,
-                                    artifact_store=store)
+        optuna_dashboard.run_server(storage, host=args.host, port=args.port, artifact_store=store)
     except KeyboardInterrupt:
         out.print("dashboard stopped")
     except OSError as exc:
-        raise OSError(f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc} "
-                      f"(hint: pick another --port)") from exc
+        raise OSError(
+            f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc} "
+            f"(hint: pick another --port)"
+        ) from exc
     return EXIT_OK
 
 
 def _dashboard_storage_arg(url: str) -> str:
     """The storage as optuna-dashboard's command line takes it (journal -> file path)."""
     if url.startswith("journal://"):
-        return url[len("journal://"):]
+        return url[len("journal://") :]
     return url
 
 
@@ -583,9 +742,8 @@ def _dashboard_storage_arg(url: str) -> str:
 
 
 def _cmd_synth(args: argparse.Namespace, out: Any, err: Any) -> int:
-    from hpo.study import describe_scene
-
     from data.synthetic import generate_scene
+    from hpo.study import describe_scene
 
     if args.size < 16:
         raise UsageError(f"--size {args.size}: use 16 pixels or more")
@@ -643,18 +801,27 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     debug = bool(getattr(args, "debug", False))
     out, err = _consoles()
+    restore_logging = None
     try:
-        _setup_logging(out, debug)
+        restore_logging = _setup_logging(out, debug)
         return int(args.handler(args, out, err))
     except KeyboardInterrupt:
         print("hpo: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `hpo status --json | head`: the reader left, nothing to say
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR
     except Exception as exc:  # noqa: BLE001 - user errors become one line
         status = _exit_status(exc)
         if status is None or debug:
             raise
         print(f"hpo: error: {_one_line(exc)}", file=sys.stderr)
         return status
+    finally:
+        if restore_logging is not None:
+            restore_logging()
 
 
 if __name__ == "__main__":

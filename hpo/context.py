@@ -52,6 +52,9 @@ class TrialContext:
         self.ledgers = dict(ledgers or {})
         self.history: list[dict[str, Any]] = []
         self.stopped = False
+        self.restored_state: Any = None
+        """What :meth:`save_state` kept before the trial crashed, when a runner retries it
+        from its last checkpoint (the ray runner); ``None`` on a first attempt."""
 
     @property
     def params(self) -> dict[str, Any]:
@@ -90,6 +93,20 @@ class TrialContext:
             self._trial.report(float(value), int(epoch))
         self._trial.set_user_attr(HISTORY_ATTR, self.history)
         self._trial.set_user_attr(EPOCHS_ATTR, self.epochs)
+
+    def save_state(self, state: Any) -> None:
+        """Keep a picklable state to resume from if the trial crashes (e.g. model and
+        optimizer state dicts and the epoch).
+
+        Call it before :meth:`report`: runners that retry crashed trials (the ray runner,
+        ``max_retries``) checkpoint it with that report and hand it back as
+        :attr:`restored_state`, with :attr:`history` holding the epochs already done. The
+        local runner does not retry, so it only keeps the latest state in memory.
+
+        Args:
+            state: Any picklable object.
+        """
+        self._state = state
 
     def should_stop(self) -> bool:
         """Whether the pruner says this trial should stop now (it is then recorded PRUNED)."""

@@ -196,6 +196,7 @@ def _stage_entry(stage: Any) -> dict[str, Any]:
     return {
         "name": stage.name,
         "study_name": stage.study_name,
+        "cycle": stage.cycle,
         "state": stage.state,
         "trial_number": ledger.trial_number if ledger else None,
         "value": ledger.value if ledger else None,

@@ -6,6 +6,13 @@ user attributes hold the search (``hpo:search``), the stage's identity
 parameters (``hpo:fixed``) and, once the stage is finished, its ledger entry
 (``hpo:ledger``). Everything a driver needs is read back from the storage, so a crash,
 a second driver or a later run continue from the same state.
+
+With ``cycles > 1`` the stages run again, pass after pass. Each run of a stage (a
+*slot*) is its own study; ``NN`` numbers the slots in run order and passes after the
+first add ``.c<k>`` (``demo.01.optim``, ``demo.02.temporal``, ``demo.03.optim.c2``,
+``demo.04.temporal.c2``, then ``demo.05.refine``). Stage names cannot contain a dot, so
+the suffix is unambiguous; the slots are still found through ``hpo:search`` (its
+``index``), never by parsing names.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import json
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import optuna
@@ -51,11 +58,12 @@ DIRECTIONS = ("maximize", "minimize")
 
 @dataclass
 class StageResult:
-    """One stage as stored.
+    """One stage study (one pass of a stage) as stored.
 
     Args:
-        name: Stage name.
-        index: Position (0-based; the refine stage comes last).
+        name: The slot's label: the stage name in the first pass, ``<stage>.c<k>`` in
+            pass ``k`` (what ``from_stage`` takes), ``refine`` for the refine stage.
+        index: Position in run order (0-based; the refine stage comes last).
         study_name: The stage study's name.
         study: The stage study (``None`` while the stage has not started).
         state: ``finished`` (ledger written), ``open`` (started) or ``pending``.
@@ -66,6 +74,8 @@ class StageResult:
         n_running: RUNNING trials.
         n_fail: FAIL trials (objective failures and dead drivers).
         n_pruned: PRUNED trials.
+        cycle: The pass (1 for the first; the refine stage counts as the last pass).
+        stage: The stage's own name (``name`` without the pass suffix).
     """
 
     name: str
@@ -80,6 +90,24 @@ class StageResult:
     n_running: int = 0
     n_fail: int = 0
     n_pruned: int = 0
+    cycle: int = 1
+    stage: str = ""
+
+    def __post_init__(self) -> None:
+        self.stage = self.stage or self.name
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """One run of a stage: the stage with this pass's budget, and the pass's number."""
+
+    stage: Stage
+    cycle: int
+
+    @property
+    def label(self) -> str:
+        """``<stage>`` in the first pass, ``<stage>.c<k>`` in pass ``k``."""
+        return self.stage.name if self.cycle == 1 else f"{self.stage.name}.c{self.cycle}"
 
 
 @dataclass
@@ -94,6 +122,7 @@ class SearchResult:
         best_params: All parameters: finished stages at their ledger values, the others
             at their defaults.
         best_value: The value of the last finished stage's ledger entry.
+        spec: The search's definition, as stored in ``hpo:search``.
     """
 
     study_name: str
@@ -156,6 +185,13 @@ class LayerwiseSearch:
         lease_seconds: After how long without a heartbeat or lease renewal a RUNNING
             trial counts as orphaned (its driver gone) and is marked FAIL.
         spec_fingerprint: Fingerprint of the study file, stored for provenance.
+        cycles: Passes over the stages. Pass ``k > 1`` re-tunes every stage with all
+            other stages at their latest ledger values (earlier stages at this pass's,
+            later ones at the previous pass's), starting from the incumbent copied in
+            as its first trial. The refine stage, if any, runs after the last pass.
+        cycle_budget: ``(n_random, n_bayes)`` of every stage in passes after the first
+            (``n_random`` counts the copied incumbent); ``None`` repeats each stage's
+            own budget.
 
     Raises:
         SpecError: Invalid stages or options.
@@ -180,10 +216,19 @@ class LayerwiseSearch:
         pruner: optuna.pruners.BasePruner | None = None,
         lease_seconds: float = 60.0,
         spec_fingerprint: str | None = None,
+        cycles: int = 1,
+        cycle_budget: tuple[int, int] | None = None,
     ) -> None:
         self.stages = list(stages)
         self.refine = Refine.coerce(refine)
         _validate(self.stages, self.refine, direction, study_name, lease_seconds)
+        self.cycles = _check_cycles(cycles)
+        self.cycle_budget = _check_cycle_budget(cycle_budget)
+        self._slots = [
+            _Slot(stage if cycle == 1 else self._later_pass(stage), cycle)
+            for cycle in range(1, self.cycles + 1)
+            for stage in self.stages
+        ]
         self.objective = objective
         self.direction = direction
         self.study_name = study_name
@@ -208,12 +253,26 @@ class LayerwiseSearch:
 
     @property
     def stage_names(self) -> list[str]:
-        """Stage names in order, ``refine`` last when there is a refine stage."""
-        return [s.name for s in self.stages] + ([REFINE] if self.refine else [])
+        """Stage labels in run order (``<stage>.c<k>`` in pass ``k > 1``), ``refine`` last."""
+        return [s.label for s in self._slots] + ([REFINE] if self.refine else [])
 
     def stage_study_name(self, index: int) -> str:
-        """The study name of the stage at ``index`` (0-based)."""
+        """The study name of the stage at ``index`` (0-based, in run order)."""
         return f"{self.study_name}.{index + 1:02d}.{self.stage_names[index]}"
+
+    def _later_pass(self, stage: Stage) -> Stage:
+        """A stage as tuned in passes after the first: with the per-pass budget, if any."""
+        if self.cycle_budget is None:
+            return stage
+        n_random, n_bayes = self.cycle_budget
+        return replace(stage, n_random=n_random, n_bayes=n_bayes)
+
+    def _name_at(self, index: int) -> str:
+        """The stage name (the ledger's key) of the slot at ``index``."""
+        return self._slots[index].stage.name if index < len(self._slots) else REFINE
+
+    def _cycle_at(self, index: int) -> int:
+        return self._slots[index].cycle if index < len(self._slots) else self.cycles
 
     def spec(self) -> dict[str, Any]:
         """The search's definition as stored in every stage study (``hpo:search``)."""
@@ -227,6 +286,8 @@ class LayerwiseSearch:
             "refine": _refine_to_dict(self.refine),
             "remeasure_incumbent": self.remeasure_incumbent,
             "spec_fingerprint": self.spec_fingerprint,
+            "cycles": self.cycles,
+            "cycle_budget": list(self.cycle_budget) if self.cycle_budget else None,
         }
         spec["fingerprint"] = fingerprint(spec)
         return _jsonable(spec)
@@ -234,11 +295,16 @@ class LayerwiseSearch:
     def _stage_key(self, index: int) -> dict[str, Any]:
         # What a stage's trials depend on; the previous stage's key is chained in, so a
         # change upstream changes every key after it.
+        # The first pass's keys carry no pass number, so they are the keys of a search
+        # without cycles: adding passes to a finished search keeps its finished stages.
         previous = fingerprint(self._stage_key(index - 1)) if index else None
-        if index < len(self.stages):
-            stage = self.stages[index]
-            what: Any = stage_to_dict(stage)
-            sampler = stage.sampler or self.sampler
+        later: dict[str, Any] = {}
+        if index < len(self._slots):
+            slot = self._slots[index]
+            what: Any = stage_to_dict(slot.stage)  # the spec's defaults, this pass's budget
+            sampler = slot.stage.sampler or self.sampler
+            if slot.cycle > 1:
+                later["cycle"] = slot.cycle
         else:
             what = _refine_to_dict(self.refine)
             sampler = self.refine.sampler or self.sampler  # type: ignore[union-attr]
@@ -250,6 +316,7 @@ class LayerwiseSearch:
                 "sampler": sampler_label(sampler),
                 "remeasure_incumbent": self.remeasure_incumbent,
                 "previous": previous,
+                **later,
             }
         )
 
@@ -308,16 +375,18 @@ class LayerwiseSearch:
                     )
                     _log.info(
                         "stage %d/%d %s: %d trials (%d random incl. the incumbent)",
-                        index + 1, len(self.stage_names), stage.name, stage.budget,
-                        stage.n_random,
+                        index + 1, len(self.stage_names), self.stage_names[index],
+                        stage.budget, stage.n_random,
                     )
                     runner.run_stage(job)
                     ledger = self._close_stage(study, stage)
                 else:
                     _log.info(
                         "stage %s finished earlier: %.6g (trial %d)",
-                        stage.name, ledger.value, ledger.trial_number,
+                        self.stage_names[index], ledger.value, ledger.trial_number,
                     )
+                # Keyed by stage name: a later pass replaces the earlier one's entry, so
+                # every later slot sees each stage at its latest tuned values.
                 ledgers[stage.name] = ledger
         finally:
             keepalive.close()
@@ -325,20 +394,25 @@ class LayerwiseSearch:
         return self.status()
 
     def _stage_at(self, index: int, ledgers: Mapping[str, Ledger]) -> Stage:
-        if index < len(self.stages):
-            return self.stages[index]
-        return self._refine_stage(ledgers)
+        """The stage as tuned at ``index``; a later pass starts from its ledger values."""
+        if index >= len(self._slots):
+            return self._refine_stage(ledgers)
+        slot = self._slots[index]
+        if slot.cycle == 1:
+            return slot.stage
+        # The incumbent (trial 0) of a later pass is the stage's latest tuned values.
+        return replace(slot.stage, defaults=dict(ledgers[slot.stage.name].params))
 
     def _order(self) -> list[str]:
         return [name for stage in self.stages for name in stage.space]
 
     def _fixed(self, index: int, ledgers: Mapping[str, Ledger]) -> dict[str, Any]:
         """Values of every parameter outside stage ``index``: ledger or default."""
-        if index >= len(self.stages):
+        if index >= len(self._slots):
             return {}  # refine tunes all parameters
         fixed: dict[str, Any] = {}
         for other in self.stages:
-            if other is self.stages[index]:
+            if other.name == self._name_at(index):
                 continue
             entry = ledgers.get(other.name)
             fixed.update(entry.params if entry else other.defaults)
@@ -356,18 +430,26 @@ class LayerwiseSearch:
     def _copy_source(self, index: int, ledgers: Mapping[str, Ledger]) -> Ledger | None:
         if index == 0 or self.remeasure_incumbent:
             return None  # the first stage measures its defaults
-        return ledgers[self.stage_names[index - 1]]
+        # The slot just before is the last one tuned: its value is the incumbent's.
+        return ledgers[self._name_at(index - 1)]
 
     def _refine_stage(self, ledgers: Mapping[str, Ledger]) -> Stage:
         """The refine stage: all parameters, narrowed around the stored incumbent."""
         refine = self.refine
         assert refine is not None  # only reached when the search has a refine stage
         incumbent = self._merged(ledgers)
+        sign = -1 if self.direction == "maximize" else 1
         space = {}
-        for index, stage in enumerate(self.stages):
-            study = self._load_stage_study(index)
-            trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            sign = -1 if self.direction == "maximize" else 1
+        for stage in self.stages:
+            # Every pass of the stage: its best trials may come from any of them.
+            trials = [
+                t
+                for index, slot in enumerate(self._slots)
+                if slot.stage.name == stage.name
+                for t in self._load_stage_study(index).get_trials(
+                    deepcopy=False, states=(TrialState.COMPLETE,)
+                )
+            ]
             top = sorted(trials, key=lambda t: (sign * t.value, t.number))[: refine.top_k]
             for name, dist in stage.space.items():
                 seen = [t.params[name] for t in top if name in t.params]
@@ -392,7 +474,9 @@ class LayerwiseSearch:
         self, index: int, stage: Stage, ledgers: Mapping[str, Ledger]
     ) -> optuna.Study:
         """Create or load a stage study and check it was made by the same spec."""
-        seed = derive_seed(self.seed, stage.name)
+        cycle = self._cycle_at(index)
+        # Later passes draw other random points than the first (which keeps its seed).
+        seed = derive_seed(self.seed, stage.name, *([f"c{cycle}"] if cycle > 1 else []))
         sampler = StageSampler(
             make_sampler(stage.sampler or self.sampler, seed),
             n_random=stage.n_random,
@@ -420,10 +504,10 @@ class LayerwiseSearch:
             study.set_user_attr(SPACE_ATTR, _jsonable(stage_to_dict(stage)))
             study.set_user_attr(STAGE_KEY_ATTR, key)
         elif stored != key:
-            raise StageChangedError(stage.name, describe_change(stored, key))
+            raise StageChangedError(self.stage_names[index], describe_change(stored, key))
         elif LEDGER_ATTR not in attrs and attrs.get(FIXED_ATTR) != fixed:
             raise StageChangedError(
-                stage.name,
+                self.stage_names[index],
                 "other stages' values: "
                 + describe_change(attrs.get(FIXED_ATTR) or {}, fixed),
             )
@@ -472,19 +556,22 @@ class LayerwiseSearch:
         """
         results = []
         ledgers: dict[str, Ledger] = {}
-        for index, name in enumerate(self.stage_names):
+        for index, label in enumerate(self.stage_names):
             try:
                 study: optuna.Study | None = self._load_stage_study(index)
             except KeyError:
                 study = None
             budget = (
-                self.stages[index].budget
-                if index < len(self.stages)
+                self._slots[index].stage.budget
+                if index < len(self._slots)
                 else self.refine.n_random + self.refine.n_bayes  # type: ignore[union-attr]
             )
-            result = _stage_result(name, index, self.stage_study_name(index), study, budget)
+            result = _stage_result(
+                label, index, self.stage_study_name(index), study, budget,
+                stage=self._name_at(index), cycle=self._cycle_at(index),
+            )
             if result.ledger is not None:
-                ledgers[name] = result.ledger
+                ledgers[result.stage] = result.ledger  # in run order: the latest pass wins
             results.append(result)
         finished = [r.ledger for r in results if r.ledger is not None]
         return SearchResult(
@@ -501,8 +588,10 @@ class LayerwiseSearch:
         """Delete stage studies so they are tuned again.
 
         Args:
-            from_stage: Delete this stage's study and every later one; ``None`` deletes
-                every study of this search (also those of stages no longer in the spec).
+            from_stage: Delete this stage's study and every later one (in run order; a
+                stage name means its first pass, ``<stage>.c<k>`` its pass ``k``);
+                ``None`` deletes every study of this search (also those of stages no
+                longer in the spec).
 
         Returns:
             Names of the deleted studies.
@@ -550,17 +639,21 @@ class LayerwiseSearch:
         """
         opened = make_storage(storage)
         records = [
-            s.user_attrs[SEARCH_ATTR]
+            (s.user_attrs[SEARCH_ATTR], s._study_id)
             for s in opened.get_all_studies()
             if (s.user_attrs.get(SEARCH_ATTR) or {}).get("name") == study_name
         ]
         if not records:
             raise SearchNotFoundError(study_name, describe_storage(opened))
-        record = max(records, key=lambda r: r.get("index", 0))  # the latest stage's
+        # The latest stage's record; on equal index (a study left over from an earlier
+        # shape of the search, e.g. a refine stage before passes were added) the newest.
+        record = max(records, key=lambda r: (r[0].get("index", 0), r[1]))[0]
         sampler = record.get("sampler") or "gp"
         if sampler.startswith("callable:"):
             sampler = kw.pop("sampler", "gp")  # a callable cannot be stored
         refine = record.get("refine")
+        kw.setdefault("cycles", record.get("cycles", 1))
+        kw.setdefault("cycle_budget", record.get("cycle_budget"))
         return cls(
             [stage_from_dict(d) for d in record["stages"]],
             objective,
@@ -577,10 +670,20 @@ class LayerwiseSearch:
 
 
 def _stage_result(
-    name: str, index: int, study_name: str, study: optuna.Study | None, budget: int
+    name: str,
+    index: int,
+    study_name: str,
+    study: optuna.Study | None,
+    budget: int,
+    *,
+    stage: str,
+    cycle: int,
 ) -> StageResult:
     if study is None:
-        return StageResult(name, index, study_name, None, "pending", None, None, budget)
+        return StageResult(
+            name, index, study_name, None, "pending", None, None, budget,
+            cycle=cycle, stage=stage,
+        )
     trials = study.get_trials(deepcopy=False)
     ledger = read_ledger(study)
     if ledger is not None:
@@ -601,6 +704,8 @@ def _stage_result(
         n_running=states.count(TrialState.RUNNING),
         n_fail=states.count(TrialState.FAIL),
         n_pruned=states.count(TrialState.PRUNED),
+        cycle=cycle,
+        stage=stage,
     )
 
 
@@ -647,6 +752,31 @@ def _validate(
         raise SpecError(
             f"lease_seconds={lease_seconds}", key="lease_seconds", hint="use at least 1 second"
         )
+
+
+def _check_cycles(cycles: int) -> int:
+    if isinstance(cycles, bool) or not isinstance(cycles, int) or cycles < 1:
+        raise SpecError(f"cycles = {cycles!r}", key="cycles", hint="use 1 or more passes")
+    return cycles
+
+
+def _check_cycle_budget(budget: Sequence[int] | None) -> tuple[int, int] | None:
+    if budget is None:
+        return None
+    if (
+        isinstance(budget, str | bytes)
+        or len(budget) != 2
+        or not all(isinstance(n, int) and not isinstance(n, bool) for n in budget)
+        or budget[0] < 1
+        or budget[1] < 0
+    ):
+        raise SpecError(
+            f"cycle_budget = {budget!r}",
+            key="cycle_budget",
+            hint="give (n_random, n_bayes) with n_random >= 1 (the copied incumbent "
+            "counts) and n_bayes >= 0, or None to repeat each stage's budget",
+        )
+    return int(budget[0]), int(budget[1])
 
 
 def _refine_to_dict(refine: Refine | None) -> dict[str, Any] | None:

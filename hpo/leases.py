@@ -5,6 +5,12 @@ Redis) and SQL storages without one get an engine lease instead: a trial user at
 ``hpo:lease`` = ``{"owner", "expires"}`` (wall-clock seconds) that a background thread
 renews. A RUNNING trial whose heartbeat or lease is stale belongs to a driver that is
 gone, and any driver may mark it FAIL; a live driver's trials are never touched.
+
+A driver can die between creating a trial and its first heartbeat or lease. Optuna's
+own staleness test skips trials without a heartbeat row, so such a trial counts as
+orphaned once it has been RUNNING (``datetime_start``) for longer than the grace period
+(heartbeat) or the lease (lease); a live driver renews within a few milliseconds of
+asking, so it is never caught by this.
 """
 
 from __future__ import annotations
@@ -16,8 +22,9 @@ import uuid
 from datetime import datetime
 
 import optuna
+import sqlalchemy
 from optuna.exceptions import UpdateFinishedTrialError
-from optuna.storages import BaseStorage, InMemoryStorage
+from optuna.storages import BaseStorage, InMemoryStorage, RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.storage import heartbeat_enabled, unwrap
@@ -132,6 +139,7 @@ def reap_stale(study: optuna.Study, *, lease_seconds: float = 60.0) -> list[Froz
         # Optuna's own staleness test; failing them ourselves lets us record why.
         stale_ids = set(storage._get_stale_trial_ids(study._study_id))
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        stale_ids |= _never_beat(storage, running)
         stale = [t for t in running if t._trial_id in stale_ids]
         why = "its driver stopped sending heartbeats"
     else:
@@ -160,9 +168,43 @@ def _lease_expired(trial: FrozenTrial, lease_seconds: float) -> bool:
     if lease is not None:
         return float(lease["expires"]) < time.time()
     # A driver that died between creating the trial and its first lease leaves none.
-    start = trial.datetime_start
-    return start is not None and (datetime.now() - start).total_seconds() > lease_seconds
+    return _running_longer_than(trial, lease_seconds)
 
+
+def _running_longer_than(trial: FrozenTrial, seconds: float) -> bool:
+    # datetime_start is the asking client's local time (Optuna writes datetime.now()),
+    # so compare with ours; the grace period dwarfs clock skew between drivers.
+    start = trial.datetime_start
+    return start is not None and (datetime.now() - start).total_seconds() > seconds
+
+
+def _never_beat(storage: BaseStorage, running: list[FrozenTrial]) -> set[int]:
+    """Ids of RUNNING trials older than the grace period that have no heartbeat row.
+
+    Optuna's ``_get_stale_trial_ids`` skips trials without a heartbeat, so a driver that
+    died between ``study.ask`` and its first heartbeat would leave a trial RUNNING
+    forever, its budget slot taken.
+    """
+    rdb = unwrap(storage)
+    if not isinstance(rdb, RDBStorage):
+        return set()
+    interval = rdb.get_heartbeat_interval() or 0
+    grace = rdb.grace_period if rdb.grace_period is not None else 2 * interval
+    old = {t._trial_id for t in running if _running_longer_than(t, grace)}
+    if not old:
+        return set()  # the common case costs no query
+    from optuna.storages._rdb.models import TrialHeartbeatModel
+
+    # One read of the heartbeat table (Optuna has no public call for it).
+    with rdb.engine.connect() as connection:
+        beating = set(
+            connection.execute(
+                sqlalchemy.select(TrialHeartbeatModel.trial_id).where(
+                    TrialHeartbeatModel.trial_id.in_(old)
+                )
+            ).scalars()
+        )
+    return old - beating
 
 
 

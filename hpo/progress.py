@@ -24,7 +24,6 @@ from hpo.leases import FAIL_REASON_ATTR
 from hpo.ledger import COPIED_ATTR
 
 
-
 @dataclass
 class StageProgress:
     """What the display knows about one stage."""
@@ -244,8 +243,11 @@ class TuneProgress:
         if stage is None:
             return f"all {n} stages finished | elapsed {format_duration(self.elapsed())}"
         running = stage.running + sum(1 for k in self.in_flight if k[0] == stage.name)
-        best = (f"best {self.metric} {format_value(stage.best_value)} (#{stage.best_number})"
-                if stage.best_value is not None else "no result yet")
+        best = (
+            f"best {self.metric} {format_value(stage.best_value)} (#{stage.best_number})"
+            if stage.best_value is not None
+            else "no result yet"
+        )
         return (
             f"stage {stage.index + 1}/{n} {stage.name}: {stage.complete}/{stage.budget} trials, "
             f"{stage.failed} failed, {running} running | {best} | "
@@ -255,15 +257,20 @@ class TuneProgress:
     def table(self) -> Table:
         """A table of every stage."""
         table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
-        for column, justify in (("#", "right"), ("stage", "left"), ("state", "left"),
-                                ("trials", "right"), ("failed", "right"),
-                                ("running", "right"), (f"best {self.metric}", "right"),
-                                ("best params", "left")):
+        for column, justify in (
+            ("#", "right"),
+            ("stage", "left"),
+            ("state", "left"),
+            ("trials", "right"),
+            ("failed", "right"),
+            ("running", "right"),
+            (f"best {self.metric}", "right"),
+            ("best params", "left"),
+        ):
             table.add_column(column, justify=justify, no_wrap=column != "best params")
         for stage in self.stages:
             running = stage.running + sum(1 for k in self.in_flight if k[0] == stage.name)
-            style = "bold" if stage is self.current else ("dim" if stage.state == "pending"
-                                                          else "")
+            style = "bold" if stage is self.current else ("dim" if stage.state == "pending" else "")
             table.add_row(
                 f"{stage.index + 1}/{len(self.stages)}",
                 stage.name,
@@ -291,7 +298,8 @@ class TuneProgress:
         self.console.print(
             f"[{stage.index + 1}/{len(self.stages)} {stage.name}] trial {trial.number}: {what}"
             f" {format_params(trial.params)}\n  {self.headline()}",
-            highlight=False, soft_wrap=True,
+            highlight=False,
+            soft_wrap=True,
         )
 
     def refresh(self) -> None:
@@ -301,8 +309,14 @@ class TuneProgress:
 
     def __enter__(self) -> TuneProgress:
         if self._live_wanted:
-            self._live = Live(self, console=self.console, refresh_per_second=2,
-                              transient=False, redirect_stdout=True, redirect_stderr=True)
+            self._live = Live(
+                self,
+                console=self.console,
+                refresh_per_second=2,
+                transient=False,
+                redirect_stdout=True,
+                redirect_stderr=True,
+            )
             self._live.__enter__()
         return self
 

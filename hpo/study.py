@@ -69,8 +69,11 @@ def load_study(
         spec = dataclasses.replace(spec, storage=_storage_url(storage))
     if runner is not None:
         if runner not in ("local", "ray"):
-            raise SpecError(f"unknown runner {runner!r}", key="runner.kind",
-                            hint="use --runner local or --runner ray")
+            raise SpecError(
+                f"unknown runner {runner!r}",
+                key="runner.kind",
+                hint="use --runner local or --runner ray",
+            )
         spec = dataclasses.replace(spec, runner=dataclasses.replace(spec.runner, kind=runner))
     return spec
 
@@ -82,8 +85,8 @@ def _storage_url(url: str) -> str:
         if path.suffix in (".log", ".jsonl", ".journal"):
             return f"journal://{path}"
         return f"sqlite:///{path}"
-    if url.startswith("sqlite:///") and url[len("sqlite:///"):] not in ("", ":memory:"):
-        return f"sqlite:///{Path(url[len('sqlite:///'):]).expanduser().resolve()}"
+    if url.startswith("sqlite:///") and url[len("sqlite:///") :] not in ("", ":memory:"):
+        return f"sqlite:///{Path(url[len('sqlite:///') :]).expanduser().resolve()}"
     return url
 
 
@@ -114,25 +117,45 @@ def synthetic_settings(spec: StudySpec) -> dict[str, int] | None:
     file = str(spec.file) if spec.file else None
     key = f"data.{SYNTHETIC_KEY}"
     if not isinstance(raw, Mapping):
-        raise SpecError("expected a table", file=file, key=key,
-                        hint="write it as [data.synthetic] with size, seed, n_dates")
+        raise SpecError(
+            "expected a table",
+            file=file,
+            key=key,
+            hint="write it as [data.synthetic] with size, seed, n_dates",
+        )
     for name in raw:
         if name not in _SYNTHETIC_KEYS:
-            raise SpecError(f"unknown key {name!r}", file=file, key=f"{key}.{name}",
-                            hint=f"valid keys: {', '.join(_SYNTHETIC_KEYS)}")
+            raise SpecError(
+                f"unknown key {name!r}",
+                file=file,
+                key=f"{key}.{name}",
+                hint=f"valid keys: {', '.join(_SYNTHETIC_KEYS)}",
+            )
     settings = {**_SYNTHETIC_KEYS, **raw}
     for name, value in settings.items():
         low = {"size": 16, "seed": 0, "n_dates": 1}[name]
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise SpecError(f"{name} = {value!r}", file=file, key=f"{key}.{name}",
-                            hint=f"use an integer >= {low}")
+            raise SpecError(
+                f"{name} = {value!r}",
+                file=file,
+                key=f"{key}.{name}",
+                hint=f"use an integer >= {low}",
+            )
     path = scene_file(spec)
     if path is None:
-        raise SpecError("[data.synthetic] needs a scene file to write", file=file, key=key,
-                        hint='add scene = "some/folder/scene.toml" to [data]')
+        raise SpecError(
+            "[data.synthetic] needs a scene file to write",
+            file=file,
+            key=key,
+            hint='add scene = "some/folder/scene.toml" to [data]',
+        )
     if path.name != "scene.toml":
-        raise SpecError(f"synthetic scenes are written as scene.toml, not {path.name}",
-                        file=file, key="data.scene", hint="name the scene file scene.toml")
+        raise SpecError(
+            f"synthetic scenes are written as scene.toml, not {path.name}",
+            file=file,
+            key="data.scene",
+            hint="name the scene file scene.toml",
+        )
     return settings
 
 
@@ -154,16 +177,22 @@ def ensure_scene(spec: StudySpec, say: Callable[[str], None] = print) -> Path | 
     settings = synthetic_settings(spec)
     path = scene_file(spec)
     if settings is None or path is None:
-        raise SpecError(f"scene file {str(path)!r} does not exist",
-                        file=str(spec.file) if spec.file else None, key="data.scene",
-                        hint=f"generate it with `hpo synth {path.parent if path else 'DIR'}`")
+        raise SpecError(
+            f"scene file {str(path)!r} does not exist",
+            file=str(spec.file) if spec.file else None,
+            key="data.scene",
+            hint=f"generate it with `hpo synth {path.parent if path else 'DIR'}`",
+        )
     from data.synthetic import generate_scene
 
-    say(f"scene {path} does not exist: generating the synthetic scene "
+    say(
+        f"scene {path} does not exist: generating the synthetic scene "
         f"({settings['size']} x {settings['size']} px, {settings['n_dates']} dates, "
-        f"seed {settings['seed']})")
-    scene = generate_scene(path.parent, size=settings["size"], n_dates=settings["n_dates"],
-                           seed=settings["seed"])
+        f"seed {settings['seed']})"
+    )
+    scene = generate_scene(
+        path.parent, size=settings["size"], n_dates=settings["n_dates"], seed=settings["seed"]
+    )
     say(describe_scene(scene))
     return Path(scene.scene_path)
 
@@ -172,14 +201,17 @@ def describe_scene(scene: Any) -> str:
     """One line of statistics of a :class:`data.synthetic.SyntheticScene`."""
     rows, cols = scene.shape
     last = scene.dates[-1]
-    return (f"{rows} x {cols} px, dates {', '.join(scene.dates)}, "
-            f"{scene.n_landslides[last]} landslides covering "
-            f"{100 * scene.landslide_fraction[last]:.1f} % of the scene at {last}")
+    return (
+        f"{rows} x {cols} px, dates {', '.join(scene.dates)}, "
+        f"{scene.n_landslides[last]} landslides covering "
+        f"{100 * scene.landslide_fraction[last]:.1f} % of the scene at {last}"
+    )
 
 
 def data_section(spec: StudySpec) -> dict[str, Any]:
-    """The ``[data]`` section as :func:`data.prepare` reads it (the ``synthetic`` table is
-    the toolkit's, not the data package's).
+    """The ``[data]`` section as :func:`data.prepare` reads it.
+
+    The ``synthetic`` table is the toolkit's, not the data package's, so it is left out.
     """
     return {k: v for k, v in spec.data.items() if k != SYNTHETIC_KEY}
 
@@ -209,9 +241,11 @@ class TuningData:
         """One line: cube shape and split sizes."""
         s, t, h, w = self.cube.shape
         info = self.splits.info
-        return (f"cube {s} sources x {t} dates x {h} x {w} px; {info.get('patch_size')} px "
-                f"tiles, split {info.get('method')}: {len(self.splits.train)} train, "
-                f"{len(self.splits.val)} val (test withheld)")
+        return (
+            f"cube {s} sources x {t} dates x {h} x {w} px; {info.get('patch_size')} px "
+            f"tiles, split {info.get('method')}: {len(self.splits.train)} train, "
+            f"{len(self.splits.val)} val (test withheld)"
+        )
 
 
 def prepare_data(spec: StudySpec) -> TuningData:
@@ -237,8 +271,8 @@ def prepare_data(spec: StudySpec) -> TuningData:
     splits = cube.splits(seed=seed).for_tuning()
     if not splits.train or not splits.val:
         raise data.DataError(
-            f"the split leaves {len(splits.train)} training and {len(splits.val)} validation "
-            f"tiles", key="data.fractions",
+            f"the split leaves {len(splits.train)} training and {len(splits.val)} validation tiles",
+            key="data.fractions",
             hint="use a larger scene, smaller patch_size or other fractions",
         )
     norm = cube.norm_stats(splits.train)
@@ -279,9 +313,8 @@ def make_objective(spec: StudySpec, tuning: TuningData, *, device: str | None = 
     Returns:
         A :class:`hpo.NetworkObjective`.
     """
-    from networks.config import ModelConfig
-
     from hpo.objective import NetworkObjective
+    from networks.config import ModelConfig
 
     return NetworkObjective(
         tuning.train_set,
@@ -327,6 +360,24 @@ def make_runner(runner: RunnerSpec) -> Any:
         return _make_runner(runner.kind)  # raises the engine's "not available" error
     accepted = _accepted(RayRunner, options)
     return _make_runner(runner.kind, **accepted)
+
+
+def check_runner(runner: RunnerSpec) -> None:
+    """Fail early (before the data are prepared) when the runner cannot be built.
+
+    Raises:
+        HPOError: The Ray runner is not available.
+    """
+    if runner.kind != "ray":
+        return
+    try:
+        import hpo.runners.ray  # noqa: F401
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("hpo.runners.ray", "ray"):
+            raise
+        from hpo.runners import make_runner as _make_runner
+
+        _make_runner("ray")  # raises the engine's "not available" error
 
 
 def _accepted(cls: type, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -387,6 +438,13 @@ def make_search(
     )
 
 
+def stage_names(spec: StudySpec) -> list[str]:
+    """The search's stage labels in run order (later passes, refine included)."""
+    import optuna
+
+    return list(make_search(spec, storage=optuna.storages.InMemoryStorage()).stage_names)
+
+
 # ---------------------------------------------------------------------- reading results
 
 
@@ -399,10 +457,10 @@ def storage_exists(url: str) -> bool:
 def storage_file(url: str) -> Path | None:
     """The file behind a ``sqlite:///`` or ``journal://`` URL, else ``None``."""
     if url.startswith("sqlite:///"):
-        rest = url[len("sqlite:///"):].split("?", 1)[0]
+        rest = url[len("sqlite:///") :].split("?", 1)[0]
         return None if rest in ("", ":memory:") else Path(rest)
     if url.startswith("journal://"):
-        return Path(url[len("journal://"):])
+        return Path(url[len("journal://") :])
     return None
 
 
@@ -428,10 +486,7 @@ def search_names(url: str) -> list[str]:
     from hpo.storage import make_storage
 
     storage = make_storage(url)
-    names = {
-        (s.user_attrs.get(SEARCH_ATTR) or {}).get("name")
-        for s in storage.get_all_studies()
-    }
+    names = {(s.user_attrs.get(SEARCH_ATTR) or {}).get("name") for s in storage.get_all_studies()}
     return sorted(n for n in names if n)
 
 
@@ -463,30 +518,34 @@ def result_to_dict(result: Any) -> dict[str, Any]:
     for s in result.stages:
         best = s.best_trial
         ledger = s.ledger
-        stages.append({
-            "index": s.index,
-            "name": s.name,
-            "study_name": s.study_name,
-            "state": s.state,
-            "budget": s.budget,
-            "complete": s.n_complete,
-            "failed": s.n_fail,
-            "pruned": s.n_pruned,
-            "running": s.n_running,
-            "best_value": best.value if best is not None else None,
-            "best_trial": best.number if best is not None else None,
-            "best_params": dict(best.params) if best is not None else None,
-            "ledger": ledger.to_dict() if ledger is not None else None,
-        })
-    return _jsonable({
-        "search": result.study_name,
-        "storage": mask_url(result.storage),
-        "direction": result.direction,
-        "finished": result.finished,
-        "best_value": result.best_value,
-        "best_params": result.best_params,
-        "stages": stages,
-    })
+        stages.append(
+            {
+                "index": s.index,
+                "name": s.name,
+                "study_name": s.study_name,
+                "state": s.state,
+                "budget": s.budget,
+                "complete": s.n_complete,
+                "failed": s.n_fail,
+                "pruned": s.n_pruned,
+                "running": s.n_running,
+                "best_value": best.value if best is not None else None,
+                "best_trial": best.number if best is not None else None,
+                "best_params": dict(best.params) if best is not None else None,
+                "ledger": ledger.to_dict() if ledger is not None else None,
+            }
+        )
+    return _jsonable(
+        {
+            "search": result.study_name,
+            "storage": mask_url(result.storage),
+            "direction": result.direction,
+            "finished": result.finished,
+            "best_value": result.best_value,
+            "best_params": result.best_params,
+            "stages": stages,
+        }
+    )
 
 
 def _jsonable(value: Any) -> Any:
@@ -502,17 +561,26 @@ def plan(spec: StudySpec) -> dict[str, Any]:
     """What ``hpo tune`` would do, as plain data (``hpo tune --dry-run``)."""
     stages = []
     for stage in spec.stages:
-        stages.append({
-            "name": stage.name,
-            "n_random": stage.n_random,
-            "n_bayes": stage.n_bayes,
-            "budget": stage.n_random + stage.n_bayes,
-            "sampler": stage.sampler or spec.sampler,
-            "max_fail": stage.max_fail,
-            "params": {name: p.to_dict() for name, p in stage.params.items()},
-        })
+        stages.append(
+            {
+                "name": stage.name,
+                "n_random": stage.n_random,
+                "n_bayes": stage.n_bayes,
+                "budget": stage.n_random + stage.n_bayes,
+                "sampler": stage.sampler or spec.sampler,
+                "max_fail": stage.max_fail,
+                "params": {name: p.to_dict() for name, p in stage.params.items()},
+            }
+        )
     refine = make_refine(spec)
-    total = sum(s["budget"] for s in stages) + (refine.n_random + refine.n_bayes if refine else 0)
+    import optuna
+
+    memory = optuna.storages.InMemoryStorage()
+    runs = [
+        {"name": s.name, "study_name": s.study_name, "budget": s.budget}
+        for s in make_search(spec, storage=memory).status().stages
+    ]
+    total = sum(r["budget"] for r in runs)
     scene = scene_file(spec)
     return {
         "study": spec.name,
@@ -535,6 +603,7 @@ def plan(spec: StudySpec) -> dict[str, Any]:
         },
         "stages": stages,
         "refine": {"n_trials": refine.n_random + refine.n_bayes} if refine else None,
+        "runs": runs,
         "total_trials": total,
     }
 
@@ -557,8 +626,11 @@ def check_data(spec: StudySpec) -> list[Path]:
     missing = [p for p in recipe.inputs if not Path(p).exists()]
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
-        raise data.DataNotFoundError(f"input file missing{more}", file=missing[0],
-                                     hint="check the scene's paths (relative to its file)")
+        raise data.DataNotFoundError(
+            f"input file missing{more}",
+            file=missing[0],
+            hint="check the scene's paths (relative to its file)",
+        )
     return [Path(p) for p in recipe.inputs]
 
 
@@ -566,6 +638,7 @@ __all__ = [
     "SYNTHETIC_KEY",
     "TuningData",
     "check_data",
+    "check_runner",
     "data_section",
     "describe_scene",
     "ensure_scene",
@@ -580,6 +653,7 @@ __all__ = [
     "result_to_dict",
     "scene_file",
     "search_names",
+    "stage_names",
     "set_threads",
     "storage_exists",
     "storage_file",

@@ -166,3 +166,54 @@ def test_bad_formats_and_files_are_named_errors(tmp_path: Path) -> None:
     (tmp_path / "other.yaml").write_text("a: 1\n")
     with pytest.raises(ExportError, match="not a best-configuration export"):
         load_export(tmp_path / "other.yaml")
+
+
+def test_an_exported_network_search_retrains_to_its_tuned_value(tmp_path: Path) -> None:
+    """Tuned network -> export file -> networks.ModelConfig -> networks.train."""
+    torch = pytest.importorskip("torch")
+    import networks
+    from hpo.objective import NetworkObjective
+
+    def tiny_set(n: int, seed: int) -> list[tuple]:
+        g = torch.Generator().manual_seed(seed)
+        items = []
+        for _ in range(n):
+            x = torch.randn(3, 2, 16, 16, generator=g)
+            items.append((x, (x[0, -1] > 0.3).float(), torch.ones(16, 16, dtype=torch.bool)))
+        return items
+
+    tiny = {  # a network small enough to train in well under a second per epoch
+        "optim.epochs": 1, "optim.batch_size": 4, "temporal.conv_channels": 4,
+        "temporal.lstm_hidden": 4, "temporal.downsample": 2, "dbn.hidden": [4],
+        "dbn.pretrain_epochs": 1, "dbn.max_pixels": 500, "dcnn.depth": 1, "dcnn.width": 4,
+    }
+    spec = parse_study(
+        {
+            **SPEC,
+            "storage": "sqlite:///net.db",
+            "model": {"name": "fusion", "fixed": tiny},
+            "stages": [{**SPEC["stages"][0], "n_random": 2}],
+        },
+        file=tmp_path / "net.toml",
+    )
+    train_set, val_set = tiny_set(8, 0), tiny_set(4, 1)
+    objective = NetworkObjective(
+        train_set, val_set, base_config=networks.ModelConfig.from_params(tiny), seed=0
+    )
+    search = LayerwiseSearch(
+        spec.to_stages(), objective, storage=spec.storage, study_name=spec.name,
+        sampler=spec.sampler, seed=spec.seed,
+    )
+    result = search.run()
+    assert result.finished and result.stages[0].n_complete == 2
+
+    export_best(search, tmp_path / "best.yaml", spec=spec)
+    config = networks_config.ModelConfig.from_dict(
+        load_export(tmp_path / "best.yaml")["model"]["config"]
+    )
+    assert config.optim.lr == pytest.approx(result.best_params["optim.lr"])
+    assert (config.optim.epochs, config.dcnn.width) == (1, 4)
+    history = networks.train(config, train_set, val_set, seed=0)
+    assert len(history.epochs) == 1
+    # Same config, data and seed as the best trial: training reproduces its value.
+    assert history.epochs[-1]["f1"] == pytest.approx(result.best_value, abs=1e-6)

@@ -6,6 +6,8 @@ import json
 import math
 import subprocess
 import sys
+import time
+import warnings
 from pathlib import Path
 
 import optuna
@@ -22,7 +24,7 @@ from hpo import (
     StageFailedError,
 )
 from hpo.layerwise import FIXED_ATTR, SEARCH_ATTR
-from hpo.leases import FAIL_REASON_ATTR
+from hpo.leases import DRIVER_GONE, FAIL_KIND_ATTR, FAIL_REASON_ATTR, reap_stale
 from hpo.ledger import COPIED_ATTR, LEDGER_ATTR
 from hpo.runners.base import PHASE_ATTR
 from hpo.samplers.phased import phase_of
@@ -372,3 +374,50 @@ def test_interrupted_trials_are_failed_but_not_counted_against_max_fail(name):
         search.run()
     result = search.run()  # resumes: the interruption does not count as a failure
     assert result.stages[0].n_complete == 3 and result.stages[0].n_fail == 1
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_trial_whose_driver_died_before_its_first_heartbeat_is_reaped(
+    tmp_path, name, backend, request
+):
+    url = (
+        request.getfixturevalue("pg_url") if backend == "postgres"
+        else f"sqlite:///{tmp_path}/s.db"
+    )
+    # lease_seconds=1: heartbeat every second, stale after a grace period of 2 s.
+    search = LayerwiseSearch(two_stages(), quadratic, storage=url, study_name=name,
+                             lease_seconds=1)
+    probe_name = f"{name}-probe"
+    try:
+        probe, stage = (
+            optuna.create_study(study_name=n, storage=search.storage, direction="maximize")
+            for n in (probe_name, search.stage_study_name(0))
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Optuna: heartbeats belong to study.optimize
+            orphan = probe.ask()  # its driver dies here, before any heartbeat
+            alive = probe.ask()
+            stage.ask()  # the search's first trial (the incumbent), lost the same way
+        search.storage.record_heartbeat(alive._trial_id)
+        # Younger than the grace period: it may be a live driver still sampling.
+        assert reap_stale(probe, lease_seconds=1) == []
+        assert reap_stale(stage, lease_seconds=1) == []
+        time.sleep(2.2)
+        search.storage.record_heartbeat(alive._trial_id)  # a live driver, long trial
+        reaped = reap_stale(probe, lease_seconds=1)
+        assert [t.number for t in reaped] == [orphan.number]
+        assert probe.trials[alive.number].state == TrialState.RUNNING
+
+        # The search reaps its own orphan, queues the lost incumbent and measures it.
+        result = search.run()
+        trials = result.stages[0].study.trials
+        assert trials[0].state == TrialState.FAIL
+        assert trials[0].user_attrs[FAIL_KIND_ATTR] == DRIVER_GONE
+        assert "heartbeats" in trials[0].user_attrs[FAIL_REASON_ATTR]
+        incumbents = [t for t in trials if t.user_attrs.get(PHASE_ATTR) == "incumbent"]
+        assert [t.state for t in incumbents] == [TrialState.COMPLETE]
+        assert incumbents[0].params == {"x": 0.0, "n": 5}
+        assert [s.n_complete for s in result.stages] == [5, 5]
+    finally:
+        search.reset()
+        optuna.delete_study(study_name=probe_name, storage=search.storage)

@@ -30,8 +30,10 @@ def test_synthetic_table_makes_a_missing_scene_acceptable(tmp_path):
     assert plan(spec)["total_trials"] == 6
     assert plan(spec)["data"]["synthetic"] == {"size": 64, "n_dates": 2, "seed": 0}
 
-    without = write_study(tmp_path / "b", TINY_STUDY.replace(
-        "[data.synthetic]\nsize = 64\nn_dates = 2\nseed = 0\n", ""))
+    without = write_study(
+        tmp_path / "b",
+        TINY_STUDY.replace("[data.synthetic]\nsize = 64\nn_dates = 2\nseed = 0\n", ""),
+    )
     with pytest.raises(SpecError, match="hpo synth"):
         load_study(without)
     load_study(without, check_paths=False)  # status and export do not need the data
