@@ -29,6 +29,9 @@ SCENE_KEYS = {"format", "dates", "sources", "labels", "grid"}
 OPTION_KEYS = {
     "patch_size", "overlap", "split", "fractions", "block_size", "seed", "target",
     "cache_dir", "scene", "select",
+    # how to regenerate a synthetic scene (the toolkit's ``[data.synthetic]``); an exported
+    # data section carries it, and the cube itself does not depend on it
+    "synthetic",
 }
 _SOURCE_KEYS = {
     "name", "kind", "type", "nodata", "path", "paths", "vector", "codes", "encoding",
