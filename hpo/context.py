@@ -95,13 +95,13 @@ class TrialContext:
         self._trial.set_user_attr(EPOCHS_ATTR, self.epochs)
 
     def save_state(self, state: Any) -> None:
-        """Keep a picklable state to resume from if the trial crashes (e.g. model and
-        optimizer state dicts and the epoch).
+        """Keep a picklable state to resume from if the trial crashes.
 
-        Call it before :meth:`report`: runners that retry crashed trials (the ray runner,
+        E.g. model and optimizer state dicts and the epoch. Call it before
+        :meth:`report`: runners that retry crashed trials (the ray runner,
         ``max_retries``) checkpoint it with that report and hand it back as
-        :attr:`restored_state`, with :attr:`history` holding the epochs already done. The
-        local runner does not retry, so it only keeps the latest state in memory.
+        :attr:`restored_state`, with :attr:`history` holding the epochs already done.
+        The local runner does not retry, so it only keeps the latest state in memory.
 
         Args:
             state: Any picklable object.

@@ -1,4 +1,8 @@
-"""How trials execute: ``local`` (in process) and ``ray`` (Ray Tune)."""
+"""How trials execute: ``local`` (in process) and ``ray`` (Ray Tune).
+
+``RayRunner`` is imported on first use (``from hpo.runners import RayRunner`` or
+``make_runner("ray", ...)``), so the toolkit imports without Ray.
+"""
 
 from __future__ import annotations
 
@@ -33,8 +37,8 @@ def make_runner(spec: str | Runner, **options: object) -> Runner:
             if exc.name not in ("hpo.runners.ray", "ray"):
                 raise
             raise HPOError(
-                f"the ray runner is not available yet ({exc}) (hint: use runner='local' "
-                f"for now; the Ray Tune runner is its own issue)"
+                f"the ray runner is not available: {exc} (hint: pip install 'ray[tune]', "
+                f"or use runner='local')"
             ) from exc
         return RayRunner(**options)
     raise HPOError(
@@ -43,9 +47,18 @@ def make_runner(spec: str | Runner, **options: object) -> Runner:
     )
 
 
+def __getattr__(name: str) -> object:
+    if name == "RayRunner":  # lazily: importing Ray costs seconds
+        from hpo.runners.ray import RayRunner
+
+        return RayRunner
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "RUNNER_NAMES",
     "LocalRunner",
+    "RayRunner",
     "Outcome",
     "PendingTrial",
     "Runner",

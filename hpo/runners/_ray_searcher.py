@@ -33,7 +33,7 @@ from optuna.trial import TrialState
 from ray.tune import Callback, Stopper
 from ray.tune.search import Searcher
 
-from hpo.errors import HPOError, StageFailedError
+from hpo.errors import HPOError
 from hpo.leases import DRIVER_GONE, FAIL_KIND_ATTR, LEASE_ATTR, Backoff, liveness_mode
 from hpo.runners._ray_trainable import (
     CONFIG_KEY,

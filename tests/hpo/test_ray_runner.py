@@ -1,0 +1,402 @@
+"""The ray runner on a real local Ray instance (two CPUs, two logical GPUs), no mocks.
+
+One Ray instance serves the module; each test runs small searches whose objectives are
+closures (pickled by value into the Tune workers) that write what they did to files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState
+
+from hpo import HPOError, LayerwiseSearch, SearchResult, Stage
+from hpo.leases import DRIVER_GONE, FAIL_KIND_ATTR, FAIL_REASON_ATTR
+from hpo.ledger import COPIED_ATTR
+from tests.hpo.conftest import quadratic, two_stages
+
+ray = pytest.importorskip("ray", reason="Ray is not installed")
+pytest.importorskip("ray.tune", reason="Ray Tune is not installed")
+
+from hpo.runners.ray import RayRunner  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_instance():
+    """One local Ray instance for the module (the runner joins it and leaves it running)."""
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _log(path: Path, **entry) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    os.write(fd, (json.dumps(entry) + "\n").encode())
+    os.close(fd)
+
+
+def _read(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+def _overlap(spans: list[tuple[float, float]]) -> int:
+    """The most spans open at one instant."""
+    events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
+    now = most = 0
+    for _, step in events:
+        now += step
+        most = max(most, now)
+    return most
+
+
+def test_two_stages_on_ray_match_the_local_runner(tmp_path, name):
+    calls = tmp_path / "calls.jsonl"
+
+    def objective(params, trial):
+        start = time.time()
+        for epoch in (1, 2):
+            trial.report(epoch, value=quadratic(params) - (2 - epoch))
+        time.sleep(0.4)  # long enough for two trials to overlap
+        _log(calls, stage=trial.stage, number=trial.number, pid=os.getpid(),
+             start=start, end=time.time())
+        return quadratic(params)
+
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    runner = RayRunner(cpu=1, max_concurrent=2)
+    ray_result = LayerwiseSearch(
+        two_stages(n_random=3, n_bayes=1), objective, storage=storage,
+        study_name=name, runner=runner, seed=3,
+    ).run()
+    local_result = LayerwiseSearch(
+        two_stages(n_random=3, n_bayes=1), objective, storage=storage,
+        study_name=name + "-local", seed=3,
+    ).run()
+
+    assert isinstance(ray_result, SearchResult) and ray_result.finished
+    assert ray.is_initialized()  # the runner joined the caller's Ray and left it running
+    for on_ray, local in zip(ray_result.stages, local_result.stages, strict=True):
+        assert on_ray.state == local.state == "finished"
+        assert on_ray.n_complete == local.n_complete == 4
+        assert on_ray.n_running == on_ray.n_fail == on_ray.n_pruned == 0
+        assert on_ray.ledger.trial_number == on_ray.best_trial.number
+        trials = on_ray.study.trials
+        measured = [t for t in trials if COPIED_ATTR not in t.user_attrs]
+        for t in measured:  # per-epoch reports reached the study, as locally
+            assert t.intermediate_values == {1: t.value - 1, 2: t.value}
+            assert t.user_attrs["hpo:epochs"] == 2
+            assert [h["epoch"] for h in t.user_attrs["hpo:history"]] == [1, 2]
+        points = [tuple(t.params.values()) for t in trials]
+        assert len(set(points)) == len(points)  # concurrent trials got different params
+    second = ray_result.stages[1].study.trials[0]
+    first_ledger = ray_result.stages[0].ledger
+    assert second.user_attrs[COPIED_ATTR]["trial"] == first_ledger.trial_number
+    assert second.value == first_ledger.value  # the incumbent was copied, not recomputed
+    assert set(ray_result.best_params) == set(local_result.best_params)
+
+    runs = [c for c in _read(calls) if c["stage"] in ("first", "second")]
+    assert len(runs) == 2 * 4 + 2 * 3 + 1  # ray: 4 + 3 (copied incumbent); local: 4 + 3 + 1
+    ray_runs = [c for c in runs if c["pid"] != os.getpid()]
+    assert len(ray_runs) == 7
+    assert _overlap([(c["start"], c["end"]) for c in ray_runs]) == 2  # max_concurrent=2
+    assert len({c["pid"] for c in ray_runs}) <= 4  # actors reused (two per stage)
+
+
+def test_asha_stopped_trials_are_pruned_with_their_epochs_and_never_best(tmp_path, name):
+    def objective(params, trial):
+        # Odd trials are worse at every epoch: ASHA (grace 1, factor 2) stops them.
+        good = trial.number % 2 == 0
+        for epoch in range(1, 5):
+            trial.report(epoch, value=(1.0 if good else 0.5) * epoch + params["x"] * 1e-3)
+        return 4.0 + params["x"] * 1e-3 if good else 100.0  # an odd one would be best
+
+    stages = [Stage("s", {"x": FloatDistribution(0.0, 1.0)}, defaults={"x": 0.5},
+                    n_random=3, n_bayes=0, sampler="random")]
+    runner = RayRunner(cpu=1, max_concurrent=1, asha={"grace": 1, "reduction_factor": 2})
+    result = LayerwiseSearch(stages, objective, study_name=name, runner=runner).run()
+    trials = result.stages[0].study.trials
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    assert pruned and all(t.number % 2 == 1 for t in pruned)
+    for t in pruned:
+        assert t.user_attrs["hpo:epochs"] == 1 < 4
+        assert "ASHA" in t.user_attrs[FAIL_REASON_ATTR]
+        assert t.value is None
+    assert result.stages[0].n_complete == 3
+    assert result.stages[0].ledger.trial_number % 2 == 0
+    assert result.best_value < 5.0
+
+
+def test_a_crashed_trial_is_retried_from_its_checkpoint_then_fails_with_its_reason(
+    tmp_path, name
+):
+    calls = tmp_path / "epochs.jsonl"
+    crashed = tmp_path / "crashed"
+
+    def objective(params, trial):
+        start = (trial.restored_state or {"epoch": 0})["epoch"]
+        for epoch in range(start + 1, 5):
+            _log(calls, number=trial.number, epoch=epoch)
+            if trial.number == 1:
+                raise ValueError("always broken")
+            marker = crashed.with_suffix(f".{trial.number}")
+            if epoch == 3 and not marker.exists():
+                marker.touch()
+                if trial.number == 0:
+                    raise RuntimeError("crash once")
+                os.kill(os.getpid(), signal.SIGKILL)  # a killed worker, trial 2
+            trial.save_state({"epoch": epoch})
+            trial.report(epoch, value=params["x"] + epoch)
+        return params["x"] + 4
+
+    stages = [Stage("s", {"x": FloatDistribution(0.0, 1.0)}, defaults={"x": 0.5},
+                    n_random=2, n_bayes=0, sampler="random")]
+    runner = RayRunner(cpu=1, max_concurrent=1, max_retries=1)
+    result = LayerwiseSearch(stages, objective, study_name=name, runner=runner).run()
+    trials = result.stages[0].study.trials
+    epochs = {}
+    for call in _read(calls):
+        epochs.setdefault(call["number"], []).append(call["epoch"])
+    # Retried from the checkpoint of epoch 2: epoch 3 runs again, 1 and 2 do not.
+    assert epochs[0] == [1, 2, 3, 3, 4]
+    assert epochs[2] == [1, 2, 3, 3, 4]
+    for number in (0, 2):
+        t = trials[number]
+        assert t.state == TrialState.COMPLETE and t.value == pytest.approx(t.params["x"] + 4)
+        assert t.user_attrs["hpo:epochs"] == 4 and t.user_attrs["hpo:retries"] == 1
+        assert sorted(t.intermediate_values) == [1, 2, 3, 4]
+    broken = trials[1]
+    assert broken.state == TrialState.FAIL
+    assert "ValueError: always broken" in broken.user_attrs[FAIL_REASON_ATTR]
+    assert epochs[1] == [1, 1]  # one try and one retry
+    assert result.stages[0].n_complete == 2 and result.stages[0].ledger.trial_number != 1
+
+
+def test_a_second_driver_on_sqlite_is_refused(tmp_path, name):
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    release = threading.Event()
+    started = threading.Event()
+
+    def slow(params):
+        started.set()
+        release.wait(60)
+        return quadratic(params)
+
+    first = LayerwiseSearch(two_stages(), slow, storage=storage, study_name=name,
+                            lease_seconds=4)
+    thread = threading.Thread(target=first.run, daemon=True)
+    thread.start()
+    try:
+        assert started.wait(30)
+        second = LayerwiseSearch(two_stages(), slow, storage=storage, study_name=name,
+                                 runner=RayRunner(cpu=1), lease_seconds=4)
+        began = time.monotonic()
+        with pytest.raises(HPOError, match="postgresql://.*redis://.*journal://"):
+            second.run()
+        assert time.monotonic() - began < 15
+    finally:
+        release.set()
+        thread.join(60)
+    assert first.status().finished
+
+
+DRIVER = """
+import json, os, sys, time
+sys.path.insert(0, {root!r})
+import optuna
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+from hpo import LayerwiseSearch
+from hpo.runners.ray import RayRunner
+from tests.hpo.conftest import quadratic, two_stages
+
+calls = {calls!r}
+
+def log(**entry):
+    fd = os.open(calls, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    os.write(fd, (json.dumps(entry) + "\\n").encode())
+    os.close(fd)
+
+def objective(params, trial):
+    log(event="start", stage=trial.stage, number=trial.number)
+    time.sleep(1.0)
+    value = quadratic(params)
+    log(event="done", stage=trial.stage, number=trial.number, value=value)
+    return value
+
+search = LayerwiseSearch(two_stages(n_random=3, n_bayes=2), objective,
+                         storage={storage!r}, study_name={name!r}, seed=1,
+                         runner=RayRunner(cpu=1, max_concurrent=2, num_cpus=2),
+                         lease_seconds=3)
+result = search.run()
+print(json.dumps({{"best_value": result.best_value}}))
+"""
+
+
+def _descendants(pid: int) -> dict[int, str]:
+    """Every process below ``pid``, with its start time (to tell PID reuse apart)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    found: dict[int, str] = {}
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            start = _start_time(child)
+            if start is not None:
+                found[child] = start
+                todo.append(child)
+    return found
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(processes: dict[int, str]) -> list[int]:
+    return [pid for pid, start in processes.items() if _start_time(pid) == start]
+
+
+@pytest.mark.slow
+def test_a_sigkilled_driver_resumes_and_leaves_no_ray_process(tmp_path, name):
+    calls = tmp_path / "calls.jsonl"
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER.format(root=str(ROOT), calls=str(calls), storage=storage,
+                                    name=name))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    driver = subprocess.Popen([sys.executable, str(script)], env=env, cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and driver.poll() is None:
+            done = [c for c in _read(calls) if c["event"] == "done"]
+            if len(done) >= 2:
+                break
+            time.sleep(0.2)
+        assert driver.poll() is None, driver.stdout.read().decode()[-3000:]
+        time.sleep(0.5)  # trials in flight now
+        ray_processes = _descendants(driver.pid)
+        assert len(ray_processes) >= 3  # GCS, raylet, workers, reaper ...
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(10)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    deadline = time.monotonic() + 20
+    while _alive(ray_processes) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(ray_processes), "Ray processes of the killed driver are left"
+
+    study = optuna.load_study(study_name=f"{name}.01.first", storage=storage)
+    before = {t.number: t.value for t in study.trials if t.state == TrialState.COMPLETE}
+    orphans = [t.number for t in study.trials if t.state == TrialState.RUNNING]
+    assert before and orphans
+
+    rerun = subprocess.run([sys.executable, str(script)], env=env, cwd=tmp_path,
+                           capture_output=True, text=True, timeout=240)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    result = LayerwiseSearch.load(storage, name).status()
+    assert result.finished
+    first = result.stages[0].study.trials
+    for number, value in before.items():  # finished trials kept as they were
+        assert first[number].state == TrialState.COMPLETE and first[number].value == value
+    for number in orphans:
+        assert first[number].state == TrialState.FAIL
+        assert first[number].user_attrs[FAIL_KIND_ATTR] == DRIVER_GONE
+    for stage in result.stages:
+        assert stage.n_complete == stage.budget == 5 and stage.n_running == 0
+    starts = [(c["stage"], c["number"]) for c in _read(calls) if c["event"] == "start"]
+    assert len(starts) == len(set(starts))  # nothing evaluated twice
+
+
+def test_the_fusion_network_trains_inside_a_tune_trial(tmp_path):
+    pytest.importorskip("networks", reason="the networks package is not there yet")
+    pytest.importorskip("data.synthetic", reason="the data package is not there yet")
+    from hpo.study import ensure_scene, load_study, make_objective, make_search, prepare_data
+
+    study = tmp_path / "tiny.toml"
+    study.write_text(textwrap.dedent("""\
+        name = "tinyray"
+        storage = "sqlite:///tiny.db"
+        seed = 0
+        metric = "f1"
+
+        [runner]
+        kind = "ray"
+        cpu = 1
+        max_concurrent = 1
+
+        [data]
+        scene = "scene/scene.toml"
+        patch_size = 8
+        fractions = [0.6, 0.2, 0.2]
+        cache_dir = "cubes"
+
+        [data.synthetic]
+        size = 32
+        n_dates = 2
+        seed = 0
+
+        [model]
+        name = "fusion"
+        [model.fixed]
+        "optim.epochs" = 1
+        "optim.batch_size" = 8
+        "temporal.conv_channels" = 2
+        "temporal.lstm_hidden" = 2
+        "temporal.downsample" = 2
+        "dbn.hidden" = "2"
+        "dbn.pretrain_epochs" = 1
+        "dbn.max_pixels" = 100
+        "dcnn.depth" = 1
+        "dcnn.width" = 2
+
+        [[stages]]
+        name = "optim"
+        n_random = 1
+        n_bayes = 0
+        [stages.params]
+        "optim.lr" = { type = "float", low = 1e-4, high = 1e-2, log = true, default = 1e-3 }
+        """))
+    spec = load_study(study)
+    ensure_scene(spec, say=lambda _: None)
+    tuning = prepare_data(spec)
+    objective = make_objective(spec, tuning, device="cpu")
+    # The objective travels as a few KB: the cached cube pickles as its path.
+    assert len(pickle.dumps(objective)) < 20_000
+    search = make_search(spec, objective)
+    assert isinstance(search.runner, RayRunner) and search.runner.cpu == 1
+    result = search.run()
+    trial = result.stages[0].study.trials[0]
+    assert trial.state == TrialState.COMPLETE, trial.user_attrs.get(FAIL_REASON_ATTR)
+    assert 0.0 <= trial.value <= 1.0
+    history = trial.user_attrs["hpo:history"]
+    assert [h["epoch"] for h in history] == [1]
+    assert {"f1", "miou", "val_loss", "train_loss"} <= set(history[0])
+    assert trial.intermediate_values == {1: trial.value}
