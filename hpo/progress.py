@@ -32,6 +32,8 @@ class StageProgress:
     name: str
     study_name: str
     budget: int
+    stage: str = ""
+    """The stage's own name (``optim`` for every pass; ``name`` is ``optim.c2``)."""
     state: str = "pending"
     complete: int = 0
     failed: int = 0
@@ -100,7 +102,8 @@ class TuneProgress:
         self.direction = result.direction
         self.concurrency = max(1, concurrency)
         self.stages = [
-            StageProgress(s.index, s.name, s.study_name, s.budget) for s in result.stages
+            StageProgress(s.index, s.name, s.study_name, s.budget, s.stage)
+            for s in result.stages
         ]
         for stage, stored in zip(self.stages, result.stages, strict=True):
             if stored.study is not None:
@@ -133,7 +136,12 @@ class TuneProgress:
             key = (str(getattr(trial, "stage", "")), int(getattr(trial, "number", -1)))
             with self._lock:
                 self.in_flight[key] = time.monotonic()
-                stage = next((s for s in self.stages if s.name == key[0]), None)
+                # a trial names its stage, not its pass: the running pass is the first
+                # unfinished one of that stage
+                stage = next(
+                    (s for s in self.stages if s.stage == key[0] and s.state != "finished"),
+                    None,
+                )
                 if stage is not None:
                     self._switch_to(stage)
             self.refresh()

@@ -240,15 +240,16 @@ class StageJob:
             if orphan.user_attrs.get(PHASE_ATTR, INCUMBENT) == INCUMBENT and (
                 orphan.number == 0 or PHASE_ATTR in orphan.user_attrs
             ):
-                self._requeue_incumbent(orphan)
+                self._requeue_incumbent(orphan, "lost with its driver")
         return bool(reaped)
 
-    def _requeue_incumbent(self, orphan: FrozenTrial) -> None:
-        # The incumbent died with its driver. Only the driver that failed it gets here
-        # (failing is atomic), so it is queued once; the next ask of any driver pops it.
+    def _requeue_incumbent(self, lost: FrozenTrial, why: str) -> None:
+        # Every stage starts from a measured point, so a lost incumbent is measured again.
+        # Only the driver that failed it gets here (failing is atomic), so it is queued
+        # once; the next ask of any driver pops it.
         _log.warning(
-            "%s: the incumbent (trial %d) was lost with its driver; queued again",
-            self.study.study_name, orphan.number,
+            "%s: the incumbent (trial %d) was %s; queued again",
+            self.study.study_name, lost.number, why,
         )
         self.study.enqueue_trial(
             {k: v for k, v in self.stage.defaults.items() if k in self.stage.space},
@@ -338,7 +339,10 @@ class StageJob:
             The finished trial, or ``None`` when another driver had already failed it
             (its lease expired while it ran).
         """
-        return self._tell(pending.trial, outcome)
+        frozen = self._tell(pending.trial, outcome)
+        if frozen is not None and outcome.kind == INTERRUPTED and pending.phase == INCUMBENT:
+            self._requeue_incumbent(frozen, "interrupted")
+        return frozen
 
     def _tell(self, trial: optuna.Trial, outcome: Outcome) -> FrozenTrial | None:
         try:

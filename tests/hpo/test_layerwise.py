@@ -421,3 +421,36 @@ def test_a_trial_whose_driver_died_before_its_first_heartbeat_is_reaped(
     finally:
         search.reset()
         optuna.delete_study(study_name=probe_name, storage=search.storage)
+
+
+def test_ctrl_c_does_not_count_as_a_failure_and_the_defaults_are_measured_again(tmp_path, name):
+    url = f"sqlite:///{tmp_path}/s.db"
+    stages = [
+        Stage(s.name, s.space, defaults=s.defaults, n_random=2, n_bayes=1, sampler="tpe",
+              max_fail=1)
+        for s in two_stages()
+    ]
+    calls: list[dict] = []
+
+    def interrupted_at_every_start(params: dict) -> float:
+        calls.append(dict(params))
+        raise KeyboardInterrupt
+
+    # Three Ctrl-C's on the first trial: with max_fail=1, a counted failure would stop it.
+    for _ in range(3):
+        with pytest.raises(KeyboardInterrupt):
+            LayerwiseSearch(stages, interrupted_at_every_start, storage=url,
+                            study_name=name).run()
+    assert all(c == {"x": 0.0, "n": 5, "lr": 0.01, "act": "relu"} for c in calls)
+
+    objective = Recorder()
+    result = LayerwiseSearch(stages, objective, storage=url, study_name=name).run()
+    assert result.finished
+    # The interrupted incumbent was queued again, so the untuned defaults are measured.
+    assert objective.calls[0] == {"x": 0.0, "n": 5, "lr": 0.01, "act": "relu"}
+    first = result.stages[0].study.trials
+    interrupted = [t for t in first if t.state == TrialState.FAIL]
+    assert len(interrupted) == 3
+    assert {t.user_attrs[FAIL_KIND_ATTR] for t in interrupted} == {"interrupted"}
+    measured = [t for t in first if t.state == TrialState.COMPLETE]
+    assert measured[0].params == {"x": 0.0, "n": 5}
