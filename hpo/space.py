@@ -79,10 +79,30 @@ def fingerprint(data: object) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def describe_change(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
-    """Name the top-level keys that differ between two stage descriptions."""
-    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys) or "no change"
+def describe_change(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> str:
+    """Name the leaves that differ between two stage descriptions.
+
+    Nested mappings are walked, so a changed bound reads ``space.x.attributes.high: 9 -> 10``
+    rather than two whole stage descriptions.
+    """
+    changes = []
+    for key in sorted(set(old) | set(new), key=str):
+        before, after = old.get(key, _ABSENT), new.get(key, _ABSENT)
+        if before == after:
+            continue
+        path = f"{prefix}{key}"
+        if isinstance(before, Mapping) and isinstance(after, Mapping):
+            changes.append(describe_change(before, after, prefix=f"{path}."))
+        else:
+            changes.append(f"{path}: {_shown(before)} -> {_shown(after)}")
+    return ", ".join(changes) or "no change"
+
+
+_ABSENT = object()
+
+
+def _shown(value: Any) -> str:
+    return "(absent)" if value is _ABSENT else repr(value)
 
 
 def narrow(

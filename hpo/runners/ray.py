@@ -56,8 +56,15 @@ _TUNE_ENV = {
     "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
     # Ctrl-C raises KeyboardInterrupt at once, like with the local runner.
     "TUNE_DISABLE_SIGINT_HANDLER": "1",
+    # No experiment banner and status tables (the engine logs progress).
+    "RAY_AIR_NEW_OUTPUT": "0",
 }
-_QUIET_LOGGERS = ("ray.tune.analysis.experiment_analysis", "ray.tune.result_grid")
+_QUIET_LOGGERS = {
+    # Without Tune's loggers its result grid cannot read per-trial metrics: expected.
+    "ray.tune.analysis.experiment_analysis": logging.CRITICAL,
+    "ray.tune.result_grid": logging.CRITICAL,
+    "ray.tune.tune": logging.WARNING,
+}
 
 
 class RayRunner(Runner):
@@ -339,7 +346,7 @@ class RayRunner(Runner):
             ),
         )
         try:
-            with _tune_environment():
+            with _tune_environment(run.max_concurrent):
                 tuner.fit()
         except KeyboardInterrupt:
             run.finish_all("interrupted", INTERRUPTED)
@@ -355,12 +362,15 @@ class RayRunner(Runner):
 
 
 @contextlib.contextmanager
-def _tune_environment() -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in _TUNE_ENV}
+def _tune_environment(concurrency: int) -> Iterator[None]:
+    # Tune keeps one trial pending for a custom searcher: the next trial's worker would
+    # only start once the previous one runs. Let every slot's worker start at once.
+    settings = {**_TUNE_ENV, "TUNE_MAX_PENDING_TRIALS_PG": str(concurrency)}
+    saved = {k: os.environ.get(k) for k in settings}
     levels = {name: logging.getLogger(name).level for name in _QUIET_LOGGERS}
-    os.environ.update(_TUNE_ENV)
-    for name in _QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.ERROR + 10)
+    os.environ.update(settings)
+    for name, level in _QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
     try:
         yield
     finally:

@@ -171,6 +171,8 @@ def test_changing_a_finished_stage_is_a_named_error(tmp_path, name):
     with pytest.raises(StageChangedError, match="--fresh.*--from-stage first") as info:
         search.run()
     assert info.value.stage == "first" and "space" in info.value.changes
+    # Only what changed is named, not both whole stage descriptions.
+    assert "high: 5.0 -> 9" in info.value.changes and "IntDistribution" not in str(info.value)
     # Re-tuning from the changed stage on works; fresh starts over.
     objective = Recorder()
     search.objective = objective
