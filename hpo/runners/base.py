@@ -28,6 +28,7 @@ from hpo.context import EPOCHS_ATTR, TrialContext
 from hpo.errors import StageFailedError
 from hpo.leases import DRIVER_GONE, FAIL_KIND_ATTR, FAIL_REASON_ATTR, Keepalive, reap_stale
 from hpo.ledger import COPIED_ATTR, Ledger, best_trial
+from hpo.progress import format_duration
 from hpo.samplers.phased import INCUMBENT, phase_of
 from hpo.stage import Stage
 
@@ -381,19 +382,8 @@ class StageJob:
         _log.info(
             "%s trial %d %s %s | %d/%d complete, %s, ETA %s",
             self.study.study_name, frozen.number, outcome.state.name, what, done,
-            self.budget, best_text, _duration(eta),
+            self.budget, best_text, format_duration(eta),
         )
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m{seconds:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
 
 
 class Runner(ABC):

@@ -315,15 +315,6 @@ def test_invalid_searches_are_spec_errors():
         LayerwiseSearch(stages, quadratic).reset("secnd")
 
 
-def test_ray_runner_is_a_clear_error_until_it_lands(name):
-    import importlib.util
-
-    if importlib.util.find_spec("hpo.runners.ray") is not None:
-        pytest.skip("the Ray runner exists now; its own tests cover it")
-    with pytest.raises(HPOError, match="ray runner is not available yet"):
-        LayerwiseSearch(two_stages(), quadratic, study_name=name, runner="ray").run()
-
-
 def test_a_runner_with_several_trials_in_flight_plugs_in(name):
     """A parallel runner (as the Ray runner will be) asks several trials, then tells."""
     from hpo.runners import Runner
