@@ -222,7 +222,10 @@ PROBLEMS = {p.name: p for p in problems()}
 
 def _quiet() -> None:
     # One thread per process: two processes on two shared cores, and GPSampler's torch
-    # (and BLAS under numpy / scikit-learn) would otherwise start one thread per core.
+    # (and BLAS under numpy / scikit-learn) would otherwise start one thread per core,
+    # whose spinning made skopt and GP runs ~3x slower in CPU time. threadpoolctl only
+    # limits libraries already loaded, so load skopt's and torch's first.
+    import skopt  # noqa: F401
     import torch
     from threadpoolctl import threadpool_limits
 

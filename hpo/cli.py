@@ -1,6 +1,7 @@
 """The ``hpo`` command line.
 
-``hpo tune | status | export | dashboard | synth``; every subcommand has ``--help``. Errors
+``hpo tune | status | dashboard | export | train | predict | report | synth``; every
+subcommand has ``--help``. Errors
 a user can cause print one line on stderr (``hpo: error: ...``) and exit non-zero: 2 for
 a bad command line or study file, 1 otherwise. ``--debug`` shows the traceback instead.
 """
@@ -107,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--plain", action="store_true", help="one line per trial instead of the live table"
     )
+    _add_data_path(p)
     p.set_defaults(handler=_cmd_tune)
 
     p = add(
@@ -138,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="output file, .yaml or .json (default: best.yaml)",
     )
     p.add_argument("--storage", metavar="URL", help="storage URL overriding the study's")
+    _add_data_path(p)
     p.set_defaults(handler=_cmd_export)
 
     p = add(
@@ -149,11 +152,89 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", metavar="STUDY.toml|URL", help="a study file or a storage URL")
     p.add_argument("--storage", metavar="URL", help="storage URL overriding the study's")
     p.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
-    p.add_argument("--host", default="127.0.0.1", help="host (default: 127.0.0.1)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 lets "
+        "anyone who can reach it see and edit the studies)",
+    )
     p.add_argument(
         "--artifact-dir", metavar="DIR", help="artifact folder (default: the study's `artifacts`)"
     )
     p.set_defaults(handler=_cmd_dashboard)
+
+    p = add(
+        "train",
+        "train the exported best configuration and evaluate it on the test split",
+        "Train the model of an export (`hpo export`) on the training split (or training + "
+        "validation), evaluate it once on the test split tuning never saw (MIoU, F1, AUC at "
+        "0.5 and at the validation-chosen threshold) and write a run folder: model.pt "
+        "(checkpoint), metrics.json, curves.png, roc.png.",
+    )
+    p.add_argument("export", metavar="BEST.yaml", help="the export file (.yaml or .json)")
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="RUN_DIR",
+        help="run folder (default: runs/<search>-<timestamp>)",
+    )
+    p.add_argument(
+        "--train-on",
+        choices=("train", "train+val"),
+        default="train",
+        help="the tiles to fit on (default: train; train+val adds the validation tiles)",
+    )
+    p.add_argument("--seed", type=int, help="training seed (default: the study's seed)")
+    p.add_argument("--epochs", type=int, help="epochs (default: the exported optim.epochs)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: CUDA when available)")
+    p.set_defaults(handler=_cmd_train)
+
+    p = add(
+        "predict",
+        "write a landslide-probability GeoTIFF of a scene with a trained checkpoint",
+        "Run a checkpoint of `hpo train` over a whole scene, tile by tile with overlapping "
+        "tiles blended, and write a float32 GeoTIFF of landslide probability (the scene's "
+        "CRS, transform and size; nodata where the inputs are invalid) plus a PNG quick-look.",
+    )
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="model.pt of an `hpo train` run")
+    p.add_argument(
+        "--scene",
+        required=True,
+        metavar="DIR|SCENE.toml|STUDY.toml",
+        help="the scene: a folder with scene.toml, a scene file, or a study file",
+    )
+    p.add_argument(
+        "-o", "--output", metavar="MAP.tif", default="map.tif", help="output GeoTIFF (map.tif)"
+    )
+    p.add_argument("--tile", type=int, help="tile side (default: the training patch size)")
+    p.add_argument("--overlap", type=int, help="pixels shared by neighbours (default: tile/4)")
+    p.add_argument("--batch", type=int, default=8, help="tiles per forward pass (default: 8)")
+    p.add_argument("--device", help="cpu, cuda, ... (default: CUDA when available)")
+    p.add_argument("--cache-dir", metavar="DIR", help="where the scene's cube is cached")
+    p.add_argument("--no-quicklook", action="store_true", help="do not write the PNG")
+    p.set_defaults(handler=_cmd_predict)
+
+    p = add(
+        "report",
+        "write a markdown report of a search with PNG plots",
+        "Write a markdown report of a search: per stage trials, best value and parameters "
+        "and the ledger entry, the improvement over the untuned defaults, the best value "
+        "carried through the stages, optimization history and parameter importances per "
+        "stage; with --run, the test metrics and plots of an `hpo train` run.",
+    )
+    p.add_argument("study", metavar="STUDY.toml|URL", help="a study file or a storage URL")
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="report/|REPORT.md",
+        default="report",
+        help="a folder (report.md and PNGs inside) or a .md file (PNGs beside it); "
+        "default: report/",
+    )
+    p.add_argument("--storage", metavar="URL", help="storage URL overriding the study's")
+    p.add_argument("--study", dest="search", metavar="NAME", help="the search's name (with a URL)")
+    p.add_argument("--run", metavar="RUN_DIR", help="include this `hpo train` run folder")
+    p.set_defaults(handler=_cmd_report)
 
     p = add(
         "synth",
@@ -170,6 +251,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _add_data_path(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-path",
+        metavar="DIR",
+        help="where the data are, replacing the study's [data] path (a data folder) or "
+        "scene (a scene file or its folder)",
+    )
 
 
 def _consoles() -> tuple[Any, Any]:
@@ -318,7 +408,9 @@ def _cmd_tune(args: argparse.Namespace, out: Any, err: Any) -> int:
         raise UsageError("--yes only confirms --fresh")
     if args.fresh and args.from_stage:
         raise UsageError("use either --fresh or --from-stage, not both")
-    spec = st.load_study(args.study, storage=args.storage, runner=args.runner)
+    spec = st.load_study(
+        args.study, storage=args.storage, runner=args.runner, data_path=args.data_path
+    )
     stage_names = st.stage_names(spec)
     if args.from_stage is not None and args.from_stage not in stage_names:
         raise UsageError(
@@ -454,6 +546,8 @@ def _install_sigint(display: Any, err: Any) -> Any:
 
 def _rerun_args(args: argparse.Namespace) -> list[str]:
     words = [args.study]
+    if args.data_path:
+        words += ["--data-path", args.data_path]
     if args.runner:
         words += ["--runner", args.runner]
     if args.storage:
@@ -483,6 +577,7 @@ def _print_summary(
     from rich.table import Table
 
     from hpo.progress import format_duration, format_params, format_value
+    from hpo.report import untuned_value
 
     state = "finished" if result.finished else "stopped"
     out.print(
@@ -503,14 +598,12 @@ def _print_summary(
             format_params(ledger.params) if ledger else s.state,
         )
     out.print(table)
-    first = result.stages[0].study if result.stages else None
-    if first is not None:
-        zero = next((t for t in first.get_trials(deepcopy=False) if t.number == 0), None)
-        if zero is not None and zero.value is not None:
-            out.print(
-                f"untuned defaults (stage {result.stages[0].name}, trial 0): "
-                f"{spec.metric} {format_value(zero.value)}"
-            )
+    untuned = untuned_value(result)
+    if untuned is not None:
+        out.print(
+            f"untuned defaults (stage {result.stages[0].name}, trial 0): "
+            f"{spec.metric} {format_value(untuned)}"
+        )
     out.print(f"best params: {format_params(result.best_params)}", soft_wrap=True)
     export = ["hpo", "export", args.study, "-o", "best.yaml"] + (
         ["--storage", args.storage] if args.storage else []
@@ -644,7 +737,9 @@ def _cmd_export(args: argparse.Namespace, out: Any, err: Any) -> int:
     from hpo.errors import SearchNotFoundError
     from hpo.export import export_best
 
-    spec = st.load_study(args.study, storage=args.storage, check_paths=False)
+    spec = st.load_study(
+        args.study, storage=args.storage, check_paths=False, data_path=args.data_path
+    )
     if not st.storage_exists(spec.storage):
         raise SearchNotFoundError(spec.name, st.mask_url(spec.storage))
     search = st.make_search(spec)
@@ -719,6 +814,11 @@ def _cmd_dashboard(args: argparse.Namespace, out: Any, err: Any) -> int:
         soft_wrap=True,
     )
     out.print(f"same as: {st.mask_url(_command(*equivalent))}", soft_wrap=True)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(
+            f"hpo: warning: listening on {args.host}: anyone who can reach this machine can "
+            "see and edit these studies (optuna-dashboard has no login)"
+        )
     try:
         optuna_dashboard.run_server(storage, host=args.host, port=args.port, artifact_store=store)
     except KeyboardInterrupt:
@@ -736,6 +836,144 @@ def _dashboard_storage_arg(url: str) -> str:
     if url.startswith("journal://"):
         return url[len("journal://") :]
     return url
+
+
+# --------------------------------------------------------------------------- train
+
+
+def _cmd_train(args: argparse.Namespace, out: Any, err: Any) -> int:
+    from hpo.progress import format_duration, format_value
+    from hpo.retrain import CHECKPOINT_FILE, METRICS_FILE, train_export
+
+    def on_epoch(epoch: int, metrics: dict[str, Any]) -> None:
+        shown = ", ".join(
+            f"{k} {format_value(metrics.get(k))}" for k in ("train_loss", "val_loss", "f1", "miou")
+        )
+        out.print(f"epoch {epoch}: {shown}")
+
+    run = train_export(
+        args.export,
+        args.output,
+        train_on=args.train_on,
+        seed=args.seed,
+        epochs=args.epochs,
+        device=args.device,
+        say=lambda text: out.print(text, soft_wrap=True),
+        on_epoch=on_epoch,
+    )
+    m = run.metrics
+    out.print(
+        f"trained {m['model']} on {m['train_on']} in {format_duration(run.seconds)} "
+        f"(seed {m['seed']}); test split ({m['test']['pixels']} valid pixels):"
+    )
+    for key, label in (("at_0.5", "threshold 0.5"), ("at_threshold", "validation threshold")):
+        row = m["test"].get(key)
+        if row:
+            name = f"{label} {row['threshold']:.3f}" if "threshold" in row else label
+            out.print(
+                f"  {name}: MIoU {format_value(row['miou'])}, F1 {format_value(row['f1'])}, "
+                f"AUC {format_value(row['auc'])}"
+            )
+    tuned = m["tuned"]
+    if tuned.get("validation_value") is not None:
+        out.print(
+            f"  (tuning's best validation {tuned['metric']}: "
+            f"{format_value(tuned['validation_value'])})"
+        )
+    out.print(
+        f"wrote {run.run_dir}/: {CHECKPOINT_FILE}, {METRICS_FILE}, curves.png, roc.png",
+        soft_wrap=True,
+    )
+    checkpoint = str(run.checkpoint)
+    out.print(
+        f"predict with it: [bold]{_command('hpo', 'predict', checkpoint, '--scene', 'SCENE')}"
+        "[/bold]",
+        soft_wrap=True,
+    )
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- predict
+
+
+def _cmd_predict(args: argparse.Namespace, out: Any, err: Any) -> int:
+    from hpo import study as st
+    from hpo.predict import predict_scene
+    from hpo.progress import format_duration
+    from networks import load_checkpoint
+
+    checkpoint = load_checkpoint(args.checkpoint)  # before the scene: fail fast on a bad file
+    started = time.monotonic()
+    cube = st.open_scene(
+        args.scene, cache_dir=args.cache_dir, say=lambda text: out.print(text, soft_wrap=True)
+    )
+    s, t, h, w = cube.shape
+    out.print(
+        f"scene {args.scene}: {h} x {w} px, {t} dates, {s} sources "
+        f"(prepared in {time.monotonic() - started:.1f}s); model {checkpoint.model_name} on "
+        f"{len(checkpoint.source_names)} sources",
+        soft_wrap=True,
+    )
+    result = predict_scene(
+        checkpoint,
+        cube,
+        args.output,
+        tile=args.tile,
+        overlap=args.overlap,
+        batch_size=args.batch,
+        device=args.device,
+        quicklook=not args.no_quicklook,
+        where=f"scene {args.scene}",
+    )
+    cut = result.threshold if result.threshold is not None else 0.5
+    out.print(
+        f"wrote {result.path} ({result.shape[0]} x {result.shape[1]} px float32, "
+        f"{result.n_tiles} tiles of {result.tile} px, overlap {result.overlap}) in "
+        f"{format_duration(result.seconds)} ({result.pixels_per_second / 1e6:.2f} Mpx/s)",
+        soft_wrap=True,
+    )
+    out.print(
+        f"valid {100 * result.valid_fraction:.1f} % of the scene; mean probability "
+        f"{result.mean_probability:.3f}; {100 * result.landslide_fraction:.2f} % above "
+        + (f"the validation threshold {cut:.3f}" if result.threshold is not None else "0.5")
+    )
+    if result.quicklook is not None:
+        out.print(f"quick-look: {result.quicklook}", soft_wrap=True)
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _cmd_report(args: argparse.Namespace, out: Any, err: Any) -> int:
+    from hpo import study as st
+    from hpo.errors import SearchNotFoundError
+    from hpo.report import write_report
+
+    target = argparse.Namespace(target=args.study, storage=args.storage, study=args.search)
+    spec, url, name = _resolve_target(target)
+    if spec is not None:
+        if not st.storage_exists(spec.storage):
+            raise SearchNotFoundError(spec.name, st.mask_url(spec.storage))
+        result, metric = st.study_status(spec), spec.metric
+    else:
+        result, metric = st.load_search(url, name).status(), "value"
+    report = write_report(
+        result,
+        args.output,
+        metric=metric,
+        run_dir=args.run,
+        say=lambda text: err.print(f"hpo: note: {text}", soft_wrap=True),
+    )
+    out.print(f"wrote {report.path} and {len(report.figures)} plots:", soft_wrap=True)
+    for figure in report.figures:
+        out.print(f"  {figure}", soft_wrap=True)
+    if report.untuned is not None and report.best is not None:
+        out.print(
+            f"{metric}: untuned defaults {report.untuned:.4f} -> best {report.best:.4f} "
+            f"({report.best - report.untuned:+.4f})"
+        )
+    return EXIT_OK
 
 
 # --------------------------------------------------------------------------- synth

@@ -42,6 +42,7 @@ def load_study(
     storage: str | None = None,
     runner: str | None = None,
     check_paths: bool = True,
+    data_path: str | Path | None = None,
 ) -> StudySpec:
     """Read a study file, with the command line's overrides applied.
 
@@ -53,6 +54,9 @@ def load_study(
         storage: A storage URL replacing the file's (relative paths: the working folder).
         runner: ``"local"`` or ``"ray"``, replacing ``[runner] kind``.
         check_paths: Check that the data files exist (or can be generated).
+        data_path: Where the data are (relative paths: the working folder), replacing
+            ``[data] path`` (a data folder: Landslide4Sense, Kashmir, ...) or ``[data]
+            scene`` (a scene file, or the folder holding ``scene.toml``).
 
     Returns:
         The validated spec.
@@ -62,6 +66,8 @@ def load_study(
             generated.
     """
     spec = load_study_file(path, check_paths=False)
+    if data_path is not None:
+        spec = _with_data_path(spec, Path(data_path))
     if check_paths and not _scene_ready(spec) and synthetic_settings(spec) is None:
         spec = load_study_file(path, check_paths=True)  # raises the spec's own message
     synthetic_settings(spec)  # validate the table even when the scene exists
@@ -78,6 +84,25 @@ def load_study(
     return spec
 
 
+def _with_data_path(spec: StudySpec, where: Path) -> StudySpec:
+    """``spec`` with its data folder (or scene file) replaced by ``where``."""
+    where = where.expanduser().resolve()
+    data = dict(spec.data)
+    if "path" in data:
+        data["path"] = str(where)
+    elif "scene" in data:
+        data["scene"] = str(where / "scene.toml" if where.is_dir() else where)
+        data.pop(SYNTHETIC_KEY, None)  # the user's data: nothing to generate
+    else:
+        raise SpecError(
+            "--data-path needs a [data] section with `path` or `scene`",
+            file=str(spec.file) if spec.file else None,
+            key="data",
+            hint="edit the source paths in the study file instead",
+        )
+    return dataclasses.replace(spec, data=data)
+
+
 def _storage_url(url: str) -> str:
     """A command-line storage URL; relative file paths are relative to the working folder."""
     if "://" not in url:
@@ -92,11 +117,7 @@ def _storage_url(url: str) -> str:
 
 def scene_file(spec: StudySpec) -> Path | None:
     """The scene file the study's ``[data] scene`` names (absolute), or ``None``."""
-    scene = spec.data.get("scene")
-    if not isinstance(scene, str):
-        return None
-    path = Path(scene).expanduser()
-    return path if path.is_absolute() else (spec.base_dir / path).resolve()
+    return _section_scene_file(spec.data, spec.base_dir)
 
 
 def _scene_ready(spec: StudySpec) -> bool:
@@ -111,10 +132,24 @@ def synthetic_settings(spec: StudySpec) -> dict[str, int] | None:
         SpecError: The table has an unknown key or a bad value, or the study has no
             ``scene`` file to write.
     """
-    raw = spec.data.get(SYNTHETIC_KEY)
+    return _synthetic_settings(spec.data, spec.base_dir, spec.file)
+
+
+def _section_scene_file(data: Mapping[str, Any], base_dir: Path) -> Path | None:
+    scene = data.get("scene")
+    if not isinstance(scene, str):
+        return None
+    path = Path(scene).expanduser()
+    return path if path.is_absolute() else (Path(base_dir) / path).resolve()
+
+
+def _synthetic_settings(
+    data: Mapping[str, Any], base_dir: Path, origin: Path | str | None
+) -> dict[str, int] | None:
+    raw = data.get(SYNTHETIC_KEY)
     if raw is None:
         return None
-    file = str(spec.file) if spec.file else None
+    file = str(origin) if origin else None
     key = f"data.{SYNTHETIC_KEY}"
     if not isinstance(raw, Mapping):
         raise SpecError(
@@ -141,7 +176,7 @@ def synthetic_settings(spec: StudySpec) -> dict[str, int] | None:
                 key=f"{key}.{name}",
                 hint=f"use an integer >= {low}",
             )
-    path = scene_file(spec)
+    path = _section_scene_file(data, base_dir)
     if path is None:
         raise SpecError(
             "[data.synthetic] needs a scene file to write",
@@ -172,16 +207,41 @@ def ensure_scene(spec: StudySpec, say: Callable[[str], None] = print) -> Path | 
     Raises:
         SpecError: The scene file is missing and the study has no ``[data.synthetic]``.
     """
-    if _scene_ready(spec):
+    return ensure_section_scene(spec.data, spec.base_dir, origin=spec.file, say=say)
+
+
+def ensure_section_scene(
+    data: Mapping[str, Any],
+    base_dir: str | Path,
+    *,
+    origin: str | Path | None = None,
+    say: Callable[[str], None] = print,
+) -> Path | None:
+    """:func:`ensure_scene` for a bare ``[data]`` section (e.g. an export's).
+
+    Args:
+        data: The section, ``synthetic`` table included.
+        base_dir: The folder its relative paths refer to.
+        origin: The file it came from, for messages.
+        say: Where to tell the user what happens.
+
+    Returns:
+        The scene file written, or ``None`` when nothing had to be generated.
+
+    Raises:
+        SpecError: The scene file is missing and the section has no ``synthetic`` table.
+    """
+    base_dir = Path(base_dir)
+    path = _section_scene_file(data, base_dir)
+    if path is None or path.is_file():
         return None
-    settings = synthetic_settings(spec)
-    path = scene_file(spec)
-    if settings is None or path is None:
+    settings = _synthetic_settings(data, base_dir, origin)
+    if settings is None:
         raise SpecError(
             f"scene file {str(path)!r} does not exist",
-            file=str(spec.file) if spec.file else None,
+            file=str(origin) if origin else None,
             key="data.scene",
-            hint=f"generate it with `hpo synth {path.parent if path else 'DIR'}`",
+            hint=f"generate it with `hpo synth {path.parent}`",
         )
     from data.synthetic import generate_scene
 
@@ -263,18 +323,8 @@ def prepare_data(spec: StudySpec) -> TuningData:
     Raises:
         data.DataError: The data cannot be read or hold no usable training tile.
     """
-    import data
-
-    section = data_section(spec)
-    cube = data.prepare(section, spec.base_dir)
-    seed = None if "seed" in section else spec.seed
-    splits = cube.splits(seed=seed).for_tuning()
-    if not splits.train or not splits.val:
-        raise data.DataError(
-            f"the split leaves {len(splits.train)} training and {len(splits.val)} validation tiles",
-            key="data.fractions",
-            hint="use a larger scene, smaller patch_size or other fractions",
-        )
+    cube, splits = _cube_and_splits(spec.data, spec.base_dir, spec.seed)
+    splits = splits.for_tuning()
     norm = cube.norm_stats(splits.train)
     return TuningData(
         cube=cube,
@@ -283,6 +333,159 @@ def prepare_data(spec: StudySpec) -> TuningData:
         train_set=cube.dataset(splits.train, norm=norm),
         val_set=cube.dataset(splits.val, norm=norm),
     )
+
+
+def _cube_and_splits(section: Mapping[str, Any], base_dir: Path, seed: int) -> tuple[Any, Any]:
+    """The cached cube and its full splits; ``seed`` when the section names none.
+
+    Tuning and final training both come through here, so ``hpo train`` tests on exactly
+    the tiles tuning never saw.
+    """
+    import data
+
+    section = {k: v for k, v in section.items() if k != SYNTHETIC_KEY}
+    cube = data.prepare(section, Path(base_dir))
+    splits = cube.splits(seed=None if "seed" in section else seed)
+    if not splits.train or not splits.val:
+        raise data.DataError(
+            f"the split leaves {len(splits.train)} training and {len(splits.val)} validation tiles",
+            key="data.fractions",
+            hint="use a larger scene, smaller patch_size or other fractions",
+        )
+    return cube, splits
+
+
+TRAIN_ON = ("train", "train+val")
+"""What ``hpo train`` may fit on: the training split, or training and validation."""
+
+
+@dataclass
+class FinalData:
+    """The data of a final training run: train (or train + val), val and the test split.
+
+    Attributes:
+        cube: The prepared (cached, memory-mapped) cube.
+        splits: The full splits (the same tiles tuning used, test included).
+        train_on: ``"train"`` or ``"train+val"``.
+        norm: Normalization statistics of the tiles trained on.
+        train_set: The data set trained on.
+        val_set: Validation data set (per-epoch metrics, threshold choice).
+        test_set: Test data set, read only for the final evaluation.
+    """
+
+    cube: Any
+    splits: Any
+    train_on: str
+    norm: dict[str, Any]
+    train_set: Any
+    val_set: Any
+    test_set: Any
+
+    @property
+    def source_names(self) -> list[str]:
+        """The input sources, in the order the data sets hand them to the model."""
+        return list(self.train_set.names)
+
+    def describe(self) -> str:
+        """One line: cube shape and the tiles of each split."""
+        s, t, h, w = self.cube.shape
+        return (
+            f"cube {s} sources x {t} dates x {h} x {w} px; {self.splits.info.get('patch_size')} "
+            f"px tiles: {len(self.train_set)} trained on ({self.train_on}), "
+            f"{len(self.val_set)} val, {len(self.test_set)} test"
+        )
+
+
+def prepare_final_data(
+    section: Mapping[str, Any], base_dir: str | Path, *, seed: int, train_on: str = "train"
+) -> FinalData:
+    """Prepare the data of a final training run from a ``[data]`` section (e.g. an export's).
+
+    The cube and splits are the ones tuning used (same section, same ``seed``); the
+    normalization is measured on the tiles trained on only, so nothing of the test split
+    leaks into it.
+
+    Args:
+        section: The ``[data]`` section (a ``synthetic`` table is ignored).
+        base_dir: The folder its relative paths refer to.
+        seed: The study's seed (the split's when the section has no ``seed``).
+        train_on: ``"train"`` or ``"train+val"``.
+
+    Returns:
+        The final data.
+
+    Raises:
+        SpecError: Unknown ``train_on``.
+        data.DataError: The data cannot be read or the split leaves no test tile.
+    """
+    import data
+
+    if train_on not in TRAIN_ON:
+        raise SpecError(f"train_on {train_on!r}", hint=f"use one of {', '.join(TRAIN_ON)}")
+    cube, splits = _cube_and_splits(section, Path(base_dir), seed)
+    if not splits.test:
+        raise data.DataError(
+            "the split leaves no test tile",
+            key="data.fractions",
+            hint="give the test split a fraction > 0 (e.g. [0.6, 0.1, 0.3])",
+        )
+    tiles = list(splits.train) + (list(splits.val) if train_on == "train+val" else [])
+    norm = cube.norm_stats(tiles)
+    return FinalData(
+        cube=cube,
+        splits=splits,
+        train_on=train_on,
+        norm=norm,
+        train_set=cube.dataset(tiles, norm=norm),
+        val_set=cube.dataset(splits.val, norm=norm),
+        test_set=cube.dataset(splits.test, norm=norm),
+    )
+
+
+def open_scene(
+    target: str | Path,
+    *,
+    cache_dir: str | Path | None = None,
+    say: Callable[[str], None] = print,
+) -> Any:
+    """The cube of a scene given as a folder, a scene file or a study file.
+
+    Args:
+        target: A folder holding ``scene.toml``, a scene file, or a study file (its
+            ``[data]``; a missing ``[data.synthetic]`` scene is generated).
+        cache_dir: Where the cube is cached (default: the study's ``cache_dir``, else
+            ``.cache/cubes`` in the working folder, since a scene folder may be read-only).
+        say: Where to tell the user what happens.
+
+    Returns:
+        The prepared (cached, memory-mapped) cube.
+
+    Raises:
+        SpecError: The study file is invalid.
+        data.DataError: The scene is missing or cannot be read.
+    """
+    import tomllib
+
+    import data
+
+    path = Path(target).expanduser().resolve()
+    if path.is_dir():
+        path = path / "scene.toml"
+    if not path.is_file():
+        raise data.DataNotFoundError(
+            "scene not found", file=path, hint="pass a scene folder, scene.toml or study file"
+        )
+    try:
+        is_study = "stages" in tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+        is_study = path.suffix == ".toml" and path.name != "scene.toml"
+    if is_study:
+        spec = load_study(path)
+        ensure_scene(spec, say=say)
+        cached = Path(cache_dir) if cache_dir is not None else None
+        return data.prepare(data_section(spec), spec.base_dir, cached)
+    cached = Path(cache_dir) if cache_dir is not None else Path.cwd() / data.DEFAULT_CACHE_DIR
+    return data.prepare({"scene": path.name}, path.parent, cached)
 
 
 # ---------------------------------------------------------------------- objective, search
@@ -636,20 +839,25 @@ def check_data(spec: StudySpec) -> list[Path]:
 
 __all__ = [
     "SYNTHETIC_KEY",
+    "TRAIN_ON",
+    "FinalData",
     "TuningData",
     "check_data",
     "check_runner",
     "data_section",
     "describe_scene",
     "ensure_scene",
+    "ensure_section_scene",
     "load_search",
     "load_study",
     "make_objective",
     "make_refine",
     "make_runner",
     "make_search",
+    "open_scene",
     "plan",
     "prepare_data",
+    "prepare_final_data",
     "result_to_dict",
     "scene_file",
     "search_names",

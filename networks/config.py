@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Literal, get_args, get_origin, get_type_hints
 from networks.errors import ConfigError
 
 VisibleUnits = Literal["gaussian", "bernoulli"]
+Schedule = Literal["constant", "cosine", "onecycle"]
 
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
@@ -255,6 +256,12 @@ class HeadConfig(_Group):
             terms, i.e. 1.0).
         pos_weight: Weight of the cross-entropy on landslide pixels, which are only 1-5 %
             of pixels (the paper has none, i.e. 1.0).
+        dice_weight: Weight of a soft Dice term on the landslide class beside eq. 8
+            (0 = eq. 8 alone). Dice is F1 made differentiable, so it rewards recall of rare
+            landslide pixels that the pixel-averaged eq. 8 drowns in background.
+        positive_tiles: Share of the training tiles drawn per epoch that hold a landslide
+            (balanced sampling, with replacement); 0 keeps plain shuffling, where the share
+            is whatever the split holds.
     """
 
     GROUP: ClassVar[str] = "head"
@@ -262,6 +269,8 @@ class HeadConfig(_Group):
     dropout: float = _param(0.1, low=0.0, high=1.0, high_open=True)
     mse_weight: float = _param(1.0, low=0.0)
     pos_weight: float = _param(3.0, low=0.0, low_open=True)
+    dice_weight: float = _param(0.0, low=0.0)
+    positive_tiles: float = _param(0.0, low=0.0, high=1.0, high_open=True)
 
 
 @dataclass(frozen=True)
@@ -273,6 +282,13 @@ class OptimConfig(_Group):
         weight_decay: Adam weight decay (L2).
         batch_size: Samples per batch (paper: 68 at 512 x 512, too big for a CPU).
         epochs: Training epochs, DBN warm-up epochs included.
+        schedule: Learning-rate schedule over all training steps: ``"constant"``,
+            ``"cosine"`` (decay from ``lr`` to 0) or ``"onecycle"`` (warm up to ``lr`` over
+            the first 30 % of steps, then cosine decay; fast convergence for short runs).
+        grad_clip: Clip the gradients' global norm to this value (0 = no clipping).
+        augment: Random flips and quarter turns of every training batch (the same for
+            inputs, labels and valid mask). Landslide maps have no preferred orientation
+            on a tile, and a few dozen tiles are memorized quickly without it.
     """
 
     GROUP: ClassVar[str] = "optim"
@@ -281,6 +297,9 @@ class OptimConfig(_Group):
     weight_decay: float = _param(0.0, low=0.0)
     batch_size: int = _param(8, low=1)
     epochs: int = _param(10, low=1)
+    schedule: Schedule = "onecycle"
+    grad_clip: float = _param(1.0, low=0.0)
+    augment: bool = True
 
 
 _GROUP_TYPES: dict[str, type[_Group]] = {

@@ -8,8 +8,19 @@ from typing import Any
 
 from torch import nn
 
-METRIC_NAMES: tuple[str, ...] = ("train_loss", "val_loss", "miou", "f1", "auc")
-"""Keys of the metrics dict every epoch reports (``auc`` may be ``None``)."""
+METRIC_NAMES: tuple[str, ...] = (
+    "train_loss",
+    "val_loss",
+    "miou",
+    "f1",
+    "auc",
+    "f1_best",
+    "threshold",
+)
+"""Keys of the metrics dict every epoch reports (``auc`` may be ``None``).
+
+``miou`` and ``f1`` are at the decision threshold 0.5; ``f1_best`` is the validation F1
+at ``threshold``, the decision threshold that maximizes it on the validation split."""
 
 
 @dataclass
@@ -22,12 +33,16 @@ class History:
         stopped_early: True when a callback asked to stop (even on the last epoch).
         pretrain_errors: Per RBM of the DBN, the reconstruction error after every CD
             epoch; empty when the DBN was not pretrained.
+        threshold: The decision threshold chosen on the validation split after the last
+            epoch (the one that maximizes validation F1 for the returned model); 0.5
+            before any epoch. Export and checkpoints carry it, ``hpo predict`` applies it.
     """
 
     epochs: list[dict[str, Any]] = field(default_factory=list)
     model: nn.Module | None = None
     stopped_early: bool = False
     pretrain_errors: list[list[float]] = field(default_factory=list)
+    threshold: float = 0.5
 
     def _values(self, metric: str) -> list[Any]:
         if metric not in METRIC_NAMES and metric != "epoch":
@@ -66,4 +81,6 @@ class History:
         values = self._values(metric)
         if not values:
             return None
+        if metric == "threshold":
+            raise KeyError("a threshold is not better when higher; use last('threshold')")
         return min(values) if metric.endswith("loss") else max(values)

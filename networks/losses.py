@@ -16,6 +16,7 @@ def fusion_loss(
     *,
     mse_weight: float = 1.0,
     pos_weight: float = 1.0,
+    dice_weight: float = 0.0,
 ) -> torch.Tensor:
     """The paper's eq. 8 with a loss weight and a positive-class weight.
 
@@ -25,6 +26,11 @@ def fusion_loss(
 
         L = 1/|V| * sum_{i in V} [ mse_weight * (p_i - y_i)^2
                                    - w_i * (y_i log p_i + (1 - y_i) log(1 - p_i)) ]
+
+    With ``dice_weight > 0`` a soft Dice term on the landslide class over the batch's
+    valid pixels is added beside eq. 8::
+
+        L += dice_weight * (1 - (2 * sum p_i y_i + 1) / (sum p_i + sum y_i + 1))
 
     The logarithms come from ``log_softmax`` of the logits (stable for confident
     predictions). Invalid pixels contribute nothing, not even NaN; with no valid pixel
@@ -36,6 +42,7 @@ def fusion_loss(
         valid: ``(B, H, W)`` bool mask; ``None`` means every pixel is valid.
         mse_weight: Weight of the squared-error term.
         pos_weight: Weight of the cross-entropy on landslide pixels.
+        dice_weight: Weight of the soft Dice term (0: eq. 8 alone).
 
     Returns:
         The scalar loss (float32).
@@ -48,24 +55,32 @@ def fusion_loss(
     weight = torch.where(positive, torch.full_like(y, pos_weight), torch.ones_like(y))
     per_pixel = mse_weight * (prob - y) ** 2 + weight * cross_entropy
     if valid is None:
-        return per_pixel.mean()
+        valid = torch.ones_like(positive)
     valid = valid.bool()
     # where(), not a product: 0 * NaN from a nodata pixel would still be NaN.
     total = torch.where(valid, per_pixel, torch.zeros_like(per_pixel)).sum()
-    return total / valid.sum().clamp_min(1)
+    loss = total / valid.sum().clamp_min(1)
+    if dice_weight > 0:
+        p_valid = torch.where(valid, prob, torch.zeros_like(prob))
+        y_valid = torch.where(valid, y, torch.zeros_like(y))
+        overlap = (p_valid * y_valid).sum()
+        dice = (2 * overlap + 1) / (p_valid.sum() + y_valid.sum() + 1)
+        loss = loss + dice_weight * (1 - dice)
+    return loss
 
 
 class FusionLoss(nn.Module):
     """:func:`fusion_loss` with its weights taken from a :class:`HeadConfig`.
 
     Args:
-        config: Supplies ``mse_weight`` and ``pos_weight``.
+        config: Supplies ``mse_weight``, ``pos_weight`` and ``dice_weight``.
     """
 
     def __init__(self, config: HeadConfig) -> None:
         super().__init__()
         self.mse_weight = config.mse_weight
         self.pos_weight = config.pos_weight
+        self.dice_weight = config.dice_weight
 
     def forward(
         self, logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None
@@ -81,5 +96,10 @@ class FusionLoss(nn.Module):
             The scalar loss.
         """
         return fusion_loss(
-            logits, target, valid, mse_weight=self.mse_weight, pos_weight=self.pos_weight
+            logits,
+            target,
+            valid,
+            mse_weight=self.mse_weight,
+            pos_weight=self.pos_weight,
+            dice_weight=self.dice_weight,
         )

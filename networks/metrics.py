@@ -53,6 +53,42 @@ def roc_auc(prob: npt.ArrayLike, target: npt.ArrayLike) -> float | None:
     return float(wins / (n_pos * n_neg))
 
 
+def best_f1_threshold(prob: npt.ArrayLike, target: npt.ArrayLike) -> tuple[float, float]:
+    """The decision threshold that maximizes the landslide F1, and that F1.
+
+    Every distinct probability is tried as a cut; the returned threshold lies halfway
+    between the last probability called a landslide and the next lower one, so that
+    ``prob > threshold`` reproduces the best F1 on these pixels and new pixels falling
+    between the two are split evenly. Ties of F1 go to the higher threshold.
+
+    Args:
+        prob: 1-D scores in [0, 1].
+        target: 1-D labels in {0, 1} (bool or numbers).
+
+    Returns:
+        ``(f1, threshold)``; ``(0.0, 0.5)`` when there is no landslide pixel.
+    """
+    prob = np.asarray(prob, dtype=np.float64).ravel()
+    positive = np.asarray(target).ravel().astype(bool)
+    n_pos = int(positive.sum())
+    if n_pos == 0 or prob.size == 0:
+        return 0.0, 0.5
+    order = np.argsort(-prob, kind="stable")
+    sorted_prob = prob[order]
+    tp = np.cumsum(positive[order])
+    # Cut only after the last of equal probabilities: ties are all in or all out.
+    ends = np.append(np.flatnonzero(np.diff(sorted_prob)), prob.size - 1)
+    called = ends + 1
+    f1 = 2 * tp[ends] / (called + n_pos)
+    best = int(np.argmax(f1))  # first maximum: the fewest pixels called, the highest cut
+    cut = ends[best]
+    below = sorted_prob[cut + 1] if cut + 1 < prob.size else 0.0
+    threshold = 0.5 * (sorted_prob[cut] + below)
+    if not threshold < sorted_prob[cut]:  # adjacent floats: keep the cut pixel above
+        threshold = float(np.nextafter(sorted_prob[cut], -np.inf))
+    return float(f1[best]), float(threshold)
+
+
 class SegmentationMeter:
     """Accumulates predictions batch by batch and computes metrics over the whole split.
 
@@ -61,7 +97,10 @@ class SegmentationMeter:
     averaged over the classes present in the labels or predictions (as scikit-learn's
     ``jaccard_score(average="macro")``); ``f1`` is the landslide class's F1 (0 when
     there are neither true nor predicted landslides); ``auc`` is the exact ROC AUC, or
-    ``None`` when the valid labels hold one class only. Invalid pixels are ignored.
+    ``None`` when the valid labels hold one class only; ``f1_best`` is the highest F1 over
+    all decision thresholds and ``threshold`` the one that reaches it (see
+    :func:`best_f1_threshold`; choose it on a validation split, then apply it elsewhere
+    with :meth:`at`). Invalid pixels are ignored.
 
     Confusion counts are integers updated per batch; for the exact AUC the meter keeps
     every valid pixel's probability (``prob_dtype``, 4 bytes by default) and label
@@ -129,33 +168,63 @@ class SegmentationMeter:
         """Metrics over everything accumulated.
 
         Returns:
-            ``{"miou": float, "f1": float, "auc": float | None}``.
+            ``{"miou": float, "f1": float, "auc": float | None, "f1_best": float,
+            "threshold": float}``; ``miou`` and ``f1`` at threshold 0.5.
 
         Raises:
             ValueError: When no valid pixel was seen.
         """
         if self.n_pixels == 0:
             raise ValueError("no valid pixels to compute metrics on; check the valid masks")
-        ious = [
-            hits / union
-            for hits, union in (
-                (self._tp, self._tp + self._fp + self._fn),
-                (self._tn, self._tn + self._fp + self._fn),
-            )
-            if union > 0
-        ]
-        f1_denominator = 2 * self._tp + self._fp + self._fn
+        prob, labels = np.concatenate(self._probs), np.concatenate(self._labels)
+        f1_best, threshold = best_f1_threshold(prob, labels)
         return {
-            "miou": float(np.mean(ious)),
-            "f1": 2 * self._tp / f1_denominator if f1_denominator else 0.0,
-            "auc": roc_auc(np.concatenate(self._probs), np.concatenate(self._labels)),
+            **_scores(self._tp, self._fp, self._fn, self._tn),
+            "auc": roc_auc(prob, labels),
+            "f1_best": f1_best,
+            "threshold": threshold,
         }
+
+    def at(self, threshold: float) -> dict[str, float]:
+        """``miou`` and ``f1`` with pixels above ``threshold`` called landslides.
+
+        Args:
+            threshold: The decision threshold, e.g. one chosen on the validation split.
+
+        Returns:
+            ``{"miou": float, "f1": float}``.
+
+        Raises:
+            ValueError: When no valid pixel was seen.
+        """
+        if self.n_pixels == 0:
+            raise ValueError("no valid pixels to compute metrics on; check the valid masks")
+        prob, labels = np.concatenate(self._probs), np.concatenate(self._labels)
+        predicted = prob > threshold
+        tp = int(np.count_nonzero(predicted & labels))
+        fp = int(np.count_nonzero(predicted)) - tp
+        fn = int(np.count_nonzero(labels)) - tp
+        return _scores(tp, fp, fn, labels.size - tp - fp - fn)
+
+
+def _scores(tp: int, fp: int, fn: int, tn: int) -> dict[str, float]:
+    """MIoU (over the classes present) and landslide F1 from confusion counts."""
+    ious = [
+        hits / union
+        for hits, union in ((tp, tp + fp + fn), (tn, tn + fp + fn))
+        if union > 0
+    ]
+    f1_denominator = 2 * tp + fp + fn
+    return {
+        "miou": float(np.mean(ious)),
+        "f1": 2 * tp / f1_denominator if f1_denominator else 0.0,
+    }
 
 
 def segmentation_metrics(
     prob: ArrayLike, target: ArrayLike, valid: ArrayLike | None = None
 ) -> dict[str, float | None]:
-    """One-shot :class:`SegmentationMeter`: ``miou``, ``f1`` and ``auc`` of one array set.
+    """One-shot :class:`SegmentationMeter`: ``miou``, ``f1``, ``auc``, ``f1_best``, ``threshold``.
 
     Probabilities keep float64 precision here, so ties are exactly the input's ties.
 
@@ -165,7 +234,8 @@ def segmentation_metrics(
         valid: Bool mask, the same shape; ``None`` means all valid.
 
     Returns:
-        ``{"miou": float, "f1": float, "auc": float | None}``.
+        ``{"miou": float, "f1": float, "auc": float | None, "f1_best": float,
+        "threshold": float}``.
     """
     meter = SegmentationMeter(prob_dtype=np.float64)
     meter.update(prob, target, valid)

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from networks.config import HeadConfig, ModelConfig
 from networks.errors import TrainingError
@@ -55,6 +55,7 @@ def evaluate(
     head: HeadConfig | None = None,
     batch_size: int = 8,
     device: str | torch.device | None = None,
+    threshold: float | None = None,
 ) -> dict[str, Any]:
     """Loss and metrics of a model over a whole data set, without training.
 
@@ -64,9 +65,15 @@ def evaluate(
         head: Weights of the eq. 8 loss (default: the defaults).
         batch_size: Batch size when ``data`` is a data set.
         device: Where to run (default: the model's device).
+        threshold: A decision threshold chosen elsewhere (e.g. ``History.threshold``,
+            chosen on the validation split); adds ``miou_at_threshold`` and
+            ``f1_at_threshold``.
 
     Returns:
-        ``{"loss", "miou", "f1", "auc"}`` (``auc`` is ``None`` for a single class).
+        ``{"loss", "miou", "f1", "auc", "f1_best", "threshold"}``: ``miou`` and ``f1`` at
+        0.5, ``auc`` ``None`` for a single class, ``f1_best`` the F1 at the threshold
+        that is best on this very data (``threshold``), plus the two keys above when
+        ``threshold`` is given.
 
     Raises:
         TrainingError: When ``data`` has no valid pixel.
@@ -90,7 +97,11 @@ def evaluate(
     model.train(was_training)
     if meter.n_pixels == 0:
         raise TrainingError("the evaluation set has no valid pixel", hint="check the valid masks")
-    return {"loss": total / meter.n_pixels, **meter.compute()}
+    result = {"loss": total / meter.n_pixels, **meter.compute()}
+    if threshold is not None:
+        at = meter.at(threshold)
+        result["miou_at_threshold"], result["f1_at_threshold"] = at["miou"], at["f1"]
+    return result
 
 
 def _train_epoch(
@@ -100,6 +111,9 @@ def _train_epoch(
     optimizer: torch.optim.Optimizer,
     precision: Precision,
     epoch: int,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    grad_clip: float = 0.0,
+    augment: torch.Generator | None = None,
 ) -> float:
     """One pass over the training set; returns the loss averaged over valid pixels."""
     device = precision.device
@@ -107,6 +121,8 @@ def _train_epoch(
     total, count = 0.0, 0
     for batch in loader:
         x, y, valid = (t.to(device) for t in _unpack(batch))
+        if augment is not None:
+            x, y, valid = _augment(x, y, valid, augment)
         with precision.autocast():
             logits = model(x.float())
         loss = loss_fn(logits, y, valid)
@@ -116,7 +132,18 @@ def _train_epoch(
                 hint="lower optim.lr, or check the inputs for NaN at valid pixels",
             )
         optimizer.zero_grad(set_to_none=True)
-        precision.step(loss, optimizer)
+        if grad_clip > 0:
+            scaler = precision.scaler
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            nn.utils.clip_grad_norm_(params, grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            precision.step(loss, optimizer)
+        if scheduler is not None:
+            scheduler.step()
         n_valid = int(valid.sum())
         total += loss.item() * n_valid
         count += n_valid
@@ -193,16 +220,25 @@ def _fit(
     """The epoch loop of :func:`train`, inside its seeded RNG scope."""
     optim = config.optim
     shuffle = torch.Generator().manual_seed(seed)
+    sampler = _balanced_sampler(train_set, config.head.positive_tiles, shuffle)
     loader = DataLoader(
-        train_set, optim.batch_size, shuffle=True, generator=shuffle, num_workers=num_workers
+        train_set,
+        optim.batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        generator=shuffle if sampler is None else None,
+        num_workers=num_workers,
     )
     val_loader = DataLoader(val_set, optim.batch_size, num_workers=num_workers)
     ordered = DataLoader(train_set, optim.batch_size, num_workers=num_workers)
+    _init_prior(net, train_set, config.head, shuffle)
     params = [p for p in net.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=optim.lr, weight_decay=optim.weight_decay)
+    scheduler = _scheduler(optimizer, optim.schedule, optim.epochs * len(loader))
     loss_fn = FusionLoss(config.head)
     precision = Precision(device)
     history = History(model=net)
+    augment = torch.Generator().manual_seed(seed + 2) if optim.augment else None
 
     pretrain = isinstance(net, FusionNet) and net.dbn is not None and config.dbn.pretrain
     warmup = 0
@@ -217,7 +253,10 @@ def _fit(
                 net, ordered, config.dbn, seed=seed, precision=precision
             )
             net.dbn_active = True
-        train_loss = _train_epoch(net, loader, loss_fn, optimizer, precision, epoch)
+        train_loss = _train_epoch(
+            net, loader, loss_fn, optimizer, precision, epoch, scheduler, optim.grad_clip,
+            augment,
+        )
         val = evaluate(net, val_loader, head=config.head, device=device)
         metrics = {
             "train_loss": train_loss,
@@ -225,8 +264,11 @@ def _fit(
             "miou": val["miou"],
             "f1": val["f1"],
             "auc": val["auc"],
+            "f1_best": val["f1_best"],
+            "threshold": val["threshold"],
         }
         history.epochs.append({"epoch": epoch, **metrics})
+        history.threshold = val["threshold"]
         _log.info("epoch %d/%d %s", epoch, optim.epochs, metrics)
         # Every callback sees the epoch (e.g. to report it) even when an earlier one stops.
         stop = [bool(callback(epoch, dict(metrics))) for callback in callbacks]
@@ -235,3 +277,116 @@ def _fit(
             break
     net.eval()
     return history
+
+
+def _scheduler(
+    optimizer: torch.optim.Optimizer, schedule: str, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The per-step learning-rate schedule of ``optim.schedule`` (None: constant)."""
+    if schedule == "constant" or total_steps < 1:
+        return None
+    if schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    max_lr = [group["lr"] for group in optimizer.param_groups]
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=max_lr, total_steps=total_steps, pct_start=0.3, cycle_momentum=False
+    )
+
+
+_PRIOR_ITEMS = 64
+"""Training items read to estimate the landslide share for the classifier's bias."""
+
+
+def _positive_share(
+    train_set: Dataset, generator: torch.Generator, limit: int | None = _PRIOR_ITEMS
+) -> tuple[float, list[bool] | None]:
+    """Landslide share of valid pixels, from at most ``limit`` random items.
+
+    Returns:
+        ``(share, flags)``: ``flags`` says per item whether it holds a valid landslide
+        pixel, when every item was read (``limit`` None or not smaller than the set).
+    """
+    n = len(train_set)  # type: ignore[arg-type]
+    every = limit is None or n <= limit
+    picks = range(n) if every else torch.randperm(n, generator=generator)[:limit].tolist()
+    positive = total = 0
+    flags = []
+    for i in picks:
+        _, y, valid = _unpack(train_set[i])
+        hits = int(((y > 0) & valid.bool()).sum())
+        positive += hits
+        total += int(valid.sum())
+        flags.append(hits > 0)
+    return (positive / total if total else 0.0), (flags if every else None)
+
+
+def _output_layer(net: nn.Module) -> nn.Conv2d | None:
+    """The model's final two-class convolution, when it has the usual layout."""
+    layer = getattr(net, "classifier", None)
+    head = getattr(net, "head", None)
+    if layer is None and isinstance(head, nn.Sequential) and len(head):
+        layer = head[-1]
+    if isinstance(layer, nn.Conv2d) and layer.out_channels == 2 and layer.bias is not None:
+        return layer
+    return None
+
+
+@torch.no_grad()
+def _init_prior(
+    net: nn.Module, train_set: Dataset, head: HeadConfig, generator: torch.Generator
+) -> None:
+    """Start the classifier at the class prior instead of 50 % landslide everywhere.
+
+    The usual initialisation for rare classes (Lin et al. 2017, "focal loss"): the bias
+    of the landslide logit is set so that the untrained network predicts the probability
+    that minimises the weighted cross-entropy for the training set's landslide share
+    ``pi``, ``w pi / (w pi + 1 - pi)`` with ``w = head.pos_weight``. Otherwise the first
+    epochs of a short run are spent unlearning the 0.5 start, and F1 at 0.5 stays at 0.
+    """
+    layer = _output_layer(net)
+    if layer is None:
+        return
+    share, _ = _positive_share(train_set, generator)
+    weighted = head.pos_weight * share
+    prior = weighted / (weighted + 1.0 - share) if share > 0 else 0.0
+    prior = min(max(prior, 1e-3), 0.5)
+    layer.bias.zero_()
+    layer.bias[1] = math.log(prior / (1.0 - prior))
+
+
+def _balanced_sampler(
+    train_set: Dataset, share: float, generator: torch.Generator
+) -> WeightedRandomSampler | None:
+    """Sampler that draws tiles holding a landslide with probability ``share`` (0: None).
+
+    Reads every training item once to find the tiles that hold a landslide; falls back to
+    plain shuffling when all or none do.
+    """
+    if share <= 0:
+        return None
+    _, flags = _positive_share(train_set, generator, limit=None)
+    assert flags is not None
+    n_pos = sum(flags)
+    n_neg = len(flags) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return None
+    weights = [share / n_pos if f else (1.0 - share) / n_neg for f in flags]
+    return WeightedRandomSampler(weights, len(flags), replacement=True, generator=generator)
+
+
+def _augment(
+    x: torch.Tensor, y: torch.Tensor, valid: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One random flip / quarter turn of the whole batch (turns only for square tiles)."""
+    flip = int(torch.randint(0, 2, (1,), generator=generator).item())
+    turns = int(torch.randint(0, 4, (1,), generator=generator).item())
+    if x.shape[-1] != x.shape[-2]:
+        turns = 2 * (turns % 2)  # a half turn keeps a rectangle's shape
+    out = []
+    for t in (x, y, valid):
+        if flip:
+            t = t.flip(-1)
+        if turns:
+            t = t.rot90(turns, dims=(-2, -1))
+        out.append(t.contiguous())
+    return out[0], out[1], out[2]

@@ -25,6 +25,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from optuna.artifacts import upload_artifact
@@ -408,18 +409,9 @@ class PrunerStopper(Stopper):
 
 def error_reason(trial: Any) -> str:
     """The objective's exception of a crashed Tune trial, as ``Type: message``."""
-    exc: Any = None
-    try:
-        exc = trial.get_pickled_error()
-    except Exception:  # noqa: BLE001 - fall back to the text trace
-        exc = None
+    exc = _pickled_error(trial)
     if exc is None:
-        text = ""
-        try:
-            text = trial.get_error() or ""
-        except Exception:  # noqa: BLE001
-            pass
-        lines = [line for line in str(text).splitlines() if line.strip()]
+        lines = [line for line in _error_text(trial).splitlines() if line.strip()]
         return lines[-1].strip() if lines else "the trial crashed (no error recorded)"
     seen = set()
     while id(exc) not in seen:
@@ -437,6 +429,31 @@ def error_reason(trial: Any) -> str:
         return f"{name}: the trial's worker process died (killed, or out of memory)"
     message = str(exc).strip().splitlines()
     return f"{name}: {message[0]}" if message else name
+
+
+def _pickled_error(trial: Any) -> Any:
+    # The driver writes the error beside the trial (local_path) before it syncs it to
+    # the storage, so read the local file first.
+    import ray.cloudpickle as cloudpickle
+
+    try:
+        path = trial.pickled_error_file
+        if path and Path(path).is_file():
+            with open(path, "rb") as f:
+                return cloudpickle.load(f)
+        return trial.get_pickled_error()
+    except Exception:  # noqa: BLE001 - fall back to the text trace
+        return None
+
+
+def _error_text(trial: Any) -> str:
+    try:
+        path = trial.error_file
+        if path and Path(path).is_file():
+            return Path(path).read_text(errors="replace")
+        return str(trial.get_error() or "")
+    except Exception:  # noqa: BLE001
+        return ""
 
 
 # ------------------------------------------------------------- one driver on SQLite

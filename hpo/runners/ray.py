@@ -189,7 +189,7 @@ class RayRunner(Runner):
         token = uuid.uuid4().hex
         # The reaper stops this instance's processes when this process dies, however.
         self._reaper = subprocess.Popen(
-            [sys.executable, _ray_reaper.__file__, token],
+            [sys.executable, _ray_reaper.__file__, token, str(os.getpid())],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from hpo import SpecError
+from hpo.cli import main
 from hpo.study import (
     data_section,
     ensure_scene,
@@ -18,7 +21,7 @@ from hpo.study import (
     study_status,
 )
 
-from .test_cli import TINY_STUDY, write_study
+from .test_cli import ROOT, TINY_STUDY, write_study
 
 pytest.importorskip("data.synthetic", reason="the data package is not there yet")
 
@@ -85,3 +88,66 @@ def test_refine_and_status_of_a_search_not_started(tmp_path):
     assert [s["state"] for s in doc["stages"]] == ["pending"] * 3
     assert not (tmp_path / "tiny.db").exists()  # status creates no storage
     assert make_search(spec).stage_names == ["optim", "dcnn", "refine"]
+
+
+STUDIES = sorted((ROOT / "studies").glob("*.toml"))
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def uses_shared_data(study: Path) -> bool:
+    return "shared/data" in study.read_text(encoding="utf-8")
+
+
+def test_the_shipped_studies_are_the_ones_the_readme_names():
+    names = {s.stem for s in STUDIES}
+    assert {"quickstart", "quickstart-ray", "l4s", "kashmir", "paper"} <= names
+
+
+@pytest.mark.parametrize("study", STUDIES, ids=[s.stem for s in STUDIES])
+def test_every_shipped_study_passes_a_dry_run(study, capsys):
+    if uses_shared_data(study) and not SHARED_DATA.is_dir():
+        pytest.skip(f"{study.name} reads ../shared/data, which is not there")
+    assert main(["tune", str(study), "--dry-run"]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "dry run: nothing trained, nothing stored" in out
+    assert "stages (" in out
+
+
+def test_paper_study_is_the_papers_setting(capsys):
+    spec = load_study(ROOT / "studies" / "paper.toml", check_paths=False)
+    fixed = dict(spec.model.fixed)
+    assert (fixed["optim.lr"], fixed["optim.batch_size"]) == (1e-4, 68)
+    assert spec.data["patch_size"] == 512 and spec.data["split"] == "paper"
+    assert spec.data["synthetic"]["n_dates"] == 5
+    assert spec.runner.kind == "ray" and spec.runner.gpu >= 1
+    assert spec.storage.startswith("postgresql://")
+    assert main(["tune", str(ROOT / "studies" / "paper.toml"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "postgresql://" in out and "1 gpu per trial" in out
+
+
+def test_quickstart_ray_is_quickstart_on_ray():
+    quick = load_study(ROOT / "studies" / "quickstart.toml", check_paths=False).to_dict()
+    ray = load_study(ROOT / "studies" / "quickstart-ray.toml", check_paths=False).to_dict()
+    differ = {k for k in quick if quick[k] != ray[k]}
+    assert differ == {"name", "storage", "artifacts", "runner"}, (
+        "quickstart-ray.toml must stay quickstart.toml on Ray; copy the changed keys over"
+    )
+    assert ray["runner"]["kind"] == "ray" and ray["runner"]["max_concurrent"] == 2
+
+
+def test_data_path_overrides_the_data_folder_or_scene(tmp_path, capsys):
+    l4s = ROOT / "studies" / "l4s.toml"
+    spec = load_study(l4s, check_paths=False, data_path=tmp_path / "mine")
+    assert spec.data["path"] == str(tmp_path / "mine")
+    assert main(["tune", str(l4s), "--dry-run", "--data-path", str(tmp_path / "mine")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "mine" in err[0] and "not found" in err[0]
+
+    # A scene-based study: --data-path names the scene file or the folder holding it.
+    study = write_study(tmp_path / "s")
+    spec = load_study(study, check_paths=False, data_path=tmp_path)
+    assert spec.data["scene"] == str(tmp_path / "scene.toml")
+    assert "synthetic" not in spec.data  # the user's data: nothing to generate
+    with pytest.raises(SpecError, match="does not exist"):
+        load_study(study, data_path=tmp_path / "nope.toml")

@@ -66,14 +66,39 @@ def test_one_class_gives_auc_none_and_finite_scores():
     assert got["miou"] == pytest.approx(jaccard_score(target, prob > 0.5, average="macro"))
     assert got["f1"] == 0.0
     all_background = segmentation_metrics(np.zeros(3), np.zeros(3))
-    assert all_background == {"miou": 1.0, "f1": 0.0, "auc": None}
+    assert all_background == {
+        "miou": 1.0, "f1": 0.0, "auc": None, "f1_best": 0.0, "threshold": 0.5
+    }
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_best_threshold_maximizes_f1_like_sklearn(seed):
+    rng = np.random.default_rng(seed)
+    target = rng.random(400) < 0.1
+    prob = np.clip(0.3 * target + rng.random(400) * 0.7, 0, 1).round(2)  # with ties
+    got = segmentation_metrics(prob, target)
+    brute = max(f1_score(target, prob >= t) for t in np.unique(prob))
+    assert got["f1_best"] == pytest.approx(brute, abs=1e-9)
+    assert f1_score(target, prob > got["threshold"]) == pytest.approx(brute, abs=1e-9)
+    assert got["f1_best"] >= got["f1"]
+
+
+def test_meter_at_a_threshold_chosen_elsewhere():
+    prob = np.array([0.9, 0.3, 0.35, 0.1, 0.6])
+    target = np.array([1, 1, 0, 0, 0])
+    meter = SegmentationMeter()
+    meter.update(prob, target)
+    at = meter.at(0.2)
+    assert at["f1"] == pytest.approx(f1_score(target, prob > 0.2))
+    assert at["miou"] == pytest.approx(jaccard_score(target, prob > 0.2, average="macro"))
+    assert meter.at(0.5)["f1"] == meter.compute()["f1"]
 
 
 def test_invalid_pixels_are_ignored():
     prob = np.array([0.9, 0.1, 0.9])
     target = np.array([1, 0, 0])
     got = segmentation_metrics(prob, target, valid=np.array([True, True, False]))
-    assert got == {"miou": 1.0, "f1": 1.0, "auc": 1.0}
+    assert got == {"miou": 1.0, "f1": 1.0, "auc": 1.0, "f1_best": 1.0, "threshold": 0.5}
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,381 @@
+"""A markdown report of a layer-wise search, with PNG plots beside it (``hpo report``).
+
+Per stage: trials, best value and parameters, the ledger entry handed to the next stage
+and, where cheap, parameter importances; for the search: the improvement over the untuned
+defaults and the best value carried through the stages. A run folder of ``hpo train``
+adds the test metrics, training curves and ROC curve of the final model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from optuna.trial import FrozenTrial, TrialState
+
+from hpo.atomic import write_text
+from hpo.errors import HPOError
+from hpo.figures import pyplot, save_figure
+
+# fANOVA fits a random forest per stage; below this many trials its importances are noise.
+_MIN_TRIALS_FOR_IMPORTANCE = 4
+
+
+@dataclass
+class Report:
+    """What :func:`write_report` wrote.
+
+    Attributes:
+        path: The markdown file.
+        figures: The PNG files beside it.
+        untuned: The untuned defaults' value (first stage, trial 0), or ``None``.
+        best: The best value of the search, or ``None``.
+    """
+
+    path: Path
+    figures: list[Path] = field(default_factory=list)
+    untuned: float | None = None
+    best: float | None = None
+
+
+def untuned_value(result: Any) -> float | None:
+    """The untuned defaults' value: trial 0 of the first stage, which measures them.
+
+    Args:
+        result: A :class:`~hpo.SearchResult`.
+
+    Returns:
+        The value, or ``None`` before it was measured.
+    """
+    first = result.stages[0].study if result.stages else None
+    if first is None:
+        return None
+    zero = next((t for t in first.get_trials(deepcopy=False) if t.number == 0), None)
+    return zero.value if zero is not None and zero.state == TrialState.COMPLETE else None
+
+
+def report_paths(out: str | Path) -> tuple[Path, str]:
+    """The markdown file and the figures' name prefix for ``-o`` (a ``.md`` file or a folder).
+
+    Args:
+        out: ``report.md`` (figures ``report-*.png`` beside it) or a folder (``report.md``
+            and ``*.png`` inside).
+
+    Returns:
+        ``(markdown path, figure prefix)``.
+    """
+    out = Path(out)
+    if out.suffix.lower() == ".md":
+        return out, f"{out.stem}-"
+    return out / "report.md", ""
+
+
+def write_report(
+    result: Any,
+    out: str | Path,
+    *,
+    metric: str = "value",
+    title: str | None = None,
+    run_dir: str | Path | None = None,
+    say: Callable[[str], None] | None = None,
+) -> Report:
+    """Write the markdown report of a search and its plots.
+
+    Args:
+        result: The search's :class:`~hpo.SearchResult` (``LayerwiseSearch.status()``).
+        out: A ``.md`` file or a folder (see :func:`report_paths`).
+        metric: The metric's name, for headings.
+        title: The report's title (default: the search's name).
+        run_dir: A run folder of ``hpo train`` whose test metrics and plots to include.
+        say: Where to tell about optional parts left out (importances that failed, ...).
+
+    Returns:
+        What was written.
+
+    Raises:
+        HPOError: The search has no trial yet, or ``run_dir`` holds no ``metrics.json``.
+    """
+    if not any(s.study is not None for s in result.stages):
+        raise HPOError(
+            f"search {result.study_name!r} has no trial yet (hint: run `hpo tune` first)"
+        )
+    md, prefix = report_paths(out)
+    folder = md.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    report = Report(md, untuned=untuned_value(result), best=result.best_value)
+    lines = [f"# {title or f'Layer-wise search {result.study_name}'}", ""]
+    lines += _overview(result, metric, report)
+    lines += _stage_table(result, metric)
+
+    carried = folder / f"{prefix}best-so-far.png"
+    if _plot_carried(result, metric, carried):
+        report.figures.append(carried)
+        lines += [
+            "## Best value carried through the stages",
+            "",
+            f"Every complete trial in run order; the line is the best {metric} so far, and each "
+            "stage starts from the incumbent the ledger handed over.",
+            "",
+            f"![best so far]({carried.name})",
+            "",
+        ]
+    per_stage = folder / f"{prefix}stages.png"
+    if _plot_stages(result, metric, per_stage):
+        report.figures.append(per_stage)
+        lines += [
+            "## Optimization history per stage",
+            "",
+            "Random-search trials (grey) then Bayesian trials (blue); the line is the "
+            "stage's best so far.",
+            "",
+            f"![stages]({per_stage.name})",
+            "",
+        ]
+    importances = _importances(result, say)
+    if importances:
+        figure = folder / f"{prefix}importance.png"
+        _plot_importances(importances, figure)
+        report.figures.append(figure)
+        lines += ["## Parameter importances per stage", ""]
+        lines += [
+            "fANOVA (`optuna.importance`) over each stage's complete trials; stages with one "
+            f"parameter or fewer than {_MIN_TRIALS_FOR_IMPORTANCE} trials are left out.",
+            "",
+            "| stage | parameter | importance |",
+            "| --- | --- | --- |",
+        ]
+        for stage, values in importances.items():
+            lines += [f"| {stage} | `{k}` | {v:.3f} |" for k, v in values.items()]
+        lines += ["", f"![importances]({figure.name})", ""]
+    if run_dir is not None:
+        lines += _run_section(Path(run_dir), folder, prefix, report)
+    lines += _best_params(result)
+    write_text(md, "\n".join(lines).rstrip() + "\n")
+    return report
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _params(params: dict[str, Any]) -> str:
+    return ", ".join(f"`{k}`={_fmt(v)}" for k, v in params.items()) or "-"
+
+
+def _overview(result: Any, metric: str, report: Report) -> list[str]:
+    done = sum(s.state == "finished" for s in result.stages)
+    lines = [
+        f"Search `{result.study_name}` in `{result.storage}`: {done}/{len(result.stages)} "
+        f"stages finished, {result.direction} validation {metric}.",
+        "",
+    ]
+    untuned, best = report.untuned, report.best
+    if untuned is not None and best is not None:
+        gain = best - untuned
+        relative = f" ({100 * gain / abs(untuned):+.1f} %)" if untuned else ""
+        lines += [
+            f"**Improvement over the untuned defaults:** {metric} {untuned:.4f} -> "
+            f"{best:.4f}, {gain:+.4f}{relative}.",
+            "",
+        ]
+    elif best is not None:
+        lines += [f"**Best {metric}:** {best:.4f}.", ""]
+    return lines
+
+
+def _stage_table(result: Any, metric: str) -> list[str]:
+    lines = [
+        "## Stages",
+        "",
+        f"| # | stage | state | complete / budget | failed | pruned | best {metric} | "
+        "best trial | best params | ledger |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    n = len(result.stages)
+    for s in result.stages:
+        best = s.best_trial
+        ledger = (
+            f"trial #{s.ledger.trial_number}, {metric} {_fmt(s.ledger.value)}"
+            if s.ledger is not None
+            else "not written"
+        )
+        lines.append(
+            f"| {s.index + 1}/{n} | {s.name} | {s.state} | {s.n_complete}/{s.budget} | "
+            f"{s.n_fail} | {s.n_pruned} | {_fmt(best.value if best else None)} | "
+            f"{f'#{best.number}' if best else '-'} | {_params(best.params) if best else '-'} | "
+            f"{ledger} |"
+        )
+    return lines + [""]
+
+
+def _best_params(result: Any) -> list[str]:
+    lines = ["## Best configuration", "", "| parameter | value |", "| --- | --- |"]
+    lines += [f"| `{k}` | {_fmt(v)} |" for k, v in result.best_params.items()]
+    return lines + [""]
+
+
+def _complete(stage: Any) -> list[FrozenTrial]:
+    if stage.study is None:
+        return []
+    trials = stage.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return sorted(trials, key=lambda t: t.number)
+
+
+def _running_best(values: list[float], maximize: bool) -> list[float]:
+    best, out = -math.inf if maximize else math.inf, []
+    for v in values:
+        best = max(best, v) if maximize else min(best, v)
+        out.append(best)
+    return out
+
+
+def _plot_carried(result: Any, metric: str, path: Path) -> bool:
+    maximize = result.direction == "maximize"
+    xs, ys, bounds = [], [], []
+    for s in result.stages:
+        trials = _complete(s)
+        if not trials:
+            continue
+        bounds.append((len(xs), s.name))
+        for t in trials:
+            xs.append(len(xs))
+            ys.append(t.value)
+    if not ys:
+        return False
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(9, 3.8), dpi=120)
+    ax.scatter(xs, ys, s=14, color="tab:blue", alpha=0.6, label="trial")
+    ax.step(xs, _running_best(ys, maximize), where="post", color="tab:red", label="best so far")
+    for start, name in bounds:
+        ax.axvline(start - 0.5, color="grey", linewidth=0.8, linestyle=":")
+        ax.text(start, ax.get_ylim()[1], f" {name}", va="top", fontsize=8, color="dimgrey")
+    ax.set_xlabel("complete trials, in run order")
+    ax.set_ylabel(f"validation {metric}")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    save_figure(fig, path)
+    return True
+
+
+def _plot_stages(result: Any, metric: str, path: Path) -> bool:
+    stages = [(s, _complete(s)) for s in result.stages]
+    stages = [(s, t) for s, t in stages if t]
+    if not stages:
+        return False
+    maximize = result.direction == "maximize"
+    cols = min(3, len(stages))
+    rows = math.ceil(len(stages) / cols)
+    plt = pyplot()
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), dpi=110, squeeze=False)
+    for ax, (stage, trials) in zip(axes.flat, stages, strict=False):
+        n_random = _n_random(result, stage)
+        numbers = [t.number for t in trials]
+        values = [t.value for t in trials]
+        colors = ["grey" if n < n_random else "tab:blue" for n in numbers]
+        ax.scatter(numbers, values, c=colors, s=18)
+        ax.step(numbers, _running_best(values, maximize), where="post", color="tab:red")
+        ax.set_title(stage.name, fontsize=10)
+        ax.set_xlabel("trial")
+        ax.set_ylabel(metric)
+    for ax in list(axes.flat)[len(stages) :]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return True
+
+
+def _n_random(result: Any, stage: Any) -> int:
+    """The stage's random-search trial count, from the search's stored definition."""
+    for entry in result.spec.get("stages", []):
+        if isinstance(entry, dict) and entry.get("name") == stage.stage:
+            return int(entry.get("n_random", 0))
+    return 0
+
+
+def _importances(
+    result: Any, say: Callable[[str], None] | None
+) -> dict[str, dict[str, float]]:
+    import optuna
+
+    found: dict[str, dict[str, float]] = {}
+    for s in result.stages:
+        trials = _complete(s)
+        names = {k for t in trials for k in t.params}
+        if s.study is None or len(names) < 2 or len(trials) < _MIN_TRIALS_FOR_IMPORTANCE:
+            continue
+        try:
+            values = optuna.importance.get_param_importances(s.study)
+        except (ValueError, RuntimeError) as exc:  # e.g. every trial at one value
+            if say is not None:
+                say(f"importances of stage {s.name} left out: {exc}")
+            continue
+        found[s.name] = {k: float(v) for k, v in values.items()}
+    return found
+
+
+def _plot_importances(importances: dict[str, dict[str, float]], path: Path) -> None:
+    plt = pyplot()
+    n = len(importances)
+    fig, axes = plt.subplots(1, n, figsize=(4 * n, 2.8), dpi=110, squeeze=False)
+    for ax, (stage, values) in zip(axes.flat, importances.items(), strict=True):
+        names = list(values)[::-1]
+        ax.barh(names, [values[k] for k in names], color="tab:green")
+        ax.set_xlim(0, 1)
+        ax.set_title(stage, fontsize=10)
+        ax.tick_params(axis="y", labelsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def _run_section(run_dir: Path, folder: Path, prefix: str, report: Report) -> list[str]:
+    from hpo.retrain import METRICS_FILE
+
+    try:
+        metrics = json.loads((run_dir / METRICS_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise HPOError(
+            f"{run_dir / METRICS_FILE}: cannot read ({exc}) (hint: pass a folder written by "
+            "`hpo train`)"
+        ) from exc
+    test = metrics.get("test") or {}
+    lines = [
+        "## Final model on the test split",
+        "",
+        f"`hpo train` run `{run_dir}`: model {metrics.get('model')}, trained on "
+        f"{metrics.get('train_on')}, seed {metrics.get('seed')}; the test split was never "
+        "seen during tuning.",
+        "",
+        "| decision threshold | MIoU | F1 | AUC | TP | FP | FN | TN |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for key, label in (("at_0.5", "0.5"), ("at_threshold", "validation-chosen")):
+        row = test.get(key)
+        if not row:
+            continue
+        c = row.get("confusion") or {}
+        name = f"{label} ({row['threshold']:.3f})" if "threshold" in row else label
+        lines.append(
+            f"| {name} | {_fmt(row.get('miou'))} | {_fmt(row.get('f1'))} | "
+            f"{_fmt(row.get('auc'))} | {c.get('tp', '-')} | {c.get('fp', '-')} | "
+            f"{c.get('fn', '-')} | {c.get('tn', '-')} |"
+        )
+    lines.append("")
+    for name in ((metrics.get("files") or {}).get(k) for k in ("curves", "roc")):
+        if name and (run_dir / name).is_file():
+            copy = folder / f"{prefix}run-{name}"
+            shutil.copyfile(run_dir / name, copy)
+            report.figures.append(copy)
+            lines += [f"![{Path(name).stem}]({copy.name})", ""]
+    return lines
+
+
+__all__ = ["Report", "report_paths", "untuned_value", "write_report"]

@@ -1,0 +1,406 @@
+"""Final training with an exported best configuration, evaluated once on the test split.
+
+``hpo train best.yaml`` is this module: the export names the model, its full config and
+the data section; the data are prepared exactly as tuning prepared them (same cube, same
+split, see :func:`hpo.study.prepare_final_data`), the model is trained on the training
+split (or training + validation), and the test split, which tuning never read, gives the
+reported MIoU / F1 / AUC. A run folder holds the checkpoint, ``metrics.json`` and plots.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hpo.atomic import write_json
+from hpo.errors import ExportError, HPOError
+from hpo.figures import pyplot, save_figure
+
+RUN_FORMAT = "landslide-hpo/train-run/1"
+CHECKPOINT_FILE = "model.pt"
+METRICS_FILE = "metrics.json"
+CURVES_FILE = "curves.png"
+ROC_FILE = "roc.png"
+_ROC_POINTS = 200
+
+
+@dataclass
+class TrainRun:
+    """What :func:`train_export` left in its run folder.
+
+    Attributes:
+        run_dir: The folder.
+        checkpoint: The checkpoint file.
+        metrics: The ``metrics.json`` document.
+        seconds: Wall time of data preparation, training and evaluation.
+    """
+
+    run_dir: Path
+    checkpoint: Path
+    metrics: dict[str, Any]
+    seconds: float
+
+
+def default_run_dir(search: str | None, now: datetime | None = None) -> Path:
+    """``runs/<search>-<YYYYmmdd-HHMMSS>`` in the working folder.
+
+    Args:
+        search: The search's name (``"run"`` when unknown).
+        now: The timestamp (default: now).
+
+    Returns:
+        The folder path (not created).
+    """
+    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{search or 'run'}-{stamp}"
+
+
+def study_seed(doc: Mapping[str, Any]) -> int | None:
+    """The seed of the search an export came from, or ``None`` when it cannot be told.
+
+    Exports record the data section but not the study's top-level seed, which both the
+    split (unless ``[data] seed`` is set) and every trial's training used; it is read from
+    the study file the provenance names.
+
+    Args:
+        doc: An export document.
+
+    Returns:
+        The seed, or ``None``.
+    """
+    if isinstance(doc.get("seed"), int):
+        return int(doc["seed"])
+    study_file = (doc.get("provenance") or {}).get("study_file")
+    if not study_file or not Path(study_file).is_file():
+        return None
+    from hpo.spec import load_study_file
+
+    try:
+        return load_study_file(study_file, check_paths=False).seed
+    except HPOError:
+        return None
+
+
+def train_export(
+    export: str | Path | Mapping[str, Any],
+    run_dir: str | Path | None = None,
+    *,
+    train_on: str = "train",
+    seed: int | None = None,
+    epochs: int | None = None,
+    device: str | None = None,
+    say: Callable[[str], None] = print,
+    on_epoch: Callable[[int, dict[str, Any]], Any] | None = None,
+) -> TrainRun:
+    """Train the exported configuration once and evaluate it on the test split.
+
+    Args:
+        export: An export file (``hpo export``) or its loaded document.
+        run_dir: Output folder (default: :func:`default_run_dir`); it must not hold a
+            checkpoint yet.
+        train_on: ``"train"`` or ``"train+val"``.
+        seed: Training seed (default: the study's, as every trial used).
+        epochs: Overrides ``optim.epochs`` of the exported config.
+        device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available).
+        say: Where to tell the user what happens.
+        on_epoch: Called after every epoch as ``on_epoch(epoch, metrics)``.
+
+    Returns:
+        The run.
+
+    Raises:
+        ExportError: The export is unreadable or has no network config.
+        HPOError: The run folder already holds a checkpoint.
+        data.DataError: The data cannot be prepared.
+    """
+    import networks
+    from hpo.export import load_export
+    from hpo.study import ensure_section_scene, prepare_final_data
+
+    started = time.monotonic()
+    source = str(export) if isinstance(export, str | Path) else None
+    doc = load_export(export) if isinstance(export, str | Path) else dict(export)
+    model_name, config = _model(doc, source)
+    if epochs is not None:
+        if epochs < 1:
+            raise HPOError(f"--epochs {epochs}: use 1 or more")
+        config = dataclasses.replace(config, optim=dataclasses.replace(config.optim, epochs=epochs))
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(doc.get("search"))
+    if (run_dir / CHECKPOINT_FILE).exists():
+        raise HPOError(f"{run_dir} already holds a trained model (hint: pass another -o RUN_DIR)")
+    split_seed = study_seed(doc)
+    if split_seed is None:
+        split_seed = 0
+        say(
+            "warning: the export does not say the study's seed (its study file is gone); "
+            "using 0 for the split, so the test tiles may differ from tuning's"
+        )
+    seed = split_seed if seed is None else seed
+    section, base_dir = _data(doc, source)
+    ensure_section_scene(section, base_dir, origin=source, say=say)
+    final = prepare_final_data(section, base_dir, seed=split_seed, train_on=train_on)
+    say(f"data: {final.describe()}")
+
+    history = networks.train(
+        config,
+        final.train_set,
+        final.val_set,
+        seed=seed,
+        model=model_name,
+        device=device,
+        callbacks=[on_epoch] if on_epoch is not None else (),
+    )
+    threshold = _validation_threshold(history)
+    test = evaluate_split(history.model, final.test_set, threshold, config.optim.batch_size)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = networks.save_checkpoint(
+        run_dir / CHECKPOINT_FILE,
+        history.model,
+        model_name=model_name,
+        config=config,
+        source_names=final.source_names,
+        norm_stats=final.norm,
+        extra={
+            "patch_size": int(final.splits.info["patch_size"]),
+            "threshold": threshold,
+            "train_on": train_on,
+            "seed": seed,
+            "search": doc.get("search"),
+            "data_hash": final.cube.hash,
+            "dates": list(final.cube.dates),
+            "test": test["at_0.5"],
+        },
+    )
+    plot_history(history.epochs, run_dir / CURVES_FILE)
+    plot_roc(test.pop("roc"), run_dir / ROC_FILE)
+    metrics = {
+        "format": RUN_FORMAT,
+        "search": doc.get("search"),
+        "export": source,
+        "model": model_name,
+        "config": config.to_dict(),
+        "source_names": final.source_names,
+        "train_on": train_on,
+        "seed": seed,
+        "split": final.splits.to_dict(),
+        "tuned": {"metric": doc.get("metric"), "validation_value": doc.get("best_value")},
+        "threshold": threshold,
+        "threshold_note": (
+            "chosen on the validation split, which was trained on (optimistic)"
+            if train_on == "train+val" and threshold is not None
+            else "chosen on the validation split"
+        ),
+        "test": test,
+        "validation_last_epoch": history.epochs[-1] if history.epochs else None,
+        "history": history.epochs,
+        "versions": networks.package_versions(),
+        "seconds": round(time.monotonic() - started, 2),
+        "files": {"checkpoint": CHECKPOINT_FILE, "curves": CURVES_FILE, "roc": ROC_FILE},
+    }
+    write_json(run_dir / METRICS_FILE, metrics)
+    return TrainRun(run_dir, checkpoint, metrics, time.monotonic() - started)
+
+
+def _model(doc: Mapping[str, Any], source: str | None) -> tuple[str, Any]:
+    from networks import MODEL_NAMES, ModelConfig
+    from networks.errors import ConfigError
+
+    model = doc.get("model") or {}
+    name = model.get("name") or "fusion"
+    if name not in MODEL_NAMES or not isinstance(model.get("config"), Mapping):
+        raise ExportError(
+            "no network model and config in the export (a search over a custom objective?)",
+            path=source,
+            hint="export a search of studies/*.toml that tunes a network",
+        )
+    try:
+        return name, ModelConfig.from_dict(model["config"])
+    except ConfigError as exc:
+        raise ExportError(f"model.config: {exc}", path=source) from exc
+
+
+def _data(doc: Mapping[str, Any], source: str | None) -> tuple[dict[str, Any], Path]:
+    section = doc.get("data")
+    if not isinstance(section, Mapping):
+        raise ExportError("no data section in the export", path=source, hint="re-export it")
+    base = doc.get("data_base_dir")
+    if base is None and source is not None:
+        base = Path(source).resolve().parent
+    return dict(section), Path(base or ".")
+
+
+def _validation_threshold(history: Any) -> float | None:
+    """The decision threshold the training run chose on the validation split, if any."""
+    value = getattr(history, "threshold", None)
+    if value is None and history.epochs:
+        value = history.epochs[-1].get("threshold")
+    return float(value) if isinstance(value, int | float) and 0 < value < 1 else None
+
+
+def evaluate_split(
+    model: Any, data_set: Any, threshold: float | None, batch_size: int = 8
+) -> dict[str, Any]:
+    """Test metrics of a trained model: at 0.5 and at a validation-chosen threshold.
+
+    Args:
+        model: The trained model (eval mode, on its device).
+        data_set: A data set of ``(x, y, valid)`` (the test split).
+        threshold: The validation-chosen threshold, or ``None``.
+        batch_size: Tiles per forward pass.
+
+    Returns:
+        ``{"at_0.5": {...}, "at_threshold": {...} | None, "roc": {"fpr", "tpr"}}``;
+        each metrics dict has ``miou``, ``f1``, ``auc`` and the confusion counts.
+    """
+    from torch.utils.data import DataLoader
+
+    from hpo.predict import landslide_probability
+    from networks import SegmentationMeter
+
+    device = next(model.parameters()).device
+    meter = SegmentationMeter()
+    probs, labels = [], []
+    model.eval()
+    for x, y, valid in DataLoader(data_set, batch_size=batch_size):
+        p = landslide_probability(model, x.to(device)).cpu()
+        meter.update(p, y, valid)
+        keep = valid.bool()
+        probs.append(p[keep].numpy())
+        labels.append(y[keep].numpy() > 0)
+    prob, label = np.concatenate(probs), np.concatenate(labels)
+    scores = meter.compute()
+    out: dict[str, Any] = {
+        "pixels": int(prob.size),
+        "landslide_pixels": int(label.sum()),
+        "at_0.5": {
+            "miou": scores["miou"],
+            "f1": scores["f1"],
+            "auc": scores["auc"],
+            "confusion": _confusion(prob, label, 0.5),
+        },
+        "at_threshold": None,
+    }
+    if threshold is not None:
+        at = meter.at(threshold)
+        out["at_threshold"] = {
+            "threshold": threshold,
+            "miou": at["miou"],
+            "f1": at["f1"],
+            "auc": scores["auc"],
+            "confusion": _confusion(prob, label, threshold),
+        }
+    out["roc"] = roc_points(prob, label)
+    return out
+
+
+def roc_points(prob: np.ndarray, label: np.ndarray, n: int = _ROC_POINTS) -> dict | None:
+    """At most ``n`` points of the ROC curve, one per distinct threshold before thinning.
+
+    Args:
+        prob: 1-D scores.
+        label: 1-D bool labels.
+        n: Points kept (evenly spaced along the curve, both ends included).
+
+    Returns:
+        ``{"fpr": [...], "tpr": [...]}`` from (0, 0) to (1, 1), or ``None`` when only one
+        class is present.
+    """
+    n_pos = int(label.sum())
+    n_neg = label.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return None
+    order = np.argsort(-prob, kind="stable")
+    ends = np.append(np.flatnonzero(np.diff(prob[order])), prob.size - 1)  # last of ties
+    tp = np.cumsum(label[order])[ends]
+    fpr = np.concatenate(([0.0], (ends + 1 - tp) / n_neg))
+    tpr = np.concatenate(([0.0], tp / n_pos))
+    keep = np.unique(np.linspace(0, fpr.size - 1, min(fpr.size, n)).astype(int))
+    return {"fpr": fpr[keep].tolist(), "tpr": tpr[keep].tolist()}
+
+
+def _confusion(prob: np.ndarray, label: np.ndarray, threshold: float) -> dict[str, int]:
+    called = prob > threshold
+    tp = int(np.count_nonzero(called & label))
+    fp = int(np.count_nonzero(called)) - tp
+    fn = int(np.count_nonzero(label)) - tp
+    return {"tp": tp, "fp": fp, "fn": fn, "tn": int(prob.size) - tp - fp - fn}
+
+
+def plot_history(epochs: list[dict[str, Any]], path: str | Path) -> Path:
+    """Training curves: losses (left) and validation metrics (right) per epoch.
+
+    Args:
+        epochs: ``History.epochs``.
+        path: The PNG to write (atomically).
+
+    Returns:
+        The path.
+    """
+    plt = pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=120)
+    x = [e["epoch"] for e in epochs]
+    for key, label in (("train_loss", "train loss"), ("val_loss", "validation loss")):
+        left.plot(x, [e.get(key) for e in epochs], marker="o", label=label)
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (left, right):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    left.set_xlabel("epoch")
+    left.set_ylabel("loss (eq. 8)")
+    left.legend()
+    for key in ("f1", "miou", "auc", "f1_best"):
+        values = [e.get(key) for e in epochs]
+        if any(v is not None for v in values):
+            right.plot(x, [np.nan if v is None else v for v in values], marker="o", label=key)
+    right.set_xlabel("epoch")
+    right.set_ylabel("validation metric")
+    right.set_ylim(0, 1)
+    right.legend()
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_roc(roc: Mapping[str, Any] | None, path: str | Path) -> Path | None:
+    """The test ROC curve (nothing is written when the test split holds one class).
+
+    Args:
+        roc: ``{"fpr": [...], "tpr": [...]}`` or ``None``.
+        path: The PNG to write (atomically).
+
+    Returns:
+        The path, or ``None``.
+    """
+    if not roc:
+        return None
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(4, 4), dpi=120)
+    ax.plot(roc["fpr"], roc["tpr"], label="model")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title("ROC, test split")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+__all__ = [
+    "CHECKPOINT_FILE",
+    "METRICS_FILE",
+    "RUN_FORMAT",
+    "TrainRun",
+    "default_run_dir",
+    "evaluate_split",
+    "plot_history",
+    "plot_roc",
+    "roc_points",
+    "study_seed",
+    "train_export",
+]

@@ -1,0 +1,221 @@
+"""export -> ``hpo train`` -> ``hpo predict`` -> ``hpo report`` on a tiny tuned study.
+
+One tiny study is tuned once per module (in process, a few seconds); every command family
+then runs at least once through the real entry point in a subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from hpo.cli import main
+
+from .test_cli import ROOT, write_study
+
+pytest.importorskip("data.synthetic", reason="the data package is not there yet")
+rasterio = pytest.importorskip("rasterio")
+
+
+def hpo(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run the ``hpo`` command in a subprocess, as a user would."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "hpo.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=300,
+    )
+
+
+def one_error_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("hpo: error: ") and "Traceback" not in stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> SimpleNamespace:
+    """The tiny study tuned and exported in process, then trained by `hpo train`."""
+    folder = tmp_path_factory.mktemp("final")
+    study = write_study(folder)
+    assert main(["tune", str(study), "--plain"]) == 0
+    assert main(["export", str(study), "-o", str(folder / "best.yaml")]) == 0
+    run = hpo("train", "best.yaml", "-o", "run", cwd=folder)
+    assert run.returncode == 0, run.stderr
+    return SimpleNamespace(folder=folder, study=study, run=folder / "run", stdout=run.stdout)
+
+
+def test_train_writes_checkpoint_metrics_and_curves(trained):
+    from networks import load_checkpoint
+
+    run = trained.run
+    assert "test split" in trained.stdout and "MIoU" in trained.stdout
+    assert "hpo predict" in trained.stdout
+    metrics = json.loads((run / "metrics.json").read_text())
+    test = metrics["test"]
+    for key in ("miou", "f1", "auc"):
+        assert 0.0 <= test["at_0.5"][key] <= 1.0
+    c = test["at_0.5"]["confusion"]
+    assert c["tp"] + c["fp"] + c["fn"] + c["tn"] == test["pixels"] > 0
+    assert metrics["train_on"] == "train" and metrics["seed"] == 0
+    assert metrics["split"]["n_test"] > 0 and len(metrics["history"]) == 1
+    for png in ("curves.png", "roc.png"):
+        assert (run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    checkpoint = load_checkpoint(run / "model.pt")
+    assert checkpoint.model_name == "fusion"
+    assert checkpoint.n_times == 2
+    assert set(checkpoint.norm_stats["sources"]) == set(checkpoint.source_names)
+    assert checkpoint.extra["patch_size"] == 16
+    assert checkpoint.extra["threshold"] == metrics["threshold"]
+    if metrics["threshold"] is not None:  # the training run chose one on validation
+        assert test["at_threshold"]["threshold"] == metrics["threshold"]
+        assert 0.0 <= test["at_threshold"]["f1"] <= 1.0
+    # A second run into the same folder would overwrite the model: refused.
+    assert main(["train", str(trained.folder / "best.yaml"), "-o", str(run)]) == 1
+
+
+def test_train_uses_the_tuning_split_and_can_add_validation(trained, capsys):
+    """train+val fits on more tiles; the test tiles are the same ones tuning withheld."""
+    out = trained.folder / "run-tv"
+    code = main(
+        ["train", str(trained.folder / "best.yaml"), "-o", str(out), "--train-on", "train+val"]
+    )
+    assert code == 0, capsys.readouterr().err
+    both = json.loads((out / "metrics.json").read_text())
+    first = json.loads((trained.run / "metrics.json").read_text())
+    assert both["split"] == first["split"]  # same cube, same seed: same tiles
+    assert both["test"]["pixels"] == first["test"]["pixels"]
+    assert "trained on (train+val)" in capsys.readouterr().out
+
+
+def scene_grid(folder: Path) -> tuple:
+    with rasterio.open(folder / "scene" / "dem.tif") as src:
+        return src.crs, src.transform, src.width, src.height
+
+
+def test_predict_map_has_the_scene_grid_and_probabilities(trained):
+    run = hpo(
+        "predict", "run/model.pt", "--scene", "tiny.toml", "-o", "maps/map.tif", "--batch", "3",
+        cwd=trained.folder,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "wrote" in run.stdout and "Mpx/s" in run.stdout
+    path = trained.folder / "maps" / "map.tif"
+    crs, transform, width, height = scene_grid(trained.folder)
+    with rasterio.open(path) as src:
+        assert (src.crs, src.transform, src.width, src.height) == (crs, transform, width, height)
+        assert src.dtypes[0] == "float32" and src.nodata == -9999.0
+        values = src.read(1, masked=True)
+        assert src.tags()["MODEL"] == "fusion"
+    assert values.count() > 0
+    assert 0.0 <= values.min() and values.max() <= 1.0
+    assert (trained.folder / "maps" / "map.png").read_bytes()[:4] == b"\x89PNG"
+    assert not list((trained.folder / "maps").glob(".*tmp*"))  # written atomically
+
+
+def test_predict_marks_invalid_pixels_nodata_and_blends_seamlessly(trained, tmp_path):
+    from hpo.predict import NODATA, predict_scene
+    from hpo.study import open_scene
+    from networks import load_checkpoint
+
+    checkpoint = load_checkpoint(trained.run / "model.pt")
+    cube = open_scene(trained.study, say=lambda _: None)
+    cube.valid = np.array(cube.valid)  # a writable copy of the memory-mapped mask
+    cube.valid[:10, :20] = False
+    # Tiles larger than the scene: one forward pass, no seam at all.
+    whole = predict_scene(checkpoint, cube, tmp_path / "whole.tif", tile=64, overlap=0,
+                          quicklook=False)
+    tiled = predict_scene(checkpoint, cube, tmp_path / "tiled.tif", tile=16, overlap=8,
+                          quicklook=False)
+    assert tiled.n_tiles > 16 and whole.n_tiles == 1
+    with rasterio.open(whole.path) as a, rasterio.open(tiled.path) as b:
+        one, many = a.read(1), b.read(1)
+    assert (one[:10, :20] == NODATA).all() and (many[:10, :20] == NODATA).all()
+    valid = many != NODATA
+    assert valid.sum() == 64 * 64 - 200
+    # Blending stays a convex combination of tile predictions: probabilities, and close to
+    # the seamless map (the network sees less context at tile edges, so not equal).
+    assert 0 <= many[valid].min() and many[valid].max() <= 1
+    assert np.abs(many[valid] - one[valid]).mean() < 0.2
+
+
+def test_blend_window_sums_to_one_where_tiles_overlap():
+    from hpo.predict import blend_window
+
+    tile, overlap = 32, 8
+    w = blend_window(tile, overlap)[tile // 2]  # a middle row: the window is separable
+    stride = tile - overlap
+    total = np.zeros(stride * 3 + overlap)
+    for k in range(3):
+        total[k * stride : k * stride + tile] += w
+    inner = total[overlap : -overlap]  # the scene's outer edges have one tile only
+    assert np.allclose(inner, 1.0, atol=1e-6)
+    assert w.min() > 0  # no pixel loses all weight at the scene's border
+
+
+def test_checkpoint_from_another_model_is_one_line(trained, tmp_path, capsys):
+    import torch
+
+    from networks import ModelConfig, build_model, save_checkpoint
+
+    config = ModelConfig.from_params({"dcnn.depth": 1, "dcnn.width": 4})
+    other = build_model("segnet", 3, 2, config)
+    save_checkpoint(tmp_path / "other.pt", other, model_name="segnet", config=config,
+                    source_names=["red", "green", "swir"])
+    scene = str(trained.folder / "scene")
+    assert main(["predict", str(tmp_path / "other.pt"), "--scene", scene,
+                 "-o", str(tmp_path / "m.tif")]) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert "segnet" in line and "swir" in line and "hint:" in line
+    assert not (tmp_path / "m.tif").exists()
+
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
+    assert main(["predict", str(tmp_path / "foreign.pt"), "--scene", scene]) == 1
+    assert "not a landslide-hpo checkpoint" in one_error_line(capsys.readouterr().err)
+
+    assert main(["predict", str(trained.run / "model.pt"), "--scene",
+                 str(tmp_path / "nowhere")]) == 1
+    assert "scene not found" in one_error_line(capsys.readouterr().err)
+
+
+def test_train_errors_are_one_line(tmp_path, capsys):
+    assert main(["train", str(tmp_path / "missing.yaml")]) == 1
+    assert "cannot read" in one_error_line(capsys.readouterr().err)
+    (tmp_path / "other.yaml").write_text("a: 1\n")
+    assert main(["train", str(tmp_path / "other.yaml")]) == 1
+    assert "hpo export" in one_error_line(capsys.readouterr().err)
+
+
+def test_report_tables_plots_and_the_final_run(trained):
+    run = hpo("report", "tiny.toml", "-o", "rep", "--run", "run", cwd=trained.folder)
+    assert run.returncode == 0, run.stderr
+    assert "untuned defaults" in run.stdout
+    text = (trained.folder / "rep" / "report.md").read_text()
+    for needle in ("| 1/2 | optim | finished | 3/3", "| 2/2 | dcnn | finished | 3/3",
+                   "Improvement over the untuned defaults", "Final model on the test split",
+                   "![best so far](best-so-far.png)", "`dcnn.width`"):
+        assert needle in text
+    for png in ("best-so-far.png", "stages.png", "run-curves.png", "run-roc.png"):
+        assert (trained.folder / "rep" / png).read_bytes()[:4] == b"\x89PNG", png
+
+    # A .md target puts the plots beside it with its name as prefix.
+    assert main(["report", str(trained.study), "-o", str(trained.folder / "r.md")]) == 0
+    assert (trained.folder / "r-stages.png").is_file()
+
+
+def test_report_of_a_search_not_run_is_one_line(tmp_path, capsys):
+    study = write_study(tmp_path)
+    assert main(["report", str(study), "-o", str(tmp_path / "rep")]) == 1
+    assert "no layer-wise search" in one_error_line(capsys.readouterr().err)
