@@ -608,6 +608,8 @@ def _print_summary(
     export = ["hpo", "export", args.study, "-o", "best.yaml"] + (
         ["--storage", args.storage] if args.storage else []
     )
+    if args.data_path:
+        export += ["--data-path", args.data_path]
     out.print(f"export it: [bold]{_command(*export)}[/bold]", soft_wrap=True)
 
 
@@ -758,6 +760,11 @@ def _cmd_export(args: argparse.Namespace, out: Any, err: Any) -> int:
     out.print(
         f"wrote {args.output}: best {spec.metric} {format_value(doc['best_value'])} "
         f"({len(finished)}/{len(result.stages)} stages tuned)",
+        soft_wrap=True,
+    )
+    out.print(
+        f"train it: [bold]{_command('hpo', 'train', args.output)}[/bold] (final training, "
+        "test-split metrics)",
         soft_wrap=True,
     )
     return EXIT_OK

@@ -301,9 +301,7 @@ def _n_random(result: Any, stage: Any) -> int:
     return 0
 
 
-def _importances(
-    result: Any, say: Callable[[str], None] | None
-) -> dict[str, dict[str, float]]:
+def _importances(result: Any, say: Callable[[str], None] | None) -> dict[str, dict[str, float]]:
     import optuna
 
     found: dict[str, dict[str, float]] = {}

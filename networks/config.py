@@ -278,9 +278,11 @@ class OptimConfig(_Group):
     """Adam optimiser and training length (tuning stage ``optim``).
 
     Attributes:
-        lr: Adam learning rate (paper: 1e-4, slow for a few epochs on a small data set).
+        lr: Adam learning rate, the peak of the ``onecycle`` schedule (paper: 1e-4, slow
+            for a few epochs on a small data set).
         weight_decay: Adam weight decay (L2).
-        batch_size: Samples per batch (paper: 68 at 512 x 512, too big for a CPU).
+        batch_size: Samples per batch (paper: 68 at 512 x 512, too big for a CPU; small
+            batches give short runs on a few dozen tiles more steps).
         epochs: Training epochs, DBN warm-up epochs included.
         schedule: Learning-rate schedule over all training steps: ``"constant"``,
             ``"cosine"`` (decay from ``lr`` to 0) or ``"onecycle"`` (warm up to ``lr`` over
@@ -293,9 +295,9 @@ class OptimConfig(_Group):
 
     GROUP: ClassVar[str] = "optim"
 
-    lr: float = _param(1e-3, low=0.0, low_open=True)
+    lr: float = _param(3e-3, low=0.0, low_open=True)
     weight_decay: float = _param(0.0, low=0.0)
-    batch_size: int = _param(8, low=1)
+    batch_size: int = _param(4, low=1)
     epochs: int = _param(10, low=1)
     schedule: Schedule = "onecycle"
     grad_clip: float = _param(1.0, low=0.0)

@@ -35,7 +35,7 @@ class FusionNet(CubeModel):
         super().__init__(n_sources, n_times)
         config = config if config is not None else ModelConfig()
         self.temporal = (
-            TemporalFusion(n_sources, config.temporal) if config.temporal.enabled else None
+            TemporalFusion(n_sources, config.temporal, n_times) if config.temporal.enabled else None
         )
         features = self.temporal.out_channels if self.temporal is not None else n_sources * n_times
         self.dbn = (

@@ -19,15 +19,18 @@ class TemporalFusion(nn.Module):
     follow; a many-to-one LSTM then runs over the T dates at every remaining location, all
     locations folded into the LSTM's batch; its last hidden state is up-sampled
     bilinearly to exactly H x W and fused by a 2-D convolution with the full-resolution
-    features of the last date. That skip is not in the paper's figure: it restores the
-    detail lost to downsampling, which small landslides need.
+    features of every date (dates folded into channels). That skip is not in the paper's
+    figure: it restores the detail lost to downsampling, which small landslides need, and
+    it has to carry every date because old scars revegetate: a landslide of 2011 may be
+    invisible at the last date, and the LSTM sees it only on the coarse grid.
 
     Args:
         n_sources: Input sources ``S``.
         config: The module's hyperparameters.
+        n_times: Input dates ``T`` (the skip's width is ``conv_channels * T``).
     """
 
-    def __init__(self, n_sources: int, config: TemporalConfig) -> None:
+    def __init__(self, n_sources: int, config: TemporalConfig, n_times: int) -> None:
         super().__init__()
         channels, kernel = config.conv_channels, config.kernel_size
         self.downsample = config.downsample
@@ -48,7 +51,9 @@ class TemporalFusion(nn.Module):
         self.lstm = nn.LSTM(
             channels, config.lstm_hidden, num_layers=config.lstm_layers, batch_first=True
         )
-        self.fuse = conv_block(config.lstm_hidden + channels, config.lstm_hidden, kernel)
+        self.fuse = conv_block(
+            config.lstm_hidden + channels * n_times, config.lstm_hidden, kernel
+        )
         self.out_channels = config.lstm_hidden
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -78,4 +83,4 @@ class TemporalFusion(nn.Module):
             mode="bilinear",
             align_corners=False,
         )[..., :height, :width]
-        return self.fuse(torch.cat([up, full[:, :, -1]], dim=1))
+        return self.fuse(torch.cat([up, full.flatten(1, 2)], dim=1))

@@ -58,6 +58,9 @@ _TUNE_ENV = {
     "TUNE_DISABLE_SIGINT_HANDLER": "1",
     # No experiment banner and status tables (the engine logs progress).
     "RAY_AIR_NEW_OUTPUT": "0",
+    # Keeping one checkpoint per trial snapshots Tune's (tiny) experiment state at every
+    # checkpoint; that is expected here, not a bottleneck worth a warning.
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
 }
 _QUIET_LOGGERS = {
     # Without Tune's loggers its result grid cannot read per-trial metrics: expected.

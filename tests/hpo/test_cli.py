@@ -240,7 +240,7 @@ def test_entry_point_in_a_subprocess(tmp_path):
         timeout=120,
     )
     assert run.returncode == 0, run.stderr
-    for command in ("tune", "status", "export", "dashboard", "synth"):
+    for command in ("tune", "status", "export", "dashboard", "train", "predict", "report", "synth"):
         assert command in run.stdout
     bad = write_study(tmp_path, textwrap.dedent("name = 3\n"))
     run = subprocess.run(
@@ -255,7 +255,9 @@ def test_entry_point_in_a_subprocess(tmp_path):
     assert run.stderr.count("\n") == 1 and run.stderr.startswith("hpo: error: ")
 
 
-@pytest.mark.parametrize("command", ["tune", "status", "export", "dashboard", "synth"])
+@pytest.mark.parametrize(
+    "command", ["tune", "status", "export", "dashboard", "train", "predict", "report", "synth"]
+)
 def test_every_subcommand_has_help(command, capsys):
     assert main([command, "--help"]) == 0
     assert f"usage: hpo {command}" in capsys.readouterr().out

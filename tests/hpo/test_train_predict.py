@@ -50,10 +50,19 @@ def trained(tmp_path_factory) -> SimpleNamespace:
     folder = tmp_path_factory.mktemp("final")
     study = write_study(folder)
     assert main(["tune", str(study), "--plain"]) == 0
-    assert main(["export", str(study), "-o", str(folder / "best.yaml")]) == 0
+    export = hpo("export", "tiny.toml", "-o", "best.yaml", cwd=folder)
+    assert export.returncode == 0, export.stderr
+    assert "hpo train best.yaml" in export.stdout
     run = hpo("train", "best.yaml", "-o", "run", cwd=folder)
     assert run.returncode == 0, run.stderr
     return SimpleNamespace(folder=folder, study=study, run=folder / "run", stdout=run.stdout)
+
+
+def test_status_json_from_the_command_line_parses(trained):
+    run = hpo("status", "tiny.toml", "--json", cwd=trained.folder)
+    assert run.returncode == 0, run.stderr
+    doc = json.loads(run.stdout)
+    assert doc["finished"] is True and [s["name"] for s in doc["stages"]] == ["optim", "dcnn"]
 
 
 def test_train_writes_checkpoint_metrics_and_curves(trained):
@@ -107,7 +116,14 @@ def scene_grid(folder: Path) -> tuple:
 
 def test_predict_map_has_the_scene_grid_and_probabilities(trained):
     run = hpo(
-        "predict", "run/model.pt", "--scene", "tiny.toml", "-o", "maps/map.tif", "--batch", "3",
+        "predict",
+        "run/model.pt",
+        "--scene",
+        "tiny.toml",
+        "-o",
+        "maps/map.tif",
+        "--batch",
+        "3",
         cwd=trained.folder,
     )
     assert run.returncode == 0, run.stderr
@@ -135,10 +151,12 @@ def test_predict_marks_invalid_pixels_nodata_and_blends_seamlessly(trained, tmp_
     cube.valid = np.array(cube.valid)  # a writable copy of the memory-mapped mask
     cube.valid[:10, :20] = False
     # Tiles larger than the scene: one forward pass, no seam at all.
-    whole = predict_scene(checkpoint, cube, tmp_path / "whole.tif", tile=64, overlap=0,
-                          quicklook=False)
-    tiled = predict_scene(checkpoint, cube, tmp_path / "tiled.tif", tile=16, overlap=8,
-                          quicklook=False)
+    whole = predict_scene(
+        checkpoint, cube, tmp_path / "whole.tif", tile=64, overlap=0, quicklook=False
+    )
+    tiled = predict_scene(
+        checkpoint, cube, tmp_path / "tiled.tif", tile=16, overlap=8, quicklook=False
+    )
     assert tiled.n_tiles > 16 and whole.n_tiles == 1
     with rasterio.open(whole.path) as a, rasterio.open(tiled.path) as b:
         one, many = a.read(1), b.read(1)
@@ -160,7 +178,7 @@ def test_blend_window_sums_to_one_where_tiles_overlap():
     total = np.zeros(stride * 3 + overlap)
     for k in range(3):
         total[k * stride : k * stride + tile] += w
-    inner = total[overlap : -overlap]  # the scene's outer edges have one tile only
+    inner = total[overlap:-overlap]  # the scene's outer edges have one tile only
     assert np.allclose(inner, 1.0, atol=1e-6)
     assert w.min() > 0  # no pixel loses all weight at the scene's border
 
@@ -172,11 +190,20 @@ def test_checkpoint_from_another_model_is_one_line(trained, tmp_path, capsys):
 
     config = ModelConfig.from_params({"dcnn.depth": 1, "dcnn.width": 4})
     other = build_model("segnet", 3, 2, config)
-    save_checkpoint(tmp_path / "other.pt", other, model_name="segnet", config=config,
-                    source_names=["red", "green", "swir"])
+    save_checkpoint(
+        tmp_path / "other.pt",
+        other,
+        model_name="segnet",
+        config=config,
+        source_names=["red", "green", "swir"],
+    )
     scene = str(trained.folder / "scene")
-    assert main(["predict", str(tmp_path / "other.pt"), "--scene", scene,
-                 "-o", str(tmp_path / "m.tif")]) == 1
+    assert (
+        main(
+            ["predict", str(tmp_path / "other.pt"), "--scene", scene, "-o", str(tmp_path / "m.tif")]
+        )
+        == 1
+    )
     line = one_error_line(capsys.readouterr().err)
     assert "segnet" in line and "swir" in line and "hint:" in line
     assert not (tmp_path / "m.tif").exists()
@@ -185,8 +212,9 @@ def test_checkpoint_from_another_model_is_one_line(trained, tmp_path, capsys):
     assert main(["predict", str(tmp_path / "foreign.pt"), "--scene", scene]) == 1
     assert "not a landslide-hpo checkpoint" in one_error_line(capsys.readouterr().err)
 
-    assert main(["predict", str(trained.run / "model.pt"), "--scene",
-                 str(tmp_path / "nowhere")]) == 1
+    assert (
+        main(["predict", str(trained.run / "model.pt"), "--scene", str(tmp_path / "nowhere")]) == 1
+    )
     assert "scene not found" in one_error_line(capsys.readouterr().err)
 
 
@@ -203,9 +231,14 @@ def test_report_tables_plots_and_the_final_run(trained):
     assert run.returncode == 0, run.stderr
     assert "untuned defaults" in run.stdout
     text = (trained.folder / "rep" / "report.md").read_text()
-    for needle in ("| 1/2 | optim | finished | 3/3", "| 2/2 | dcnn | finished | 3/3",
-                   "Improvement over the untuned defaults", "Final model on the test split",
-                   "![best so far](best-so-far.png)", "`dcnn.width`"):
+    for needle in (
+        "| 1/2 | optim | finished | 3/3",
+        "| 2/2 | dcnn | finished | 3/3",
+        "Improvement over the untuned defaults",
+        "Final model on the test split",
+        "![best so far](best-so-far.png)",
+        "`dcnn.width`",
+    ):
         assert needle in text
     for png in ("best-so-far.png", "stages.png", "run-curves.png", "run-roc.png"):
         assert (trained.folder / "rep" / png).read_bytes()[:4] == b"\x89PNG", png

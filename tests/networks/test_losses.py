@@ -50,3 +50,21 @@ def test_module_reads_weights_from_head_config():
     expected = fusion_loss(logits, labels, mse_weight=2.0, pos_weight=5.0)
     assert FusionLoss(head)(logits, labels).item() == pytest.approx(expected.item())
     assert expected.item() > fusion_loss(logits, labels).item()
+
+
+def test_dice_term_is_added_beside_eq8_on_valid_pixels():
+    probs, labels = [0.8, 0.3, 0.6], [1, 0, 0]
+    logits, target = _logits(probs), torch.tensor([[labels]])
+    base = fusion_loss(logits, target, pos_weight=2.0)
+    dice = 1 - (2 * 0.8 + 1) / (0.8 + 0.3 + 0.6 + 1 + 1)
+    with_dice = fusion_loss(logits, target, pos_weight=2.0, dice_weight=0.5)
+    assert with_dice.item() == pytest.approx(base.item() + 0.5 * dice, rel=1e-6)
+    garbage = logits.clone()
+    garbage[..., 2] = float("nan")
+    valid = torch.tensor([[[True, True, False]]])
+    masked = fusion_loss(garbage, torch.tensor([[[1, 0, 1]]]), valid, dice_weight=1.0)
+    reference = fusion_loss(logits[..., :2], target[..., :2], dice_weight=1.0)
+    assert masked.item() == pytest.approx(reference.item(), rel=1e-6)
+    assert FusionLoss(HeadConfig(dice_weight=0.5))(logits, target).item() == pytest.approx(
+        fusion_loss(logits, target, pos_weight=3.0, dice_weight=0.5).item()
+    )

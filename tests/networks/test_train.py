@@ -4,7 +4,8 @@ import pytest
 import torch
 
 import networks.registry
-from networks import METRIC_NAMES, FusionNet, TrainingError, train
+from networks import METRIC_NAMES, FusionNet, TrainingError, evaluate, train
+from networks.train import _augment, _init_prior
 from tests.networks.conftest import BlobScenes, tiny_config
 
 
@@ -127,3 +128,55 @@ def test_nan_inputs_raise_training_error(scenes, params, match):
     config = tiny_config(**{"optim.epochs": 1, "optim.batch_size": 24, **params})
     with pytest.raises(TrainingError, match=match):
         train(config, train_set, val_set, seed=0)
+
+
+def test_threshold_is_chosen_on_validation_and_kept(scenes):
+    train_set, val_set = scenes
+    history = train(tiny_config(**{"optim.epochs": 2}), train_set, val_set, seed=0)
+    last = history.epochs[-1]
+    assert 0.0 <= last["threshold"] <= 1.0 and last["f1_best"] >= last["f1"]
+    assert history.threshold == last["threshold"] == history.last("threshold")
+    again = evaluate(history.model, val_set, threshold=history.threshold)
+    assert again["f1_at_threshold"] == pytest.approx(last["f1_best"], abs=1e-6)
+    assert again["f1"] == pytest.approx(last["f1"], abs=1e-6)
+    with pytest.raises(KeyError, match="threshold"):
+        history.best("threshold")
+
+
+def test_classifier_starts_at_the_weighted_class_prior(scenes):
+    train_set, _ = scenes
+    net = FusionNet(3, 5, tiny_config())
+    _init_prior(net, train_set, tiny_config().head, torch.Generator().manual_seed(0))
+    y = torch.stack([train_set[i][1] for i in range(len(train_set))])
+    valid = torch.stack([train_set[i][2] for i in range(len(train_set))])
+    share = float(y[valid].float().mean())
+    prior = 3.0 * share / (3.0 * share + 1 - share)
+    bias = net.classifier.bias.detach()
+    assert torch.softmax(bias, 0)[1].item() == pytest.approx(prior, rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"optim.schedule": "cosine", "optim.augment": False, "optim.grad_clip": 0.0},
+        {"optim.schedule": "constant", "head.positive_tiles": 0.5, "head.dice_weight": 0.5},
+    ],
+)
+def test_training_options_run_and_are_deterministic(scenes, params):
+    train_set, val_set = scenes
+    config = tiny_config(**{"optim.epochs": 2, **params})
+    first = train(config, train_set, val_set, seed=3)
+    assert first.epochs == train(config, train_set, val_set, seed=3).epochs
+
+
+def test_augmentation_moves_inputs_labels_and_mask_together():
+    x = torch.arange(2 * 3 * 2 * 4 * 4, dtype=torch.float32).view(2, 3, 2, 4, 4)
+    y = (x[:, 0, 0] % 3 == 0).long()
+    valid = x[:, 1, 1] % 2 == 0
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(8):
+        ax, ay, av = _augment(x, y, valid, generator)
+        assert torch.equal(ay, (ax[:, 0, 0] % 3 == 0).long())
+        assert torch.equal(av, ax[:, 1, 1] % 2 == 0)
+    wide = torch.zeros(1, 1, 1, 2, 5)
+    assert _augment(wide, wide[:, 0, 0], wide[:, 0, 0] > 0, generator)[0].shape == wide.shape

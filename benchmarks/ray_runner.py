@@ -1,0 +1,218 @@
+"""Cost per trial of the ray runner against the local runner, with and without actor reuse.
+
+Two objectives, each run as one stage of sequential trials (``max_concurrent=1``, one
+CPU and one torch thread per trial) on an SQLite storage:
+
+- ``empty``: returns a number at once (the runner's own cost per trial);
+- ``network``: the fusion network, 1 epoch on 8 random ``(3, 2, 8, 8)`` samples
+  (the smallest real training; the worker also pays for importing torch).
+
+Per runner: the stage's wall time per trial (everything from the first ask to the last
+tell: a Tune experiment's start and end, the first worker's start) and the steady cost
+per trial (median time between consecutive tells after the first trial), both also as
+ratios to the local runner measured in the same run. Ray is started once (its start
+time is reported on its own), as ``hpo tune`` does once per search.
+
+    python -m benchmarks.ray_runner            # writes benchmarks/results/ray_runner.*
+    python -m benchmarks.ray_runner --quick    # fewer trials; prints the table only
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+TINY = {
+    "optim.epochs": 1,
+    "optim.batch_size": 4,
+    "temporal.conv_channels": 2,
+    "temporal.lstm_hidden": 2,
+    "temporal.downsample": 2,
+    "dbn.hidden": (2,),
+    "dbn.pretrain_epochs": 1,
+    "dbn.max_pixels": 100,
+    "dcnn.depth": 1,
+    "dcnn.width": 2,
+}
+
+
+def _empty(params: dict[str, Any]) -> float:
+    return float(params["x"])
+
+
+def _network_objective() -> Any:
+    import torch
+
+    from hpo import NetworkObjective
+    from networks.config import ModelConfig
+
+    def tensors(n: int, seed: int) -> list[tuple]:
+        g = torch.Generator().manual_seed(seed)
+        items = []
+        for _ in range(n):
+            x = torch.randn(3, 2, 8, 8, generator=g)
+            items.append(((x), (x[0, -1] > 0.3).float(), torch.ones(8, 8, dtype=torch.bool)))
+        return items
+
+    return NetworkObjective(
+        tensors(8, 0), tensors(4, 1), base_config=ModelConfig.from_params(TINY),
+        metric="val_loss", device="cpu",
+    )
+
+
+def _stage(n_trials: int, name: str) -> Any:
+    from optuna.distributions import FloatDistribution
+
+    from hpo import Stage
+
+    key = "optim.lr" if name == "network" else "x"
+    space = {key: FloatDistribution(1e-4, 1e-2, log=True)}
+    return Stage(name, space, defaults={key: 1e-3}, n_random=n_trials, n_bayes=0,
+                 sampler="random")
+
+
+def measure(objective: Any, n_trials: int, runner: Any, label: str, folder: Path) -> dict:
+    """Run one stage of ``n_trials`` and time it."""
+    from hpo import LayerwiseSearch
+
+    tells: list[float] = []
+    name = f"{label}-{len(list(folder.iterdir()))}"
+    search = LayerwiseSearch(
+        [_stage(n_trials, "network" if "network" in label else "empty")],
+        objective,
+        storage=f"sqlite:///{folder / (name + '.db')}",
+        study_name=name,
+        runner=runner,
+        direction="minimize",
+        callbacks=[lambda study, trial: tells.append(time.perf_counter())],
+    )
+    start = time.perf_counter()
+    result = search.run()
+    wall = time.perf_counter() - start
+    stage = result.stages[0]
+    if stage.n_complete != n_trials:
+        raise RuntimeError(f"{label}: {stage.n_complete}/{n_trials} trials complete")
+    gaps = [b - a for a, b in zip(tells, tells[1:], strict=False)]
+    return {
+        "trials": n_trials,
+        "wall_s": wall,
+        "per_trial_s": wall / n_trials,
+        "steady_per_trial_s": statistics.median(gaps) if gaps else wall,
+        "first_trial_s": tells[0] - start if tells else wall,
+    }
+
+
+def _runner(kind: str) -> Any:
+    if kind == "local":
+        return "local"
+    from hpo.runners.ray import RayRunner
+
+    return RayRunner(cpu=1, max_concurrent=1, reuse_actors=kind == "ray-reuse",
+                     log_to_driver=False)
+
+
+def _markdown(rows: list[dict], setup: dict[str, Any]) -> str:
+    lines = [
+        "# ray runner benchmark: cost per trial",
+        "",
+        f"One stage of sequential trials (max_concurrent=1, cpu=1, 1 torch thread), SQLite "
+        f"storage; {setup['cpus']} CPUs ({setup['machine']}), load average "
+        f"{setup['load_before']:.1f} before the run; Ray {setup['ray']}, torch "
+        f"{setup['torch']}, {setup['date']}. Ray started once in {setup['ray_init_s']:.1f} s "
+        f"(not counted below).",
+        "",
+        "`per trial` = stage wall time / trials (includes the Tune experiment's start and "
+        "end and the first worker's start); `steady` = median time between consecutive "
+        "trials after the first. Ratios are against the local runner in the same run.",
+        "",
+        "| objective | runner | trials | first trial (s) | per trial (s) | × local | "
+        "steady (s) | × local |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['objective']} | {r['runner']} | {r['trials']} | {r['first_trial_s']:.2f} | "
+            f"{r['per_trial_s']:.3f} | {r['per_trial_vs_local']:.1f} | "
+            f"{r['steady_per_trial_s']:.3f} | {r['steady_vs_local']:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the benchmark; write the results unless ``--quick``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer trials, write nothing")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import optuna
+    import ray
+    import torch
+
+    torch.set_num_threads(1)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("hpo").setLevel(logging.WARNING)
+    load = os.getloadavg()[0]
+    start = time.perf_counter()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray_init = time.perf_counter() - start
+
+    counts = {
+        ("empty", "local"): 10 if args.quick else 30,
+        ("empty", "ray-reuse"): 10 if args.quick else 30,
+        ("empty", "ray-no-reuse"): 3 if args.quick else 6,
+        ("network", "local"): 3 if args.quick else 6,
+        ("network", "ray-reuse"): 3 if args.quick else 6,
+        ("network", "ray-no-reuse"): 2 if args.quick else 4,
+    }
+    objectives = {"empty": _empty, "network": _network_objective()}
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-ray-") as tmp:
+        for (objective, kind), n in counts.items():
+            print(f"{objective} / {kind}: {n} trials ...", file=sys.stderr, flush=True)
+            row = measure(objectives[objective], n, _runner(kind), f"{objective}-{kind}",
+                          Path(tmp))
+            rows.append({"objective": objective, "runner": kind, **row})
+    ray.shutdown()
+    for row in rows:
+        local = next(r for r in rows if r["objective"] == row["objective"]
+                     and r["runner"] == "local")
+        row["per_trial_vs_local"] = row["per_trial_s"] / local["per_trial_s"]
+        row["steady_vs_local"] = row["steady_per_trial_s"] / local["steady_per_trial_s"]
+        reuse = next(r for r in rows if r["objective"] == row["objective"]
+                     and r["runner"] == "ray-reuse")
+        row["steady_vs_reuse"] = row["steady_per_trial_s"] / reuse["steady_per_trial_s"]
+    setup = {
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+        "ray": ray.__version__,
+        "torch": torch.__version__,
+        "date": datetime.date.today().isoformat(),
+        "ray_init_s": ray_init,
+        "load_before": load,
+        "quick": args.quick,
+    }
+    table = _markdown(rows, setup)
+    print(table)
+    if not args.quick:
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "ray_runner.json").write_text(
+            json.dumps({"setup": setup, "results": rows}, indent=2) + "\n"
+        )
+        (RESULTS / "ray_runner.md").write_text(table)
+
+
+if __name__ == "__main__":
+    main()
