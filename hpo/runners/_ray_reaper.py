@@ -1,13 +1,14 @@
 """Stops a local Ray instance's processes when the driver that started it dies.
 
-Run as a script (``python _ray_reaper.py TOKEN DRIVER_PID``; it imports nothing of the
-toolkit) in its own session, with a pipe from the driver on stdin. While the driver
+Run as a script (``python _ray_reaper.py TOKEN DRIVER_PID [TEMP_FOLDER]``; it imports
+nothing of the toolkit) in its own session, with a pipe from the driver on stdin. While the driver
 lives, the reaper notes, about once a second, every process below it that belongs to
 Ray: its environment carries ``HPO_RAY_OWNER=TOKEN`` (the driver starts Ray with it, so
 the GCS and the raylet have it) or its title starts with ``ray::`` (agents and workers,
 which overwrite their environment with that title). When the pipe closes (the driver
 exited, was killed with SIGKILL, or closed it on purpose), the reaper sends SIGTERM,
-then SIGKILL, to every noted process still alive. Ray's own fate sharing stops the GCS
+then SIGKILL, to every noted process still alive, and removes the driver's temporary
+checkpoint folder. Ray's own fate sharing stops the GCS
 and the raylet with the driver, but not the agents and idle workers they started.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import os
 import select
+import shutil
 import signal
 import sys
 import time
@@ -95,6 +97,7 @@ def stop(noted: dict[int, str], grace: float = 2.0) -> list[int]:
 def main() -> None:
     """Note the driver's Ray processes until stdin closes, then stop them."""
     token, driver = sys.argv[1], int(sys.argv[2])
+    folder = sys.argv[3] if len(sys.argv) > 3 else ""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the driver
     noted: dict[int, str] = {}
     stdin = sys.stdin.buffer.raw if hasattr(sys.stdin.buffer, "raw") else sys.stdin.buffer
@@ -111,6 +114,8 @@ def main() -> None:
                 break
         note(driver, token, noted)
     stop(noted)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

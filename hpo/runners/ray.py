@@ -162,6 +162,12 @@ class RayRunner(Runner):
             return
         import ray
 
+        if self.storage_path is not None:
+            self._storage_root = self.storage_path
+            self._temp_root = False
+        else:
+            self._storage_root = tempfile.mkdtemp(prefix="hpo-ray-")
+            self._temp_root = True
         if ray.is_initialized():
             self._owns_ray = False  # the caller's Ray: leave it running
         else:
@@ -171,17 +177,11 @@ class RayRunner(Runner):
             else:
                 self._start_local()
             self._owns_ray = True
-        if self.storage_path is not None:
-            self._storage_root = self.storage_path
-            self._temp_root = False
-        else:
-            self._storage_root = tempfile.mkdtemp(prefix="hpo-ray-")
-            self._temp_root = True
-            if _nodes() > 1:
-                _log.warning(
-                    "ray runner: a multi-node cluster and no storage_path; trial checkpoints "
-                    "(artifacts, retries) need a folder every node shares"
-                )
+        if self._temp_root and _nodes() > 1:
+            _log.warning(
+                "ray runner: a multi-node cluster and no storage_path; trial checkpoints "
+                "(artifacts, retries) need a folder every node shares"
+            )
         self._ray_ready = True
 
     def _start_local(self) -> None:
@@ -190,9 +190,11 @@ class RayRunner(Runner):
         from hpo.runners import _ray_reaper
 
         token = uuid.uuid4().hex
-        # The reaper stops this instance's processes when this process dies, however.
+        # The reaper stops this instance's processes when this process dies, however,
+        # and removes the temporary checkpoint folder.
         self._reaper = subprocess.Popen(
-            [sys.executable, _ray_reaper.__file__, token, str(os.getpid())],
+            [sys.executable, _ray_reaper.__file__, token, str(os.getpid()),
+             self._storage_root if self._temp_root else ""],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
