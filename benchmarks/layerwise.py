@@ -120,13 +120,22 @@ def layerwise_plan(problem: Problem, total: int, refine: bool) -> dict[str, Any]
     stages = []
     for i, (block, e) in enumerate(zip(problem.blocks, evals, strict=True)):
         budget = e + (1 if i else 0)  # stages after the first get the incumbent for free
-        stages.append({"stage": block.name, "evaluations": e, "n_random": n_random(budget),
-                       "n_bayes": budget - n_random(budget)})
+        stages.append(
+            {
+                "stage": block.name,
+                "evaluations": e,
+                "n_random": n_random(budget),
+                "n_bayes": budget - n_random(budget),
+            }
+        )
     plan: dict[str, Any] = {"stages": stages, "refine": None}
     if refine_evals:
         budget = refine_evals + 1
-        plan["refine"] = {"evaluations": refine_evals, "n_random": n_random(budget),
-                          "n_bayes": budget - n_random(budget)}
+        plan["refine"] = {
+            "evaluations": refine_evals,
+            "n_random": n_random(budget),
+            "n_bayes": budget - n_random(budget),
+        }
     return plan
 
 
@@ -149,16 +158,24 @@ class Recorder:
 def run_layerwise(problem: Problem, method: Method, total: int, seed: int) -> list[float]:
     plan = layerwise_plan(problem, total, method.refine)
     stages = [
-        hpo.Stage(b.name, b.space, defaults=b.defaults, n_random=s["n_random"],
-                  n_bayes=s["n_bayes"])
+        hpo.Stage(
+            b.name, b.space, defaults=b.defaults, n_random=s["n_random"], n_bayes=s["n_bayes"]
+        )
         for b, s in zip(problem.blocks, plan["stages"], strict=True)
     ]
-    refine = plan["refine"] and hpo.Refine(n_random=plan["refine"]["n_random"],
-                                           n_bayes=plan["refine"]["n_bayes"])
+    refine = plan["refine"] and hpo.Refine(
+        n_random=plan["refine"]["n_random"], n_bayes=plan["refine"]["n_bayes"]
+    )
     objective = Recorder(problem)
     result = hpo.LayerwiseSearch(
-        stages, objective, direction="minimize", storage=None, sampler=method.sampler,
-        seed=seed, refine=refine or None, study_name=f"bench-{seed}",
+        stages,
+        objective,
+        direction="minimize",
+        storage=None,
+        sampler=method.sampler,
+        seed=seed,
+        refine=refine or None,
+        study_name=f"bench-{seed}",
     ).run()
     # The engine's answer must be the best evaluation, and the budget exactly spent.
     if len(objective.values) != total or not math.isclose(
@@ -198,7 +215,10 @@ def run_one(task: tuple[str, str, int, int]) -> dict[str, Any]:
     runner = run_layerwise if method.kind == "layerwise" else run_joint
     values = runner(problem, method, total, seed)
     return {
-        "problem": problem_name, "method": method_name, "budget": total, "seed": seed,
+        "problem": problem_name,
+        "method": method_name,
+        "budget": total,
+        "seed": seed,
         "best_so_far": np.minimum.accumulate(values).tolist(),
         "seconds": time.perf_counter() - start,
     }
@@ -210,8 +230,14 @@ def optimum_task(task: tuple[str, int]) -> dict[str, Any]:
     start = time.perf_counter()
     f_star, x_star = numerical_optimum(PROBLEMS[name], n_dense=n_dense)
     floor, x_floor = stagewise_optimum(dataclasses.replace(PROBLEMS[name], f_star=f_star))
-    return {"optimum": name, "f_star": f_star, "x_star": x_star, "stagewise_value": floor,
-            "x_stagewise": x_floor, "seconds": time.perf_counter() - start}
+    return {
+        "optimum": name,
+        "f_star": f_star,
+        "x_star": x_star,
+        "stagewise_value": floor,
+        "x_stagewise": x_floor,
+        "seconds": time.perf_counter() - start,
+    }
 
 
 PROBLEMS = {p.name: p for p in problems()}
@@ -236,9 +262,12 @@ def _quiet() -> None:
     warnings.filterwarnings("ignore")
 
 
-def _serve(tasks: mp.Queue, results: mp.Queue) -> None:
+def _serve(tasks: mp.Queue, results: mp.Queue, deadline: float) -> None:
     _quiet()
     while (task := tasks.get()) is not None:
+        if time.monotonic() > deadline:
+            results.put({"task": list(task), "skipped": True})  # keeps the count right
+            continue
         fn = optimum_task if len(task) == 2 else run_one
         try:
             results.put(fn(task))
@@ -246,12 +275,14 @@ def _serve(tasks: mp.Queue, results: mp.Queue) -> None:
             results.put({"task": list(task), "error": f"{type(exc).__name__}: {exc}"})
 
 
-def run_all(tasks: list[tuple], *, while_waiting: Callable[[], Any] | None = None
-            ) -> tuple[list[dict[str, Any]], Any]:
-    """Run tasks in this process and one child, pulling from one queue (cheapest last).
+def run_all(
+    tasks: list[tuple], *, deadline: float, while_waiting: Callable[[], Any] | None = None
+) -> tuple[list[dict[str, Any]], Any]:
+    """Run tasks in this process and one child, both pulling from one queue in order.
 
-    ``while_waiting`` runs in this process first (the overhead measurement), while the
-    child starts on the queue.
+    ``while_waiting`` runs in this process first (the overhead measurement) while the
+    child starts on the queue. Tasks not started by ``deadline`` (``time.monotonic()``,
+    the same clock in both processes) come back as skipped.
     """
     ctx = mp.get_context("fork")
     todo, done = ctx.Queue(), ctx.Queue()
@@ -259,17 +290,12 @@ def run_all(tasks: list[tuple], *, while_waiting: Callable[[], Any] | None = Non
         todo.put(task)
     todo.put(None)
     todo.put(None)  # one stop sign per process
-    child = ctx.Process(target=_serve, args=(todo, done), daemon=True)
+    child = ctx.Process(target=_serve, args=(todo, done, deadline), daemon=True)
     child.start()
     _quiet()
     extra = while_waiting() if while_waiting else None
-    _serve(todo, done)
-    out, start = [], time.perf_counter()
-    while len(out) < len(tasks):
-        out.append(done.get())
-        if len(out) % 20 == 0 or len(out) == len(tasks):
-            print(f"  {len(out)}/{len(tasks)} runs collected "
-                  f"({time.perf_counter() - start:.0f} s after this process finished)")
+    _serve(todo, done, deadline)
+    out = [done.get() for _ in tasks]
     child.join()
     errors = [r for r in out if "error" in r]
     if errors:
@@ -277,13 +303,36 @@ def run_all(tasks: list[tuple], *, while_waiting: Callable[[], Any] | None = Non
     return out, extra
 
 
-def _cost(task: tuple) -> float:
-    # Rough seconds, to start the slow runs first so both processes finish together.
-    if len(task) == 2:
-        return 60.0
-    _, method, total, _ = task
-    per_trial = {"skopt": 0.4, "gp": 0.15, "tpe": 0.03, "random": 0.001}
-    return total * next(v for k, v in per_trial.items() if k in method) * total / 100
+def task_order(
+    problem_names: Sequence[str], budgets: Sequence[int], seeds: int, n_dense: int
+) -> list[tuple]:
+    """f* first, then seed by seed, the slowest runs of a seed first.
+
+    Seed-major order means a deadline cuts whole seeds, never some methods' seeds, so
+    every method is compared on the same seeds; slowest first balances the processes.
+    """
+    optima: list[tuple] = [(n, n_dense) for n in problem_names if PROBLEMS[n].f_star is None]
+    runs = []
+    for seed in range(seeds):
+        cells = [(p, m, b, seed) for p in problem_names for m in METHODS for b in budgets]
+        cells.sort(key=lambda c: -c[2] * _SECONDS_PER_TRIAL[c[1].sampler])
+        runs += [(p, m.name, b, s) for p, m, b, s in cells]
+    return optima + runs
+
+
+# Rough sampler cost, only to order tasks.
+_SECONDS_PER_TRIAL = {"skopt": 0.3, "gp": 0.15, "tpe": 0.005, "random": 0.001}
+
+
+def complete_seeds(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Runs of the seeds that every cell finished (a deadline may cut the last seeds)."""
+    runs = [r for r in results if "best_so_far" in r]
+    cells = {(r["problem"], r["method"], r["budget"]) for r in runs}
+    per_seed: dict[int, int] = {}
+    for r in runs:
+        per_seed[r["seed"]] = per_seed.get(r["seed"], 0) + 1
+    keep = {seed for seed, n in per_seed.items() if n == len(cells)}
+    return [r for r in runs if r["seed"] in keep]
 
 
 # ------------------------------------------------------------------- overhead
@@ -301,27 +350,42 @@ def suggest(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
 
 def _engine(url: str, problem: Problem, sampler: str, n_trials: int, seed: int) -> None:
     # One stage over the same parameters; trial 0 measures the defaults, then the sampler.
-    stage = hpo.Stage("all", problem.space, defaults=problem.defaults, n_random=1,
-                      n_bayes=n_trials - 1)
-    hpo.LayerwiseSearch([stage], problem, direction="minimize", storage=url,
-                        sampler=sampler, seed=seed, study_name="overhead").run()
+    stage = hpo.Stage(
+        "all", problem.space, defaults=problem.defaults, n_random=1, n_bayes=n_trials - 1
+    )
+    hpo.LayerwiseSearch(
+        [stage],
+        problem,
+        direction="minimize",
+        storage=url,
+        sampler=sampler,
+        seed=seed,
+        study_name="overhead",
+    ).run()
 
 
 def _bare(url: str, problem: Problem, sampler: str, n_trials: int, seed: int) -> None:
-    study = optuna.create_study(storage=hpo.make_storage(url), direction="minimize",
-                                sampler=hpo.make_sampler(sampler, seed))
+    study = optuna.create_study(
+        storage=hpo.make_storage(url), direction="minimize", sampler=hpo.make_sampler(sampler, seed)
+    )
     study.enqueue_trial(problem.defaults)  # as the engine's trial 0
     space = problem.space
-    study.optimize(lambda t: problem({k: suggest(t, k, d) for k, d in space.items()}),
-                   n_trials=n_trials)
+    study.optimize(
+        lambda t: problem({k: suggest(t, k, d) for k, d in space.items()}), n_trials=n_trials
+    )
 
 
-def measure_overhead(problem: Problem, samplers: Iterable[str], n_trials: int, reps: int
-                     ) -> dict[str, Any]:
+def measure_overhead(
+    problem: Problem, samplers: Iterable[str], n_trials: int, reps: int
+) -> dict[str, Any]:
     """ms/trial of the engine and a bare study, interleaved (ABBA order) in this process."""
-    out: dict[str, Any] = {"problem": problem.name, "n_trials": n_trials, "reps": reps,
-                           "storage": "sqlite (temp file, hpo.make_storage: WAL, "
-                                      "synchronous=NORMAL)", "samplers": {}}
+    out: dict[str, Any] = {
+        "problem": problem.name,
+        "n_trials": n_trials,
+        "reps": reps,
+        "storage": "sqlite (temp file, hpo.make_storage: WAL, synchronous=NORMAL)",
+        "samplers": {},
+    }
     runners = {"engine": _engine, "bare": _bare}
     for sampler in samplers:
         ms: dict[str, list[float]] = {"engine": [], "bare": []}
@@ -339,12 +403,16 @@ def measure_overhead(problem: Problem, samplers: Iterable[str], n_trials: int, r
             "engine_ms_per_trial": statistics.median(ms["engine"]),
             "bare_ms_per_trial": statistics.median(ms["bare"]),
             "ratio": statistics.median(ratios),  # of paired (same rep) ratios
-            "ratio_min": min(ratios), "ratio_max": max(ratios),
-            "engine_ms_all": ms["engine"], "bare_ms_all": ms["bare"],
+            "ratio_min": min(ratios),
+            "ratio_max": max(ratios),
+            "engine_ms_all": ms["engine"],
+            "bare_ms_all": ms["bare"],
         }
-        print(f"  overhead {sampler}: engine {statistics.median(ms['engine']):.1f} ms/trial, "
-              f"bare {statistics.median(ms['bare']):.1f} ms/trial, "
-              f"ratio {statistics.median(ratios):.2f}")
+        print(
+            f"  overhead {sampler}: engine {statistics.median(ms['engine']):.1f} ms/trial, "
+            f"bare {statistics.median(ms['bare']):.1f} ms/trial, "
+            f"ratio {statistics.median(ratios):.2f}"
+        )
     return out
 
 
@@ -360,13 +428,20 @@ def summarize(runs: list[dict[str, Any]], f_star: dict[str, float]) -> list[dict
     for (problem, method, budget), group in sorted(cells.items()):
         curves = np.array([g["best_so_far"] for g in group]) - f_star[problem]
         q25, median, q75 = np.percentile(curves[:, -1], [25, 50, 75])
-        rows.append({
-            "problem": problem, "method": method, "budget": budget, "metric": "regret",
-            "median": float(median), "q25": float(q25), "q75": float(q75),
-            "n_seeds": len(group),
-            "median_curve": np.median(curves, axis=0).tolist(),
-            "seconds_per_run": float(np.median([g["seconds"] for g in group])),
-        })
+        rows.append(
+            {
+                "problem": problem,
+                "method": method,
+                "budget": budget,
+                "metric": "regret",
+                "median": float(median),
+                "q25": float(q25),
+                "q75": float(q75),
+                "n_seeds": len(group),
+                "median_curve": np.median(curves, axis=0).tolist(),
+                "seconds_per_run": float(np.median([g["seconds"] for g in group])),
+            }
+        )
     return rows
 
 
@@ -379,22 +454,33 @@ def markdown_tables(rows: list[dict[str, Any]], budgets: Sequence[int]) -> str:
     lines = []
     for problem in dict.fromkeys(r["problem"] for r in rows):
         cell = {(r["method"], r["budget"]): r for r in rows if r["problem"] == problem}
-        lines += [f"### {problem}", "",
-                  "| method | " + " | ".join(f"regret @ {b}" for b in budgets)
-                  + " | s/run @ " + str(budgets[-1]) + " |",
-                  "|---|" + "---|" * (len(budgets) + 1)]
+        lines += [
+            f"### {problem}",
+            "",
+            "| method | "
+            + " | ".join(f"regret @ {b}" for b in budgets)
+            + " | s/run @ "
+            + str(budgets[-1])
+            + " |",
+            "|---|" + "---|" * (len(budgets) + 1),
+        ]
         for m in METHODS:
             if (m.name, budgets[0]) not in cell:
                 continue
-            best = {b: min(cell[(k.name, b)]["median"] for k in METHODS
-                           if (k.name, b) in cell) for b in budgets}
+            best = {
+                b: min(cell[(k.name, b)]["median"] for k in METHODS if (k.name, b) in cell)
+                for b in budgets
+            }
             parts = []
             for b in budgets:
                 r = cell[(m.name, b)]
                 text = f"{_fmt(r['median'])} [{_fmt(r['q25'])}, {_fmt(r['q75'])}]"
                 parts.append(f"**{text}**" if r["median"] == best[b] else text)
-            lines.append(f"| {m.name} | " + " | ".join(parts)
-                         + f" | {cell[(m.name, budgets[-1])]['seconds_per_run']:.1f} |")
+            lines.append(
+                f"| {m.name} | "
+                + " | ".join(parts)
+                + f" | {cell[(m.name, budgets[-1])]['seconds_per_run']:.1f} |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -407,20 +493,31 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
     problems_ = list(dict.fromkeys(r["problem"] for r in rows))
     budget = max(r["budget"] for r in rows)
-    fig, axes = plt.subplots(1, len(problems_), figsize=(5.2 * len(problems_), 4.2),
-                             squeeze=False)
+    fig, axes = plt.subplots(1, len(problems_), figsize=(5.2 * len(problems_), 4.2), squeeze=False)
     styles = {"layerwise": "-", "joint": "--"}
     colors = dict(zip(BO_SAMPLERS + ("random",), ("C0", "C1", "C2", "C7"), strict=True))
     for ax, problem in zip(axes[0], problems_, strict=True):
         for m in METHODS:
-            r = next((r for r in rows if (r["problem"], r["method"], r["budget"])
-                      == (problem, m.name, budget)), None)
+            r = next(
+                (
+                    r
+                    for r in rows
+                    if (r["problem"], r["method"], r["budget"]) == (problem, m.name, budget)
+                ),
+                None,
+            )
             if r is None:
                 continue
             curve = np.maximum(np.asarray(r["median_curve"]), 1e-6)  # log axis
-            ax.plot(np.arange(1, len(curve) + 1), curve, styles[m.kind],
-                    color=colors[m.sampler], lw=2.2 if m.refine else 1.3,
-                    alpha=1.0 if m.refine or m.kind == "joint" else 0.75, label=m.name)
+            ax.plot(
+                np.arange(1, len(curve) + 1),
+                curve,
+                styles[m.kind],
+                color=colors[m.sampler],
+                lw=2.2 if m.refine else 1.3,
+                alpha=1.0 if m.refine or m.kind == "joint" else 0.75,
+                label=m.name,
+            )
         ax.set_yscale("log")
         ax.set_title(f"{problem} (budget {budget})")
         ax.set_xlabel("objective evaluations")
@@ -442,23 +539,29 @@ READING = "## Reading"
 def write_markdown(path: Path, record: dict[str, Any], tables: str) -> None:
     """The generated part of layerwise.md; a hand-written '## Reading' section is kept."""
     old = path.read_text() if path.exists() else ""
-    reading = old[old.index(READING):] if READING in old else f"{READING}\n\n(to write)\n"
+    reading = old[old.index(READING) :] if READING in old else f"{READING}\n\n(to write)\n"
     s = record["settings"]
     lines = [
-        "# Layer-wise vs joint search (benchmarks/layerwise.py)", "",
+        "# Layer-wise vs joint search (benchmarks/layerwise.py)",
+        "",
         f"{record['date']}, {record['machine']}, optuna {record['versions']['optuna']}; "
         f"wall {record['wall_seconds'] / 60:.1f} min. Regenerate with "
-        "`python -m benchmarks.layerwise`; the Reading section below is kept.", "",
+        "`python -m benchmarks.layerwise`; the Reading section below is kept.",
+        "",
         f"Final regret (best value - f*, minimize), median [q25, q75] over {s['seeds']} "
         f"seeds, at equal objective evaluations; bold = best median of the column. "
-        f"s/run = median seconds per run (sampler cost; the objective is free).", "",
-        "Problems:", "",
+        f"s/run = median seconds per run (sampler cost; the objective is free).",
+        "",
+        "Problems:",
+        "",
     ]
     for name, p in record["problems"].items():
-        lines.append(f"- **{name}**: {p['description']}; f* = {p['f_star']:.6f} "
-                     f"({p['f_star_how']}).")
+        lines.append(
+            f"- **{name}**: {p['description']}; f* = {p['f_star']:.6f} ({p['f_star_how']})."
+        )
     lines += [
-        "", "Budget rules: a budget counts objective evaluations. Layer-wise: "
+        "",
+        "Budget rules: a budget counts objective evaluations. Layer-wise: "
         f"{s['refine_share']:.0%} of it to `refine` when enabled, the rest split over "
         "stages in proportion to their parameter counts (largest remainder); each stage "
         "(and refine) spends round(budget/3) trials on random search, the measured "
@@ -466,54 +569,84 @@ def write_markdown(path: Path, record: dict[str, Any], tables: str) -> None:
         "incumbent is a free COMPLETE trial, so its Stage budget is evaluations + 1. "
         "Joint: one optuna study over all parameters, the defaults enqueued first, "
         "round(budget/3) random trials (the same share), then `hpo.make_sampler`'s "
-        "sampler (joint-random: random throughout).", "",
-        tables, "![regret against evaluations](layerwise_regret.png)", "",
-        "## Engine overhead", "",
+        "sampler (joint-random: random throughout).",
+        "",
+        tables,
+        "![regret against evaluations](layerwise_regret.png)",
+        "",
+        "## Engine overhead",
+        "",
         f"`LayerwiseSearch.run()` (one stage over the {record['overhead']['problem']} "
         f"parameters, trial 0 the defaults) against `study.optimize` with the same "
         f"sampler from `hpo.make_sampler` (defaults enqueued), "
         f"{record['overhead']['n_trials']} trials, {record['overhead']['storage']}, "
         f"free objective, {record['overhead']['reps']} interleaved repetitions "
-        "(alternating order). Ratio = median of paired ratios (goal <= 1.15).", "",
+        "(alternating order). Ratio = median of paired ratios (goal <= 1.15).",
+        "",
         "| sampler | engine ms/trial | bare ms/trial | ratio [min, max] |",
         "|---|---|---|---|",
     ]
     for name, o in record["overhead"]["samplers"].items():
-        lines.append(f"| {name} | {o['engine_ms_per_trial']:.1f} | {o['bare_ms_per_trial']:.1f}"
-                     f" | {o['ratio']:.2f} [{o['ratio_min']:.2f}, {o['ratio_max']:.2f}] |")
+        lines.append(
+            f"| {name} | {o['engine_ms_per_trial']:.1f} | {o['bare_ms_per_trial']:.1f}"
+            f" | {o['ratio']:.2f} [{o['ratio_min']:.2f}, {o['ratio_max']:.2f}] |"
+        )
     path.write_text("\n".join(lines) + "\n\n" + reading)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="2 seeds, budget 24, short overhead; prints, writes nothing")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="2 seeds, budget 24, short overhead; prints, writes nothing",
+    )
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--budgets", type=int, nargs="+", default=[60, 120])
-    parser.add_argument("--problems", nargs="+", default=DEFAULT_PROBLEMS,
-                        choices=list(PROBLEMS),
-                        help="the 4-stage network problems cost ~3x as much per run")
-    parser.add_argument("--overhead-trials", type=int, default=100)
+    parser.add_argument(
+        "--problems",
+        nargs="+",
+        default=DEFAULT_PROBLEMS,
+        choices=list(PROBLEMS),
+        help="the 4-stage network problems cost ~3x as much per run",
+    )
+    parser.add_argument("--overhead-trials", type=int, default=60)
     parser.add_argument("--overhead-reps", type=int, default=6)
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        default=37.0,
+        help="minutes after which no run starts; whole seeds are kept (0: none)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds, args.budgets = 2, [24]
         args.overhead_trials, args.overhead_reps = 30, 2
     n_dense = 2**12 if args.quick else 2**15
-    tasks: list[tuple] = [(n, n_dense) for n in args.problems if PROBLEMS[n].f_star is None]
-    tasks += [(p, m.name, b, s) for p in args.problems for m in METHODS for b in args.budgets
-              for s in range(args.seeds)]
-    tasks.sort(key=_cost, reverse=True)
-    print(f"{len(tasks)} tasks on 2 processes; overhead measured meanwhile")
+    tasks = task_order(args.problems, args.budgets, args.seeds, n_dense)
+    print(
+        f"{len(tasks)} tasks on 2 processes, no new ones after {args.time_limit:g} min; "
+        "overhead measured meanwhile"
+    )
     start = time.perf_counter()
-    results, overhead = run_all(tasks, while_waiting=lambda: measure_overhead(
-        PROBLEMS["network4"], ("random", "tpe"), args.overhead_trials, args.overhead_reps))
+    deadline = time.monotonic() + 60 * args.time_limit if args.time_limit else math.inf
+    results, overhead = run_all(
+        tasks,
+        deadline=deadline,
+        while_waiting=lambda: measure_overhead(
+            PROBLEMS["network4"], ("random", "tpe"), args.overhead_trials, args.overhead_reps
+        ),
+    )
     wall = time.perf_counter() - start
+    runs = complete_seeds(results)
+    n_seeds = len({r["seed"] for r in runs})
+    skipped = sum("skipped" in r for r in results)
+    if n_seeds < args.seeds:
+        print(f"time limit: {n_seeds} of {args.seeds} seeds complete ({skipped} runs skipped)")
 
     optima = {r["optimum"]: r for r in results if "optimum" in r}
-    f_star = {n: optima[n]["f_star"] if n in optima else PROBLEMS[n].f_star
-              for n in args.problems}
-    rows = summarize([r for r in results if "optimum" not in r], f_star)
+    f_star = {n: optima[n]["f_star"] if n in optima else PROBLEMS[n].f_star for n in args.problems}
+    rows = summarize(runs, f_star)
     tables = markdown_tables(rows, args.budgets)
     print(tables)
     print(f"wall {wall / 60:.1f} min")
@@ -523,14 +656,22 @@ def main(argv: Sequence[str] | None = None) -> None:
         "benchmark": "layerwise",
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {mp.cpu_count()} cores shared with other work, "
-                   "2 processes",
+        "2 processes",
         "versions": {"python": platform.python_version(), "optuna": optuna.__version__},
         "wall_seconds": wall,
         "settings": {
-            "seeds": args.seeds, "budgets": args.budgets, "refine_share": REFINE_SHARE,
+            "seeds": n_seeds,
+            "seeds_asked": args.seeds,
+            "time_limit_min": args.time_limit,
+            "budgets": args.budgets,
+            "refine_share": REFINE_SHARE,
             "random_share": RANDOM_SHARE,
-            "plans": {f"{n}/{b}/{'refine' if r else 'plain'}": layerwise_plan(PROBLEMS[n], b, r)
-                      for n in args.problems for b in args.budgets for r in (False, True)},
+            "plans": {
+                f"{n}/{b}/{'refine' if r else 'plain'}": layerwise_plan(PROBLEMS[n], b, r)
+                for n in args.problems
+                for b in args.budgets
+                for r in (False, True)
+            },
         },
         "problems": {n: _problem_record(n, f_star[n], optima.get(n)) for n in args.problems},
         "results": rows,
@@ -545,15 +686,19 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def _problem_record(name: str, f_star: float, optimum: dict[str, Any] | None) -> dict[str, Any]:
     problem = PROBLEMS[name]
-    out = {"description": problem.description, "eps": problem.eps, "f_star": f_star,
-           "stages": [b.name for b in problem.blocks]}
+    out = {
+        "description": problem.description,
+        "eps": problem.eps,
+        "f_star": f_star,
+        "stages": [b.name for b in problem.blocks],
+    }
     if optimum is None:
         return {**out, "f_star_how": problem.note}
     return {
         **out,
         "f_star_how": "numerical: every combination of the coupled discrete parameters "
-                      "enumerated; per combination 2^15 scrambled-Sobol points over the "
-                      "continuous ones, L-BFGS-B from the best 12",
+        "enumerated; per combination 2^15 scrambled-Sobol points over the "
+        "continuous ones, L-BFGS-B from the best 12",
         "x_star": optimum["x_star"],
         # A perfect one-pass layer-wise search (each stage exactly optimal given the
         # earlier stages' results and the later ones' defaults) reaches this value.

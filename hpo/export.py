@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
 import subprocess
-import tempfile
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -15,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from hpo.atomic import write_text
 from hpo.errors import ExportError
 from hpo.storage import mask_url
 
@@ -70,7 +69,12 @@ def export_best(
         if kind == "json"
         else yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
     )
-    _atomic_write(path, text)
+    try:
+        write_text(path, text)
+    except OSError as exc:
+        raise ExportError(
+            f"cannot write: {exc.strerror or exc}", path=str(path), hint="choose a writable folder"
+        ) from exc
     return doc
 
 
@@ -159,6 +163,8 @@ def _document(result: SearchResult, spec: StudySpec | None, data_hash: str | Non
         "format": EXPORT_FORMAT,
         "search": result.study_name,
         "metric": spec.metric if spec is not None else None,
+        # the split and every trial's training used it; retraining needs the same one
+        "seed": spec.seed if spec is not None else None,
         "direction": result.direction,
         "best_value": result.best_value,
         "finished": result.finished,
@@ -233,25 +239,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     return value
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise ExportError(
-            f"cannot write: {exc.strerror or exc}", path=str(path), hint="choose a writable folder"
-        ) from exc
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 __all__ = ["EXPORT_FORMAT", "export_best", "load_export"]

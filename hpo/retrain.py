@@ -62,32 +62,6 @@ def default_run_dir(search: str | None, now: datetime | None = None) -> Path:
     return Path("runs") / f"{search or 'run'}-{stamp}"
 
 
-def study_seed(doc: Mapping[str, Any]) -> int | None:
-    """The seed of the search an export came from, or ``None`` when it cannot be told.
-
-    Exports record the data section but not the study's top-level seed, which both the
-    split (unless ``[data] seed`` is set) and every trial's training used; it is read from
-    the study file the provenance names.
-
-    Args:
-        doc: An export document.
-
-    Returns:
-        The seed, or ``None``.
-    """
-    if isinstance(doc.get("seed"), int):
-        return int(doc["seed"])
-    study_file = (doc.get("provenance") or {}).get("study_file")
-    if not study_file or not Path(study_file).is_file():
-        return None
-    from hpo.spec import load_study_file
-
-    try:
-        return load_study_file(study_file, check_paths=False).seed
-    except HPOError:
-        return None
-
-
 def train_export(
     export: str | Path | Mapping[str, Any],
     run_dir: str | Path | None = None,
@@ -135,12 +109,11 @@ def train_export(
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(doc.get("search"))
     if (run_dir / CHECKPOINT_FILE).exists():
         raise HPOError(f"{run_dir} already holds a trained model (hint: pass another -o RUN_DIR)")
-    split_seed = study_seed(doc)
-    if split_seed is None:
-        split_seed = 0
-        say(
-            "warning: the export does not say the study's seed (its study file is gone); "
-            "using 0 for the split, so the test tiles may differ from tuning's"
+    split_seed = doc.get("seed")
+    if not isinstance(split_seed, int):
+        raise ExportError(
+            "the export has no integer 'seed'", path=source,
+            hint="export the study again with `hpo export STUDY.toml`",
         )
     seed = split_seed if seed is None else seed
     section, base_dir = _data(doc, source)
@@ -401,6 +374,5 @@ __all__ = [
     "plot_history",
     "plot_roc",
     "roc_points",
-    "study_seed",
     "train_export",
 ]

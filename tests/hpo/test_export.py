@@ -131,7 +131,7 @@ def test_failed_write_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.Mon
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "fsync", boom)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(ExportError, match="disk full"):
         export_best(SearchResult("s", "in-memory", "maximize", [], {"x": 2}, 0.9), target)
     assert target.read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.yaml"]  # no temp file left
