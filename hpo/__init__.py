@@ -5,8 +5,11 @@ The public API::
     from hpo import Stage, LayerwiseSearch, TrialContext
 """
 
+from typing import Any
+
 from hpo.context import TrialContext
 from hpo.errors import (
+    ExportError,
     HPOError,
     SearchNotFoundError,
     SpecError,
@@ -19,10 +22,32 @@ from hpo.ledger import Ledger
 from hpo.objective import NetworkObjective
 from hpo.runners import LocalRunner, Runner, make_runner
 from hpo.samplers import make_sampler
+from hpo.spec import StudySpec, load_study_file
 from hpo.stage import Refine, Stage
 from hpo.storage import make_artifact_store, make_storage, mask_url
 
+# Imported on first use: they pull in scikit-optimize, torch or matplotlib, which commands
+# such as `hpo status` never need.
+_LAZY = {
+    "SkoptSampler": "hpo.samplers.skopt",
+    "export_best": "hpo.export",
+    "load_export": "hpo.export",
+    "train_export": "hpo.retrain",
+    "predict_scene": "hpo.predict",
+    "write_report": "hpo.report",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'hpo' has no attribute {name!r}")
+
+
 __all__ = [
+    "ExportError",
     "HPOError",
     "LayerwiseSearch",
     "Ledger",
@@ -37,11 +62,19 @@ __all__ = [
     "StageChangedError",
     "StageFailedError",
     "StageResult",
+    "SkoptSampler",
     "StorageError",
+    "StudySpec",
     "TrialContext",
+    "export_best",
+    "load_export",
+    "load_study_file",
     "make_artifact_store",
     "make_runner",
     "make_sampler",
     "make_storage",
     "mask_url",
+    "predict_scene",
+    "train_export",
+    "write_report",
 ]
