@@ -32,7 +32,7 @@ pytest.importorskip("ray.tune", reason="Ray Tune is not installed")
 
 from hpo.runners.ray import RayRunner  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module", autouse=True)
