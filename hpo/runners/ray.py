@@ -73,6 +73,10 @@ _QUIET_LOGGERS = {
 class RayRunner(Runner):
     """Runs each stage's trials as Ray Tune trials, several at once.
 
+    Several drivers on one search are several processes (each its own ``hpo tune``);
+    Ray Tune keeps process-wide state, so two searches must not run from threads of one
+    process at the same time.
+
     Args:
         cpu: CPUs per trial (fractions allowed).
         gpu: GPUs per trial; fractions share a GPU (``0.25``: four trials per GPU).

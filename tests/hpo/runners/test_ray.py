@@ -237,16 +237,15 @@ def log(**entry):
     os.close(fd)
 
 def objective(params, trial):
-    log(event="start", stage=trial.stage, number=trial.number)
-    time.sleep(1.0)
+    log(event="start", driver={driver!r}, stage=trial.stage, number=trial.number)
+    time.sleep({sleep})
     value = quadratic(params)
-    log(event="done", stage=trial.stage, number=trial.number, value=value)
+    log(event="done", driver={driver!r}, stage=trial.stage, number=trial.number, value=value)
     return value
 
 search = LayerwiseSearch(two_stages(n_random=3, n_bayes=2), objective,
                          storage={storage!r}, study_name={name!r}, seed=1,
-                         runner=RayRunner(cpu=1, max_concurrent=2, num_cpus=2),
-                         lease_seconds=3)
+                         runner=RayRunner({runner}), lease_seconds={lease})
 result = search.run()
 print(json.dumps({{"best_value": result.best_value}}))
 """
@@ -299,7 +298,8 @@ def test_a_sigkilled_driver_resumes_and_leaves_no_ray_process(tmp_path, name):
     storage = f"sqlite:///{tmp_path / 's.db'}"
     script = tmp_path / "driver.py"
     script.write_text(DRIVER.format(root=str(ROOT), calls=str(calls), storage=storage,
-                                    name=name))
+                                    name=name, driver="a", sleep=1.0, lease=3,
+                                    runner="cpu=1, max_concurrent=2, num_cpus=2"))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     driver = subprocess.Popen([sys.executable, str(script)], env=env, cwd=tmp_path,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -416,43 +416,33 @@ def test_the_fusion_network_trains_inside_a_tune_trial(tmp_path):
 
 @pytest.mark.postgres
 def test_two_ray_drivers_share_a_postgresql_search(tmp_path, name, pg_url):
+    # Two driver processes on one cluster (this module's Ray instance), as on a real one.
     calls = tmp_path / "calls.jsonl"
-
-    def objective_of(driver):
-        def objective(params, trial):
-            time.sleep(0.3)
-            _log(calls, driver=driver, stage=trial.stage, number=trial.number)
-            return quadratic(params)
-
-        return objective
-
-    results, errors = {}, []
-
-    def drive(driver):
-        try:
-            search = LayerwiseSearch(
-                two_stages(n_random=3, n_bayes=2), objective_of(driver), storage=pg_url,
-                study_name=name, runner=RayRunner(cpu=1, max_concurrent=1), lease_seconds=10,
-            )
-            results[driver] = search.run()
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=drive, args=(d,)) for d in ("a", "b")]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(240)
-    assert not errors, errors
-    runs = _read(calls)
-    pairs = [(c["stage"], c["number"]) for c in runs]
+    address = ray.get_runtime_context().gcs_address
+    drivers = []
+    for driver in ("a", "b"):
+        script = tmp_path / f"driver_{driver}.py"
+        script.write_text(DRIVER.format(
+            root=str(ROOT), calls=str(calls), storage=pg_url, name=name, driver=driver,
+            sleep=0.3, lease=10, runner=f"cpu=1, max_concurrent=1, address={address!r}",
+        ))
+        drivers.append(subprocess.Popen(
+            [sys.executable, str(script)], cwd=tmp_path,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        ))
+    outputs = [d.communicate(timeout=240)[0].decode() for d in drivers]
+    assert [d.returncode for d in drivers] == [0, 0], [o[-3000:] for o in outputs]
+    done = [c for c in _read(calls) if c["event"] == "done"]
+    pairs = [(c["stage"], c["number"]) for c in done]
     assert len(pairs) == len(set(pairs))  # no trial evaluated twice
-    assert {c["driver"] for c in runs} == {"a", "b"}  # both drivers took a share
-    for stage in results["a"].stages:
+    assert {c["driver"] for c in done} == {"a", "b"}  # both drivers took a share
+    results = [json.loads(o.strip().splitlines()[-1]) for o in outputs]
+    assert results[0]["best_value"] == results[1]["best_value"]
+    search = LayerwiseSearch.load(pg_url, name)
+    for stage in search.status().stages:
         # Budget 5 (the copied incumbent included); at most one trial per other driver
         # may overshoot (it was running when the budget filled).
         assert 5 <= stage.n_complete <= 6 and stage.n_running == 0
-    assert results["a"].best_params == results["b"].best_params
 
 
 def test_fractional_logical_gpus_pack_four_trials_at_once(tmp_path, name):
