@@ -48,26 +48,29 @@ TINY = {
 }
 
 
-def _empty(params: dict[str, Any]) -> float:
+def empty_objective(params: dict[str, Any]) -> float:
+    """The near-zero objective: the runner's own cost per trial is all there is."""
     return float(params["x"])
 
 
-def _network_objective() -> Any:
+def random_tiles(n: int, seed: int, shape: tuple[int, int, int, int] = (3, 2, 8, 8)) -> list:
+    """``n`` seeded ``(x (S, T, h, w), y, valid)`` samples; the label follows one input."""
     import torch
 
+    g = torch.Generator().manual_seed(seed)
+    items = []
+    for _ in range(n):
+        x = torch.randn(*shape, generator=g)
+        items.append((x, (x[0, -1] > 0.3).float(), torch.ones(shape[2:], dtype=torch.bool)))
+    return items
+
+
+def _network_objective() -> Any:
     from hpo import NetworkObjective
     from networks.config import ModelConfig
 
-    def tensors(n: int, seed: int) -> list[tuple]:
-        g = torch.Generator().manual_seed(seed)
-        items = []
-        for _ in range(n):
-            x = torch.randn(3, 2, 8, 8, generator=g)
-            items.append(((x), (x[0, -1] > 0.3).float(), torch.ones(8, 8, dtype=torch.bool)))
-        return items
-
     return NetworkObjective(
-        tensors(8, 0), tensors(4, 1), base_config=ModelConfig.from_params(TINY),
+        random_tiles(8, 0), random_tiles(4, 1), base_config=ModelConfig.from_params(TINY),
         metric="val_loss", device="cpu",
     )
 
@@ -85,6 +88,13 @@ def _stage(n_trials: int, name: str) -> Any:
 
 def measure(objective: Any, n_trials: int, runner: Any, label: str, folder: Path) -> dict:
     """Run one stage of ``n_trials`` and time it."""
+    return timed_stage(objective, n_trials, runner, label, folder)[0]
+
+
+def timed_stage(
+    objective: Any, n_trials: int, runner: Any, label: str, folder: Path
+) -> tuple[dict, Any]:
+    """:func:`measure`, also returning the stage's result (its study, for trial attrs)."""
     from hpo import LayerwiseSearch
 
     tells: list[float] = []
@@ -111,7 +121,7 @@ def measure(objective: Any, n_trials: int, runner: Any, label: str, folder: Path
         "per_trial_s": wall / n_trials,
         "steady_per_trial_s": statistics.median(gaps) if gaps else wall,
         "first_trial_s": tells[0] - start if tells else wall,
-    }
+    }, stage
 
 
 def _runner(kind: str) -> Any:
@@ -150,24 +160,65 @@ def _markdown(rows: list[dict], setup: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def quiet() -> None:
+    """No token for a local Ray instance; only warnings from Optuna and the engine."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("hpo").setLevel(logging.WARNING)
+
+
+def start_ray(num_cpus: int = 2) -> float:
+    """:func:`quiet`, one torch thread in the driver, and a local Ray; returns its start (s).
+
+    Ray is started here, not by each runner, so that every configuration of a benchmark
+    shares one instance (as ``hpo tune`` does once per search) and its start is timed
+    on its own.
+    """
+    quiet()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import ray
+    import torch
+
+    # The local runner trains in the driver: one thread, like a cpu=1 Ray trial.
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    return time.perf_counter() - start
+
+
+def compare(counts: dict[tuple[str, str], int], objectives: dict[str, Any],
+            folder: Path) -> list[dict]:
+    """Time each ``(objective, runner kind): trials`` in order, with ratios to ``local``.
+
+    Every objective needs a ``local`` and a ``ray-reuse`` entry (the ratios' bases).
+    """
+    rows = []
+    for (objective, kind), n in counts.items():
+        print(f"{objective} / {kind}: {n} trials ...", file=sys.stderr, flush=True)
+        row = measure(objectives[objective], n, _runner(kind), f"{objective}-{kind}", folder)
+        rows.append({"objective": objective, "runner": kind, **row})
+    for row in rows:
+        local = next(r for r in rows if r["objective"] == row["objective"]
+                     and r["runner"] == "local")
+        row["per_trial_vs_local"] = row["per_trial_s"] / local["per_trial_s"]
+        row["steady_vs_local"] = row["steady_per_trial_s"] / local["steady_per_trial_s"]
+        reuse = next(r for r in rows if r["objective"] == row["objective"]
+                     and r["runner"] == "ray-reuse")
+        row["steady_vs_reuse"] = row["steady_per_trial_s"] / reuse["steady_per_trial_s"]
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the benchmark; write the results unless ``--quick``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer trials, write nothing")
     args = parser.parse_args(argv)
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    import optuna
+    load = os.getloadavg()[0]
+    ray_init = start_ray()
     import ray
     import torch
-
-    torch.set_num_threads(1)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    logging.getLogger("hpo").setLevel(logging.WARNING)
-    load = os.getloadavg()[0]
-    start = time.perf_counter()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    ray_init = time.perf_counter() - start
 
     counts = {
         ("empty", "local"): 10 if args.quick else 30,
@@ -177,23 +228,10 @@ def main(argv: list[str] | None = None) -> None:
         ("network", "ray-reuse"): 3 if args.quick else 6,
         ("network", "ray-no-reuse"): 2 if args.quick else 4,
     }
-    objectives = {"empty": _empty, "network": _network_objective()}
-    rows = []
+    objectives = {"empty": empty_objective, "network": _network_objective()}
     with tempfile.TemporaryDirectory(prefix="bench-ray-") as tmp:
-        for (objective, kind), n in counts.items():
-            print(f"{objective} / {kind}: {n} trials ...", file=sys.stderr, flush=True)
-            row = measure(objectives[objective], n, _runner(kind), f"{objective}-{kind}",
-                          Path(tmp))
-            rows.append({"objective": objective, "runner": kind, **row})
+        rows = compare(counts, objectives, Path(tmp))
     ray.shutdown()
-    for row in rows:
-        local = next(r for r in rows if r["objective"] == row["objective"]
-                     and r["runner"] == "local")
-        row["per_trial_vs_local"] = row["per_trial_s"] / local["per_trial_s"]
-        row["steady_vs_local"] = row["steady_per_trial_s"] / local["steady_per_trial_s"]
-        reuse = next(r for r in rows if r["objective"] == row["objective"]
-                     and r["runner"] == "ray-reuse")
-        row["steady_vs_reuse"] = row["steady_per_trial_s"] / reuse["steady_per_trial_s"]
     setup = {
         "cpus": os.cpu_count(),
         "machine": platform.machine(),
