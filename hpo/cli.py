@@ -220,7 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Write a markdown report of a search: per stage trials, best value and parameters "
         "and the ledger entry, the improvement over the untuned defaults, the best value "
         "carried through the stages, optimization history and parameter importances per "
-        "stage; with --run, the test metrics and plots of an `hpo train` run.",
+        "stage; with --run, the test metrics, training curves, ROC curve and confusion "
+        "matrices of an `hpo train` run, and its prediction map (--map, or a map.tif that "
+        "`hpo predict` wrote into the run folder).",
     )
     p.add_argument("study", metavar="STUDY.toml|URL", help="a study file or a storage URL")
     p.add_argument(
@@ -234,6 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", metavar="URL", help="storage URL overriding the study's")
     p.add_argument("--study", dest="search", metavar="NAME", help="the search's name (with a URL)")
     p.add_argument("--run", metavar="RUN_DIR", help="include this `hpo train` run folder")
+    p.add_argument(
+        "--map",
+        metavar="MAP.tif",
+        help="include this `hpo predict` map (default: the newest .tif in RUN_DIR, if any)",
+    )
     p.set_defaults(handler=_cmd_report)
 
     p = add(
@@ -965,16 +972,24 @@ def _cmd_report(args: argparse.Namespace, out: Any, err: Any) -> int:
         result, metric = st.study_status(spec), spec.metric
     else:
         result, metric = st.load_search(url, name).status(), "value"
+    # The search as the user named it, for the commands the report suggests; a URL's
+    # password must not end up in a file that gets shared.
+    named = [st.mask_url(args.study)] + (["--study", args.search] if args.search else [])
     report = write_report(
         result,
         args.output,
         metric=metric,
         run_dir=args.run,
+        map_path=args.map,
+        target=_command(*named),
+        scene=_command(args.study) if spec is not None else "SCENE",
         say=lambda text: err.print(f"hpo: note: {text}", soft_wrap=True),
     )
     out.print(f"wrote {report.path} and {len(report.figures)} plots:", soft_wrap=True)
     for figure in report.figures:
         out.print(f"  {figure}", soft_wrap=True)
+    if report.map is not None:
+        out.print(f"map {report.map.path}: {report.map.line()}", soft_wrap=True)
     if report.untuned is not None and report.best is not None:
         out.print(
             f"{metric}: untuned defaults {report.untuned:.4f} -> best {report.best:.4f} "

@@ -3,13 +3,16 @@
 Per stage: trials, best value and parameters, the ledger entry handed to the next stage
 and, where cheap, parameter importances; for the search: the improvement over the untuned
 defaults and the best value carried through the stages. A run folder of ``hpo train``
-adds the test metrics, training curves and ROC curve of the final model.
+adds the test metrics, training curves, ROC curve and confusion matrices of the final
+model; a prediction map of ``hpo predict`` (``--map``, or one inside the run folder) adds
+its quick-look and a summary line. Without them the report says how to make them.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shlex
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +27,42 @@ from hpo.figures import pyplot, save_figure
 
 # fANOVA fits a random forest per stage; below this many trials its importances are noise.
 _MIN_TRIALS_FOR_IMPORTANCE = 4
+# `hpo predict` uses 0.5 when the checkpoint carries no validation-chosen threshold.
+_DEFAULT_THRESHOLD = 0.5
+
+
+@dataclass
+class MapSummary:
+    """A prediction map as the report describes it.
+
+    Attributes:
+        path: The GeoTIFF.
+        width: Its width in pixels.
+        height: Its height in pixels.
+        crs: Its CRS as text (``"none"`` without one).
+        threshold: The decision threshold (its ``THRESHOLD`` tag, else 0.5).
+        from_tag: Whether the threshold came from the map's tag (validation-chosen).
+        valid_fraction: Share of pixels with a prediction.
+        above_fraction: Share of valid pixels above the threshold.
+    """
+
+    path: Path
+    width: int
+    height: int
+    crs: str
+    threshold: float
+    from_tag: bool
+    valid_fraction: float
+    above_fraction: float
+
+    def line(self) -> str:
+        """Size, CRS and the share of pixels called landslide, in one line."""
+        which = "the validation threshold" if self.from_tag else "the default threshold"
+        return (
+            f"{self.width} x {self.height} px, CRS {self.crs}, "
+            f"{100 * self.valid_fraction:.1f} % valid; {100 * self.above_fraction:.2f} % of "
+            f"valid pixels above {which} {self.threshold:.3f}."
+        )
 
 
 @dataclass
@@ -35,12 +74,14 @@ class Report:
         figures: The PNG files beside it.
         untuned: The untuned defaults' value (first stage, trial 0), or ``None``.
         best: The best value of the search, or ``None``.
+        map: The prediction map included, or ``None``.
     """
 
     path: Path
     figures: list[Path] = field(default_factory=list)
     untuned: float | None = None
     best: float | None = None
+    map: MapSummary | None = None
 
 
 def untuned_value(result: Any) -> float | None:
@@ -82,6 +123,9 @@ def write_report(
     metric: str = "value",
     title: str | None = None,
     run_dir: str | Path | None = None,
+    map_path: str | Path | None = None,
+    target: str = "STUDY.toml",
+    scene: str = "SCENE",
     say: Callable[[str], None] | None = None,
 ) -> Report:
     """Write the markdown report of a search and its plots.
@@ -92,13 +136,20 @@ def write_report(
         metric: The metric's name, for headings.
         title: The report's title (default: the search's name).
         run_dir: A run folder of ``hpo train`` whose test metrics and plots to include.
+        map_path: A prediction GeoTIFF of ``hpo predict`` to include (default: the newest
+            ``*.tif`` inside ``run_dir``, if any).
+        target: The search as the user names it on the command line, for the commands
+            the report suggests (a storage URL must come with its password masked).
+        scene: The scene as ``hpo predict --scene`` takes it (a study file, a scene file or
+            folder), for the command that makes a missing prediction map.
         say: Where to tell about optional parts left out (importances that failed, ...).
 
     Returns:
         What was written.
 
     Raises:
-        HPOError: The search has no trial yet, or ``run_dir`` holds no ``metrics.json``.
+        HPOError: The search has no trial yet, ``run_dir`` holds no ``metrics.json`` or
+            ``map_path`` is not a readable GeoTIFF.
     """
     if not any(s.study is not None for s in result.stages):
         raise HPOError(
@@ -152,8 +203,7 @@ def write_report(
         for stage, values in importances.items():
             lines += [f"| {stage} | `{k}` | {v:.3f} |" for k, v in values.items()]
         lines += ["", f"![importances]({figure.name})", ""]
-    if run_dir is not None:
-        lines += _run_section(Path(run_dir), folder, prefix, report)
+    lines += _model_sections(run_dir, map_path, target, scene, folder, prefix, report, say)
     lines += _best_params(result)
     write_text(md, "\n".join(lines).rstrip() + "\n")
     return report
@@ -334,6 +384,55 @@ def _plot_importances(importances: dict[str, dict[str, float]], path: Path) -> N
     save_figure(fig, path)
 
 
+def _model_sections(
+    run_dir: str | Path | None,
+    map_path: str | Path | None,
+    target: str,
+    scene: str,
+    folder: Path,
+    prefix: str,
+    report: Report,
+    say: Callable[[str], None] | None,
+) -> list[str]:
+    """The final model's test results and its prediction map, or how to make them.
+
+    A missing part gets one line with the commands that produce it: a report that simply
+    lacked these sections would leave a reader unsure whether the model was ever tested.
+    """
+    from hpo.retrain import CHECKPOINT_FILE
+
+    run = Path(run_dir) if run_dir is not None else None
+    lines = _run_section(run, folder, prefix, report) if run is not None else []
+    if run is None:
+        parts = (
+            "test metrics, ROC curve and confusion matrices"
+            if map_path is not None
+            else "test metrics, ROC curve, confusion matrices and prediction map"
+        )
+        lines += [
+            "## Final model",
+            "",
+            "Not included: `hpo export "
+            f"{target} -o best.yaml` -> `hpo train best.yaml -o RUN_DIR` -> "
+            f"`hpo report {target} --run RUN_DIR` adds the {parts} of the exported model.",
+            "",
+        ]
+    if map_path is None and run is not None:
+        map_path = _map_in_run(run, say)
+    if map_path is not None:
+        lines += _map_section(Path(map_path), folder, prefix, report)
+    elif run is not None:
+        lines += [
+            "## Prediction map",
+            "",
+            f"Not included: `hpo predict {shlex.quote(str(run / CHECKPOINT_FILE))} --scene "
+            f"{scene} -o {shlex.quote(str(run / 'map.tif'))}` writes one that the next "
+            "report picks up (or pass `--map`).",
+            "",
+        ]
+    return lines
+
+
 def _run_section(run_dir: Path, folder: Path, prefix: str, report: Report) -> list[str]:
     from hpo.retrain import METRICS_FILE
 
@@ -355,25 +454,165 @@ def _run_section(run_dir: Path, folder: Path, prefix: str, report: Report) -> li
         "| decision threshold | MIoU | F1 | AUC | TP | FP | FN | TN |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for key, label in (("at_0.5", "0.5"), ("at_threshold", "validation-chosen")):
-        row = test.get(key)
-        if not row:
-            continue
+    rows = _threshold_rows(test)
+    for name, row in rows:
         c = row.get("confusion") or {}
-        name = f"{label} ({row['threshold']:.3f})" if "threshold" in row else label
         lines.append(
             f"| {name} | {_fmt(row.get('miou'))} | {_fmt(row.get('f1'))} | "
             f"{_fmt(row.get('auc'))} | {c.get('tp', '-')} | {c.get('fp', '-')} | "
             f"{c.get('fn', '-')} | {c.get('tn', '-')} |"
         )
     lines.append("")
-    for name in ((metrics.get("files") or {}).get(k) for k in ("curves", "roc")):
-        if name and (run_dir / name).is_file():
-            copy = folder / f"{prefix}run-{name}"
-            shutil.copyfile(run_dir / name, copy)
-            report.figures.append(copy)
-            lines += [f"![{Path(name).stem}]({copy.name})", ""]
+    files = metrics.get("files") or {}
+    curves = _copy_run_plot(run_dir, files.get("curves"), folder, prefix, report)
+    if curves is not None:
+        lines += [f"![training curves]({curves.name})", ""]
+    # ROC and confusion matrices on one line, so a markdown viewer shows them side by side.
+    pair = []
+    roc = _copy_run_plot(run_dir, files.get("roc"), folder, prefix, report)
+    if roc is not None:
+        pair.append(f"![ROC curve]({roc.name})")
+    confusion = folder / f"{prefix}run-confusion.png"
+    if _plot_confusion(rows, confusion):
+        report.figures.append(confusion)
+        pair.append(f"![confusion matrix]({confusion.name})")
+    if pair:
+        lines += [" ".join(pair), ""]
     return lines
 
 
-__all__ = ["Report", "report_paths", "untuned_value", "write_report"]
+def _threshold_rows(test: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The test metrics at 0.5 and at the validation-chosen threshold, where present."""
+    rows = []
+    for key, label in (("at_0.5", "0.5"), ("at_threshold", "validation-chosen")):
+        row = test.get(key)
+        if row:
+            name = f"{label} ({row['threshold']:.3f})" if "threshold" in row else label
+            rows.append((name, row))
+    return rows
+
+
+def _copy_run_plot(
+    run_dir: Path, name: str | None, folder: Path, prefix: str, report: Report
+) -> Path | None:
+    """Copy a plot of the run beside the report, which then stands alone when moved."""
+    if not name or not (run_dir / name).is_file():
+        return None
+    copy = folder / f"{prefix}run-{name}"
+    shutil.copyfile(run_dir / name, copy)
+    report.figures.append(copy)
+    return copy
+
+
+def _plot_confusion(rows: list[tuple[str, dict[str, Any]]], path: Path) -> bool:
+    """One confusion matrix per decision threshold: counts and the share of each true class."""
+    rows = [(name, row["confusion"]) for name, row in rows if row.get("confusion")]
+    if not rows:
+        return False
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(rows), figsize=(3.6 * len(rows), 3.4), dpi=120, squeeze=False)
+    classes = ("landslide", "background")
+    for ax, (name, c) in zip(axes.flat, rows, strict=True):
+        counts = [[c.get("tp", 0), c.get("fn", 0)], [c.get("fp", 0), c.get("tn", 0)]]
+        # Rows normalized to the true class: the colour reads as recall / specificity,
+        # which the heavy background class would otherwise wash out.
+        shares = [[v / max(sum(r), 1) for v in r] for r in counts]
+        ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+        for i, j in ((i, j) for i in range(2) for j in range(2)):
+            ax.text(
+                j,
+                i,
+                f"{counts[i][j]}\n{100 * shares[i][j]:.1f} %",
+                ha="center",
+                va="center",
+                fontsize=9,
+                color="white" if shares[i][j] > 0.5 else "black",
+            )
+        ax.set_xticks([0, 1], classes)
+        ax.set_yticks([0, 1], classes)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(f"threshold {name}", fontsize=9)
+    fig.suptitle("Confusion matrix, test split", fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return True
+
+
+def _map_in_run(run_dir: Path, say: Callable[[str], None] | None) -> Path | None:
+    """The newest prediction GeoTIFF inside a run folder (e.g. ``hpo predict -o RUN/map.tif``)."""
+    # Dot files are the temporary halves of atomic writes still in progress.
+    maps = [p for p in run_dir.glob("*.tif") if not p.name.startswith(".")]
+    if not maps:
+        return None
+    newest = max(maps, key=lambda p: p.stat().st_mtime)
+    if len(maps) > 1 and say is not None:
+        say(f"{len(maps)} maps in {run_dir}; the report shows the newest, {newest.name}")
+    return newest
+
+
+def summarize_map(path: str | Path) -> MapSummary:
+    """Size, CRS and the share of pixels above the threshold of a probability GeoTIFF.
+
+    The map is read block by block, so a scene larger than memory still works.
+
+    Args:
+        path: A GeoTIFF of ``hpo predict``.
+
+    Returns:
+        The summary.
+
+    Raises:
+        HPOError: The file cannot be read as a GeoTIFF.
+    """
+    import rasterio
+
+    path = Path(path)
+    try:
+        with rasterio.open(path) as src:
+            tag = src.tags().get("THRESHOLD")
+            threshold = float(tag) if tag is not None else _DEFAULT_THRESHOLD
+            n_valid = n_above = 0
+            for _, window in src.block_windows(1):
+                values = src.read(1, window=window, masked=True).compressed()
+                n_valid += values.size
+                n_above += int((values > threshold).sum())
+            return MapSummary(
+                path=path,
+                width=src.width,
+                height=src.height,
+                crs=src.crs.to_string() if src.crs else "none",
+                threshold=threshold,
+                from_tag=tag is not None,
+                valid_fraction=n_valid / max(src.width * src.height, 1),
+                above_fraction=n_above / max(n_valid, 1),
+            )
+    except (rasterio.errors.RasterioError, ValueError) as exc:
+        raise HPOError(
+            f"{path}: cannot read the prediction map ({exc}) (hint: pass a GeoTIFF written "
+            "by `hpo predict`)"
+        ) from exc
+
+
+def _map_section(path: Path, folder: Path, prefix: str, report: Report) -> list[str]:
+    from hpo.predict import write_quicklook
+
+    summary = summarize_map(path)
+    # Drawn afresh into the report's folder: the map's own quick-look may be missing
+    # (`--no-quicklook`) or stale, and the report should stand alone when moved.
+    look = write_quicklook(
+        path, folder / f"{prefix}map.png", summary.threshold if summary.from_tag else None
+    )
+    report.figures.append(look)
+    report.map = summary
+    return [
+        "## Prediction map",
+        "",
+        f"`hpo predict` map `{path}`: {summary.line()}",
+        "",
+        f"![prediction map]({look.name})",
+        "",
+    ]
+
+
+__all__ = ["MapSummary", "Report", "report_paths", "summarize_map", "untuned_value", "write_report"]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -226,11 +228,38 @@ def test_train_errors_are_one_line(tmp_path, capsys):
     assert "hpo export" in one_error_line(capsys.readouterr().err)
 
 
+def linked_pngs(md: Path) -> set[str]:
+    """The images a markdown report links, each checked to exist beside it as a valid PNG.
+
+    Every PNG in the report's folder must be linked too: a plot written but never shown
+    is as much a bug as a link to nothing.
+    """
+    from PIL import Image
+
+    text = md.read_text()
+    links = set(re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", text))
+    for name in links:
+        path = md.parent / name
+        assert path.is_file(), f"{md.name} links {name}, which is missing"
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        with Image.open(path) as image:
+            image.verify()
+    prefix = f"{md.stem}-" if md.name != "report.md" else ""
+    written = {p.name for p in md.parent.glob(f"{prefix}*.png")}
+    assert written <= links, f"plots not linked: {written - links}"
+    return links
+
+
+SEARCH_PLOTS = {"best-so-far.png", "stages.png"}
+RUN_PLOTS = {"run-curves.png", "run-roc.png", "run-confusion.png"}
+
+
 def test_report_tables_plots_and_the_final_run(trained):
     run = hpo("report", "tiny.toml", "-o", "rep", "--run", "run", cwd=trained.folder)
     assert run.returncode == 0, run.stderr
     assert "untuned defaults" in run.stdout
-    text = (trained.folder / "rep" / "report.md").read_text()
+    md = trained.folder / "rep" / "report.md"
+    text = md.read_text()
     for needle in (
         "| 1/2 | optim | finished | 3/3",
         "| 2/2 | dcnn | finished | 3/3",
@@ -238,14 +267,84 @@ def test_report_tables_plots_and_the_final_run(trained):
         "Final model on the test split",
         "![best so far](best-so-far.png)",
         "`dcnn.width`",
+        # ROC and confusion matrices on one line: side by side in a markdown viewer.
+        "![ROC curve](run-roc.png) ![confusion matrix](run-confusion.png)",
+        # The run folder holds no map yet: the report says how to make one.
+        "`hpo predict run/model.pt --scene tiny.toml -o run/map.tif`",
     ):
-        assert needle in text
-    for png in ("best-so-far.png", "stages.png", "run-curves.png", "run-roc.png"):
-        assert (trained.folder / "rep" / png).read_bytes()[:4] == b"\x89PNG", png
+        assert needle in text, needle
+    assert SEARCH_PLOTS | RUN_PLOTS <= linked_pngs(md)
+    assert "map.png" not in text and "hpo export" not in text
+    metrics = json.loads((trained.run / "metrics.json").read_text())
+    n_thresholds = 1 + (metrics["test"].get("at_threshold") is not None)
+    assert text.count("| validation-chosen (") + text.count("| 0.5 |") == n_thresholds
 
-    # A .md target puts the plots beside it with its name as prefix.
+    # Without --run, one line tells how to get the model sections; a .md target puts the
+    # plots beside it with its name as prefix.
     assert main(["report", str(trained.study), "-o", str(trained.folder / "r.md")]) == 0
-    assert (trained.folder / "r-stages.png").is_file()
+    md = trained.folder / "r.md"
+    links = linked_pngs(md)
+    assert {f"r-{name}" for name in SEARCH_PLOTS} <= links
+    assert not any("run-" in name or "map" in name for name in links)
+    text = md.read_text()
+    assert f"`hpo export {trained.study} -o best.yaml` -> `hpo train best.yaml" in text
+    assert f"`hpo report {trained.study} --run RUN_DIR`" in text
+    assert "confusion matrices and prediction map of the exported model" in text
+
+
+def test_report_includes_the_prediction_map(trained, tmp_path, capsys):
+    """A map inside the run folder is picked up; --map names one, with or without --run."""
+    from hpo.predict import predict_scene
+    from hpo.study import open_scene
+
+    run = tmp_path / "run"
+    shutil.copytree(trained.run, run)
+    cube = open_scene(trained.study, say=lambda _: None)
+    # No quick-look of its own: the report draws one with the same writer.
+    pred = predict_scene(run / "model.pt", cube, run / "map.tif", quicklook=False)
+    assert pred.quicklook is None
+
+    assert main(["report", str(trained.study), "-o", str(tmp_path / "a"), "--run", str(run)]) == 0
+    md = tmp_path / "a" / "report.md"
+    assert SEARCH_PLOTS | RUN_PLOTS | {"map.png"} <= linked_pngs(md)
+    text = md.read_text()
+    with rasterio.open(run / "map.tif") as src:
+        values = src.read(1, masked=True).compressed()
+        crs, size = src.crs.to_string(), f"{src.width} x {src.height} px"
+    cut = pred.threshold if pred.threshold is not None else 0.5
+    above = 100 * float((values > cut).mean())
+    line = f"{size}, CRS {crs}, 100.0 % valid; {above:.2f} % of valid pixels above"
+    assert line in text and f"{cut:.3f}." in text
+    assert "Not included" not in text
+    assert line in capsys.readouterr().out
+
+    # --map alone: the map section, and the one line on how to get the test results.
+    assert (
+        main(["report", str(trained.study), "-o", str(tmp_path / "b"), "--map", str(pred.path)])
+        == 0
+    )
+    md = tmp_path / "b" / "report.md"
+    links = linked_pngs(md)
+    assert "map.png" in links and not links & RUN_PLOTS
+    text = md.read_text()
+    assert line in text and "`hpo train best.yaml -o RUN_DIR`" in text
+    assert "ROC curve and confusion matrices of the exported model" in text
+
+    (tmp_path / "not.tif").write_text("no raster\n")
+    assert (
+        main(
+            [
+                "report",
+                str(trained.study),
+                "-o",
+                str(tmp_path / "c"),
+                "--map",
+                str(tmp_path / "not.tif"),
+            ]
+        )
+        == 1
+    )
+    assert "cannot read the prediction map" in one_error_line(capsys.readouterr().err)
 
 
 def test_report_of_a_search_not_run_is_one_line(tmp_path, capsys):
