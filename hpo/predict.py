@@ -24,6 +24,8 @@ from hpo.figures import pyplot, save_figure
 
 NODATA = -9999.0
 """Value of the map where the scene has no valid input (also the GeoTIFF's nodata)."""
+THRESHOLD_TAG = "THRESHOLD"
+"""GeoTIFF tag of a probability map: the decision threshold its checkpoint carries."""
 
 _QUICKLOOK_SIDE = 1024
 # Never give a pixel zero weight: at the scene's border no neighbour shares it, and the
@@ -347,7 +349,7 @@ def _tags(checkpoint: Any, threshold: float | None) -> dict[str, str]:
         "UNITS": "probability of landslide",
     }
     if threshold is not None:
-        tags["THRESHOLD"] = f"{threshold:.6g}"
+        tags[THRESHOLD_TAG] = f"{threshold:.6g}"
     return tags
 
 
@@ -384,6 +386,7 @@ def write_quicklook(tif: str | Path, png: str | Path, threshold: float | None = 
 
 __all__ = [
     "NODATA",
+    "THRESHOLD_TAG",
     "CheckpointMismatchError",
     "Prediction",
     "blend_window",

@@ -24,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpo.atomic import write_text
 from hpo.errors import HPOError
 from hpo.figures import pyplot, save_figure
+from hpo.predict import THRESHOLD_TAG
 
 # fANOVA fits a random forest per stage; below this many trials its importances are noise.
 _MIN_TRIALS_FOR_IMPORTANCE = 4
@@ -570,7 +571,7 @@ def summarize_map(path: str | Path) -> MapSummary:
     path = Path(path)
     try:
         with rasterio.open(path) as src:
-            tag = src.tags().get("THRESHOLD")
+            tag = src.tags().get(THRESHOLD_TAG)
             threshold = float(tag) if tag is not None else _DEFAULT_THRESHOLD
             n_valid = n_above = 0
             for _, window in src.block_windows(1):

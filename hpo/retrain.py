@@ -152,7 +152,7 @@ def train_export(
         },
     )
     plot_history(history.epochs, run_dir / CURVES_FILE)
-    plot_roc(test.pop("roc"), run_dir / ROC_FILE)
+    plot_roc(test["roc"], run_dir / ROC_FILE)
     metrics = {
         "format": RUN_FORMAT,
         "search": doc.get("search"),

@@ -79,6 +79,8 @@ def test_train_writes_checkpoint_metrics_and_curves(trained):
         assert 0.0 <= test["at_0.5"][key] <= 1.0
     c = test["at_0.5"]["confusion"]
     assert c["tp"] + c["fp"] + c["fn"] + c["tn"] == test["pixels"] > 0
+    roc = test["roc"]  # the points behind roc.png, for users' own plots
+    assert len(roc["fpr"]) == len(roc["tpr"]) >= 2 and roc["fpr"][0] <= roc["fpr"][-1]
     assert metrics["train_on"] == "train" and metrics["seed"] == 0
     assert metrics["split"]["n_test"] > 0 and len(metrics["history"]) == 1
     for png in ("curves.png", "roc.png"):
