@@ -206,7 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-o", "--output", metavar="MAP.tif", default="map.tif", help="output GeoTIFF (map.tif)"
     )
-    p.add_argument("--tile", type=int, help="tile side (default: the training patch size)")
+    p.add_argument(
+        "--tile", type=int, help="tile side (default: 256, or the training patch when larger)"
+    )
     p.add_argument("--overlap", type=int, help="pixels shared by neighbours (default: tile/4)")
     p.add_argument("--batch", type=int, default=8, help="tiles per forward pass (default: 8)")
     p.add_argument("--device", help="cpu, cuda, ... (default: CUDA when available)")
