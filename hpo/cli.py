@@ -944,7 +944,8 @@ def _cmd_predict(args: argparse.Namespace, out: Any, err: Any) -> int:
     cut = result.threshold if result.threshold is not None else 0.5
     out.print(
         f"wrote {result.path} ({result.shape[0]} x {result.shape[1]} px float32, "
-        f"{result.n_tiles} tiles of {result.tile} px, overlap {result.overlap}) in "
+        f"{result.n_tiles} tile{'s' if result.n_tiles != 1 else ''} of {result.tile} px, "
+        f"overlap {result.overlap}) in "
         f"{format_duration(result.seconds)} ({result.pixels_per_second / 1e6:.2f} Mpx/s)",
         soft_wrap=True,
     )
