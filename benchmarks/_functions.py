@@ -5,8 +5,8 @@ A problem is a list of blocks, one per stage; its value is the sum of the blocks
 The uncoupled optimum is the sum of the blocks' known optima. The coupled optimum is
 found numerically by :func:`numerical_optimum` (see its docstring for how).
 
-Blocks are written on a numpy array per parameter (the last axis is not used), so the
-same code scores one trial's ``dict`` of floats and a million-point grid.
+Blocks take each parameter as a scalar or a numpy array (elementwise), so the same code
+scores one trial's ``dict`` and a whole grid of points at once.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,7 @@ def branin(x1: Any, x2: Any) -> Any:
 
 
 BRANIN_MIN = 0.39788735772973816
+BRANIN_ARGMINS = ((-math.pi, 12.275), (math.pi, 2.275), (3 * math.pi, 2.475))
 
 _H3_ALPHA = np.array([1.0, 1.2, 3.0, 3.2])
 _H3_A = np.array([[3.0, 10, 30], [0.1, 10, 35], [3.0, 10, 30], [0.1, 10, 35]])
@@ -90,6 +91,7 @@ class Block:
     defaults: dict[str, Any]
     fn: Callable[..., Any]
     minimum: float
+    argmins: tuple[tuple[Any, ...], ...] = ()  # the global minimizers, when several
 
     def __call__(self, values: Values) -> Any:
         return self.fn(*(values[name] for name in self.space))
@@ -106,6 +108,7 @@ class Problem:
         coupling: Interaction across stages, on the parameters' unit-scaled values.
         f_star: The optimum; ``None`` until :func:`numerical_optimum` fills it in.
         note: How ``f_star`` was obtained.
+        description: One line for the results.
     """
 
     name: str
@@ -115,7 +118,6 @@ class Problem:
     f_star: float | None = None
     note: str = "sum of the blocks' known minima"
     description: str = ""
-    meta: dict[str, Any] = field(default_factory=dict)
 
     @property
     def space(self) -> dict[str, BaseDistribution]:
@@ -161,6 +163,7 @@ def _blocks() -> tuple[Block, ...]:
             {"x1": 2.5, "x2": 7.5},
             branin,
             BRANIN_MIN,
+            BRANIN_ARGMINS,
         ),
         Block(
             "dbn",
@@ -335,6 +338,27 @@ def stagewise_optimum(problem: Problem) -> tuple[float, dict[str, Any]]:
         value, tuned = numerical_optimum(problem, others)
         values.update(tuned)
     return value, values
+
+
+def basin_floors(problem: Problem, f_star: float) -> dict[str, float]:
+    """Regret left once the first stage settled in each of its block's global minima.
+
+    With the later stages at their defaults, a first block with several equal minima
+    (Branin's three) gives stage-wise search no reason to prefer one; with coupling,
+    the rest of the search is then confined to that basin. Per minimizer of the first
+    block: the best value over all other parameters with the first stage fixed there,
+    minus ``f_star``. Empty when the first block has a single minimizer or no coupling.
+    """
+    first = problem.blocks[0]
+    if not problem.eps or len(first.argmins) < 2:
+        return {}
+    floors = {}
+    for point in first.argmins:
+        fixed = dict(zip(first.space, point, strict=True))
+        value, _ = numerical_optimum(problem, fixed, n_dense=2**12)
+        label = ", ".join(f"{k}={v:.4g}" for k, v in fixed.items())
+        floors[label] = value - f_star
+    return floors
 
 
 def _discrete_combinations(

@@ -10,7 +10,12 @@ Two measurements (issue 5, "Benchmark"):
    evaluations.
 2. **Overhead.** Milliseconds per trial of ``LayerwiseSearch.run()`` against a bare
    ``study.optimize`` with the same sampler, parameters and SQLite storage (both opened
-   by ``hpo.make_storage``), on a free objective, interleaved in one process.
+   by ``hpo.make_storage``), on a free objective, interleaved in one process (first,
+   before the regret runs start their second process).
+
+Runtime: the regret runs share one queue between this process and one child, seed by
+seed; no run starts after ``--time-limit`` minutes and only seeds that every cell
+finished are kept, so all methods are compared on the same seeds.
 
 Budget rules (the same for every method, so the comparison is at equal evaluations):
 
@@ -33,7 +38,6 @@ Budget rules (the same for every method, so the comparison is at equal evaluatio
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import json
 import logging
@@ -59,7 +63,13 @@ from optuna.distributions import (
 )
 
 import hpo
-from benchmarks._functions import Problem, numerical_optimum, problems, stagewise_optimum
+from benchmarks._functions import (
+    Problem,
+    basin_floors,
+    numerical_optimum,
+    problems,
+    stagewise_optimum,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REFINE_SHARE = 0.2
@@ -225,17 +235,19 @@ def run_one(task: tuple[str, str, int, int]) -> dict[str, Any]:
 
 
 def optimum_task(task: tuple[str, int]) -> dict[str, Any]:
-    """f* and the one-pass stage-wise floor of a problem, numerically (a worker task)."""
+    """f* of a coupled problem and its lock-in floors, numerically (a worker task)."""
     name, n_dense = task
     start = time.perf_counter()
     f_star, x_star = numerical_optimum(PROBLEMS[name], n_dense=n_dense)
-    floor, x_floor = stagewise_optimum(dataclasses.replace(PROBLEMS[name], f_star=f_star))
+    floor, x_floor = stagewise_optimum(PROBLEMS[name])
     return {
         "optimum": name,
         "f_star": f_star,
+        "n_dense": n_dense,
         "x_star": x_star,
         "stagewise_value": floor,
         "x_stagewise": x_floor,
+        "basin_floors": basin_floors(PROBLEMS[name], f_star),
         "seconds": time.perf_counter() - start,
     }
 
@@ -270,9 +282,16 @@ def _serve(tasks: mp.Queue, results: mp.Queue, deadline: float) -> None:
             continue
         fn = optimum_task if len(task) == 2 else run_one
         try:
-            results.put(fn(task))
+            result = fn(task)
         except Exception as exc:  # noqa: BLE001 - report, do not hang the other process
-            results.put({"task": list(task), "error": f"{type(exc).__name__}: {exc}"})
+            result = {"task": list(task), "error": f"{type(exc).__name__}: {exc}"}
+        results.put(result)
+        left = f"; {(deadline - time.monotonic()) / 60:.0f} min to the time limit"
+        print(
+            f"  {'/'.join(map(str, task))}: {result.get('seconds', 0):.1f} s"
+            + (left if math.isfinite(deadline) else ""),
+            flush=True,
+        )
 
 
 def run_all(tasks: list[tuple], *, deadline: float) -> list[dict[str, Any]]:
@@ -421,6 +440,7 @@ def summarize(runs: list[dict[str, Any]], f_star: dict[str, float]) -> list[dict
         cells.setdefault((r["problem"], r["method"], r["budget"]), []).append(r)
     rows = []
     for (problem, method, budget), group in sorted(cells.items()):
+        group.sort(key=lambda g: g["seed"])
         curves = np.array([g["best_so_far"] for g in group]) - f_star[problem]
         q25, median, q75 = np.percentile(curves[:, -1], [25, 50, 75])
         rows.append(
@@ -433,6 +453,7 @@ def summarize(runs: list[dict[str, Any]], f_star: dict[str, float]) -> list[dict
                 "q25": float(q25),
                 "q75": float(q75),
                 "n_seeds": len(group),
+                "final_by_seed": curves[:, -1].tolist(),
                 "median_curve": np.median(curves, axis=0).tolist(),
                 "seconds_per_run": float(np.median([g["seconds"] for g in group])),
             }
@@ -531,11 +552,18 @@ DEFAULT_PROBLEMS = ["branin+hartmann3", "branin+hartmann3-coupled"]
 READING = "## Reading"
 
 
-def write_markdown(path: Path, record: dict[str, Any], tables: str) -> None:
+def write_markdown(path: Path, record: dict[str, Any]) -> None:
     """The generated part of layerwise.md; a hand-written '## Reading' section is kept."""
     old = path.read_text() if path.exists() else ""
     reading = old[old.index(READING) :] if READING in old else f"{READING}\n\n(to write)\n"
     s = record["settings"]
+    tables = markdown_tables(record["results"], s["budgets"])
+    cut = (
+        f" (of {s['seeds_asked']} asked: the {s['time_limit_min']:g}-minute time limit "
+        "stopped the rest)"
+        if s["seeds"] < s["seeds_asked"]
+        else ""
+    )
     lines = [
         "# Layer-wise vs joint search (benchmarks/layerwise.py)",
         "",
@@ -544,7 +572,7 @@ def write_markdown(path: Path, record: dict[str, Any], tables: str) -> None:
         "`python -m benchmarks.layerwise`; the Reading section below is kept.",
         "",
         f"Final regret (best value - f*, minimize), median [q25, q75] over {s['seeds']} "
-        f"seeds, at equal objective evaluations; bold = best median of the column. "
+        f"seeds{cut}, at equal objective evaluations; bold = best median of the column. "
         f"s/run = median seconds per run (sampler cost; the objective is free).",
         "",
         "Problems:",
@@ -554,6 +582,12 @@ def write_markdown(path: Path, record: dict[str, Any], tables: str) -> None:
         lines.append(
             f"- **{name}**: {p['description']}; f* = {p['f_star']:.6f} ({p['f_star_how']})."
         )
+        if p.get("basin_floors_regret"):
+            floors = "; ".join(f"({k}): {v:.3g}" for k, v in p["basin_floors_regret"].items())
+            lines.append(
+                f"  Lock-in floors (least regret once stage 1 sits in each of its equal "
+                f"minima): {floors}."
+            )
     lines += [
         "",
         "Budget rules: a budget counts objective evaluations. Layer-wise: "
@@ -614,7 +648,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="minutes (from the start) after which no run starts; whole seeds are kept "
         "(0: no limit)",
     )
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="only rebuild layerwise.md and the plot from results/layerwise.json",
+    )
     args = parser.parse_args(argv)
+    if args.report:
+        record = json.loads((RESULTS / "layerwise.json").read_text())
+        write_markdown(RESULTS / "layerwise.md", record)
+        plot(record["results"], RESULTS / "layerwise_regret.png")
+        return
     if args.quick:
         args.seeds, args.budgets = 2, [16]
         args.overhead_trials, args.overhead_reps = 20, 2
@@ -640,8 +684,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     optima = {r["optimum"]: r for r in results if "optimum" in r}
     f_star = {n: optima[n]["f_star"] if n in optima else PROBLEMS[n].f_star for n in args.problems}
     rows = summarize(runs, f_star)
-    tables = markdown_tables(rows, args.budgets)
-    print(tables)
+    print(markdown_tables(rows, args.budgets))
     print(f"wall {wall / 60:.1f} min")
     if args.quick:
         return
@@ -672,7 +715,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "layerwise.json").write_text(json.dumps(record, indent=1) + "\n")
-    write_markdown(RESULTS / "layerwise.md", record, tables)
+    write_markdown(RESULTS / "layerwise.md", record)
     plot(rows, RESULTS / "layerwise_regret.png")
     print(f"wrote {RESULTS}/layerwise.json, layerwise.md, layerwise_regret.png")
 
@@ -690,13 +733,17 @@ def _problem_record(name: str, f_star: float, optimum: dict[str, Any] | None) ->
     return {
         **out,
         "f_star_how": "numerical: every combination of the coupled discrete parameters "
-        "enumerated; per combination 2^15 scrambled-Sobol points over the "
-        "continuous ones, L-BFGS-B from the best 12",
+        f"enumerated; per combination {optimum['n_dense']} scrambled-Sobol points over the "
+        "continuous ones (own scale), L-BFGS-B from the best 12",
         "x_star": optimum["x_star"],
         # A perfect one-pass layer-wise search (each stage exactly optimal given the
-        # earlier stages' results and the later ones' defaults) reaches this value.
+        # earlier stages' results and the later ones' defaults; ties broken by the dense
+        # search) reaches this value.
         "stagewise_floor_regret": optimum["stagewise_value"] - f_star,
         "x_stagewise": optimum["x_stagewise"],
+        # The same, per global minimum of the first block (equal while later stages sit
+        # at their defaults, so which one stage 1 ends in is chance).
+        "basin_floors_regret": optimum["basin_floors"],
     }
 
 
