@@ -76,7 +76,8 @@ class TrialContext:
 
         The search metric's value (``value`` when given, else ``metrics[metric]``) becomes
         the trial's intermediate value at step ``epoch``; every metric is kept in the
-        trial's user attributes (``hpo:history``, ``hpo:epochs``).
+        trial's user attribute ``hpo:history`` (the runner writes ``hpo:epochs`` once,
+        when the trial ends: a commit per epoch less).
 
         Args:
             epoch: The epoch (the step of the intermediate value).
@@ -92,7 +93,6 @@ class TrialContext:
         if value is not None and math.isfinite(value):
             self._trial.report(float(value), int(epoch))
         self._trial.set_user_attr(HISTORY_ATTR, self.history)
-        self._trial.set_user_attr(EPOCHS_ATTR, self.epochs)
 
     def save_state(self, state: Any) -> None:
         """Keep a picklable state to resume from if the trial crashes.
