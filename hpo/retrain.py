@@ -90,7 +90,7 @@ def train_export(
         The run.
 
     Raises:
-        ExportError: The export is unreadable or has no network config.
+        ExportError: The export is unreadable, or has no network config or seed.
         HPOError: The run folder already holds a checkpoint.
         data.DataError: The data cannot be prepared.
     """
