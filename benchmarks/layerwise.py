@@ -31,6 +31,8 @@ Budget rules (the same for every method, so the comparison is at equal evaluatio
 
     python -m benchmarks.layerwise                 # full run, 2 processes
     python -m benchmarks.layerwise --quick         # about a minute, prints the tables only
+    python -m benchmarks.layerwise --part overhead # only the overhead (a quiet machine)
+    python -m benchmarks.layerwise --part regret --time-limit 0   # only the regret runs
     python -m benchmarks.layerwise --seeds 10 --budgets 60 120 \
         --problems network4 network4-coupled       # the 4-stage problems (~3x the cost)
 """
@@ -649,15 +651,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         "(0: no limit)",
     )
     parser.add_argument(
+        "--part",
+        choices=("all", "regret", "overhead"),
+        default="all",
+        help="run one measurement only; the other is kept from results/layerwise.json "
+        "(the overhead wants a quiet machine, the regret runs an hour)",
+    )
+    parser.add_argument(
         "--report",
         action="store_true",
         help="only rebuild layerwise.md and the plot from results/layerwise.json",
     )
     args = parser.parse_args(argv)
     if args.report:
-        record = json.loads((RESULTS / "layerwise.json").read_text())
-        write_markdown(RESULTS / "layerwise.md", record)
-        plot(record["results"], RESULTS / "layerwise_regret.png")
+        _write(json.loads((RESULTS / "layerwise.json").read_text()))
         return
     if args.quick:
         args.seeds, args.budgets = 2, [16]
@@ -667,9 +674,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     deadline = time.monotonic() + 60 * args.time_limit if args.time_limit else math.inf
     _quiet()
     # Measured first, alone: the regret runs' second process would add noise to it.
-    overhead = measure_overhead(
-        PROBLEMS["network4"], ("random", "tpe"), args.overhead_trials, args.overhead_reps
-    )
+    if args.part != "regret":
+        overhead = measure_overhead(
+            PROBLEMS["network4"], ("random", "tpe"), args.overhead_trials, args.overhead_reps
+        )
+    if args.part == "overhead":
+        record = json.loads((RESULTS / "layerwise.json").read_text())
+        record["overhead"] = overhead
+        _write(record)
+        return
+    if args.part == "regret":
+        overhead = json.loads((RESULTS / "layerwise.json").read_text())["overhead"]
     n_dense = 2**12 if args.quick else 2**15
     tasks = task_order(args.problems, args.budgets, args.seeds, n_dense)
     print(f"{len(tasks)} tasks on 2 processes, none started after {args.time_limit:g} min")
@@ -713,10 +728,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         "results": rows,
         "overhead": overhead,
     }
+    _write(record)
+
+
+def _write(record: dict[str, Any]) -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "layerwise.json").write_text(json.dumps(record, indent=1) + "\n")
     write_markdown(RESULTS / "layerwise.md", record)
-    plot(rows, RESULTS / "layerwise_regret.png")
+    plot(record["results"], RESULTS / "layerwise_regret.png")
     print(f"wrote {RESULTS}/layerwise.json, layerwise.md, layerwise_regret.png")
 
 

@@ -75,10 +75,15 @@ class Keepalive:
         self._thread: threading.Thread | None = None
 
     def add(self, trial_id: int) -> None:
-        """Start keeping a trial alive (renews once right away)."""
+        """Start keeping a trial alive, from the renewal thread's next tick.
+
+        No renewal is written right away: a trial without a heartbeat or lease is only
+        reaped once it has run longer than the grace period (heartbeat) or a whole lease,
+        both longer than one tick, so the write would buy nothing and cost one commit
+        per trial (trials shorter than a tick then never write one).
+        """
         if self.mode == "none":
             return
-        self._renew(trial_id)
         with self._lock:
             self._trials.add(trial_id)
             if self._thread is None:
