@@ -1,0 +1,170 @@
+"""``hpo compare``: variants tuned alike, trained with several seeds, scored on test."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hpo.budget import plan_stages, split_evaluations
+from hpo.cli import main
+from hpo.compare import compare_settings, run_compare, variant_spec, variant_stages
+from hpo.errors import SpecError
+from hpo.study import load_study
+from hpo.variants import VARIANTS
+
+from .test_cli import TINY_STUDY, write_study
+
+pytest.importorskip("data.synthetic", reason="the data package is not there yet")
+
+COMPARE = """
+[compare]
+variants = ["fusion", "segnet", "untuned"]
+trials = 4
+seeds = 2
+splits = ["random"]
+"""
+
+FIVE_STAGES = TINY_STUDY + """
+[[stages]]
+name = "dbn"
+n_random = 2
+n_bayes = 1
+[stages.params]
+"dbn.pretrain_lr" = { type = "float", low = 1e-3, high = 1e-1, log = true, default = 1e-2 }
+"dbn.cd_k" = { type = "int", low = 1, high = 3, default = 1 }
+
+[[stages]]
+name = "head"
+n_random = 2
+n_bayes = 1
+[stages.params]
+"head.dropout" = { type = "float", low = 0.0, high = 0.5, default = 0.1 }
+"""
+
+
+@pytest.fixture
+def spec(tmp_path):
+    return load_study(write_study(tmp_path, FIVE_STAGES + COMPARE))
+
+
+def test_budget_split_spends_exactly_the_evaluations():
+    for total in (8, 20, 33, 60):
+        dims = [2, 1, 3, 4]
+        evals, refine = split_evaluations(total, dims)
+        assert sum(evals) == total and refine == 0 and min(evals) >= 2
+        stages, _ = plan_stages(total, dims)
+        # Later stages' budgets include the free copied incumbent.
+        assert sum(s.budget for s in stages) == total + len(dims) - 1
+        assert all(s.n_random >= 1 and s.evaluations == e for s, e in zip(stages, evals))
+    with pytest.raises(ValueError, match="too few"):
+        split_evaluations(5, [1, 1, 1])
+
+
+def test_variants_tune_only_the_parameters_that_apply(spec):
+    names = lambda v: {n for s in variant_stages(spec, VARIANTS[v], 12) for n in s.params}  # noqa: E731
+    assert names("fusion") == {"optim.lr", "dcnn.width", "dbn.pretrain_lr", "dbn.cd_k",
+                                "head.dropout"}
+    assert names("segnet") == {"optim.lr", "head.dropout"}
+    assert names("no-dbn") == {"optim.lr", "dcnn.width", "head.dropout"}
+    assert names("no-pretrain") == {"optim.lr", "dcnn.width", "head.dropout"}
+    assert names("hgb") >= {"boost.learning_rate", "boost.windows"}
+    for v in ("fusion", "segnet", "hgb"):
+        stages = variant_stages(spec, VARIANTS[v], 12)
+        evaluations = sum(s.n_random + s.n_bayes for s in stages) - (len(stages) - 1)
+        assert evaluations == 12, v  # every variant gets the same number of evaluations
+
+
+def test_variant_spec_fixes_its_part_and_keeps_fusion_keys_from_baselines(spec):
+    no_dbn = variant_spec(spec, VARIANTS["no-dbn"], 8, {"split": "blocked"}, "blocked")
+    assert no_dbn.model.fixed["dbn.enabled"] is False
+    assert no_dbn.data["split"] == "blocked" and no_dbn.name == "tiny-cmp-blocked-no-dbn"
+    segnet = variant_spec(spec, VARIANTS["segnet"], 8, {}, "study")
+    assert segnet.model.name == "segnet"
+    assert all(k.startswith(("optim.", "head.")) for k in segnet.model.fixed)
+    optical = variant_spec(spec, VARIANTS["optical-only"], 8, {}, "study")
+    assert optical.data["select"] == "optical"
+
+
+@pytest.mark.parametrize(
+    ("table", "key"),
+    [
+        ('variants = ["fusion", "segnett"]', "compare.variants"),
+        ("trials = 0", "compare.trials"),
+        ('seeds = "3"', "compare.seeds"),
+        ("splits = 3", "compare.splits"),
+        ("folds = 1", "compare.folds"),
+    ],
+)
+def test_bad_compare_settings_name_the_key(tmp_path, table, key):
+    spec = load_study(write_study(tmp_path, TINY_STUDY + "\n[compare]\n" + table + "\n"))
+    with pytest.raises(SpecError) as err:
+        compare_settings(spec)
+    assert err.value.key == key and "tiny.toml" in str(err.value)
+
+
+def test_unknown_compare_key_is_rejected_with_the_nearest(tmp_path):
+    with pytest.raises(SpecError, match="trials"):
+        load_study(write_study(tmp_path, TINY_STUDY + "\n[compare]\ntrails = 3\n"))
+
+
+def test_presets_and_arguments_override_the_table(spec):
+    assert compare_settings(spec).trials == 4
+    assert compare_settings(spec, quick=True).seeds == 1
+    assert compare_settings(spec, full=True).trials == 60
+    assert compare_settings(spec, trials=9, variants=["hgb"]).variants == ("hgb",)
+    with pytest.raises(SpecError, match="exclude"):
+        compare_settings(spec, quick=True, full=True)
+
+
+def test_compare_tunes_trains_scores_and_resumes(tmp_path):
+    spec = load_study(write_study(tmp_path, TINY_STUDY + COMPARE))
+    settings = compare_settings(spec)
+    said: list[str] = []
+    result = run_compare(spec, settings, tmp_path / "out", say=said.append)
+    assert len(result.rows) == 3 * 2
+    assert {(r["variant"], r["seed"]) for r in result.rows} == {
+        (v, s) for v in ("fusion", "segnet", "untuned") for s in (0, 1)
+    }
+    for row in result.rows:
+        for key in ("miou", "f1", "auc"):
+            assert key in row["test"]["at_0.5"]
+    untuned = [r for r in result.rows if r["variant"] == "untuned"]
+    assert untuned[0]["params"] == {"optim.lr": 1e-3, "dcnn.width": 4}  # the study's defaults
+    # Tuned variants spent exactly their evaluations; the untuned one ran no search.
+    assert {s["variant"]: s["evaluations"] for s in result.searches} == {
+        "fusion": 4, "segnet": 4,
+    }
+    stored = json.loads((tmp_path / "out" / "compare.json").read_text())
+    assert len(stored["summary"]) == 3 and stored["summary"][0]["runs"] == 2
+    table = (tmp_path / "out" / "compare.md").read_text()
+    assert "| fusion |" in table and "| untuned |" in table
+    # A rerun finds everything done: no tuning, no training.
+    again: list[str] = []
+    rerun = run_compare(spec, settings, tmp_path / "out", say=again.append)
+    assert rerun.rows == result.rows
+    assert not [line for line in again if "tuning" in line or "seed" in line]
+    # Other settings in the same folder are refused, not mixed in.
+    with pytest.raises(SpecError, match="--fresh"):
+        run_compare(spec, compare_settings(spec, trials=6), tmp_path / "out")
+
+
+def test_variants_that_do_not_apply_are_skipped_with_a_reason(tmp_path):
+    one_date = TINY_STUDY.replace("n_dates = 2", "n_dates = 1")
+    spec = load_study(write_study(tmp_path, one_date))
+    settings = compare_settings(spec, variants=["no-temporal"], trials=4, seeds=1)
+    result = run_compare(spec, settings, tmp_path / "out", say=lambda _: None)
+    assert result.rows == [] and result.skipped == {"no-temporal": "the data have one date"}
+    assert "no-temporal: not run (the data have one date)" in (
+        tmp_path / "out" / "compare.md"
+    ).read_text()
+
+
+def test_cli_compare_prints_the_table(tmp_path, capsys):
+    study = write_study(tmp_path, TINY_STUDY)
+    out = tmp_path / "cmp"
+    code = main(["compare", str(study), "--variants", "untuned", "--seeds", "1",
+                 "-o", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "| untuned |" in printed and (out / "compare.json").is_file()
