@@ -21,7 +21,8 @@ from data.store import META_FILE
 __all__ = ["DEFAULT_CACHE_DIR", "build_cube", "cube_key", "open_source", "prepare"]
 
 DEFAULT_CACHE_DIR = Path(".cache") / "cubes"
-_SPLIT_OPTIONS = ("patch_size", "overlap", "split", "fractions", "block_size", "seed", "select")
+_SPLIT_OPTIONS = ("patch_size", "overlap", "split", "fractions", "block_size", "seed", "select",
+                  "folds", "fold", "normalization")
 
 
 def cube_key(recipe: Recipe) -> str:

@@ -21,7 +21,7 @@ __all__ = ["Cube", "CubeValues", "TARGETS"]
 TARGETS = ("last", "new")
 _SPLIT_DEFAULTS: dict[str, Any] = {
     "patch_size": 64, "overlap": 0, "split": "random", "fractions": (0.6, 0.1, 0.3),
-    "block_size": 4, "seed": 0,
+    "block_size": 4, "seed": 0, "folds": None, "fold": None,
 }
 WindowLike = Tile | Window | tuple[slice, slice]
 
@@ -285,12 +285,14 @@ class Cube:
         fractions: Sequence[float] | None = None,
         block_size: int | None = None,
         seed: int | None = None,
+        folds: int | None = None,
+        fold: int | None = None,
     ) -> Splits:
         """Tile the cube and split the tiles into train / val / test.
 
         Every argument left None takes the study file's option (``patch_size``,
-        ``overlap``, ``split``, ``fractions``, ``block_size``, ``seed``), else the default
-        (64, 0, ``random``, (0.6, 0.1, 0.3), 4, 0).
+        ``overlap``, ``split``, ``fractions``, ``block_size``, ``seed``, ``folds``,
+        ``fold``), else the default (64, 0, ``random``, (0.6, 0.1, 0.3), 4, 0, no folds).
 
         Args:
             patch_size: Tile side in pixels (a patch collection's tiles stay inside a patch).
@@ -300,6 +302,9 @@ class Cube:
             fractions: (train, val, test).
             block_size: Tiles per block side for ``blocked``.
             seed: Shuffling seed.
+            folds: k-fold cross-validation: the units outside the test split are dealt into
+                ``folds`` folds (see ``data.splits.make_splits``).
+            fold: The fold that is the validation split (default 0).
 
         Returns:
             The splits; pass ``splits.for_tuning()`` to tuning code.
@@ -313,10 +318,12 @@ class Cube:
         fractions = tuple(self._option("fractions", fractions))
         block_size = self._option("block_size", block_size)
         seed = self._option("seed", seed)
+        folds = self._option("folds", folds)
+        fold = self._option("fold", fold)
         train, val, test = make_splits(
             self._valid_tiles(patch_size, overlap), method=method, fractions=fractions,
             block_size=block_size, seed=seed, by_region=self.patch_shape is not None,
-            stride=patch_size - overlap,
+            stride=patch_size - overlap, folds=folds, fold=fold,
         )
         if self.labels is not None and not any(
             ((self.labels[t.slices] > 0) & self.valid[t.slices]).any() for t in train
@@ -330,26 +337,32 @@ class Cube:
         info = {"method": method, "patch_size": patch_size, "overlap": overlap,
                 "fractions": list(fractions), "block_size": block_size, "seed": seed,
                 "cube": self.hash}
+        if folds is not None:
+            info |= {"folds": folds, "fold": fold or 0}
         return Splits(train, val, test, info)
 
     # ----------------------------------------------------------------- training data
     def norm_stats(self, tiles: Sequence[Tile], *,
-                   sources: Sequence[str] | str | None = None) -> dict[str, Any]:
-        """Per-source mean and standard deviation over the valid pixels of ``tiles``.
+                   sources: Sequence[str] | str | None = None,
+                   method: str | None = None) -> dict[str, Any]:
+        """Per-source normalization statistics of ``tiles`` (see ``data.dataset.norm_stats``).
 
         Pass training tiles only, so nothing of val / test leaks into the normalization.
-        Categorical sources get mean 0 and std 1 (left as they are).
+        Categorical sources are left as they are.
 
         Args:
             tiles: The tiles to measure.
             sources: Selection as in ``source_index``.
+            method: ``robust`` (winsorized z-score, the default) or ``mean_std``; None = the
+                study file's ``normalization`` option, else ``robust``.
 
         Returns:
-            ``{"method": "mean_std", "sources": {name: {"mean": m, "std": s}}}``, JSON-able.
+            ``{"method": ..., "sources": {name: {...}}}``, JSON-able.
         """
         from data.dataset import norm_stats
 
-        return norm_stats(self, tiles, self.source_index(sources))
+        method = method or self.options.get("normalization", "robust")
+        return norm_stats(self, tiles, self.source_index(sources), method=method)
 
     def dataset(self, tiles: Sequence[Tile], *, norm: dict[str, Any] | None = None,
                 sources: Sequence[str] | str | None = None) -> Any:

@@ -42,6 +42,14 @@ class DataNotFoundError(DataError, FileNotFoundError):
     """An input file does not exist."""
 
 
+class NoFilesMatchedError(DataNotFoundError):
+    """A file pattern (e.g. a patch folder's ``images`` glob) matches no file."""
+
+
+class MissingMaskError(DataNotFoundError):
+    """An image patch has no mask file although masks are declared."""
+
+
 class UnreadableFileError(DataError, OSError):
     """An input file exists but cannot be read as the expected format."""
 
@@ -56,6 +64,10 @@ class NoOverlapError(DataError, ValueError):
 
 class BandCountMismatchError(DataError, ValueError):
     """The dates of one source have different band counts."""
+
+
+class SizeMismatchError(DataError, ValueError):
+    """Arrays that must cover the same pixels (an image patch and its mask) differ in size."""
 
 
 class AllNodataError(DataError, ValueError):
@@ -78,3 +90,15 @@ class TestSplitWithheldError(DataError, PermissionError):
     """Tuning code asked for the test split, which is withheld from it."""
 
     __test__ = False  # not a pytest test class despite the name
+
+
+class RasterTooLargeError(DataError, ValueError):
+    """A raster header (or a target grid) declares more pixels than the toolkit will allocate."""
+
+
+class InvalidGeometryError(DataError, ValueError):
+    """A vector layer holds invalid geometries (self-intersections, unclosed rings, ...)."""
+
+
+class EmptyLayerError(DataError, ValueError):
+    """A vector layer has no feature with a geometry."""

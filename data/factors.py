@@ -17,6 +17,9 @@ from data.errors import (
     CRSMissingError,
     DataNotFoundError,
     DateParseError,
+    EmptyLayerError,
+    InvalidGeometryError,
+    NoOverlapError,
     SceneSpecError,
     UnknownCodeError,
     UnreadableFileError,
@@ -114,6 +117,9 @@ def read_vector(path: str | Path, grid: Grid, *, columns: Sequence[str] = ()) ->
         UnreadableFileError: It cannot be read as a vector layer.
         CRSMissingError: It has no CRS.
         SceneSpecError: A requested field is absent.
+        EmptyLayerError: No feature has a geometry.
+        InvalidGeometryError: A geometry is invalid (e.g. a self-intersecting polygon).
+        NoOverlapError: Its coordinates cannot be reprojected (a wrong CRS).
     """
     import geopandas as gpd
     import pyogrio
@@ -130,7 +136,12 @@ def read_vector(path: str | Path, grid: Grid, *, columns: Sequence[str] = ()) ->
                 hint=f"available fields: {sorted(fields)}",
             )
         frame = gpd.read_file(path, columns=list(columns), engine="pyogrio")
-    except pyogrio.errors.DataSourceError as exc:
+    except (
+        pyogrio.errors.DataSourceError,
+        pyogrio.errors.DataLayerError,
+        pyogrio.errors.FeatureError,
+        pyogrio.errors.GeometryError,
+    ) as exc:
         raise UnreadableFileError(
             f"cannot read as a vector layer ({exc})", file=path,
             hint="use a GeoPackage or a complete shapefile (.shp, .shx, .dbf, .prj)",
@@ -141,9 +152,37 @@ def read_vector(path: str | Path, grid: Grid, *, columns: Sequence[str] = ()) ->
             hint="write it with a CRS (for a shapefile, add the .prj)",
         )
     frame = frame[~frame.geometry.is_empty & frame.geometry.notna()]
+    if frame.empty:
+        raise EmptyLayerError(
+            "vector layer has no feature with a geometry", file=path,
+            hint="check that it is the right file (and its first layer the right one)",
+        )
+    _check_valid(frame.geometry.values, path)
     # Z coordinates (PolygonZ inventories) mean nothing on a 2-D grid
     frame = frame.set_geometry(shapely.force_2d(frame.geometry.values))
-    return frame.to_crs(grid.crs)
+    source_crs = frame.crs
+    frame = frame.to_crs(grid.crs)
+    if not np.isfinite(frame.total_bounds).all():
+        # pyproj returns inf for coordinates outside the declared CRS's domain
+        raise NoOverlapError(
+            f"its coordinates do not fit its CRS {source_crs.to_string()}, so they cannot "
+            f"be placed on the grid ({grid.crs.to_string()})", file=path,
+            hint="the layer's CRS is probably wrong: assign the right one (ogr2ogr -a_srs)",
+        )
+    return frame
+
+
+def _check_valid(geometries: Any, path: Path) -> None:
+    """Raise on the first invalid geometry, naming the feature and GEOS's reason."""
+    geometries = np.asarray(geometries, dtype=object)
+    invalid = np.flatnonzero(~shapely.is_valid(geometries))
+    if invalid.size:
+        first = int(invalid[0])
+        raise InvalidGeometryError(
+            f"{invalid.size} invalid geometr{'y' if invalid.size == 1 else 'ies'}, the first "
+            f"at feature {first}: {shapely.is_valid_reason(geometries[first])}", file=path,
+            hint="repair them, e.g. QGIS 'Fix geometries' or `ogr2ogr -makevalid OUT IN`",
+        )
 
 
 class LineDistance:
@@ -307,8 +346,9 @@ def parse_date(
     if hasattr(value, "to_pydatetime"):
         return value.to_pydatetime().date()
     text = str(int(value)) if isinstance(value, int | np.integer) else str(value)
-    if isinstance(value, float | np.floating) and float(value).is_integer():
-        text = str(int(value))
+    if isinstance(value, float | np.floating):
+        # 2008.0 from a numeric year field is a year; 2008.5 is not May 2008
+        text = str(int(value)) if float(value).is_integer() else "not a date"
     match = _DATE.match(text)
     try:
         if not match:

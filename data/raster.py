@@ -14,14 +14,28 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
-from rasterio.errors import RasterioIOError
+from rasterio.errors import RasterioError
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import calculate_default_transform, transform_bounds
 from rasterio.windows import Window
 
-from data.errors import CRSMissingError, DataNotFoundError, NoOverlapError, UnreadableFileError
+from data.errors import (
+    CRSMissingError,
+    DataNotFoundError,
+    NoOverlapError,
+    RasterTooLargeError,
+    SceneSpecError,
+    UnreadableFileError,
+)
 
-__all__ = ["Grid", "AlignedRaster", "open_raster"]
+__all__ = ["MAX_PIXELS", "Grid", "AlignedRaster", "check_size", "open_raster"]
+
+MAX_PIXELS = 2**34
+"""Most pixels a raster header or a target grid may declare (about 131,072 x 131,072).
+
+A damaged or hostile header can claim 10^6 x 10^6 pixels; the cube for such a grid would
+need terabytes, so it is refused when the header is read, before anything is allocated.
+"""
 
 # A source counts as coarsened (average / mode instead of bilinear / nearest) when the grid's
 # pixels are this much larger than the source's; below it, interpolation keeps more detail.
@@ -93,8 +107,15 @@ class Grid:
             The grid.
         """
         left, bottom, right, top = bounds
+        if not all(math.isfinite(v) for v in (*bounds, resolution)) or resolution <= 0:
+            raise SceneSpecError(
+                f"grid bounds {tuple(bounds)} at resolution {resolution} are not finite "
+                "positive numbers", key="data.grid",
+                hint="check that bounds and resolution are in the units of the grid's CRS",
+            )
         width = max(1, math.ceil((right - left) / resolution - 1e-9))
         height = max(1, math.ceil((top - bottom) / resolution - 1e-9))
+        check_size(width, height, key="data.grid")
         transform = Affine(resolution, 0.0, left, 0.0, -resolution, top)
         return cls(CRS.from_user_input(crs), transform, width, height)
 
@@ -106,6 +127,29 @@ class Grid:
             "width": self.width,
             "height": self.height,
         }
+
+
+def check_size(
+    width: int, height: int, *, file: str | Path | None = None, key: str | None = None
+) -> None:
+    """Refuse a raster or grid larger than :data:`MAX_PIXELS`.
+
+    Args:
+        width: Columns.
+        height: Rows.
+        file: The raster, for the message.
+        key: The scene key, for the message.
+
+    Raises:
+        RasterTooLargeError: ``width * height`` exceeds :data:`MAX_PIXELS`.
+    """
+    if width * height > MAX_PIXELS:
+        raise RasterTooLargeError(
+            f"{width} x {height} pixels is more than the {MAX_PIXELS:,} this toolkit "
+            "allocates", file=file, key=key,
+            hint="crop it to the study area (gdal_translate -projwin) or choose a coarser "
+            "[data.grid] resolution; a damaged header can also claim such a size",
+        )
 
 
 @contextmanager
@@ -122,6 +166,7 @@ def open_raster(path: str | Path, *, require_crs: bool = True) -> Iterator[Any]:
     Raises:
         DataNotFoundError: The file does not exist.
         UnreadableFileError: GDAL cannot read it.
+        RasterTooLargeError: Its header declares more than :data:`MAX_PIXELS` pixels.
         CRSMissingError: It has no CRS and ``require_crs`` is set.
     """
     path = Path(path)
@@ -132,12 +177,13 @@ def open_raster(path: str | Path, *, require_crs: bool = True) -> Iterator[Any]:
         )
     try:
         src = rasterio.open(path)
-    except RasterioIOError as exc:
+    except RasterioError as exc:
         raise UnreadableFileError(
             f"cannot read as a raster ({exc})", file=path,
             hint="is it a GeoTIFF (or another GDAL format) and complete?",
         ) from exc
     with src:
+        check_size(src.width, src.height, file=path)
         if require_crs and src.crs is None:
             raise CRSMissingError(
                 "raster has no coordinate reference system", file=path,
@@ -183,7 +229,21 @@ class AlignedRaster:
             raise
 
     def _check_overlap(self) -> None:
-        left, bottom, right, top = transform_bounds(self.src.crs, self.grid.crs, *self.src.bounds)
+        try:
+            box = transform_bounds(self.src.crs, self.grid.crs, *self.src.bounds)
+        except RasterioError:
+            box = (math.nan,) * 4
+        if not all(math.isfinite(v) for v in box):
+            # e.g. UTM metres under a declared geographic CRS: they cannot be reprojected
+            raise NoOverlapError(
+                f"its extent {tuple(round(v, 3) for v in self.src.bounds)} does not fit its "
+                f"CRS {self.src.crs.to_string()}, so it cannot be placed on the grid "
+                f"({self.grid.crs.to_string()})",
+                file=self.path,
+                hint="the file's CRS is probably wrong; fix it with "
+                "`gdal_edit.py -a_srs EPSG:XXXX FILE`",
+            )
+        left, bottom, right, top = box
         g_left, g_bottom, g_right, g_top = self.grid.bounds
         if left >= g_right or right <= g_left or bottom >= g_top or top <= g_bottom:
             raise NoOverlapError(
@@ -242,7 +302,16 @@ class AlignedRaster:
         Returns:
             float32 array (bands, rows, width); NaN where there is no valid data.
         """
-        window = Window(0, row_start, self.grid.width, row_stop - row_start)
+        try:
+            return self._read(Window(0, row_start, self.grid.width, row_stop - row_start))
+        except RasterioError as exc:
+            # GDAL reads lazily: a truncated file opens fine and fails only here
+            raise UnreadableFileError(
+                f"cannot read rows {row_start}-{row_stop} ({exc})", file=self.path,
+                hint="the file is truncated or damaged; copy or export it again",
+            ) from exc
+
+    def _read(self, window: Window) -> np.ndarray:
         if not self._vrts:
             out = self.src.read(window=window, out_dtype=np.float32)
             if self.nodata is not None and not math.isnan(self.nodata):

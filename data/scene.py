@@ -23,12 +23,12 @@ __all__ = [
     "resolve_section",
 ]
 
-FORMATS = ("geotiff", "l4s", "kashmir", "hokkaido")
+FORMATS = ("geotiff", "l4s", "patches", "kashmir", "hokkaido")
 SCENE_KEYS = {"format", "dates", "sources", "labels", "grid"}
 # Keys that are not part of the scene but travel in the same [data] section of a study file.
 OPTION_KEYS = {
     "patch_size", "overlap", "split", "fractions", "block_size", "seed", "target",
-    "cache_dir", "scene", "select",
+    "cache_dir", "scene", "select", "folds", "fold", "normalization",
     # how to regenerate a synthetic scene (the toolkit's ``[data.synthetic]``); an exported
     # data section carries it, and the cube itself does not depend on it
     "synthetic",

@@ -164,6 +164,22 @@ def _cut(n: int, val: float, test: float) -> tuple[int, int]:
     return n_val, n_test
 
 
+def _check_folds(folds: int | None, fold: int | None) -> None:
+    """Raise unless ``folds`` is None or an integer >= 2 and ``fold`` lies in [0, folds)."""
+    if folds is None:
+        if fold is not None:
+            raise SceneSpecError(f"fold = {fold!r} needs folds", key="fold",
+                                 hint="set folds = 3 (or more) beside fold, or drop fold")
+        return
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
+        raise SceneSpecError(f"folds must be an integer >= 2, got {folds!r}", key="folds",
+                             hint="e.g. folds = 5; drop it for a plain train / val split")
+    if fold is not None and (isinstance(fold, bool) or not isinstance(fold, int)
+                             or not 0 <= fold < folds):
+        raise SceneSpecError(f"fold must be an integer in [0, {folds}), got {fold!r}",
+                             key="fold", hint=f"run one study per fold: fold = 0 ... {folds - 1}")
+
+
 def _blocked_units(
     tiles: list[tuple[Tile, tuple[int, int, int]]], block_size: int
 ) -> list[_Unit]:
@@ -184,6 +200,8 @@ def make_splits(
     seed: int,
     by_region: bool,
     stride: int,
+    folds: int | None = None,
+    fold: int | None = None,
 ) -> tuple[list[Tile], list[Tile], list[Tile]]:
     """Assign tiles to train / val / test.
 
@@ -191,6 +209,12 @@ def make_splits(
     pixels across splits); ``blocked`` shuffles blocks of tiles and then drops every tile
     that reaches into a block of another split, so no pixel is in two splits. In a patch
     collection (``by_region``) the unit is always the patch.
+
+    With ``folds`` (k-fold cross-validation, for small sets) the test units are cut first
+    as usual; the remaining units are dealt, in shuffled order, into ``folds`` folds whose
+    sizes differ by at most one. Fold ``fold`` is the validation split and the others
+    train, so the folds of one seed are disjoint, cover every non-test unit and share the
+    same test split; the validation fraction is not used.
 
     Args:
         tiles: From ``make_tiles``.
@@ -201,9 +225,15 @@ def make_splits(
         seed: Shuffling seed.
         by_region: Keep each region's tiles together (patch collections).
         stride: ``patch_size - overlap``, to find which blocks a tile reaches into.
+        folds: Number of cross-validation folds; None for a plain split.
+        fold: The validation fold (default 0 when ``folds`` is given).
 
     Returns:
         (train, val, test) tile lists.
+
+    Raises:
+        SceneSpecError: A bad method, fractions, block size or fold setting, or fewer units
+            left for training than folds.
     """
     if method not in SPLIT_METHODS:
         raise SceneSpecError(f"split method {method!r} is unknown", key="split",
@@ -221,11 +251,21 @@ def make_splits(
         units = _blocked_units(tiles, block_size)
     else:
         units = [_Unit([pair]) for pair in tiles]
+    _check_folds(folds, fold)
     order = np.random.default_rng(seed).permutation(len(units))
-    n_val, n_test = _cut(len(units), f_val, f_test)
+    n_val, n_test = _cut(len(units), 0.0 if folds is not None else f_val, f_test)
     split_of_unit = np.zeros(len(units), np.int8)
     split_of_unit[order[:n_test]] = 2
-    split_of_unit[order[n_test: n_test + n_val]] = 1
+    if folds is not None:
+        rest = order[n_test:]
+        if len(rest) < folds:
+            what = "patches" if by_region else "blocks" if method == "blocked" else "tiles"
+            raise SceneSpecError(
+                f"{len(rest)} {what} outside the test split cannot make {folds} folds",
+                key="folds", hint="use fewer folds or a smaller test fraction")
+        split_of_unit[rest[(fold or 0)::folds]] = 1
+    else:
+        split_of_unit[order[n_test: n_test + n_val]] = 1
     out: tuple[list[Tile], list[Tile], list[Tile]] = ([], [], [])
     if method == "blocked" and not by_region:
         block_split = {}

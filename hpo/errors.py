@@ -25,6 +25,7 @@ class SpecError(HPOError, ValueError):
         key: str | None = None,
         hint: str | None = None,
     ) -> None:
+        self.message = message
         self.file = file
         self.key = key
         self.hint = hint
@@ -92,6 +93,28 @@ class StageFailedError(HPOError):
             f"the objective or the stage's ranges, or raise max_fail; the search resumes "
             f"where it stopped)"
         )
+
+
+class TrialFaultError(HPOError):
+    """A trial's own process timed out, was killed, or died without a result.
+
+    Raised in the driver by an isolated objective (``trial_timeout`` / ``isolate``); the
+    runner records the trial FAIL with ``reason`` as ``hpo:fail_reason`` and ``kind`` as
+    ``hpo:fail_kind`` (``timeout``, ``killed`` or ``objective``), and the stage goes on.
+
+    Args:
+        reason: What happened, e.g. ``timed out after 600 s``.
+        kind: Whose fault: ``timeout``, ``killed`` or ``objective``; each counts towards
+            the stage's ``max_fail``.
+    """
+
+    def __init__(self, reason: str, kind: str = "objective") -> None:
+        self.reason = reason
+        self.kind = kind
+        super().__init__(reason)
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        return type(self), (self.reason, self.kind)
 
 
 class SearchNotFoundError(HPOError):

@@ -100,9 +100,10 @@ def load_export(path: str | Path) -> dict[str, Any]:
         raise ExportError(
             f"cannot read: {exc.strerror or exc}", path=str(path), hint="check the path"
         ) from exc
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+    except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
+        # safe_load refuses !!python/... tags, so a hostile export cannot run code here
         raise ExportError(
-            f"not valid {_format(path, None).upper()}: {exc}",
+            f"not valid {_format(path, None).upper()}: {' '.join(str(exc).split())}",
             path=str(path),
             hint="re-export it with `hpo export`",
         ) from exc
@@ -167,6 +168,8 @@ def _document(result: SearchResult, spec: StudySpec | None, data_hash: str | Non
         "seed": spec.seed if spec is not None else None,
         "direction": result.direction,
         "best_value": result.best_value,
+        # what `hpo predict` would cut at for the tuned model; `hpo train` picks its own
+        "validation_threshold": _validation_threshold(result),
         "finished": result.finished,
         "model": model,
         "data": spec_dict["data"] if spec_dict else None,
@@ -182,6 +185,33 @@ def _document(result: SearchResult, spec: StudySpec | None, data_hash: str | Non
             "git": _git_commit(Path(__file__).resolve().parent),
         },
     }
+
+
+def _validation_threshold(result: SearchResult) -> float | None:
+    """The decision threshold the best trial chose on validation in its last epoch.
+
+    A stage's incumbent is a copy of the previous stage's best (``hpo:copied_from``)
+    without a history of its own, so copies are followed back to the trial that ran.
+
+    Returns:
+        The threshold, or ``None`` when no finished stage's trial reported one.
+    """
+    from hpo.context import HISTORY_ATTR
+    from hpo.ledger import COPIED_ATTR
+
+    finished = [s for s in result.stages if s.ledger is not None]
+    trial = finished[-1].best_trial if finished else None
+    studies = {s.study_name: s.study for s in result.stages if s.study is not None}
+    for _ in range(len(result.stages)):  # a copy chain is at most one step per stage
+        copied = trial.user_attrs.get(COPIED_ATTR) if trial is not None else None
+        if not copied:
+            break
+        study = studies.get(copied.get("study"))
+        trials = study.get_trials(deepcopy=False) if study is not None else []
+        trial = next((t for t in trials if t.number == copied.get("trial")), None)
+    history = trial.user_attrs.get(HISTORY_ATTR) if trial is not None else None
+    value = history[-1].get("threshold") if history else None
+    return float(value) if isinstance(value, int | float) else None
 
 
 def _network_config(params: Mapping[str, Any]) -> dict[str, Any] | None:

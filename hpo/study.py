@@ -65,11 +65,15 @@ def load_study(
         SpecError: The file is missing or invalid, or its scene is missing and cannot be
             generated.
     """
-    spec = load_study_file(path, check_paths=False)
+    # A storage given on the command line is the user's choice: the file's own is then
+    # not held to the study folder.
+    explicit = ("storage",) if storage is not None else ()
+    spec = load_study_file(path, check_paths=False, explicit=explicit)
     if data_path is not None:
         spec = _with_data_path(spec, Path(data_path))
     if check_paths and not _scene_ready(spec) and synthetic_settings(spec) is None:
-        spec = load_study_file(path, check_paths=True)  # raises the spec's own message
+        # raises the spec's own message
+        spec = load_study_file(path, check_paths=True, explicit=explicit)
     synthetic_settings(spec)  # validate the table even when the scene exists
     if storage is not None:
         spec = dataclasses.replace(spec, storage=_storage_url(storage))
@@ -514,12 +518,15 @@ def make_objective(spec: StudySpec, tuning: TuningData, *, device: str | None = 
         device: Where to train (default: CUDA when available).
 
     Returns:
-        A :class:`hpo.NetworkObjective`.
+        A :class:`hpo.NetworkObjective`; with ``[runner] trial_timeout`` or ``isolate`` on
+        the local runner, wrapped so each trial runs in a child process (wrapped here,
+        so what the command line wraps around it for its progress display stays in
+        this process).
     """
     from hpo.objective import NetworkObjective
     from networks.config import ModelConfig
 
-    return NetworkObjective(
+    objective = NetworkObjective(
         tuning.train_set,
         tuning.val_set,
         model=spec.model.name,
@@ -528,6 +535,12 @@ def make_objective(spec: StudySpec, tuning: TuningData, *, device: str | None = 
         device=device,
         seed=spec.seed,
     )
+    runner = spec.runner
+    if runner.kind == "local" and (runner.trial_timeout is not None or runner.isolate):
+        from hpo.runners.isolated import isolated
+
+        return isolated(objective, timeout=runner.trial_timeout)
+    return objective
 
 
 def make_refine(spec: StudySpec) -> Any:
@@ -544,11 +557,13 @@ def make_refine(spec: StudySpec) -> Any:
 
 
 def make_runner(runner: RunnerSpec) -> Any:
-    """The runner ``[runner]`` asks for: ``"local"``, or a Ray runner with its resources."""
-    if runner.kind == "local":
-        return "local"
+    """The runner ``[runner]`` asks for: local (with its fault settings) or Ray."""
     from hpo.runners import make_runner as _make_runner
 
+    if runner.kind == "local":
+        if runner.trial_timeout is None and not runner.isolate:
+            return "local"
+        return _make_runner("local", trial_timeout=runner.trial_timeout, isolate=runner.isolate)
     options = {
         "cpu": runner.cpu,
         "gpu": runner.gpu,
@@ -556,6 +571,7 @@ def make_runner(runner: RunnerSpec) -> Any:
         "address": runner.address,
         "max_retries": runner.max_retries,
         "asha": runner.asha,
+        "trial_timeout": runner.trial_timeout,
     }
     try:
         from hpo.runners.ray import RayRunner

@@ -9,7 +9,7 @@ from typing import Any
 from data.errors import SceneSpecError
 from data.raster import Grid
 from data.scene import FORMATS, GridSpec
-from data.sources import geotiff, hokkaido, kashmir, l4s
+from data.sources import geotiff, hokkaido, kashmir, l4s, patches
 from data.sources.base import Recipe
 
 __all__ = ["ADAPTERS", "Recipe", "recipe_for"]
@@ -17,6 +17,7 @@ __all__ = ["ADAPTERS", "Recipe", "recipe_for"]
 ADAPTERS: dict[str, Callable[..., Recipe]] = {
     "geotiff": geotiff.recipe,
     "l4s": l4s.recipe,
+    "patches": patches.recipe,
     "kashmir": kashmir.recipe,
     "hokkaido": hokkaido.recipe,
 }

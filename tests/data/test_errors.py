@@ -19,7 +19,9 @@ def test_every_error_is_a_data_error():
     for name in ("SceneSpecError", "DataNotFoundError", "UnreadableFileError", "CRSMissingError",
                  "NoOverlapError", "BandCountMismatchError", "AllNodataError",
                  "EmptyLabelError", "DateParseError", "UnknownCodeError",
-                 "TestSplitWithheldError"):
+                 "TestSplitWithheldError", "RasterTooLargeError", "InvalidGeometryError",
+                 "EmptyLayerError", "NoFilesMatchedError", "MissingMaskError",
+                 "SizeMismatchError"):
         assert issubclass(getattr(data, name), data.DataError)
     err = data.NoOverlapError("bad", file="a.tif", key="k", hint="fix it")
     assert str(err) == "a.tif [k]: bad (hint: fix it)"
