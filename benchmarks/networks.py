@@ -197,9 +197,9 @@ def main(argv: list[str] | None = None) -> None:
         if not torch.cuda.is_available():
             raise SystemExit("--device cuda: no CUDA device visible to torch")
 
-    from networks import MODEL_NAMES
+    from networks import NETWORK_NAMES
 
-    names = list(MODEL_NAMES)
+    names = list(NETWORK_NAMES)
     rows = []
     for name in names:
         rows.append({"model": name, **_memory_in_subprocess(name, args, size)})

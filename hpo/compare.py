@@ -192,7 +192,7 @@ def variant_spec(
     fixed = {**spec.model.fixed, **variant.fixed}
     # Fusion-only settings (e.g. temporal.downsample) mean nothing to the other models.
     if variant.model != "fusion":
-        fixed = {k: v for k, v in fixed.items() if k.startswith(("optim.", "head."))}
+        fixed = {k: v for k, v in fixed.items() if k.startswith(("optim.", "head.", "boost."))}
     return dataclasses.replace(
         spec,
         name=f"{spec.name}-cmp-{label}-{variant.name}",

@@ -22,7 +22,8 @@ class NetworkObjective:
     Args:
         train_set: Training data set of ``(x (S, T, h, w), y (h, w), valid (h, w))``.
         val_set: Validation data set of the same kind.
-        model: A model name of ``networks`` (``fusion`` or a baseline).
+        model: A model name of ``networks`` (``fusion``, a baseline network, or ``hgb``,
+            the per-pixel gradient-boosting floor, which reports one epoch).
         metric: The validation metric to optimize: ``f1``, ``miou``, ``auc`` (maximize)
             or ``val_loss`` (minimize).
         base_config: The ``networks.ModelConfig`` the parameters update (default: the

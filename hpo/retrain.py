@@ -235,9 +235,9 @@ def evaluate_split(
     from torch.utils.data import DataLoader
 
     from hpo.predict import landslide_probability
-    from networks import SegmentationMeter
+    from networks import SegmentationMeter, model_device
 
-    device = next(model.parameters()).device
+    device = model_device(model)
     meter = SegmentationMeter()
     probs, labels = [], []
     model.eval()

@@ -1,4 +1,4 @@
-"""The paper's spatiotemporal fusion network and its baselines, in plain torch.
+"""The paper's fusion network, its baselines and the per-pixel gradient-boosting floor.
 
 Everything a caller needs is re-exported here: configs, ``build_model``, ``train``,
 losses, metrics and checkpoints. Models take ``(B, S, T, H, W)`` float cubes and return
@@ -7,8 +7,10 @@ losses, metrics and checkpoints. Models take ``(B, S, T, H, W)`` float cubes and
 
 from networks.base import CubeModel
 from networks.baselines import DeepLabV3, PSPNet, SegNet
+from networks.boosting import BoostingModel
 from networks.checkpoint import Checkpoint, load_checkpoint, package_versions, save_checkpoint
 from networks.config import (
+    BoostConfig,
     DBNConfig,
     DCNNConfig,
     HeadConfig,
@@ -23,16 +25,19 @@ from networks.fusion import FusionNet
 from networks.history import METRIC_NAMES, History
 from networks.losses import FusionLoss, fusion_loss
 from networks.metrics import SegmentationMeter, roc_auc, segmentation_metrics
-from networks.registry import MODEL_NAMES, build_model
+from networks.registry import MODEL_NAMES, NETWORK_NAMES, build_model
 from networks.temporal import TemporalFusion
-from networks.train import Callback, evaluate, train
+from networks.train import Callback, evaluate, model_device, train
 
 __all__ = [
     "DBN",
     "DCNN",
     "METRIC_NAMES",
     "MODEL_NAMES",
+    "NETWORK_NAMES",
     "RBM",
+    "BoostConfig",
+    "BoostingModel",
     "Callback",
     "Checkpoint",
     "CheckpointError",
@@ -58,6 +63,7 @@ __all__ = [
     "evaluate",
     "fusion_loss",
     "load_checkpoint",
+    "model_device",
     "package_versions",
     "roc_auc",
     "save_checkpoint",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import pickle
+import re
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -193,6 +195,8 @@ def load_checkpoint(
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
         content = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise _refused(path, exc) from exc
     except Exception as exc:  # torch raises many types for foreign or corrupt files
         raise CheckpointError(
             f"{path}: not a checkpoint ({type(exc).__name__})",
@@ -202,19 +206,37 @@ def load_checkpoint(
         raise CheckpointError(
             f"{path}: not a landslide-hpo checkpoint", hint="pass a file written by save_checkpoint"
         )
-    if content.get("format_version", 0) > FORMAT_VERSION:
+    version = content.get("format_version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise CheckpointError(f"{path}: damaged checkpoint: format_version {version!r}")
+    if version > FORMAT_VERSION:
         raise CheckpointError(
-            f"{path}: checkpoint format {content['format_version']} is newer than this "
+            f"{path}: checkpoint format {version} is newer than this "
             f"package reads ({FORMAT_VERSION})",
             hint="upgrade landslide-hpo",
         )
     try:
         config = ModelConfig.from_dict(content["config"])
-        source_names = list(content["source_names"])
+        source_names = [str(s) for s in content["source_names"]]
         n_times = int(content["n_times"])
-        model = build_model(content["model_name"], len(source_names), n_times, config)
-        model.load_state_dict(content["state_dict"])
-    except (KeyError, ValueError, RuntimeError) as exc:
+        state = dict(content["state_dict"])
+        name = content["model_name"]
+        _check_size(path, name, len(source_names), n_times, config, state)
+        model = build_model(name, len(source_names), n_times, config)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise CheckpointError(
+                f"{path}: damaged or inconsistent checkpoint: its weights do not fit model "
+                f"{name!r} with {len(source_names)} "
+                f"sources, {n_times} dates and the stored config: {_mismatch(model, state)}",
+                hint="the file belongs to another model or was damaged; pass the model.pt "
+                "of the run",
+            ) from exc
+        versions = dict(content.get("versions") or {})
+    except CheckpointError:
+        raise
+    except (KeyError, ValueError, TypeError, RuntimeError, ConfigError) as exc:
         raise CheckpointError(f"{path}: damaged or inconsistent checkpoint: {exc}") from exc
     model.to(map_location).eval()
     return Checkpoint(
@@ -223,7 +245,73 @@ def load_checkpoint(
         source_names=source_names,
         n_times=n_times,
         norm_stats=content.get("norm_stats"),
-        versions=dict(content.get("versions", {})),
+        versions=versions,
         extra=content.get("extra"),
         model=model,
     )
+
+
+def _refused(path: Path, exc: pickle.UnpicklingError) -> CheckpointError:
+    """The error for a file ``weights_only`` loading refused, naming the code it references."""
+    found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+    if found:
+        return CheckpointError(
+            f"{path}: refused to load: it references Python code ({found.group(1)}) that "
+            "unpickling would run; checkpoints hold only tensors and plain data",
+            hint="load checkpoints only from people you trust; re-create it with hpo train",
+        )
+    return CheckpointError(
+        f"{path}: not a checkpoint (not a torch file of tensors and plain data)",
+        hint="pass a file written by save_checkpoint / hpo train",
+    )
+
+
+def _check_size(
+    path: Path,
+    name: str,
+    n_sources: int,
+    n_times: int,
+    config: ModelConfig,
+    state: Mapping[str, Any],
+) -> None:
+    """Refuse a checkpoint whose sizes describe a model far larger than the weights it holds.
+
+    The model is built on the ``meta`` device (no memory) to count its weights, so a damaged
+    or hostile ``n_times`` of a million is refused instead of allocated.
+    """
+    try:
+        with torch.device("meta"):
+            skeleton = build_model(name, n_sources, n_times, config)
+    except ConfigError:
+        raise
+    except Exception:  # noqa: BLE001 - a model that cannot live on meta: load_state_dict checks
+        return
+    need = sum(v.numel() for v in skeleton.state_dict().values())
+    have = sum(v.numel() for v in state.values() if isinstance(v, torch.Tensor))
+    if need > 2 * have + 2**20:
+        raise CheckpointError(
+            f"{path}: model {name!r} with {n_sources} sources and {n_times} dates would have "
+            f"{need:,} weights, but the file holds {have:,}",
+            hint="the file is damaged or belongs to another model; pass the model.pt of the run",
+        )
+
+
+def _mismatch(model: nn.Module, state: Mapping[str, Any]) -> str:
+    """A one-line summary of how stored weights differ from a model's (torch lists them all)."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    stored = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
+    differ = [k for k in expected if k in stored and stored[k] != expected[k]]
+    missing = [k for k in expected if k not in stored]
+    unexpected = [k for k in stored if k not in expected]
+    problems = []
+    if differ:
+        k = differ[0]
+        problems.append(
+            f"{len(differ)} tensors differ in shape (first {k}: {list(stored[k])} stored, "
+            f"{list(expected[k])} expected)"
+        )
+    if missing:
+        problems.append(f"{len(missing)} missing (first {missing[0]})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected (first {unexpected[0]})")
+    return "; ".join(problems) or "load_state_dict refused them"

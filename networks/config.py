@@ -262,6 +262,10 @@ class HeadConfig(_Group):
         positive_tiles: Share of the training tiles drawn per epoch that hold a landslide
             (balanced sampling, with replacement); 0 keeps plain shuffling, where the share
             is whatever the split holds.
+        focal_gamma: Focusing exponent of the cross-entropy term (Lin et al. 2017): each
+            pixel's term is scaled by ``(1 - p_t)^gamma``, ``p_t`` the probability of its
+            true class, so the many easy background pixels weigh less than the hard ones
+            (0 = the plain cross-entropy of eq. 8).
     """
 
     GROUP: ClassVar[str] = "head"
@@ -271,6 +275,7 @@ class HeadConfig(_Group):
     pos_weight: float = _param(3.0, low=0.0, low_open=True)
     dice_weight: float = _param(0.0, low=0.0)
     positive_tiles: float = _param(0.0, low=0.0, high=1.0, high_open=True)
+    focal_gamma: float = _param(0.0, low=0.0)
 
 
 @dataclass(frozen=True)
@@ -304,12 +309,46 @@ class OptimConfig(_Group):
     augment: bool = True
 
 
+@dataclass(frozen=True)
+class BoostConfig(_Group):
+    """Per-pixel gradient boosting, the classical floor ``hgb`` (tuning stage ``boost``).
+
+    The networks ignore this group; ``hgb`` reads only this group, ``head`` (for the eq. 8
+    losses it reports) and ``optim.batch_size`` (validation batches).
+
+    Attributes:
+        learning_rate: Shrinkage of every tree's contribution.
+        max_iter: Boosting iterations, i.e. trees.
+        max_leaf_nodes: Leaves per tree.
+        min_samples_leaf: Fewest training pixels in a leaf.
+        l2_regularization: L2 penalty on the leaf values.
+        max_pixels: At most this many valid training pixels are sampled, each class in
+            proportion to its share (class-stratified), so the sample keeps the prior.
+        windows: Sides of the square windows over which the mean and standard deviation
+            of every input channel are added as pixel features (odd; ``1`` adds nothing,
+            so ``"1"`` means the raw channels only). Also accepted as ``"3,7"``.
+        pos_weight: Sample weight of landslide pixels in the boosting loss (1 = none).
+    """
+
+    GROUP: ClassVar[str] = "boost"
+
+    learning_rate: float = _param(0.1, low=0.0, low_open=True)
+    max_iter: int = _param(100, low=1)
+    max_leaf_nodes: int = _param(31, low=2)
+    min_samples_leaf: int = _param(20, low=1)
+    l2_regularization: float = _param(0.0, low=0.0)
+    max_pixels: int = _param(200_000, low=2)
+    windows: tuple[int, ...] = _param((3, 7), low=1, odd=True)
+    pos_weight: float = _param(1.0, low=0.0, low_open=True)
+
+
 _GROUP_TYPES: dict[str, type[_Group]] = {
     "temporal": TemporalConfig,
     "dbn": DBNConfig,
     "dcnn": DCNNConfig,
     "head": HeadConfig,
     "optim": OptimConfig,
+    "boost": BoostConfig,
 }
 
 
@@ -323,6 +362,7 @@ class ModelConfig:
         dcnn: DCNN branch.
         head: Classifier and loss.
         optim: Optimiser and training length.
+        boost: Per-pixel gradient boosting (model ``hgb`` only).
     """
 
     temporal: TemporalConfig = field(default_factory=TemporalConfig)
@@ -330,6 +370,7 @@ class ModelConfig:
     dcnn: DCNNConfig = field(default_factory=DCNNConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    boost: BoostConfig = field(default_factory=BoostConfig)
 
     def __post_init__(self) -> None:
         for name, kind in _GROUP_TYPES.items():

@@ -15,12 +15,14 @@ METRIC_NAMES: tuple[str, ...] = (
     "f1",
     "auc",
     "f1_best",
+    "miou_best",
     "threshold",
 )
 """Keys of the metrics dict every epoch reports (``auc`` may be ``None``).
 
-``miou`` and ``f1`` are at the decision threshold 0.5; ``f1_best`` is the validation F1
-at ``threshold``, the decision threshold that maximizes it on the validation split."""
+``miou`` and ``f1`` are at the decision threshold 0.5; ``f1_best`` and ``miou_best`` are
+the validation F1 and MIoU at ``threshold``, the decision threshold that maximizes F1 on
+the validation split."""
 
 
 @dataclass

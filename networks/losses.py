@@ -17,6 +17,7 @@ def fusion_loss(
     mse_weight: float = 1.0,
     pos_weight: float = 1.0,
     dice_weight: float = 0.0,
+    focal_gamma: float = 0.0,
 ) -> torch.Tensor:
     """The paper's eq. 8 with a loss weight and a positive-class weight.
 
@@ -26,6 +27,11 @@ def fusion_loss(
 
         L = 1/|V| * sum_{i in V} [ mse_weight * (p_i - y_i)^2
                                    - w_i * (y_i log p_i + (1 - y_i) log(1 - p_i)) ]
+
+    With ``focal_gamma > 0`` the cross-entropy becomes the focal loss (Lin et al. 2017):
+    each pixel's term is scaled by ``(1 - p_t)^focal_gamma``, ``p_t`` the probability of
+    its true class (``p_i`` or ``1 - p_i``), so that confidently right background pixels
+    stop dominating the sum.
 
     With ``dice_weight > 0`` a soft Dice term on the landslide class over the batch's
     valid pixels is added beside eq. 8::
@@ -43,6 +49,7 @@ def fusion_loss(
         mse_weight: Weight of the squared-error term.
         pos_weight: Weight of the cross-entropy on landslide pixels.
         dice_weight: Weight of the soft Dice term (0: eq. 8 alone).
+        focal_gamma: Focusing exponent of the cross-entropy (0: plain cross-entropy).
 
     Returns:
         The scalar loss (float32).
@@ -52,6 +59,11 @@ def fusion_loss(
     y = positive.to(log_p.dtype)
     prob = log_p[:, 1].exp()
     cross_entropy = -torch.where(positive, log_p[:, 1], log_p[:, 0])
+    if focal_gamma > 0:
+        # 1 - p_t is the other class's probability; exp(gamma * log q) keeps the gradient
+        # finite where q underflows to 0, which (1 - p_t) ** gamma does not for gamma < 1.
+        log_other = torch.where(positive, log_p[:, 0], log_p[:, 1])
+        cross_entropy = torch.exp(focal_gamma * log_other) * cross_entropy
     weight = torch.where(positive, torch.full_like(y, pos_weight), torch.ones_like(y))
     per_pixel = mse_weight * (prob - y) ** 2 + weight * cross_entropy
     if valid is None:
@@ -73,7 +85,8 @@ class FusionLoss(nn.Module):
     """:func:`fusion_loss` with its weights taken from a :class:`HeadConfig`.
 
     Args:
-        config: Supplies ``mse_weight``, ``pos_weight`` and ``dice_weight``.
+        config: Supplies ``mse_weight``, ``pos_weight``, ``dice_weight`` and
+            ``focal_gamma``.
     """
 
     def __init__(self, config: HeadConfig) -> None:
@@ -81,6 +94,7 @@ class FusionLoss(nn.Module):
         self.mse_weight = config.mse_weight
         self.pos_weight = config.pos_weight
         self.dice_weight = config.dice_weight
+        self.focal_gamma = config.focal_gamma
 
     def forward(
         self, logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None
@@ -102,4 +116,5 @@ class FusionLoss(nn.Module):
             mse_weight=self.mse_weight,
             pos_weight=self.pos_weight,
             dice_weight=self.dice_weight,
+            focal_gamma=self.focal_gamma,
         )

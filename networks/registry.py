@@ -7,12 +7,16 @@ import numbers
 
 from networks.base import CubeModel
 from networks.baselines import DeepLabV3, PSPNet, SegNet
+from networks.boosting import BoostingModel
 from networks.config import ModelConfig
 from networks.errors import ConfigError
 from networks.fusion import FusionNet
 
-MODEL_NAMES: tuple[str, ...] = ("fusion", "segnet", "deeplabv3", "pspnet")
-"""Names :func:`build_model` accepts: the fusion network first, then the baselines."""
+NETWORK_NAMES: tuple[str, ...] = ("fusion", "segnet", "deeplabv3", "pspnet")
+"""The models trained by back-propagation: the fusion network first, then the baselines."""
+MODEL_NAMES: tuple[str, ...] = (*NETWORK_NAMES, "hgb")
+"""Names :func:`build_model` accepts: the networks, then the per-pixel gradient-boosting
+floor ``hgb`` (fitted, not back-propagated; see :mod:`networks.boosting`)."""
 
 _BASELINES = {"segnet": SegNet, "deeplabv3": DeepLabV3, "pspnet": PSPNet}
 
@@ -33,10 +37,11 @@ def build_model(
         n_sources: Input sources ``S``.
         n_times: Input dates ``T``.
         config: Hyperparameters (default: all defaults). The baselines only read
-            ``head.dropout``; their architecture is fixed.
+            ``head.dropout``; their architecture is fixed. ``hgb`` reads ``boost``.
 
     Returns:
-        A model mapping ``(B, S, T, H, W)`` floats to ``(B, 2, H, W)`` logits.
+        A model mapping ``(B, S, T, H, W)`` floats to ``(B, 2, H, W)`` logits; ``hgb``
+        unfitted (no trees: probability 0.5 everywhere) until :func:`networks.train`.
 
     Raises:
         ConfigError: On an unknown name (naming the nearest) or a non-positive size.
@@ -49,6 +54,8 @@ def build_model(
         return FusionNet(n_sources, n_times, config)
     if key in _BASELINES:
         return _BASELINES[key](n_sources, n_times, dropout=config.head.dropout)
+    if key == "hgb":
+        return BoostingModel(n_sources, n_times, config.boost)
     near = difflib.get_close_matches(key, MODEL_NAMES, n=1)
     raise ConfigError(
         f"unknown model {name!r}",

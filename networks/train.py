@@ -11,10 +11,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
+from networks.boosting import BoostingModel
 from networks.config import HeadConfig, ModelConfig
 from networks.errors import TrainingError
 from networks.fusion import FusionNet
-from networks.history import History
+from networks.history import METRIC_NAMES, History
 from networks.losses import FusionLoss
 from networks.metrics import SegmentationMeter
 from networks.precision import Precision, resolve_device
@@ -48,6 +49,20 @@ def _cube_shape(data_set: Dataset) -> tuple[int, int]:
     return int(x.shape[0]), int(x.shape[1])
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """The device a model lives on: that of its first parameter, else of its first buffer.
+
+    Args:
+        model: Any module (``hgb`` holds buffers only).
+
+    Returns:
+        The device (CPU for a module with neither).
+    """
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
 def evaluate(
     model: nn.Module,
     data: Dataset | DataLoader,
@@ -70,15 +85,15 @@ def evaluate(
             ``f1_at_threshold``.
 
     Returns:
-        ``{"loss", "miou", "f1", "auc", "f1_best", "threshold"}``: ``miou`` and ``f1`` at
-        0.5, ``auc`` ``None`` for a single class, ``f1_best`` the F1 at the threshold
-        that is best on this very data (``threshold``), plus the two keys above when
-        ``threshold`` is given.
+        ``{"loss", "miou", "f1", "auc", "f1_best", "miou_best", "threshold"}``: ``miou``
+        and ``f1`` at 0.5, ``auc`` ``None`` for a single class, ``f1_best`` and
+        ``miou_best`` at the threshold that maximizes F1 on this very data
+        (``threshold``), plus the two keys above when ``threshold`` is given.
 
     Raises:
         TrainingError: When ``data`` has no valid pixel.
     """
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    device = torch.device(device) if device is not None else model_device(model)
     loader = data if isinstance(data, DataLoader) else DataLoader(data, batch_size=batch_size)
     loss_fn = FusionLoss(head if head is not None else HeadConfig())
     precision = Precision(device)
@@ -98,6 +113,7 @@ def evaluate(
     if meter.n_pixels == 0:
         raise TrainingError("the evaluation set has no valid pixel", hint="check the valid masks")
     result = {"loss": total / meter.n_pixels, **meter.compute()}
+    result["miou_best"] = meter.at(result["threshold"])["miou"]
     if threshold is not None:
         at = meter.at(threshold)
         result["miou_at_threshold"], result["f1_at_threshold"] = at["miou"], at["f1"]
@@ -170,6 +186,11 @@ def train(
     for the remaining epochs. Warm-up epochs are reported like any other, so every
     configuration costs ``optim.epochs`` epochs.
 
+    The per-pixel gradient-boosting floor (``model="hgb"``) is not trained by
+    back-propagation: its trees are fitted once on sampled training pixels (see
+    :class:`networks.BoostingModel`), reported as one epoch with the same metrics, and
+    ``optim`` does not apply to it.
+
     On CUDA the forward pass runs under autocast; on CPU, in float32. Model
     initialisation, dropout, shuffling and sampling all derive from ``seed`` (the global
     RNG state is restored afterwards), so two CPU runs with one seed give identical
@@ -184,8 +205,8 @@ def train(
         model: A name from :data:`networks.MODEL_NAMES`.
         device: Where to train (default: CUDA when available, else CPU).
         callbacks: Called after every epoch as ``callback(epochs_done, metrics)`` with
-            metrics ``{"train_loss", "val_loss", "miou", "f1", "auc"}``; when any returns
-            True, training stops after this epoch.
+            metrics :data:`networks.METRIC_NAMES`; when any returns True, training stops
+            after this epoch.
         num_workers: DataLoader worker processes.
 
     Returns:
@@ -204,7 +225,54 @@ def train(
     with torch.random.fork_rng(devices=cuda_devices):
         torch.manual_seed(seed)
         net = build_model(model, n_sources, n_times, config).to(device)
+        if isinstance(net, BoostingModel):
+            return _fit_boosting(net, config, train_set, val_set, seed, callbacks, num_workers)
         return _fit(net, config, train_set, val_set, seed, callbacks, num_workers, device)
+
+
+def _end_epoch(
+    history: History,
+    epoch: int,
+    n_epochs: int,
+    train_loss: float,
+    val: dict[str, Any],
+    callbacks: list[Callback],
+) -> bool:
+    """Record one epoch's metrics and tell the callbacks; True when one asks to stop."""
+    metrics = {"train_loss": train_loss, "val_loss": val["loss"]}
+    metrics.update({name: val[name] for name in METRIC_NAMES if name in val})
+    history.epochs.append({"epoch": epoch, **metrics})
+    history.threshold = val["threshold"]
+    _log.info("epoch %d/%d %s", epoch, n_epochs, metrics)
+    # Every callback sees the epoch (e.g. to report it) even when an earlier one stops.
+    stop = any([bool(callback(epoch, dict(metrics))) for callback in callbacks])
+    history.stopped_early = history.stopped_early or stop
+    return stop
+
+
+def _fit_boosting(
+    net: BoostingModel,
+    config: ModelConfig,
+    train_set: Dataset,
+    val_set: Dataset,
+    seed: int,
+    callbacks: list[Callback],
+    num_workers: int,
+) -> History:
+    """:func:`train` for ``hgb``: fit the trees, then validate once as epoch 1."""
+    items = (_unpack(train_set[i]) for i in range(len(train_set)))  # type: ignore[arg-type]
+    raw, labels = net.fit(items, seed=seed)
+    # eq. 8 on the sampled training pixels, as (1, 2, n, 1) logits like a network's.
+    score = torch.from_numpy(raw).float().view(1, 1, -1, 1)
+    logits = torch.cat((torch.zeros_like(score), score), dim=1)
+    target = torch.from_numpy(labels).view(1, -1, 1)
+    train_loss = float(FusionLoss(config.head)(logits, target))
+    val_loader = DataLoader(val_set, config.optim.batch_size, num_workers=num_workers)
+    val = evaluate(net, val_loader, head=config.head)
+    history = History(model=net)
+    _end_epoch(history, 1, 1, train_loss, val, callbacks)
+    net.eval()
+    return history
 
 
 def _fit(
@@ -258,22 +326,7 @@ def _fit(
             augment,
         )
         val = evaluate(net, val_loader, head=config.head, device=device)
-        metrics = {
-            "train_loss": train_loss,
-            "val_loss": val["loss"],
-            "miou": val["miou"],
-            "f1": val["f1"],
-            "auc": val["auc"],
-            "f1_best": val["f1_best"],
-            "threshold": val["threshold"],
-        }
-        history.epochs.append({"epoch": epoch, **metrics})
-        history.threshold = val["threshold"]
-        _log.info("epoch %d/%d %s", epoch, optim.epochs, metrics)
-        # Every callback sees the epoch (e.g. to report it) even when an earlier one stops.
-        stop = [bool(callback(epoch, dict(metrics))) for callback in callbacks]
-        if any(stop):
-            history.stopped_early = True
+        if _end_epoch(history, epoch, optim.epochs, train_loss, val, callbacks):
             break
     net.eval()
     return history

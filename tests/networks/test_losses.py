@@ -68,3 +68,33 @@ def test_dice_term_is_added_beside_eq8_on_valid_pixels():
     assert FusionLoss(HeadConfig(dice_weight=0.5))(logits, target).item() == pytest.approx(
         fusion_loss(logits, target, pos_weight=3.0, dice_weight=0.5).item()
     )
+
+
+def test_focal_gamma_zero_is_eq8_and_gamma_scales_by_the_miss():
+    probs, labels = [0.8, 0.3, 0.6], [1, 0, 0]
+    logits, target = _logits(probs), torch.tensor([[labels]])
+    plain = fusion_loss(logits, target, pos_weight=2.0, dice_weight=0.5)
+    assert torch.equal(fusion_loss(logits, target, pos_weight=2.0, dice_weight=0.5,
+                                   focal_gamma=0.0), plain)  # fmt: skip
+    # (1 - p_t)^2 on each pixel's cross-entropy: 0.2, 0.3 and 0.6 missed.
+    expected = (
+        (0.2**2 + 2.0 * 0.2**2 * -math.log(0.8))
+        + (0.3**2 + 0.3**2 * -math.log(0.7))
+        + (0.6**2 + 0.6**2 * -math.log(0.4))
+    ) / 3
+    focal = fusion_loss(logits, target, pos_weight=2.0, focal_gamma=2.0)
+    assert focal.item() == pytest.approx(expected, rel=1e-6)
+    assert FusionLoss(HeadConfig(focal_gamma=2.0, pos_weight=2.0))(logits, target).item() == (
+        pytest.approx(focal.item())
+    )
+
+
+@pytest.mark.parametrize("gamma", [0.5, 2.0])
+def test_focal_gradient_is_finite_for_saturated_logits(gamma):
+    # A 200-logit margin underflows 1 - p_t to exactly 0, where (1 - p_t)^0.5 has no slope.
+    logits = torch.tensor([[0.0, 200.0], [0.0, -200.0], [0.0, 0.3]]).T.reshape(1, 2, 1, 3)
+    logits.requires_grad_(True)
+    loss = fusion_loss(logits, torch.tensor([[[1, 0, 1]]]), focal_gamma=gamma)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
+    assert logits.grad[0, :, 0, 2].abs().sum() > 0  # the hard pixel still learns

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from networks import MODEL_NAMES, ConfigError, FusionNet, build_model
+from networks import MODEL_NAMES, NETWORK_NAMES, ConfigError, FusionNet, build_model
 from tests.networks.conftest import tiny_config
 
 ABLATIONS = {
@@ -41,7 +41,7 @@ def _used_parameters_get_gradients(model: torch.nn.Module, x: torch.Tensor) -> N
             assert param.grad.abs().sum() > 0, f"{name} got a zero gradient"
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", NETWORK_NAMES)
 def test_gradients_reach_every_trainable_parameter(name):
     torch.manual_seed(0)
     model = build_model(name, 3, 5, tiny_config())

@@ -5,7 +5,7 @@ import torch
 
 import networks.registry
 from networks import METRIC_NAMES, FusionNet, TrainingError, evaluate, train
-from networks.train import _augment, _init_prior
+from networks.train import _augment, _balanced_sampler, _init_prior
 from tests.networks.conftest import BlobScenes, tiny_config
 
 
@@ -180,3 +180,15 @@ def test_augmentation_moves_inputs_labels_and_mask_together():
         assert torch.equal(av, ax[:, 1, 1] % 2 == 0)
     wide = torch.zeros(1, 1, 1, 2, 5)
     assert _augment(wide, wide[:, 0, 0], wide[:, 0, 0] > 0, generator)[0].shape == wide.shape
+
+
+def test_balanced_sampling_draws_landslide_tiles_at_the_requested_share():
+    scenes = BlobScenes(10, seed=4)
+    # Tiles 0-7 lose their landslide: 2 of 10 positive, a 20 % share by plain shuffling.
+    items = [(x, y if i >= 8 else torch.zeros_like(y), v) for i, (x, y, v) in enumerate(scenes)]
+    sampler = _balanced_sampler(items, 0.6, torch.Generator().manual_seed(0))
+    drawn = [i for _ in range(400) for i in sampler]
+    assert len(drawn) == 4000 and set(drawn) == set(range(10))
+    assert sum(i >= 8 for i in drawn) / len(drawn) == pytest.approx(0.6, abs=0.03)
+    assert _balanced_sampler(items, 0.0, torch.Generator()) is None
+    assert _balanced_sampler(list(scenes), 0.6, torch.Generator()) is None  # all positive

@@ -1,0 +1,226 @@
+"""The paper's Tables 2-4 rerun with ``hpo compare``, one process per (split, variant).
+
+``hpo compare`` runs the variants one after another; on a machine with many cores (or a
+GPU) this script runs them side by side, each (split, variant) a job with its own SQLite
+storage and results folder under ``--out``, and merges the jobs into one ``compare.json``
+/ ``compare.md`` per study, plus ``benchmarks/results/paper_tables.json`` and ``.md``
+with the paper's figures beside (DESIGN.md, quoting the paper's Table 2). A rerun
+resumes every job where it stopped.
+
+    python -m benchmarks.paper_tables studies/compare-synthetic.toml --jobs 8
+    python -m benchmarks.paper_tables studies/compare-l4s.toml --quick --jobs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from hpo.compare import (
+    RESULTS_FILE,
+    CompareSettings,
+    compare_settings,
+    run_compare,
+    split_label,
+    summarize,
+)
+from hpo.compare import _save as save_state
+from hpo.study import ensure_scene, load_study
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+# The paper's Table 2 (MIoU, F1, AUC), as DESIGN.md quotes it.
+PAPER = {
+    "segnet": (0.6901, 0.6654, 0.7139),
+    "deeplabv3": (0.7235, 0.7313, 0.7869),
+    "pspnet": (0.8053, 0.8211, 0.8137),
+    "fusion": (0.8624, 0.8352, 0.8976),
+    "optical-only": (0.7532, 0.7289, 0.7841),
+    "factors-only": (0.6327, 0.4359, 0.6781),
+    "no-temporal": (0.7216, 0.7042, 0.7153),
+}
+# Longest first, so the pool's tail is short.
+_COST = {"fusion": 0, "no-pretrain": 1, "optical-only": 2, "no-dbn": 3, "factors-only": 4,
+         "no-temporal": 5, "segnet": 6, "pspnet": 7, "deeplabv3": 8, "hgb": 9, "untuned": 10}
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One (split, variant) of one study, in its own folder and storage."""
+
+    study: str
+    settings: CompareSettings
+    folder: Path
+    threads: int
+    device: str | None
+
+    @property
+    def label(self) -> str:
+        return f"{split_label(self.settings.splits[0])}/{self.settings.variants[0]}"
+
+
+def run_job(job: Job) -> tuple[str, float]:
+    """Run one job (in a worker process); returns its label and wall seconds."""
+    import torch
+
+    torch.set_num_threads(job.threads)
+    spec = load_study(job.study)
+    spec = dataclasses.replace(spec, storage=f"sqlite:///{job.folder / 'search.db'}")
+    started = time.monotonic()
+    run_compare(spec, job.settings, job.folder, device=job.device, say=lambda _: None)
+    return job.label, time.monotonic() - started
+
+
+def jobs_of(study: str, settings: CompareSettings, out: Path, jobs: int,
+            device: str | None) -> list[Job]:
+    """One job per (split, variant), longest first."""
+    threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
+    out_jobs = []
+    for override in settings.splits:
+        for variant in sorted(settings.variants, key=lambda v: _COST.get(v, 0)):
+            single = dataclasses.replace(settings, splits=(override,), variants=(variant,))
+            folder = out / "jobs" / f"{split_label(override)}-{variant}"
+            out_jobs.append(Job(study, single, folder, threads, device))
+    return sorted(out_jobs, key=lambda j: _COST.get(j.settings.variants[0], 0))
+
+
+def merge(study: str, settings: CompareSettings, out: Path, jobs: Sequence[Job]) -> dict:
+    """The jobs' results as one comparison state, written to ``out``."""
+    spec = load_study(study)
+    state: dict[str, Any] = {"format": "landslide-hpo/compare/1", "study": spec.name,
+                             "rows": [], "searches": [], "skipped": {}}
+    for job in jobs:
+        path = job.folder / RESULTS_FILE
+        if not path.is_file():
+            continue
+        part = json.loads(path.read_text(encoding="utf-8"))
+        state["rows"] += part["rows"]
+        state["searches"] += part["searches"]
+        state["skipped"].update(part["skipped"])
+    save_state(out, state, settings)
+    return state
+
+
+def record_of(state: dict[str, Any], study: str, wall: float, jobs: int,
+              device: str | None) -> dict[str, Any]:
+    """The JSON record of one study: data set, split, model and metric named as keys."""
+    import torch
+
+    tables: dict[str, dict[str, Any]] = {}
+    for entry in summarize(state["rows"]):
+        tables.setdefault(entry["split"], {})[entry["variant"]] = {
+            k: v for k, v in entry.items() if k not in ("split", "variant")
+        }
+    return {
+        "dataset": state["study"],
+        "study_file": study,
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {jobs} jobs at once",
+        "device": device or ("cuda: " + torch.cuda.get_device_name(0)
+                             if torch.cuda.is_available() else "cpu"),
+        "settings": state["settings"],
+        "wall_seconds": round(wall, 1),
+        "tuning_seconds": {f"{s['split']}/{s['variant']}": round(s["seconds"], 1)
+                           for s in state["searches"]},
+        "skipped": state["skipped"],
+        "tables": tables,
+        "paper_table2": {k: dict(zip(("miou", "f1", "auc"), v, strict=True))
+                         for k, v in PAPER.items()},
+        "versions": state.get("versions"),
+    }
+
+
+def write_results(records: dict[str, dict[str, Any]]) -> None:
+    """``paper_tables.json`` (merged with other data sets' earlier records) and ``.md``."""
+    path = RESULTS / "paper_tables.json"
+    doc = json.loads(path.read_text()) if path.is_file() else {"benchmark": "paper_tables",
+                                                                 "datasets": {}}
+    doc["datasets"].update(records)
+    RESULTS.mkdir(exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    lines = ["# The paper's comparison (benchmarks/paper_tables.py)", "",
+             "Test-split metrics, mean ± std over training seeds (and folds); F1 and MIoU "
+             "at the threshold chosen on validation. Paper: Li, Han and Li, Table 2, as "
+             "DESIGN.md quotes it (their data, not these).", ""]
+    for name, rec in doc["datasets"].items():
+        s = rec["settings"]
+        lines += [f"## {name}", "",
+                  f"{rec['date']}, {rec['machine']}, {rec['device']}; {s['trials']} "
+                  f"evaluations per tuned variant, {s['seeds']} seed(s)"
+                  + (f", {s['folds']}-fold CV" if s.get("folds") else "")
+                  + f"; wall {rec['wall_seconds'] / 60:.1f} min.", ""]
+        for split, table in rec["tables"].items():
+            lines += [f"### split: {split}", "",
+                      "| variant | MIoU | F1 | AUC | F1@0.5 | paper MIoU / F1 / AUC |",
+                      "|---|---|---|---|---|---|"]
+            for variant, m in table.items():
+                paper = rec["paper_table2"].get(variant)
+                ref = " / ".join(f"{paper[k]:.4f}" for k in ("miou", "f1", "auc")) if paper else ""
+                lines.append(f"| {variant} | {_cell(m['miou'])} | {_cell(m['f1'])} | "
+                             f"{_cell(m['auc'])} | {_cell(m['f1@0.5'])} | {ref} |")
+            lines.append("")
+        for variant, reason in rec["skipped"].items():
+            lines.append(f"- {variant}: not run ({reason})")
+        lines.append("")
+    (RESULTS / "paper_tables.md").write_text("\n".join(lines))
+
+
+def _cell(stat: dict[str, Any]) -> str:
+    return "-" if stat["mean"] is None else f"{stat['mean']:.3f} ± {stat['std']:.3f}"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("studies", nargs="+", metavar="STUDY.toml")
+    parser.add_argument("--jobs", type=int, default=2, help="(split, variant) jobs at once")
+    parser.add_argument("--variants", nargs="+")
+    parser.add_argument("--trials", type=int)
+    parser.add_argument("--seeds", type=int)
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--quick", action="store_true")
+    budget.add_argument("--full", action="store_true")
+    parser.add_argument("--device", help="cpu or cuda (default: CUDA when available)")
+    parser.add_argument("--out", default="runs/paper-tables", help="jobs' folders")
+    parser.add_argument("--no-record", action="store_true",
+                        help="do not write benchmarks/results/paper_tables.*")
+    args = parser.parse_args(argv)
+    records = {}
+    for study in args.studies:
+        spec = load_study(study)
+        settings = compare_settings(spec, variants=args.variants, trials=args.trials,
+                                    seeds=args.seeds, quick=args.quick, full=args.full)
+        ensure_scene(spec)  # once, before the jobs read it
+        out = Path(args.out) / spec.name
+        jobs = jobs_of(study, settings, out, args.jobs, args.device)
+        print(f"{spec.name}: {len(jobs)} jobs, {args.jobs} at once, "
+              f"{jobs[0].threads} threads each")
+        started = time.monotonic()
+        with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(run_job, job): job for job in jobs}
+            for future in as_completed(futures):
+                try:
+                    label, seconds = future.result()
+                    print(f"  {label}: {seconds:.0f}s", flush=True)
+                except Exception as exc:  # noqa: BLE001 - one failed job must not stop the rest
+                    print(f"  {futures[future].label}: FAILED {type(exc).__name__}: {exc}",
+                          flush=True)
+        state = merge(study, settings, out, jobs)
+        print((out / "compare.md").read_text())
+        records[spec.name] = record_of(state, study, time.monotonic() - started, args.jobs,
+                                       args.device)
+    if not args.no_record:
+        write_results(records)
+
+
+if __name__ == "__main__":
+    main()
