@@ -72,10 +72,9 @@ from benchmarks._functions import (
     problems,
     stagewise_optimum,
 )
+from hpo.budget import RANDOM_SHARE, REFINE_SHARE, n_random, plan_stages
 
 RESULTS = Path(__file__).resolve().parent / "results"
-REFINE_SHARE = 0.2
-RANDOM_SHARE = 1 / 3
 BO_SAMPLERS = ("gp", "tpe", "skopt")
 
 
@@ -103,52 +102,20 @@ METHODS = [
 ]
 
 
-def n_random(budget: int) -> int:
-    """Random-search trials (the defaults or incumbent included) of a budget."""
-    return max(1, round(budget * RANDOM_SHARE))
-
-
-def split_budget(total: int, dims: Sequence[int], refine: bool) -> tuple[list[int], int]:
-    """Evaluations per stage and for refine (0: none), summing to ``total``.
-
-    Stages get the non-refine part in proportion to their dimensions; largest remainder,
-    ties to the earlier stage; every stage at least 2 (the incumbent and one more).
-    """
-    refine_evals = round(total * REFINE_SHARE) if refine else 0
-    rest = total - refine_evals
-    exact = [rest * d / sum(dims) for d in dims]
-    evals = [max(2, math.floor(x)) for x in exact]
-    by_remainder = sorted(range(len(dims)), key=lambda i: (-(exact[i] % 1), i))
-    for i in by_remainder[: rest - sum(evals)]:
-        evals[i] += 1
-    if sum(evals) != rest:
-        raise ValueError(f"budget {total} is too small for {len(dims)} stages")
-    return evals, refine_evals
-
-
 def layerwise_plan(problem: Problem, total: int, refine: bool) -> dict[str, Any]:
     """Stage budgets (in COMPLETE trials, the copied incumbent included) for a budget."""
-    evals, refine_evals = split_budget(total, [len(b.space) for b in problem.blocks], refine)
-    stages = []
-    for i, (block, e) in enumerate(zip(problem.blocks, evals, strict=True)):
-        budget = e + (1 if i else 0)  # stages after the first get the incumbent for free
-        stages.append(
-            {
-                "stage": block.name,
-                "evaluations": e,
-                "n_random": n_random(budget),
-                "n_bayes": budget - n_random(budget),
-            }
-        )
-    plan: dict[str, Any] = {"stages": stages, "refine": None}
-    if refine_evals:
-        budget = refine_evals + 1
-        plan["refine"] = {
-            "evaluations": refine_evals,
-            "n_random": n_random(budget),
-            "n_bayes": budget - n_random(budget),
-        }
-    return plan
+    stages, refined = plan_stages(total, [len(b.space) for b in problem.blocks], refine)
+    return {
+        "stages": [
+            {"stage": block.name, "evaluations": s.evaluations, "n_random": s.n_random,
+             "n_bayes": s.n_bayes}
+            for block, s in zip(problem.blocks, stages, strict=True)
+        ],
+        "refine": None if refined is None else {
+            "evaluations": refined.evaluations, "n_random": refined.n_random,
+            "n_bayes": refined.n_bayes,
+        },
+    }
 
 
 # ---------------------------------------------------------------------------- runs

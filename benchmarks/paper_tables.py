@@ -158,7 +158,7 @@ def write_results(records: dict[str, dict[str, Any]]) -> None:
                   f"{rec['date']}, {rec['machine']}, {rec['device']}; {s['trials']} "
                   f"evaluations per tuned variant, {s['seeds']} seed(s)"
                   + (f", {s['folds']}-fold CV" if s.get("folds") else "")
-                  + f"; wall {rec['wall_seconds'] / 60:.1f} min.", ""]
+                  + f"; wall {rec['wall_seconds'] / 60:.1f} min. {rec.get('note', '')}", ""]
         for split, table in rec["tables"].items():
             lines += [f"### split: {split}", "",
                       "| variant | MIoU | F1 | AUC | F1@0.5 | paper MIoU / F1 / AUC |",
@@ -191,6 +191,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     budget.add_argument("--full", action="store_true")
     parser.add_argument("--device", help="cpu or cuda (default: CUDA when available)")
     parser.add_argument("--out", default="runs/paper-tables", help="jobs' folders")
+    parser.add_argument("--note", default="",
+                        help="recorded with the results, e.g. where earlier runs of the "
+                        "resumed jobs ran")
     parser.add_argument("--no-record", action="store_true",
                         help="do not write benchmarks/results/paper_tables.*")
     args = parser.parse_args(argv)
@@ -218,6 +221,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print((out / "compare.md").read_text())
         records[spec.name] = record_of(state, study, time.monotonic() - started, args.jobs,
                                        args.device)
+        records[spec.name]["note"] = args.note
     if not args.no_record:
         write_results(records)
 

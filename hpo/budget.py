@@ -48,9 +48,10 @@ def split_evaluations(
 ) -> tuple[list[int], int]:
     """Evaluations per stage and for refine (0: none), summing to ``total``.
 
-    Every stage gets 2 (the incumbent and one more), then the rest of the non-refine
-    part in proportion to its number of parameters (largest remainder, ties to the
-    earlier stage).
+    Stages get the non-refine part in proportion to their number of parameters (largest
+    remainder, ties to the earlier stage), and at least 2 each (the incumbent and one
+    more); when raising small stages to 2 would overshoot, each gets 2 and the rest is
+    shared in proportion.
 
     Args:
         total: Objective evaluations of the whole search.
@@ -66,16 +67,20 @@ def split_evaluations(
     if not dims or min(dims) < 1:
         raise ValueError(f"every stage needs a parameter, got dimensions {list(dims)}")
     refine_evals = round(total * REFINE_SHARE) if refine else 0
-    spare = total - refine_evals - 2 * len(dims)
-    if spare < 0:
+    rest = total - refine_evals
+    if rest < 2 * len(dims):
         raise ValueError(
             f"{total} evaluations are too few for {len(dims)} stages "
             f"(each needs 2{', plus refine' if refine else ''})"
         )
-    exact = [spare * d / sum(dims) for d in dims]
-    evals = [2 + math.floor(x) for x in exact]
+    exact = [rest * d / sum(dims) for d in dims]
+    evals = [max(2, math.floor(x)) for x in exact]
+    if sum(evals) > rest:
+        # Raising small stages to 2 overshot: give 2 to each, the rest in proportion.
+        exact = [(rest - 2 * len(dims)) * d / sum(dims) for d in dims]
+        evals = [2 + math.floor(x) for x in exact]
     by_remainder = sorted(range(len(dims)), key=lambda i: (-(exact[i] % 1), i))
-    for i in by_remainder[: total - refine_evals - sum(evals)]:
+    for i in by_remainder[: rest - sum(evals)]:
         evals[i] += 1
     return evals, refine_evals
 
