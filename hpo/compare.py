@@ -296,6 +296,8 @@ def run_compare(
                 final = st.prepare_final_data(
                     st.data_section(vspec), vspec.base_dir, seed=spec.seed
                 )
+                # The cube's hash names the data (and the frozen generator's output).
+                state.setdefault("data_hash", {})[where] = final.cube.hash
                 reason = not_applicable(variant, final.cube)
                 if reason is not None:
                     state["skipped"][name] = reason
