@@ -94,15 +94,16 @@ def jobs_of(study: str, settings: CompareSettings, out: Path, jobs: int,
     return sorted(out_jobs, key=lambda j: _COST.get(j.settings.variants[0], 0))
 
 
-def merge(study: str, settings: CompareSettings, out: Path, jobs: Sequence[Job]) -> dict:
-    """The jobs' results as one comparison state, written to ``out``."""
+def merge(study: str, settings: CompareSettings, out: Path) -> dict:
+    """Every job's results under ``out`` as one comparison state, written to ``out``.
+
+    Jobs of earlier runs with other variants count too (the variants are not part of a
+    comparison's settings), so variants can be added one run at a time.
+    """
     spec = load_study(study)
     state: dict[str, Any] = {"format": "landslide-hpo/compare/1", "study": spec.name,
                              "rows": [], "searches": [], "skipped": {}}
-    for job in jobs:
-        path = job.folder / RESULTS_FILE
-        if not path.is_file():
-            continue
+    for path in sorted((out / "jobs").glob(f"*/{RESULTS_FILE}")):
         part = json.loads(path.read_text(encoding="utf-8"))
         state["rows"] += part["rows"]
         state["searches"] += part["searches"]
@@ -217,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 except Exception as exc:  # noqa: BLE001 - one failed job must not stop the rest
                     print(f"  {futures[future].label}: FAILED {type(exc).__name__}: {exc}",
                           flush=True)
-        state = merge(study, settings, out, jobs)
+        state = merge(study, settings, out)
         print((out / "compare.md").read_text())
         records[spec.name] = record_of(state, study, time.monotonic() - started, args.jobs,
                                        args.device)
