@@ -16,6 +16,7 @@ from hpo.errors import (
     StageChangedError,
     StageFailedError,
     StorageError,
+    TrialFaultError,
 )
 from hpo.layerwise import LayerwiseSearch, SearchResult, StageResult
 from hpo.ledger import Ledger
@@ -66,6 +67,7 @@ __all__ = [
     "StorageError",
     "StudySpec",
     "TrialContext",
+    "TrialFaultError",
     "export_best",
     "load_export",
     "load_study_file",

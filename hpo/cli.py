@@ -256,6 +256,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dates", type=int, default=5, help="optical dates (default: 5)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.set_defaults(handler=_cmd_synth)
+
+    p = add(
+        "compare",
+        "tune the fusion network, baselines and ablations alike; test-split tables",
+        "Tune every variant (fusion, SegNet, DeepLabV3, PSPNet, the fusion ablations, the "
+        "boosting floor hgb, the untuned network) with the layer-wise engine at the same "
+        "number of evaluations, train each best configuration with several seeds and "
+        "score it on the test split. Settings come from the study's [compare] table; a "
+        "rerun continues where the last stopped.",
+    )
+    p.add_argument("study", metavar="STUDY.toml", help="the study file")
+    p.add_argument("--variants", nargs="+", metavar="NAME",
+                   help="variants to run (default: [compare] variants, else the paper's)")
+    p.add_argument("--trials", type=int, help="objective evaluations per tuned variant")
+    p.add_argument("--seeds", type=int, help="training seeds per best configuration")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--quick", action="store_true",
+                        help="10 evaluations and 1 seed per variant: a first look")
+    budget.add_argument("--full", action="store_true",
+                        help="60 evaluations and 3 seeds per variant (for a GPU machine)")
+    p.add_argument("-o", "--out", metavar="DIR",
+                   help="results folder (default: runs/compare-<study name>)")
+    p.add_argument("--fresh", action="store_true",
+                   help="delete these variants' stored searches and results first")
+    p.add_argument("--storage", metavar="URL", help="storage URL overriding the study's")
+    _add_data_path(p)
+    p.set_defaults(handler=_cmd_compare)
     return parser
 
 
@@ -344,7 +371,10 @@ def _shown(path: str) -> str:
 
 
 def _command(*words: str) -> str:
-    return " ".join(shlex.quote(w) for w in words)
+    """A command line to show the user, storage passwords masked (echoed commands get shared)."""
+    from hpo.storage import mask_url
+
+    return " ".join(shlex.quote(mask_url(w)) for w in words)
 
 
 def _stage_rows(result: Any) -> list[tuple[str, ...]]:
@@ -824,13 +854,20 @@ def _cmd_dashboard(args: argparse.Namespace, out: Any, err: Any) -> int:
     ]
     if artifacts:
         equivalent += ["--artifact-dir", artifacts]
+    host = f"[{args.host}]" if ":" in args.host else args.host  # an IPv6 address in a URL
+    local = args.host in _LOOPBACK
     out.print(
-        f"optuna-dashboard on [bold]http://{args.host}:{args.port}/[/bold] for "
+        f"optuna-dashboard on [bold]http://{host}:{args.port}/[/bold] for "
         f"{st.mask_url(url)}" + (f" (search {name})" if name else "") + "; Ctrl-C stops it",
         soft_wrap=True,
     )
-    out.print(f"same as: {st.mask_url(_command(*equivalent))}", soft_wrap=True)
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
+    out.print(
+        f"listening on {args.host} "
+        + ("only (this machine; --host 0.0.0.0 exposes it)" if local else "(set by --host)"),
+        soft_wrap=True,
+    )
+    out.print(f"same as: {_command(*equivalent)}", soft_wrap=True)
+    if not local:
         err.print(
             f"hpo: warning: listening on {args.host}: anyone who can reach this machine can "
             "see and edit these studies (optuna-dashboard has no login)"
@@ -845,6 +882,9 @@ def _cmd_dashboard(args: argparse.Namespace, out: Any, err: Any) -> int:
             f"(hint: pick another --port)"
         ) from exc
     return EXIT_OK
+
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def _dashboard_storage_arg(url: str) -> str:
@@ -1022,6 +1062,31 @@ def _cmd_synth(args: argparse.Namespace, out: Any, err: Any) -> int:
 
 
 # --------------------------------------------------------------------------- main
+
+
+def _cmd_compare(args: argparse.Namespace, out: Any, err: Any) -> int:
+    from hpo import study as st
+    from hpo.compare import TABLE_FILE, compare_settings, run_compare
+
+    spec = st.load_study(args.study, storage=args.storage, data_path=args.data_path)
+    settings = compare_settings(
+        spec, variants=args.variants, trials=args.trials, seeds=args.seeds,
+        quick=args.quick, full=args.full,
+    )
+    out_dir = Path(args.out) if args.out else Path("runs") / f"compare-{spec.name}"
+    out.print(
+        f"compare [bold]{spec.name}[/bold]: {', '.join(settings.variants)}; "
+        f"{settings.trials} evaluations and {settings.seeds} seed(s) each; results in "
+        f"{out_dir}",
+        soft_wrap=True,
+    )
+    started = time.monotonic()
+    result = run_compare(spec, settings, out_dir, fresh=args.fresh,
+                         say=lambda text: out.print(text, soft_wrap=True, highlight=False))
+    out.print((result.out_dir / TABLE_FILE).read_text(encoding="utf-8"), soft_wrap=True,
+              highlight=False, markup=False)
+    out.print(f"done in {time.monotonic() - started:.0f}s", soft_wrap=True)
+    return EXIT_OK
 
 
 def _exit_status(exc: BaseException) -> int | None:

@@ -33,6 +33,7 @@ from hpo.leases import Backoff, Keepalive, reap_stale
 from hpo.ledger import LEDGER_ATTR, Ledger, best_trial, ledger_from_trial, read_ledger, write_ledger
 from hpo.runners import Runner, StageJob, make_runner
 from hpo.runners.base import Objective, as_two_argument
+from hpo.runners.isolated import check_timeout
 from hpo.samplers import SamplerSpec, make_sampler
 from hpo.samplers.phased import StageSampler
 from hpo.space import (
@@ -192,6 +193,12 @@ class LayerwiseSearch:
         cycle_budget: ``(n_random, n_bayes)`` of every stage in passes after the first
             (``n_random`` counts the copied incumbent); ``None`` repeats each stage's
             own budget.
+        trial_timeout: Seconds a trial may run; one past it is killed and recorded FAIL
+            ``timed out after N s``. The local runner then runs each trial in a child
+            process (the objective must pickle); the ray runner limits each Tune trial.
+            ``None``: no limit. For a runner instance, give it to the runner instead.
+        isolate: Local runner: run each trial in its own child process even without a
+            timeout, so a trial the OS kills (out of memory) is a FAIL, not a dead driver.
 
     Raises:
         SpecError: Invalid stages or options.
@@ -218,6 +225,8 @@ class LayerwiseSearch:
         spec_fingerprint: str | None = None,
         cycles: int = 1,
         cycle_budget: tuple[int, int] | None = None,
+        trial_timeout: float | None = None,
+        isolate: bool = False,
     ) -> None:
         self.stages = list(stages)
         self.refine = Refine.coerce(refine)
@@ -241,6 +250,14 @@ class LayerwiseSearch:
         self.pruner = pruner or optuna.pruners.NopPruner()
         self.lease_seconds = float(lease_seconds)
         self.spec_fingerprint = spec_fingerprint
+        self.trial_timeout = check_timeout(trial_timeout, key="trial_timeout")
+        self.isolate = bool(isolate)
+        if isinstance(runner, Runner) and (self.trial_timeout is not None or self.isolate):
+            raise SpecError(
+                "trial_timeout / isolate given with a runner instance",
+                key="trial_timeout",
+                hint="pass them to the runner, e.g. LocalRunner(trial_timeout=600)",
+            )
         interval = max(1, int(self.lease_seconds // 4))
         self.storage = make_storage(
             storage,
@@ -350,7 +367,7 @@ class LayerwiseSearch:
         elif from_stage is not None:
             self.reset(from_stage)
         objective = as_two_argument(self.objective)
-        runner = make_runner(self.runner)
+        runner = make_runner(self.runner, **self._runner_options())
         keepalive = Keepalive(self.storage, lease_seconds=self.lease_seconds)
         try:
             ledgers: dict[str, Ledger] = {}
@@ -392,6 +409,15 @@ class LayerwiseSearch:
             keepalive.close()
             runner.close()
         return self.status()
+
+    def _runner_options(self) -> dict[str, Any]:
+        """The fault settings for a runner built from its name (only those that are set)."""
+        options: dict[str, Any] = {}
+        if self.trial_timeout is not None:
+            options["trial_timeout"] = self.trial_timeout
+        if self.isolate and self.runner == "local":  # ray trials run in workers anyway
+            options["isolate"] = True
+        return options
 
     def _stage_at(self, index: int, ledgers: Mapping[str, Ledger]) -> Stage:
         """The stage as tuned at ``index``; a later pass starts from its ledger values."""

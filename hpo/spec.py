@@ -2,15 +2,21 @@
 
 Every mistake a user can make in a study file raises a :class:`~hpo.errors.SpecError`
 that names the file, the dotted key and a hint; unknown keys name the nearest valid one.
+
+A study file is data only (TOML: no includes, no code). The files it makes the toolkit
+write (the storage file, the artifact folder, the cube cache) must stay inside the study
+file's folder or the working folder; see :data:`OUTPUT_KEYS`. A path given on the command
+line (``--storage``, ``-o``) is the user's own choice and may point anywhere.
 """
 
 from __future__ import annotations
 
 import difflib
 import math
+import os
 import re
 import tomllib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,11 +34,22 @@ from hpo.space import fingerprint as _hash
 from hpo.stage import Stage
 
 METRICS = ("f1", "miou", "auc")
-MODELS = ("fusion", "segnet", "deeplabv3", "pspnet")
+MODELS = ("fusion", "segnet", "deeplabv3", "pspnet", "hgb")
 RUNNERS = ("local", "ray")
 PARAM_TYPES = ("float", "int", "categorical")
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
 _REQUIRED = object()
+# TOML integers are 64-bit; Python's parser reads longer ones, which overflow numpy and torch.
+_INT_RANGE = (-(2**63), 2**63 - 1)
+# numpy's and optuna's seeds are unsigned 32-bit integers.
+_SEED_RANGE = (0, 2**32 - 1)
+MAX_CYCLES = 100
+"""Most passes over the stages a study may ask for (more is surely a typo)."""
+OUTPUT_KEYS = ("storage", "artifacts", "data.cache_dir")
+"""Study-file keys naming where the toolkit writes; each must stay inside the study's folder
+or the working folder (``data.cache_dir`` may also use the study folder's parent, where the
+shipped studies share ``../.cache/cubes``)."""
+_TOML_ONLY = {".yaml": "YAML", ".yml": "YAML", ".json": "JSON"}
 
 _TOP_KEYS = (
     "name",
@@ -49,11 +66,16 @@ _TOP_KEYS = (
     "model",
     "stages",
     "refine",
+    "compare",
 )
-_RUNNER_KEYS = ("kind", "cpu", "gpu", "max_concurrent", "address", "max_retries", "asha")
+_RUNNER_KEYS = (
+    "kind", "cpu", "gpu", "max_concurrent", "address", "max_retries", "asha",
+    "trial_timeout", "isolate",
+)
 _ASHA_KEYS = ("grace", "reduction_factor")
 _MODEL_KEYS = ("name", "fixed")
 _REFINE_KEYS = ("enabled", "n_trials")
+_COMPARE_KEYS = ("variants", "trials", "seeds", "splits", "folds")
 _STAGE_KEYS = ("name", "n_random", "n_bayes", "sampler", "max_fail", "params")
 _PARAM_KEYS = {
     "float": ("type", "low", "high", "log", "step", "default"),
@@ -61,7 +83,7 @@ _PARAM_KEYS = {
     "categorical": ("type", "choices", "default"),
 }
 # Keys that never change what a search explores, so editing them keeps its fingerprint.
-_NOT_FINGERPRINTED = ("storage", "artifacts", "runner", "description")
+_NOT_FINGERPRINTED = ("storage", "artifacts", "runner", "description", "compare")
 
 
 @dataclass(frozen=True)
@@ -180,6 +202,10 @@ class RunnerSpec:
         address: Ray cluster to join (``ray.init(address=...)``); ``None`` starts one.
         max_retries: Times a crashed trial is retried before it counts as FAIL.
         asha: ASHA early stopping (ray); ``None`` disables it.
+        trial_timeout: Seconds a trial may run before it is killed and recorded FAIL
+            (local: each trial then runs in a child process); ``None``: no limit.
+        isolate: Local runner: each trial in its own child process, so a trial the OS
+            kills (out of memory) is a FAIL and the search goes on.
     """
 
     kind: str = "local"
@@ -189,6 +215,8 @@ class RunnerSpec:
     address: str | None = None
     max_retries: int = 0
     asha: AshaSpec | None = None
+    trial_timeout: float | None = None
+    isolate: bool = False
 
 
 @dataclass(frozen=True)
@@ -196,8 +224,9 @@ class ModelSpec:
     """The model that every trial trains.
 
     Attributes:
-        name: ``"fusion"`` (the paper's network) or a baseline
-            (``"segnet"``, ``"deeplabv3"``, ``"pspnet"``).
+        name: ``"fusion"`` (the paper's network), a baseline network (``"segnet"``,
+            ``"deeplabv3"``, ``"pspnet"``) or the per-pixel gradient-boosting floor
+            ``"hgb"`` (tuned through the ``boost.*`` parameters).
         fixed: Dotted config key -> value, overriding the base configuration in every trial.
     """
 
@@ -238,6 +267,7 @@ class StudySpec:
         refine: The optional refine stage.
         cycles: Passes over the stages.
         description: Free text.
+        compare: The ``[compare]`` table of ``hpo compare`` (validated there).
     """
 
     name: str
@@ -255,6 +285,7 @@ class StudySpec:
     refine: RefineSpec = field(default_factory=RefineSpec)
     cycles: int = 1
     description: str = ""
+    compare: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def base_dir(self) -> Path:
@@ -276,6 +307,8 @@ class StudySpec:
             del runner["asha"]
         if runner["address"] is None:
             del runner["address"]
+        if runner["trial_timeout"] is None:
+            del runner["trial_timeout"]
         return {
             "name": self.name,
             "description": self.description,
@@ -291,6 +324,7 @@ class StudySpec:
             "model": {"name": self.model.name, "fixed": dict(self.model.fixed)},
             "stages": [stage.to_dict() for stage in self.stages],
             "refine": asdict(self.refine),
+            "compare": _plain(self.compare),
         }
 
     def fingerprint(self) -> str:
@@ -303,13 +337,18 @@ class StudySpec:
         return _hash(data)
 
 
-def load_study_file(path: str | Path, *, check_paths: bool = True) -> StudySpec:
+def load_study_file(
+    path: str | Path, *, check_paths: bool = True, explicit: Collection[str] = ()
+) -> StudySpec:
     """Read and validate a study file.
 
     Args:
         path: The ``.toml`` file.
         check_paths: Check that files the study refers to (``data.scene``) exist; turn
             off for commands that only read results (status, export).
+        explicit: Keys of :data:`OUTPUT_KEYS` the command line replaces (e.g.
+            ``"storage"`` with ``--storage``); the file's value is not used, so it is not
+            held to the study's folder.
 
     Returns:
         The validated spec.
@@ -319,23 +358,42 @@ def load_study_file(path: str | Path, *, check_paths: bool = True) -> StudySpec:
             file, the dotted key and a hint.
     """
     path = Path(path).resolve()
+    if path.is_dir():
+        raise SpecError(
+            "is a folder, not a study file",
+            file=str(path),
+            hint="pass the .toml file inside it, e.g. studies/quickstart.toml",
+        )
     if not path.is_file():
         raise SpecError(
             "study file not found",
             file=str(path),
             hint="check the path; studies/quickstart.toml is a template to copy",
         )
+    hint = "see https://toml.io for the syntax"
+    if path.suffix.lower() in _TOML_ONLY:
+        hint = f"study files are TOML, not {_TOML_ONLY[path.suffix.lower()]}: " + hint
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
         raise SpecError(
-            f"not valid TOML: {exc}", file=str(path), hint="see https://toml.io for the syntax"
+            f"not a text file (byte {exc.start} is not UTF-8)", file=str(path), hint=hint
         ) from exc
-    return parse_study(raw, file=path, check_paths=check_paths)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"not valid TOML: {exc}", file=str(path), hint=hint) from exc
+    except OSError as exc:
+        raise SpecError(
+            f"cannot read: {exc.strerror or exc}", file=str(path), hint="check its permissions"
+        ) from exc
+    return parse_study(raw, file=path, check_paths=check_paths, explicit=explicit)
 
 
 def parse_study(
-    raw: Mapping[str, Any], *, file: str | Path | None = None, check_paths: bool = True
+    raw: Mapping[str, Any],
+    *,
+    file: str | Path | None = None,
+    check_paths: bool = True,
+    explicit: Collection[str] = (),
 ) -> StudySpec:
     """Validate a study given as plain data (a parsed study file or :meth:`StudySpec.to_dict`).
 
@@ -344,16 +402,18 @@ def parse_study(
         file: The file it came from; relative paths are resolved against its folder and
             errors name it.
         check_paths: Check that files the study refers to exist.
+        explicit: Keys of :data:`OUTPUT_KEYS` the command line replaces, so not held to
+            the study's folder.
 
     Returns:
         The validated spec.
 
     Raises:
-        SpecError: Anything is invalid.
+        SpecError: Anything is invalid, or an output path leaves the allowed folders.
     """
     file_path = Path(file).resolve() if file is not None else None
-    r = _Reader(str(file_path) if file_path else "<study>")
     base = file_path.parent if file_path else Path.cwd()
+    r = _Reader(str(file_path) if file_path else "<study>", base, explicit)
     top = r.table(raw, "", _TOP_KEYS)
     default_name = file_path.stem if file_path else _REQUIRED
     name = r.get(top, "name", "", str, default_name)
@@ -377,8 +437,8 @@ def parse_study(
         name=name,
         file=file_path,
         storage=_resolve_storage(r, r.get(top, "storage", "", str, None), base, name),
-        artifacts=_resolve_path(base, r.get(top, "artifacts", "", str, f"artifacts/{name}")),
-        seed=r.get(top, "seed", "", int, 0),
+        artifacts=r.output(r.get(top, "artifacts", "", str, f"artifacts/{name}"), "artifacts"),
+        seed=r.number(top, "seed", "", 0, _within(_SEED_RANGE), _range_rule(_SEED_RANGE), int),
         direction=direction,
         metric=metric,
         sampler=sampler,
@@ -389,17 +449,31 @@ def parse_study(
         refine=_parse_refine(r, top.get("refine", {})),
         cycles=r.get(top, "cycles", "", int, 1),
         description=r.get(top, "description", "", str, ""),
+        compare=r.table(top.get("compare", {}), "compare", _COMPARE_KEYS),
     )
-    r.check(spec.cycles >= 1, "cycles", f"cycles = {spec.cycles}", "use 1 or more passes")
+    r.check(
+        1 <= spec.cycles <= MAX_CYCLES,
+        "cycles",
+        f"cycles = {spec.cycles}",
+        f"use 1 or more passes, at most {MAX_CYCLES}",
+    )
     _check_model_config(r, spec)
     return spec
 
 
 class _Reader:
-    """Reads tables of a study file, raising SpecErrors that name the file and key."""
+    """Reads tables of a study file, raising SpecErrors that name the file and key.
 
-    def __init__(self, file: str) -> None:
+    Args:
+        file: The study file, as errors name it.
+        base: The folder its relative paths refer to.
+        explicit: Output keys the command line replaces (not confined).
+    """
+
+    def __init__(self, file: str, base: Path, explicit: Collection[str] = ()) -> None:
         self.file = file
+        self.base = base
+        self.explicit = frozenset(explicit)
 
     def fail(self, key: str, message: str, hint: str) -> SpecError:
         return SpecError(message, file=self.file, key=key or None, hint=hint)
@@ -421,7 +495,8 @@ class _Reader:
                 near = difflib.get_close_matches(str(name), allowed, n=1, cutoff=0.6)
                 where = f" in [{key}]" if key else ""
                 hint = f"did you mean {near[0]!r}?" if near else f"valid keys: {', '.join(allowed)}"
-                raise self.fail(_join(key, str(name)), f"unknown key {name!r}{where}", hint)
+                # quoted as TOML writes it, so an empty or dotted key still names a key
+                raise self.fail(_join(key, _part(str(name))), f"unknown key {name!r}{where}", hint)
         return dict(raw)
 
     def get(
@@ -453,7 +528,52 @@ class _Reader:
                 f"expected {_type_name(kind)}, got {_kind(value)} {value!r}",
                 f"write {key.rsplit('.', 1)[-1]} as {_type_name(kind)}",
             )
+        self.check_number(value, key)
         return value
+
+    def check_number(self, value: Any, key: str) -> None:
+        """Refuse NaN, infinities and integers beyond 64 bits (TOML allows the first two)."""
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.fail(key, f"{key.rsplit('.', 1)[-1]} = {value}", "use a finite number")
+        if isinstance(value, int) and not _within(_INT_RANGE)(value):
+            raise self.fail(
+                key,
+                f"{key.rsplit('.', 1)[-1]} = {value} does not fit in 64 bits",
+                f"use {_range_rule(_INT_RANGE)}",
+            )
+
+    def output(self, path: str, key: str, *, parent_ok: bool = False) -> Path:
+        """Resolve an output path of the study file, held to the allowed folders.
+
+        Args:
+            path: The path as written (relative to the study file's folder).
+            key: Its dotted key.
+            parent_ok: Also allow the folder above the study's (the cube cache).
+
+        Returns:
+            The absolute path.
+
+        Raises:
+            SpecError: It leaves the study's folder and the working folder, through ``..``,
+                ``~`` or an absolute path, and the command line did not give it.
+        """
+        resolved = _resolve_path(self.base, path)
+        if key in self.explicit:
+            return resolved
+        # Judged on the path as written, before symbolic links: a link the user made inside
+        # the study's folder is the user's choice, not the study file's.
+        lexical = Path(os.path.normpath(self.base / Path(path).expanduser()))
+        roots = [self.base, Path.cwd()] + ([self.base.parent] if parent_ok else [])
+        if not any(lexical.is_relative_to(root) for root in roots):
+            where = " or ".join(dict.fromkeys(str(root) for root in roots))
+            raise self.fail(
+                key,
+                f"{path!r} resolves to {lexical}, outside {where}",
+                "a study file may only write inside its own folder or the working folder: "
+                "use a relative path without '..', run hpo from a folder that contains it"
+                + (", or pass it on the command line (--storage)" if key == "storage" else ""),
+            )
+        return resolved
 
     def choice(
         self,
@@ -479,8 +599,9 @@ class _Reader:
         default: Any,
         ok: Callable[[float], bool],
         rule: str,
+        kind: type | tuple[type, ...] = (int, float),
     ) -> Any:
-        value = self.get(table, name, key, (int, float), default)
+        value = self.get(table, name, key, kind, default)
         if value is not None:
             self.check(ok(value), _join(key, name), f"{name} = {value}", f"use {rule}")
         return value
@@ -514,7 +635,15 @@ def _parse_runner(r: _Reader, raw: Any) -> RunnerSpec:
         address=r.get(t, "address", "runner", str, None),
         max_retries=max_retries,
         asha=asha,
+        trial_timeout=_float_or_none(
+            r.number(t, "trial_timeout", "runner", None, lambda v: v > 0, "a number of seconds > 0")
+        ),
+        isolate=r.get(t, "isolate", "runner", bool, False),
     )
+
+
+def _float_or_none(value: float | None) -> float | None:
+    return None if value is None else float(value)
 
 
 def _parse_data(r: _Reader, raw: Any, base: Path, check_paths: bool) -> dict[str, Any]:
@@ -548,6 +677,8 @@ def _parse_data(r: _Reader, raw: Any, base: Path, check_paths: bool) -> dict[str
             'point at a scene file (scene = "scene.toml") or describe the sources '
             '(format = "geotiff", dates, [[data.sources]])',
         )
+    if "cache_dir" in raw:
+        r.output(r.value(raw["cache_dir"], "data.cache_dir", str), "data.cache_dir", parent_ok=True)
     return dict(raw)
 
 
@@ -650,7 +781,12 @@ def _parse_stage(r: _Reader, raw: Any, index: int) -> StageSpec:
         str(p): _parse_param(r, v, str(p), f"{key}.params.{_part(str(p))}")
         for p, v in params_raw.items()
     }
-    return StageSpec(name, params, n_random, n_bayes, sampler, max_fail)
+    spec = StageSpec(name, params, n_random, n_bayes, sampler, max_fail)
+    try:
+        spec.to_stage()  # the engine's own checks, now, with the file and key in the message
+    except SpecError as exc:
+        raise r.fail(exc.key or key, exc.message, exc.hint or "fix the stage's parameters") from exc
+    return spec
 
 
 def _parse_param(r: _Reader, raw: Any, name: str, key: str) -> ParamSpec:
@@ -677,6 +813,12 @@ def _parse_param(r: _Reader, raw: Any, name: str, key: str) -> ParamSpec:
     default = r.get(t, "default", key, kind)
     r.check(low <= high, f"{key}.low", f"low = {low} > high = {high}", "swap low and high")
     r.check(
+        math.isfinite(high - low),
+        f"{key}.high",
+        f"the range [{low}, {high}] is too wide to sample",
+        "narrow it, or use log = true with low > 0",
+    )
+    r.check(
         not log or low > 0,
         f"{key}.low",
         f"log scale needs low > 0, got {low}",
@@ -684,6 +826,12 @@ def _parse_param(r: _Reader, raw: Any, name: str, key: str) -> ParamSpec:
     )
     if step is not None:
         r.check(step > 0, f"{key}.step", f"step = {step}", "use a step > 0")
+        r.check(
+            step <= high - low or low == high,
+            f"{key}.step",
+            f"step = {step} is larger than the range [{low}, {high}]",
+            "use a step that divides high - low",
+        )
         r.check(
             not log, f"{key}.step", "step and log cannot be combined", "remove step or log = true"
         )
@@ -778,7 +926,7 @@ def _resolve_storage(r: _Reader, url: str | None, base: Path, name: str) -> str:
     if url is None:
         return f"sqlite:///{base / f'{name}.db'}"
     if "://" not in url:  # a bare file name, as make_storage accepts too
-        path = _resolve_path(base, url)
+        path = r.output(url, "storage")
         if path.suffix in (".log", ".jsonl", ".journal"):
             return f"journal://{path}"
         return f"sqlite:///{path}"
@@ -795,16 +943,24 @@ def _resolve_storage(r: _Reader, url: str | None, base: Path, name: str) -> str:
         path = url.split(":///", 1)[-1]
         if path in ("", ":memory:"):
             return url
-        return f"{url.split(':///', 1)[0]}:///{_resolve_path(base, path)}"
+        return f"{url.split(':///', 1)[0]}:///{r.output(path, 'storage')}"
     if scheme == "journal":
         # journal://rel/path is relative, journal:///abs/path absolute (as make_storage reads it)
-        return f"journal://{_resolve_path(base, url[len('journal://') :])}"
+        return f"journal://{r.output(url[len('journal://') :], 'storage')}"
     return url
 
 
 def _resolve_path(base: Path, path: str) -> Path:
     p = Path(path).expanduser()
     return p if p.is_absolute() else (base / p).resolve()
+
+
+def _within(bounds: tuple[int, int]) -> Callable[[float], bool]:
+    return lambda v: bounds[0] <= v <= bounds[1]
+
+
+def _range_rule(bounds: tuple[int, int]) -> str:
+    return f"an integer from {bounds[0]} to {bounds[1]}"
 
 
 def _on_grid(span: float, step: float) -> bool:
@@ -859,8 +1015,10 @@ def _plain(value: Any) -> Any:
 
 
 __all__ = [
+    "MAX_CYCLES",
     "METRICS",
     "MODELS",
+    "OUTPUT_KEYS",
     "AshaSpec",
     "ModelSpec",
     "ParamSpec",

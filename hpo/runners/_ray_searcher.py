@@ -76,6 +76,7 @@ class StageRun:
         poll_interval: Seconds between reads of the stage study while nothing changed
             here (other drivers' trials may complete or fail meanwhile).
         prune: Whether the stage study's pruner is consulted after every epoch.
+        timeout: Seconds a trial may run (enforced in the worker); ``None``: no limit.
     """
 
     def __init__(
@@ -86,8 +87,10 @@ class StageRun:
         threads: int,
         poll_interval: float = 0.5,
         prune: bool = False,
+        timeout: float | None = None,
     ) -> None:
         self.job = job
+        self.timeout = timeout
         self.max_concurrent = max(1, int(max_concurrent))
         self.threads = max(1, int(threads))
         self.poll_interval = poll_interval
@@ -143,6 +146,7 @@ class StageRun:
                     "params": pending.params,
                     "metric": self.job.metric,
                     "threads": self.threads,
+                    "timeout": self.timeout,
                     "ledgers": self._ledgers,
                 }
             }
@@ -214,6 +218,7 @@ class StageRun:
                 value=final.get("value"),
                 reason=final.get("reason"),
                 epochs=epochs,
+                kind=final.get("kind", "objective"),
             )
         elif result:
             why = live.stopped_by or "ASHA"

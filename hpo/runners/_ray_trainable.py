@@ -14,6 +14,9 @@ a few hundred bytes and are memory-mapped, never rebuilt), runs it with a
 
 An exception of the objective propagates, so Tune retries the trial (``max_retries``)
 from its last checkpoint; the driver records the reason once retries are exhausted.
+With a timeout the objective runs in a child process of the worker
+(:mod:`hpo.runners.isolated`); one that runs past it is killed and its trial ends FAIL
+``timed out after N s`` without a retry.
 A trial that ASHA or the pruner stops never gets past its ``tune.report`` call.
 """
 
@@ -235,7 +238,9 @@ def run_trial(config: dict[str, Any], payload: Any = None) -> None:
     import optuna
     from ray import tune
 
+    from hpo.errors import TrialFaultError
     from hpo.runners.base import outcome_of, outcome_of_exception
+    from hpo.runners.isolated import TIMED_OUT
 
     objective, artifact_store = payload
     spec = config[CONFIG_KEY]
@@ -255,18 +260,46 @@ def run_trial(config: dict[str, Any], payload: Any = None) -> None:
             ledgers={k: Ledger.from_dict(v) for k, v in spec.get("ledgers", {}).items()},
             restored=restored,
         )
+    if spec.get("timeout") is not None:
+        objective = _isolated(objective, spec["timeout"])
     try:
         try:
             result = objective(context.params, context)
         except optuna.TrialPruned as exc:
             outcome = outcome_of_exception(exc, context)
+        except TrialFaultError as exc:
+            if exc.kind != TIMED_OUT:
+                raise  # a killed process is a crash: Tune retries it (max_retries)
+            outcome = outcome_of_exception(exc, context)
         else:
             outcome = outcome_of(result)
         context.finish(
-            {"state": outcome.state.name, "value": outcome.value, "reason": outcome.reason}
+            {"state": outcome.state.name, "value": outcome.value, "reason": outcome.reason,
+             "kind": outcome.kind}
         )
     finally:
         context.cleanup()
+
+
+_ISOLATED: list[Any] = []  # this worker's isolated objective (one search at a time)
+
+
+def _isolated(objective: Any, timeout: float) -> Any:
+    """The objective in a worker process of its own, kept for the following trials.
+
+    Every trial gets the objective afresh from the object store: the pickled objective
+    tells whether the kept worker already holds the same one.
+    """
+    from hpo.runners.isolated import IsolatedObjective
+
+    fresh = IsolatedObjective(objective, timeout=timeout)
+    kept = _ISOLATED[0] if _ISOLATED else None
+    if kept is not None and kept.fingerprint == fresh.fingerprint and kept.timeout == timeout:
+        return kept
+    if kept is not None:
+        kept.close()
+    _ISOLATED[:] = [fresh]
+    return fresh
 
 
 class _nothing:

@@ -25,11 +25,18 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.context import EPOCHS_ATTR, TrialContext
-from hpo.errors import StageFailedError
-from hpo.leases import DRIVER_GONE, FAIL_KIND_ATTR, FAIL_REASON_ATTR, Keepalive, reap_stale
+from hpo.errors import StageFailedError, TrialFaultError
+from hpo.leases import (
+    DRIVER_GONE,
+    FAIL_KIND_ATTR,
+    FAIL_REASON_ATTR,
+    Keepalive,
+    liveness_mode,
+    reap_stale,
+)
 from hpo.ledger import COPIED_ATTR, Ledger, best_trial
 from hpo.progress import format_duration
-from hpo.samplers.phased import INCUMBENT, phase_of
+from hpo.samplers.phased import BAYES, INCUMBENT, StageSampler, phase_of
 from hpo.stage import Stage
 
 _log = logging.getLogger("hpo")
@@ -37,6 +44,9 @@ _log = logging.getLogger("hpo")
 PHASE_ATTR = "hpo:phase"
 OBJECTIVE_FAILED = "objective"
 INTERRUPTED = "interrupted"
+DUPLICATE = "duplicate"
+"""``hpo:fail_kind`` of a trial not run: another driver had just proposed the same point."""
+_MAX_DUPLICATES = 3  # then a repeated point is run: the sampler insists (a tiny space)
 
 Objective = Callable[..., Any]
 """``objective(params)`` or ``objective(params, trial: TrialContext)`` -> a float."""
@@ -54,7 +64,22 @@ def as_two_argument(objective: Objective) -> Callable[[dict[str, Any], TrialCont
         positional = []
     if len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in positional):
         return objective
-    return lambda params, _trial: objective(params)
+    return _OneArgument(objective)
+
+
+class _OneArgument:
+    """A one-argument objective taking ``(params, trial)``.
+
+    A class rather than a lambda: it pickles whenever the objective does (isolated
+    trials, Ray workers).
+    """
+
+    def __init__(self, objective: Objective) -> None:
+        self.objective = objective
+        self.__wrapped__ = objective
+
+    def __call__(self, params: dict[str, Any], trial: Any) -> Any:
+        return self.objective(params)
 
 
 @dataclass(frozen=True)
@@ -66,8 +91,10 @@ class Outcome:
         value: The objective value (COMPLETE only).
         reason: Why it failed or was pruned.
         epochs: Epochs it reached, when it reported any.
-        kind: For FAIL, whose fault: ``objective`` failures count towards ``max_fail``;
-            ``interrupted`` (Ctrl-C) ones do not.
+        kind: For FAIL, whose fault: ``objective`` failures, ``timeout`` and ``killed``
+            (an isolated trial's process, see :mod:`hpo.runners.isolated`) count towards
+            ``max_fail``; ``interrupted`` (Ctrl-C) and ``duplicate`` (another driver's
+            trial had the same point) ones do not.
     """
 
     state: TrialState
@@ -113,6 +140,8 @@ def outcome_of_exception(exc: BaseException, context: TrialContext | None = None
     epochs = context.epochs if context is not None and context.history else None
     if isinstance(exc, optuna.TrialPruned):
         return Outcome(TrialState.PRUNED, reason="pruned", epochs=epochs)
+    if isinstance(exc, TrialFaultError):  # the reason already says what happened
+        return Outcome(TrialState.FAIL, reason=exc.reason, epochs=epochs, kind=exc.kind)
     return Outcome(TrialState.FAIL, reason=f"{type(exc).__name__}: {exc}", epochs=epochs)
 
 
@@ -147,6 +176,7 @@ class Counts:
     waiting: int = 0
     fail: int = 0
     pruned: int = 0
+    total: int = 0
     reasons: list[str] = field(default_factory=list)
 
 
@@ -186,6 +216,15 @@ class StageJob:
     _told: int = field(default=0, init=False)
     _last_reap: float = field(default=-math.inf, init=False)
     _last_counts: Counts = field(default_factory=Counts, init=False)
+    _asking: int | None = field(default=None, init=False)
+    _duplicates: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.study.sampler, StageSampler):
+            # Keep a trial alive from its creation, not from the end of its sampling: a
+            # Bayesian sampler may take longer than a lease, and another driver would
+            # fail the trial as orphaned meanwhile.
+            self.study.sampler.on_trial = self._asked
 
     @property
     def budget(self) -> int:
@@ -200,7 +239,9 @@ class StageJob:
     def counts(self) -> Counts:
         """Count the stage's trials as stored now; reasons of the objective's failures."""
         counts = Counts()
-        for t in self.study.get_trials(deepcopy=False):
+        trials = self.study.get_trials(deepcopy=False)
+        counts.total = len(trials)
+        for t in trials:
             if t.state == TrialState.COMPLETE:
                 counts.complete += 1
             elif t.state == TrialState.RUNNING:
@@ -210,7 +251,7 @@ class StageJob:
             elif t.state == TrialState.PRUNED:
                 counts.pruned += 1
             elif t.state == TrialState.FAIL and t.user_attrs.get(FAIL_KIND_ATTR) not in (
-                DRIVER_GONE, INTERRUPTED
+                DRIVER_GONE, INTERRUPTED, DUPLICATE
             ):
                 counts.fail += 1
                 counts.reasons.append(t.user_attrs.get(FAIL_REASON_ATTR, "no reason recorded"))
@@ -271,16 +312,98 @@ class StageJob:
         return max(0, self.budget - counts.complete - counts.running)
 
     def ask(self) -> PendingTrial | None:
-        """Start a trial; ``None`` when the asked trial was the copied incumbent.
+        """Start a trial; ``None`` when there is nothing to run (ask again).
 
         Trial 0 is the incumbent: the previous stage's best, told at once with its stored
-        value (marked ``hpo:copied_from``) unless it is to be measured.
+        value (marked ``hpo:copied_from``) unless it is to be measured. ``None`` also
+        when another driver failed the new trial as orphaned while it was being asked.
         """
-        with warnings.catch_warnings():
-            # Optuna warns that its heartbeat expects study.optimize; we renew it ourselves.
-            warnings.filterwarnings("ignore", message="Heartbeat of storage")
-            trial = self.study.ask(fixed_distributions=dict(self.stage.space))
+        self._asking = None
+        try:
+            with warnings.catch_warnings():
+                # Optuna warns that its heartbeat expects study.optimize; we renew it.
+                warnings.filterwarnings("ignore", message="Heartbeat of storage")
+                trial = self.study.ask(fixed_distributions=dict(self.stage.space))
+        except UpdateFinishedTrialError:
+            # The driver stalled past the grace period while it sampled (a machine far
+            # too busy): another driver failed the new trial meanwhile.
+            if self._asking is not None:
+                self.keepalive.discard(self._asking)
+            _log.warning("%s: a new trial was failed by another driver while it was asked; "
+                         "asking again", self.study.study_name)
+            return None
         self.keepalive.add(trial._trial_id)
+        try:
+            pending = self._start(trial)
+            if pending is not None and self._proposed_twice(trial, pending.phase):
+                return None
+            return pending
+        except UpdateFinishedTrialError:
+            self.keepalive.discard(trial._trial_id)
+            _log.warning("%s trial %d was failed by another driver while it was asked; "
+                         "asking again", self.study.study_name, trial.number)
+            return None
+
+    def _asked(self, trial_id: int) -> None:
+        """The stage sampler's hook: a trial was created and is about to be sampled."""
+        self._asking = trial_id
+        self.keepalive.add(trial_id)
+
+    def _proposed_twice(self, trial: optuna.Trial, phase: str) -> bool:
+        """Fail ``trial`` when an earlier trial in flight with it has its very point.
+
+        Drivers leave a stage's barrier together and ask at once; a trial's point is
+        stored only when its sampling ends, so samplers that see the same stage reach
+        the same optimum (GP on a narrow space: the same corner, four times). Once its
+        own point is stored, a trial waits (briefly) for the points of the earlier
+        trials still being sampled; if one of the earlier trials that were in flight
+        when it was created (RUNNING, or finished since) has the same point, it yields:
+        FAIL of kind ``duplicate`` (not counted by ``max_fail``), and the sampler, now
+        seeing that point, is asked again. The earliest trial of a group always runs; a
+        point that one driver's sampler proposes again later is not a duplicate.
+        """
+        if phase != BAYES or liveness_mode(self.study._storage) == "none":
+            return False  # random points differ by trial number; in memory: one driver
+        last = self._last_counts
+        if last.running == 0 and last.waiting == 0 and trial.number == last.total:
+            # Nothing was in flight at the last poll and no trial was created since (this
+            # is the next number): the sampler saw every earlier point. One driver alone
+            # always takes this path, so it pays no extra read per trial.
+            return False
+        deadline = time.monotonic() + min(10.0, self.lease_seconds / 2)
+        while True:
+            earlier = [
+                t
+                for t in self.study.get_trials(deepcopy=False)
+                if t.number < trial.number
+                and (
+                    t.state == TrialState.RUNNING
+                    or (
+                        t.state == TrialState.COMPLETE
+                        and t.datetime_complete is not None
+                        and t.datetime_complete >= trial.datetime_start
+                    )
+                )
+            ]
+            sampling = [t for t in earlier if t.state == TrialState.RUNNING
+                        and set(t.params) != set(self.stage.space)]
+            if not sampling or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        twins = [t.number for t in earlier if t.params == trial.params]
+        if not twins or self._duplicates >= _MAX_DUPLICATES:
+            self._duplicates = 0
+            return False
+        self._duplicates += 1
+        self._tell(trial, Outcome(
+            TrialState.FAIL,
+            reason=f"not run: trial {twins[0]} has the same point (proposed at the same "
+            f"moment by another driver)",
+            kind=DUPLICATE,
+        ))
+        return True
+
+    def _start(self, trial: optuna.Trial) -> PendingTrial | None:
         # A re-queued incumbent carries its phase; only look when something was queued
         # (a read per trial otherwise). Other trials' phase follows from their number and
         # is written only for the incumbent, to keep a trial's commits few.
@@ -354,7 +477,14 @@ class StageJob:
             if outcome.epochs is not None:
                 trial.set_user_attr(EPOCHS_ATTR, outcome.epochs)
             values = outcome.value if outcome.state == TrialState.COMPLETE else None
-            frozen = self.study.tell(trial, values, state=outcome.state)
+            try:
+                frozen = self.study.tell(trial, values, state=outcome.state)
+            except ValueError:
+                # Optuna refuses to tell a trial that is finished already ("Cannot tell a
+                # FAIL trial"): the same case as the error below, caught one step earlier.
+                if not self.study._storage.get_trial(trial._trial_id).state.is_finished():
+                    raise
+                raise UpdateFinishedTrialError(f"trial {trial.number} is finished") from None
         except UpdateFinishedTrialError:
             _log.warning(
                 "%s trial %d was failed by another driver (its lease expired); result dropped",
@@ -417,6 +547,7 @@ class Runner(ABC):
 
 __all__ = [
     "Counts",
+    "DUPLICATE",
     "Objective",
     "Outcome",
     "PHASE_ATTR",

@@ -18,6 +18,9 @@ however it stopped, resumes from its Optuna studies like with the local runner.
 - ``max_retries``: a crashed trial (exception, killed worker) restarts from its last
   checkpoint (what the objective gave :meth:`~hpo.TrialContext.save_state`, and the
   epochs it reported) up to that many times, then is FAIL with the reason.
+- ``trial_timeout``: the worker runs the objective in a child process
+  (:mod:`hpo.runners.isolated`) and kills it at the timeout; the trial is FAIL
+  ``timed out after N s`` at once (not retried: it would most likely hang again).
 - Ray is started once per search (or joined: ``address`` or ``RAY_ADDRESS``) and shut
   down by :meth:`RayRunner.close` only when this runner started or joined it. A local
   instance started here dies with the driver, even on SIGKILL (a small reaper process
@@ -46,6 +49,7 @@ import optuna
 
 from hpo.errors import HPOError, SpecError
 from hpo.runners.base import INTERRUPTED, Runner, StageJob
+from hpo.runners.isolated import check_timeout
 
 _log = logging.getLogger("hpo")
 
@@ -89,6 +93,8 @@ class RayRunner(Runner):
         asha: ASHA early stopping: ``None`` (off), ``True`` (defaults), or an object or
             mapping with ``grace`` (epochs before a trial may be stopped, default 1),
             ``reduction_factor`` (default 3) and optionally ``max_t``.
+        trial_timeout: Seconds a trial may run before it is killed and recorded FAIL
+            ``timed out after N s``; ``None``: no limit.
         reuse_actors: Reuse worker processes between the trials of a stage.
         storage_path: Where Tune keeps trial checkpoints (must be shared by every node
             of a multi-node cluster); ``None``: a temporary folder, removed on close.
@@ -113,6 +119,7 @@ class RayRunner(Runner):
         address: str | None = None,
         max_retries: int = 0,
         asha: Any = None,
+        trial_timeout: float | None = None,
         reuse_actors: bool = True,
         storage_path: str | os.PathLike[str] | None = None,
         num_cpus: int | None = None,
@@ -140,6 +147,7 @@ class RayRunner(Runner):
         self.address = address
         self.max_retries = max_retries
         self.asha = _asha_settings(asha)
+        self.trial_timeout = check_timeout(trial_timeout)
         self.reuse_actors = bool(reuse_actors)
         self.storage_path = str(storage_path) if storage_path is not None else None
         self.num_cpus = num_cpus
@@ -267,6 +275,7 @@ class RayRunner(Runner):
             threads=self.threads,
             poll_interval=self.poll_interval,
             prune=prune,
+            timeout=self.trial_timeout,
         )
         for _ in range(3):
             self._fit(job, run)

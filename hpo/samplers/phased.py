@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler, RandomSampler
@@ -31,7 +32,10 @@ class StageSampler(BaseSampler):
     and the rest come from the Bayesian sampler, which sees every trial of the stage.
     Random trials are seeded from (stage seed, trial number), not from one running
     random stream, so a resumed search or a second driver never repeats a point and the
-    same seed gives the same points.
+    same seed gives the same points. The Bayesian sampler's random state is reset the
+    same way before each of its trials: drivers start a stage together (they meet at the
+    previous stage's barrier), and samplers with one seed and the same view of the
+    stage (a trial asked a moment ago has no point yet) would propose the same point.
 
     Args:
         bayes: The sampler of the Bayesian phase.
@@ -53,6 +57,8 @@ class StageSampler(BaseSampler):
         self.seed = seed
         self.incumbent = dict(incumbent)
         self._random: tuple[int, RandomSampler] | None = None
+        self.on_trial: Callable[[int], None] | None = None
+        """Called with a new trial's id before it is sampled (the engine's keepalive)."""
 
     def phase(self, trial: FrozenTrial) -> str:
         """The phase of ``trial`` (see :func:`phase_of`)."""
@@ -95,7 +101,11 @@ class StageSampler(BaseSampler):
         )
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        """Forwarded to the Bayesian sampler."""
+        """Seed the Bayesian sampler for this trial, then forward the call to it."""
+        if self.on_trial is not None:
+            self.on_trial(trial._trial_id)
+        if self.phase(trial) == BAYES:
+            _seed_sampler(self.bayes, derive_seed(self.seed, "bayes", trial.number))
         self.bayes.before_trial(study, trial)
 
     def after_trial(
@@ -117,6 +127,23 @@ class StageSampler(BaseSampler):
         if self._random is None or self._random[0] != number:
             self._random = (number, RandomSampler(seed=derive_seed(self.seed, "random", number)))
         return self._random[1]
+
+
+def _seed_sampler(sampler: BaseSampler, seed: int) -> None:
+    """Reset an Optuna sampler's random state to ``seed``.
+
+    Optuna's samplers keep it in ``_rng`` (a ``LazyRandomState`` or a numpy
+    ``RandomState``), with a fallback sampler of their own beside it; samplers without
+    one (the skopt sampler seeds each trial itself) are left as they are.
+    """
+    for attr in ("_rng", "_random_sampler", "_independent_sampler"):
+        inner = getattr(sampler, attr, None)
+        if isinstance(inner, BaseSampler):
+            _seed_sampler(inner, seed)
+            continue
+        state = getattr(inner, "rng", inner)  # LazyRandomState wraps a RandomState
+        if isinstance(state, np.random.RandomState):
+            state.seed(seed)
 
 
 __all__ = ["BAYES", "INCUMBENT", "RANDOM", "StageSampler", "phase_of"]

@@ -1,13 +1,20 @@
-"""A search driver run as a subprocess by the resume and multi-driver tests.
+"""A search driver run as a subprocess by the resume, multi-driver and reliability tests.
 
-Usage: python _driver.py STORAGE NAME CALLS_FILE SLEEP LEASE_SECONDS
+Usage: python _driver.py STORAGE NAME CALLS_FILE SLEEP LEASE_SECONDS [options]
 
-Every objective call appends ``start <stage> <trial>`` to CALLS_FILE, sleeps, then
-appends ``done <stage> <trial> <value>``: the tests count evaluations through it.
+Every objective call appends ``start <stage> <trial> <pid>`` to CALLS_FILE, sleeps, then
+appends ``done <stage> <trial> <value>``; after the engine has stored a trial's outcome
+the driver appends ``told <stage> <trial> <STATE> <value> <pid>``. With ``--export`` it
+writes the best configuration after the search, between ``export-start <pid>`` and
+``export-done <pid>``. The tests count evaluations and outcomes through these lines.
+Options: ``--n-random``, ``--n-bayes`` (per stage, default 3 and 3), ``--refine N`` (a
+refine stage: its incumbent and N Bayesian trials), ``--export PATH``, ``--isolate``
+and ``--trial-timeout S`` (trials in child processes), ``--seed``.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -24,32 +31,76 @@ from tests.hpo.conftest import quadratic, two_stages  # noqa: E402
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def main() -> None:
-    storage, name, calls, sleep, lease = sys.argv[1:6]
-    calls_path = Path(calls)
-
-    def log(line: str) -> None:
-        # O_APPEND writes of one short line are atomic between processes.
-        fd = os.open(calls_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+def append_line(path: Path, line: str) -> None:
+    """Append one line; O_APPEND writes of one short line are atomic between processes."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
         os.write(fd, (line + "\n").encode())
+    finally:
         os.close(fd)
 
-    def objective(params: dict, trial) -> float:
-        log(f"start {trial.stage} {trial.number} {os.getpid()}")
-        time.sleep(float(sleep))
+
+class Objective:
+    """The quadratic of the engine tests, slowed down and logged (a class: it pickles)."""
+
+    def __init__(self, calls: Path, sleep: float) -> None:
+        self.calls = calls
+        self.sleep = sleep
+
+    def __call__(self, params: dict, trial) -> float:
+        append_line(self.calls, f"start {trial.stage} {trial.number} {os.getpid()}")
+        time.sleep(self.sleep)
         value = quadratic(params)
-        log(f"done {trial.stage} {trial.number} {value!r}")
+        append_line(self.calls, f"done {trial.stage} {trial.number} {value!r}")
         return value
 
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("storage")
+    parser.add_argument("name")
+    parser.add_argument("calls", type=Path)
+    parser.add_argument("sleep", type=float)
+    parser.add_argument("lease", type=float)
+    parser.add_argument("--n-random", type=int, default=3)
+    parser.add_argument("--n-bayes", type=int, default=3)
+    parser.add_argument("--refine", type=int, default=None)
+    parser.add_argument("--export", type=Path, default=None)
+    parser.add_argument("--isolate", action="store_true")
+    parser.add_argument("--trial-timeout", type=float, default=None)
+    parser.add_argument("--seed", type=int, default=1)
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args(sys.argv[1:])
+    pid = os.getpid()
+
+    def told(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        stage = study.study_name.split(".")[2]  # <name>.<NN>.<stage>
+        append_line(
+            args.calls, f"told {stage} {trial.number} {trial.state.name} {trial.value!r} {pid}"
+        )
+
     search = LayerwiseSearch(
-        two_stages(n_random=3, n_bayes=3, sampler="tpe"),
-        objective,
-        storage=storage,
-        study_name=name,
-        seed=1,
-        lease_seconds=float(lease),
+        two_stages(n_random=args.n_random, n_bayes=args.n_bayes, sampler="tpe"),
+        Objective(args.calls, args.sleep),
+        storage=args.storage,
+        study_name=args.name,
+        seed=args.seed,
+        lease_seconds=args.lease,
+        refine=args.refine,
+        callbacks=[told],
+        isolate=args.isolate,
+        trial_timeout=args.trial_timeout,
     )
     result = search.run()
+    if args.export is not None:
+        from hpo.export import export_best
+
+        append_line(args.calls, f"export-start {pid}")
+        export_best(search, args.export)
+        append_line(args.calls, f"export-done {pid}")
     print(json.dumps({"best_params": result.best_params, "best_value": result.best_value}))
 
 

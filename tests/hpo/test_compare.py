@@ -56,7 +56,8 @@ def test_budget_split_spends_exactly_the_evaluations():
         stages, _ = plan_stages(total, dims)
         # Later stages' budgets include the free copied incumbent.
         assert sum(s.budget for s in stages) == total + len(dims) - 1
-        assert all(s.n_random >= 1 and s.evaluations == e for s, e in zip(stages, evals))
+        pairs = zip(stages, evals, strict=True)
+        assert all(s.n_random >= 1 and s.evaluations == e for s, e in pairs)
     with pytest.raises(ValueError, match="too few"):
         split_evaluations(5, [1, 1, 1])
 

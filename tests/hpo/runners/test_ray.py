@@ -187,6 +187,27 @@ def test_a_crashed_trial_is_retried_from_its_checkpoint_then_fails_with_its_reas
     assert result.stages[0].n_complete == 2 and result.stages[0].ledger.trial_number != 1
 
 
+def test_a_trial_past_its_timeout_is_killed_and_fails_and_the_stage_goes_on(name):
+    def objective(params, trial):
+        trial.save_state({"epoch": 1})  # crosses from the trial's process to the worker
+        trial.report(1, value=params["x"])
+        if trial.number == 1:
+            time.sleep(600)  # hangs: killed at the timeout, not retried
+        return params["x"]
+
+    stages = [Stage("s", {"x": FloatDistribution(0.0, 1.0)}, defaults={"x": 0.5},
+                    n_random=3, n_bayes=0, sampler="random")]
+    runner = RayRunner(cpu=1, max_concurrent=1, max_retries=1, trial_timeout=8)
+    result = LayerwiseSearch(stages, objective, study_name=name, runner=runner).run()
+    trials = result.stages[0].study.trials
+    hung = trials[1]
+    assert hung.state == TrialState.FAIL
+    assert hung.user_attrs[FAIL_REASON_ATTR] == "timed out after 8 s"
+    assert hung.user_attrs[FAIL_KIND_ATTR] == "timeout" and "hpo:retries" not in hung.user_attrs
+    assert hung.intermediate_values == {1: hung.params["x"]}
+    assert result.stages[0].n_complete == 3
+
+
 def test_a_second_driver_on_sqlite_is_refused(tmp_path, name):
     storage = f"sqlite:///{tmp_path / 's.db'}"
     release = threading.Event()
