@@ -303,7 +303,8 @@ def run_compare(
                     state["skipped"][name] = reason
                     say(f"{where} {name}: skipped ({reason})")
                     continue
-                params = _tune(vspec, variant, state, label, fold, fresh, device, say, where)
+                params = _tune(vspec, variant, final, state, label, fold, fresh, device, say,
+                               where)
                 for s in seeds:
                     row = _train_and_test(vspec, params, final, spec.seed + s, device)
                     row.update(split=label, fold=fold, variant=name)
@@ -328,6 +329,7 @@ def _found(state: Mapping[str, Any], label: str, fold: int | None, name: str) ->
 def _tune(
     vspec: StudySpec,
     variant: Variant,
+    final: Any,
     state: dict[str, Any],
     label: str,
     fold: int | None,
@@ -342,7 +344,10 @@ def _tune(
     if not variant.tuned:
         return defaults_of(vspec)
     started = time.monotonic()
-    tuning = st.prepare_data(vspec)
+    # The final data already hold the tuning split (same cube, splits and training-only
+    # normalization), so the cube is not prepared and measured a second time.
+    tuning = st.TuningData(final.cube, final.splits.for_tuning(), final.norm,
+                           final.train_set, final.val_set)
     search = st.make_search(vspec, st.make_objective(vspec, tuning, device=device))
     if fresh:
         search.reset()
