@@ -22,6 +22,7 @@ TARGETS = ("last", "new")
 _SPLIT_DEFAULTS: dict[str, Any] = {
     "patch_size": 64, "overlap": 0, "split": "random", "fractions": (0.6, 0.1, 0.3),
     "block_size": 4, "seed": 0, "folds": None, "fold": None,
+    "fold_role": "validation",
 }
 WindowLike = Tile | Window | tuple[slice, slice]
 
@@ -287,12 +288,14 @@ class Cube:
         seed: int | None = None,
         folds: int | None = None,
         fold: int | None = None,
+        fold_role: str | None = None,
     ) -> Splits:
         """Tile the cube and split the tiles into train / val / test.
 
         Every argument left None takes the study file's option (``patch_size``,
         ``overlap``, ``split``, ``fractions``, ``block_size``, ``seed``, ``folds``,
-        ``fold``), else the default (64, 0, ``random``, (0.6, 0.1, 0.3), 4, 0, no folds).
+        ``fold``, ``fold_role``), else the default (64, 0, ``random``, (0.6, 0.1, 0.3), 4,
+        0, no folds).
 
         Args:
             patch_size: Tile side in pixels (a patch collection's tiles stay inside a patch).
@@ -304,7 +307,9 @@ class Cube:
             seed: Shuffling seed.
             folds: k-fold cross-validation: the units outside the test split are dealt into
                 ``folds`` folds (see ``data.splits.make_splits``).
-            fold: The fold that is the validation split (default 0).
+            fold: The held-out fold (default 0).
+            fold_role: ``validation`` (the held-out fold validates; test is fixed) or
+                ``test`` (the held-out fold is the test split: outer cross-validation).
 
         Returns:
             The splits; pass ``splits.for_tuning()`` to tuning code.
@@ -320,10 +325,11 @@ class Cube:
         seed = self._option("seed", seed)
         folds = self._option("folds", folds)
         fold = self._option("fold", fold)
+        fold_role = self._option("fold_role", fold_role)
         train, val, test = make_splits(
             self._valid_tiles(patch_size, overlap), method=method, fractions=fractions,
             block_size=block_size, seed=seed, by_region=self.patch_shape is not None,
-            stride=patch_size - overlap, folds=folds, fold=fold,
+            stride=patch_size - overlap, folds=folds, fold=fold, fold_role=fold_role,
         )
         if self.labels is not None and not any(
             ((self.labels[t.slices] > 0) & self.valid[t.slices]).any() for t in train
@@ -338,7 +344,7 @@ class Cube:
                 "fractions": list(fractions), "block_size": block_size, "seed": seed,
                 "cube": self.hash}
         if folds is not None:
-            info |= {"folds": folds, "fold": fold or 0}
+            info |= {"folds": folds, "fold": fold or 0, "fold_role": fold_role}
         return Splits(train, val, test, info)
 
     # ----------------------------------------------------------------- training data

@@ -164,8 +164,15 @@ def _cut(n: int, val: float, test: float) -> tuple[int, int]:
     return n_val, n_test
 
 
-def _check_folds(folds: int | None, fold: int | None) -> None:
+FOLD_ROLES = ("validation", "test")
+
+
+def _check_folds(folds: int | None, fold: int | None, fold_role: str) -> None:
     """Raise unless ``folds`` is None or an integer >= 2 and ``fold`` lies in [0, folds)."""
+    if fold_role not in FOLD_ROLES:
+        raise SceneSpecError(f"fold_role must be one of {list(FOLD_ROLES)}, got {fold_role!r}",
+                             key="fold_role",
+                             hint='"test" rotates the test split; "validation" keeps it fixed')
     if folds is None:
         if fold is not None:
             raise SceneSpecError(f"fold = {fold!r} needs folds", key="fold",
@@ -202,6 +209,7 @@ def make_splits(
     stride: int,
     folds: int | None = None,
     fold: int | None = None,
+    fold_role: str = "validation",
 ) -> tuple[list[Tile], list[Tile], list[Tile]]:
     """Assign tiles to train / val / test.
 
@@ -214,7 +222,10 @@ def make_splits(
     as usual; the remaining units are dealt, in shuffled order, into ``folds`` folds whose
     sizes differ by at most one. Fold ``fold`` is the validation split and the others
     train, so the folds of one seed are disjoint, cover every non-test unit and share the
-    same test split; the validation fraction is not used.
+    same test split; the validation fraction is not used. With ``fold_role="test"`` the
+    folds are cut from every unit and fold ``fold`` is the test split instead (outer
+    cross-validation: each unit is tested exactly once over the folds); validation is then
+    cut from the other folds by the ratio of the validation to the training fraction.
 
     Args:
         tiles: From ``make_tiles``.
@@ -226,7 +237,8 @@ def make_splits(
         by_region: Keep each region's tiles together (patch collections).
         stride: ``patch_size - overlap``, to find which blocks a tile reaches into.
         folds: Number of cross-validation folds; None for a plain split.
-        fold: The validation fold (default 0 when ``folds`` is given).
+        fold: The held-out fold (default 0 when ``folds`` is given).
+        fold_role: What the held-out fold is: ``validation`` or ``test``.
 
     Returns:
         (train, val, test) tile lists.
@@ -251,20 +263,31 @@ def make_splits(
         units = _blocked_units(tiles, block_size)
     else:
         units = [_Unit([pair]) for pair in tiles]
-    _check_folds(folds, fold)
+    _check_folds(folds, fold, fold_role)
     order = np.random.default_rng(seed).permutation(len(units))
-    n_val, n_test = _cut(len(units), 0.0 if folds is not None else f_val, f_test)
     split_of_unit = np.zeros(len(units), np.int8)
-    split_of_unit[order[:n_test]] = 2
-    if folds is not None:
+    what = "patches" if by_region else "blocks" if method == "blocked" else "tiles"
+    if folds is not None and fold_role == "test":
+        if len(units) < folds:
+            raise SceneSpecError(f"{len(units)} {what} cannot make {folds} folds",
+                                 key="folds", hint="use fewer folds")
+        in_fold = np.arange(len(order)) % folds == (fold or 0)
+        rest = order[~in_fold]
+        n_val, _ = _cut(len(rest), f_val / (f_train + f_val), 0.0)
+        split_of_unit[order[in_fold]] = 2
+        split_of_unit[rest[:n_val]] = 1
+    elif folds is not None:
+        n_val, n_test = _cut(len(units), 0.0, f_test)
+        split_of_unit[order[:n_test]] = 2
         rest = order[n_test:]
         if len(rest) < folds:
-            what = "patches" if by_region else "blocks" if method == "blocked" else "tiles"
             raise SceneSpecError(
                 f"{len(rest)} {what} outside the test split cannot make {folds} folds",
                 key="folds", hint="use fewer folds or a smaller test fraction")
         split_of_unit[rest[(fold or 0)::folds]] = 1
     else:
+        n_val, n_test = _cut(len(units), f_val, f_test)
+        split_of_unit[order[:n_test]] = 2
         split_of_unit[order[n_test: n_test + n_val]] = 1
     out: tuple[list[Tile], list[Tile], list[Tile]] = ([], [], [])
     if method == "blocked" and not by_region:

@@ -53,7 +53,8 @@ class CompareSettings:
         trials: Objective evaluations per variant and split (the untuned variant: none).
         seeds: Training seeds of every best configuration.
         splits: ``[data]`` overrides, one comparison each (e.g. random and blocked).
-        folds: k-fold cross-validation within each split (0: none); folds are pooled.
+        folds: Outer k-fold cross-validation within each split (0: none): each fold is the
+            test split once; the folds' test metrics are pooled.
     """
 
     variants: tuple[str, ...]
@@ -283,7 +284,8 @@ def run_compare(
         for fold in range(settings.folds) if settings.folds else (None,):
             data = dict(override)
             if fold is not None:
-                data.update(folds=settings.folds, fold=fold)
+                # outer cross-validation: each unit is tested once over the folds
+                data.update(folds=settings.folds, fold=fold, fold_role="test")
             for name in settings.variants:
                 variant = VARIANTS[name]
                 seeds = [s for s in range(settings.seeds)

@@ -303,6 +303,21 @@ def test_k_fold_splits_are_disjoint_grouped_by_patch_and_cover_every_patch(tmp_p
     assert len({frozenset(v) for v in others}) > 1
 
 
+def test_test_rotating_folds_test_every_patch_once(tmp_path):
+    cube = _patch_cube(tmp_path, folds=3, fold_role="test", seed=5, patch_size=4,
+                       fractions=[0.6, 0.2, 0.2])
+    runs = [cube.splits(fold=f) for f in range(3)]
+    tests = [_patches(s.test) for s in runs]
+    assert sorted(len(t) for t in tests) == [2, 2, 3]
+    assert set().union(*tests) == set(range(7))  # each patch is tested in exactly one fold
+    for s, test in zip(runs, tests, strict=True):
+        val, train = _patches(s.val), _patches(s.train)
+        assert len(val) == 1 and not (val & test) and train == set(range(7)) - test - val
+    assert runs[0].info["fold_role"] == "test"
+    with pytest.raises(data.SceneSpecError, match="fold_role must be one of"):
+        cube.splits(fold_role="train")
+
+
 @pytest.mark.parametrize(("folds", "fold", "match"), [
     (1, 0, "folds must be an integer >= 2"),
     (3, 3, r"fold must be an integer in \[0, 3\)"),
