@@ -40,6 +40,7 @@ from data.factors import (
     parse_date,
     pixel_size_m,
     slope_aspect,
+    subpixel_points,
 )
 from data.raster import AlignedRaster, Grid, open_raster
 from data.scene import SceneSpec, load_scene, parse_scene
@@ -95,6 +96,7 @@ __all__ = [
     "distance_to_lines",
     "generate_scene",
     "inventory_masks",
+    "subpixel_points",
     "load_scene",
     "one_hot",
     "open_raster",

@@ -24,6 +24,7 @@ from data.factors import (
     pixel_size_m,
     read_vector,
     slope_aspect,
+    subpixel_points,
 )
 from data.raster import AlignedRaster, Grid, open_raster
 from data.scene import GridSpec, SceneSpec, SourceSpec
@@ -33,7 +34,7 @@ __all__ = ["DEFAULT_BLOCK_SIZE", "CUBE_VERSION", "build_scene", "resolve_grid"]
 
 DEFAULT_BLOCK_SIZE = 512
 # Bump when the stored layout or any computed value changes, so old caches are not reused.
-CUBE_VERSION = 1
+CUBE_VERSION = 2  # 2: inventory polygons below a pixel are kept (factors.subpixel_points)
 # GDAL's block cache; its default (5 % of RAM) would dominate the footprint of a windowed build.
 _GDAL_CACHE_BYTES = 256 * 2**20
 
@@ -172,6 +173,7 @@ class _Labels:
         self.readers: list[AlignedRaster] = []
         self.geoms: list[Any] = []
         self.observed: list[Any] | None = None
+        self.points: np.ndarray | None = None
         if labels is None:
             self.dates: list[str] = []
             self.origin = None
@@ -191,6 +193,7 @@ class _Labels:
                                      file=labels.vector, key="labels",
                                      hint="check the inventory's CRS and the grid extent")
             self.geoms = list(frame.geometry.values)
+            self.points = subpixel_points(self.geoms, grid)
             if field:
                 self.observed = [parse_date(v, end=False, file=labels.vector, key=field)
                                  for v in frame[field]]
@@ -205,7 +208,8 @@ class _Labels:
                 valid = np.isfinite(block)
                 writer.write_labels(t, r0, valid & (np.nan_to_num(block) > 0), valid)
         elif self.dates:
-            masks = inventory_masks(self.geoms, self.observed, self.scene_dates, self.grid, r0, r1)
+            masks = inventory_masks(self.geoms, self.observed, self.scene_dates, self.grid, r0, r1,
+                                    self.points)
             for t in range(len(self.dates)):
                 writer.write_labels(t, r0, masks[t])
 
@@ -258,6 +262,9 @@ def build_scene(spec: SceneSpec, grid: Grid | GridSpec | None, out_dir: Path | N
             "version": CUBE_VERSION, "hash": key, "format": spec.format,
             "sources": [vars(o) for o in outputs], "dates": list(spec.dates),
             "label_dates": labels.dates, "label_origin": labels.origin,
+            # inventory polygons that cover no pixel centre, burnt at one pixel each
+            "labels_below_pixel": 0 if labels.points is None
+            else int((labels.points[:, 0] >= 0).sum()),
             "grid": target.to_json(), "patch_shape": None,
         }
         return writer.finish(meta), meta

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import shapely
+from affine import Affine
 from pyproj import Transformer
 from rasterio import features
 
@@ -37,6 +38,7 @@ __all__ = [
     "pixel_size_m",
     "read_vector",
     "slope_aspect",
+    "subpixel_points",
 ]
 
 # WGS84 ellipsoid, for metre-per-degree in geographic grids.
@@ -369,6 +371,42 @@ def parse_date(
         ) from exc
 
 
+def subpixel_points(geometries: Sequence[Any], grid: Grid) -> np.ndarray:
+    """The pixel of each polygon that covers no pixel centre, where it must be burnt.
+
+    Rasterizing by pixel centre drops a landslide smaller than a pixel (or a sliver between
+    centres): it would become background, and a model that finds it would be scored a false
+    positive. Such a polygon is burnt at the pixel holding its representative point instead,
+    one pixel per landslide, so no mapped landslide is lost and none is enlarged.
+
+    Args:
+        geometries: Polygons in the grid's CRS.
+        grid: The grid.
+
+    Returns:
+        int64 (N, 2) of (row, col); (-1, -1) for a polygon that covers a pixel centre or
+        whose point lies off the grid.
+    """
+    out = np.full((len(geometries), 2), -1, np.int64)
+    inverse = ~grid.transform
+    for i, geom in enumerate(geometries):
+        if geom is None or geom.is_empty:
+            continue
+        x0, y0, x1, y1 = geom.bounds
+        cols, rows = zip(*(inverse @ xy for xy in ((x0, y0), (x1, y1))), strict=True)
+        c0, c1 = max(0, int(np.floor(min(cols)))), min(grid.width, int(np.ceil(max(cols))))
+        r0, r1 = max(0, int(np.floor(min(rows)))), min(grid.height, int(np.ceil(max(rows))))
+        if c1 > c0 and r1 > r0 and features.rasterize(
+                [(geom, 1)], out_shape=(r1 - r0, c1 - c0), dtype=np.uint8,
+                transform=grid.transform @ Affine.translation(c0, r0)).any():
+            continue
+        point = shapely.point_on_surface(geom)
+        col, row = (int(np.floor(v)) for v in inverse @ (point.x, point.y))
+        if 0 <= row < grid.height and 0 <= col < grid.width:
+            out[i] = row, col
+    return out
+
+
 def inventory_masks(
     geometries: Sequence[Any],
     observed: Sequence[dt.date] | None,
@@ -376,6 +414,7 @@ def inventory_masks(
     grid: Grid,
     row_start: int,
     row_stop: int,
+    points: np.ndarray | None = None,
 ) -> np.ndarray:
     """Rasterize landslide polygons into one cumulative mask per date for a strip.
 
@@ -389,6 +428,8 @@ def inventory_masks(
         grid: The grid.
         row_start: First row.
         row_stop: One past the last row.
+        points: From :func:`subpixel_points`: where polygons that cover no pixel centre
+            are burnt (None: they are dropped).
 
     Returns:
         uint8 (T, rows, width) of {0, 1}.
@@ -406,4 +447,8 @@ def inventory_masks(
                 ((geoms[i], 1) for i in keep), out=out[t], transform=strip.transform,
                 dtype=np.uint8,
             )
+            if points is not None:
+                row, col = points[keep].T
+                inside = (row >= row_start) & (row < row_stop)
+                out[t, row[inside] - row_start, col[inside]] = 1
     return out

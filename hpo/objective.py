@@ -7,7 +7,7 @@ from typing import Any
 from hpo.context import TrialContext
 from hpo.errors import HPOError, SpecError
 
-_MAXIMIZED = ("f1", "miou", "auc")
+_MAXIMIZED = ("f1", "miou", "auc", "f1_best", "miou_best")
 _MINIMIZED = ("val_loss", "train_loss")
 
 
@@ -24,8 +24,9 @@ class NetworkObjective:
         val_set: Validation data set of the same kind.
         model: A model name of ``networks`` (``fusion``, a baseline network, or ``hgb``,
             the per-pixel gradient-boosting floor, which reports one epoch).
-        metric: The validation metric to optimize: ``f1``, ``miou``, ``auc`` (maximize)
-            or ``val_loss`` (minimize).
+        metric: The validation metric to optimize: ``f1``, ``miou`` (at 0.5), ``auc``,
+            ``f1_best``, ``miou_best`` (at the threshold chosen on validation, the one the
+            final model keeps) (maximize) or ``val_loss`` (minimize).
         base_config: The ``networks.ModelConfig`` the parameters update (default: the
             defaults).
         device: Where to train (default: CUDA when available).

@@ -33,7 +33,7 @@ from hpo.samplers import SAMPLER_NAMES
 from hpo.space import fingerprint as _hash
 from hpo.stage import Stage
 
-METRICS = ("f1", "miou", "auc")
+METRICS = ("f1", "miou", "auc", "f1_best", "miou_best")
 MODELS = ("fusion", "segnet", "deeplabv3", "pspnet", "hgb")
 RUNNERS = ("local", "ray")
 PARAM_TYPES = ("float", "int", "categorical")
@@ -258,7 +258,8 @@ class StudySpec:
         artifacts: Artifact store folder.
         seed: Seed of every random choice.
         direction: ``"maximize"`` (every metric here is better when higher).
-        metric: Validation metric the objective returns: ``"f1"``, ``"miou"`` or ``"auc"``.
+        metric: Validation metric the objective returns: ``"f1"``, ``"miou"``, ``"auc"``,
+            ``"f1_best"`` or ``"miou_best"`` (the last two at the validation-chosen threshold).
         sampler: Default Bayesian sampler of the stages.
         runner: How trials run.
         data: The ``[data]`` section, unchanged; its paths are relative to ``base_dir``.

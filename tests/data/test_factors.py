@@ -18,6 +18,7 @@ from data import (
     parse_date,
     pixel_size_m,
     slope_aspect,
+    subpixel_points,
 )
 from data.errors import UnknownCodeError
 from data.factors import check_codes
@@ -108,3 +109,24 @@ def test_inventory_masks_are_cumulative():
     assert (masks[2] >= masks[0]).all()
     half = inventory_masks(polys, None, dates[:1], grid, 5, 10)
     assert np.array_equal(half[0], inventory_masks(polys, None, dates[:1], grid, 0, 20)[0, 5:10])
+
+
+def test_polygons_below_a_pixel_are_burnt_once_at_their_point_and_never_lost():
+    grid = Grid.from_bounds(CRS, RES, (0, 0, 10 * RES, 10 * RES))
+    big = shapely.box(RES, RES, 4 * RES, 4 * RES)  # covers 9 pixel centres
+    tiny = shapely.box(6.1 * RES, 2.1 * RES, 6.4 * RES, 2.4 * RES)  # no centre: row 7, col 6
+    sliver = shapely.box(8.05 * RES, 0, 8.3 * RES, 10 * RES)  # between centres, col 8
+    off = shapely.box(-3 * RES, -3 * RES, -2.5 * RES, -2.5 * RES)  # off the grid
+    polys = [big, tiny, sliver, off]
+    points = subpixel_points(polys, grid)
+    assert points[0].tolist() == [-1, -1] and points[3].tolist() == [-1, -1]
+    assert points[1].tolist() == [7, 6] and points[2, 1] == 8
+    dates = [dt.date(2014, 12, 31)]
+    plain = inventory_masks(polys, None, dates, grid, 0, grid.height)[0]
+    kept = inventory_masks(polys, None, dates, grid, 0, grid.height, points)[0]
+    assert plain.sum() == 9 and kept.sum() == 11  # one pixel more for each small polygon
+    assert kept[7, 6] == 1 and kept[points[2, 0], 8] == 1
+    # strips agree with the whole grid
+    strips = np.concatenate([inventory_masks(polys, None, dates, grid, r, r + 3, points)[0]
+                             for r in range(0, 10, 3)])
+    assert np.array_equal(strips[:10], kept)
