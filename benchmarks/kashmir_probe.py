@@ -1,0 +1,171 @@
+"""What limits the factors-only Kashmir model: one training choice at a time, at the defaults.
+
+Each probe changes one thing against the study's defaults (its ``[model.fixed]`` plus every
+stage parameter's default) and trains 3 seeds on the study's blocked split. Reported on the
+test split: F1 at the threshold chosen on validation (what ``hpo compare`` reports), F1 at
+0.5, AUC, and the *oracle* F1, at the threshold that is best on the test split itself: an
+upper bound that no threshold rule can pass, so a gap between probes in it is a gap in
+ranking, not in thresholding. For the networks, ``halo`` gives the same metrics when each
+test tile is predicted with 32 px of surrounding input (as ``hpo predict`` maps do), to
+measure what the tile edges cost.
+
+    python -m benchmarks.kashmir_probe               # writes benchmarks/results/kashmir_probe.*
+    python -m benchmarks.kashmir_probe --seeds 1 --probes defaults hgb
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DATASET = "kashmir-inventory-sepwc"
+STUDY = Path(__file__).resolve().parents[1] / "studies" / "kashmir.toml"
+RESULTS = Path(__file__).resolve().parent / "results"
+HALO = 32
+# name -> (data overrides, parameter overrides, train_on, model)
+PROBES: dict[str, tuple[dict[str, Any], dict[str, Any], str, str]] = {
+    "defaults": ({}, {}, "train", "fusion"),
+    "20 epochs": ({}, {"optim.epochs": 20}, "train", "fusion"),
+    "20 epochs, pos_weight 10": ({}, {"optim.epochs": 20, "head.pos_weight": 10.0}, "train",
+                                 "fusion"),
+    "dcnn width 64": ({}, {"dcnn.width": 64}, "train", "fusion"),
+    "dcnn dilation 4": ({}, {"dcnn.dilation": 4}, "train", "fusion"),
+    "dropout 0.3, lr 5e-4": ({}, {"head.dropout": 0.3, "optim.lr": 5e-4}, "train", "fusion"),
+    "focal 2, positive tiles 0.5": ({}, {"head.focal_gamma": 2.0, "head.positive_tiles": 0.5},
+                                    "train", "fusion"),
+    "96-px tiles (same blocks)": ({"patch_size": 96, "block_size": 2}, {}, "train", "fusion"),
+    "32-px tiles (same blocks)": ({"patch_size": 32, "block_size": 6}, {}, "train", "fusion"),
+    "trained on train+val": ({}, {}, "train+val", "fusion"),
+    "hgb": ({}, {}, "train", "hgb"),
+}
+
+
+def _scores(prob: np.ndarray, label: np.ndarray, threshold: float | None) -> dict[str, float]:
+    from sklearn.metrics import precision_recall_curve, roc_auc_score
+
+    precision, recall, _ = precision_recall_curve(label, prob)
+    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+
+    def f1_at(t: float) -> float:
+        pred = prob >= t
+        return float(2 * (pred & label).sum() / max(pred.sum() + label.sum(), 1))
+
+    return {"f1": f1_at(threshold if threshold is not None else 0.5), "f1@0.5": f1_at(0.5),
+            "auc": float(roc_auc_score(label, prob)), "oracle_f1": float(f1.max())}
+
+
+def _test_probabilities(model: Any, final: Any, halo: int) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities and labels of the valid test pixels, each tile read with ``halo`` px more."""
+    from data.splits import Tile
+    from hpo.predict import landslide_probability
+    from networks.train import model_device
+
+    cube = final.cube
+    height, width = cube.labels.shape[-2:]
+    probs, labels = [], []
+    for t in final.splits.test:
+        r0, c0 = max(0, t.row - halo), max(0, t.col - halo)
+        r1, c1 = min(height, t.row + t.height + halo), min(width, t.col + t.width + halo)
+        big = Tile(r0, c0, r1 - r0, c1 - c0, max(r1 - r0, c1 - c0))
+        x, y, valid = cube.dataset([big], norm=final.norm)[0]
+        p = landslide_probability(model, x[None].to(model_device(model)))[0].cpu().numpy()
+        inner = (slice(t.row - r0, t.row - r0 + t.height), slice(t.col - c0, t.col - c0 + t.width))
+        keep = valid.numpy()[inner].astype(bool)
+        probs.append(p[inner][keep])
+        labels.append(y.numpy()[inner][keep].astype(bool))
+    return np.concatenate(probs), np.concatenate(labels)
+
+
+def run_probe(spec: Any, name: str, seeds: int) -> dict[str, Any]:
+    """Train one probe's configuration ``seeds`` times; its test metrics per seed."""
+    import networks
+    from hpo import study as st
+    from hpo.compare import defaults_of
+    from hpo.retrain import _validation_threshold
+    from networks.config import ModelConfig
+
+    data, params, train_on, model = PROBES[name]
+    section = st.data_section(spec) | data
+    final = st.prepare_final_data(section, spec.base_dir, seed=spec.seed, train_on=train_on)
+    config = ModelConfig.from_params(dict(spec.model.fixed) | defaults_of(spec) | params)
+    runs = []
+    for seed in range(seeds):
+        started = time.monotonic()
+        history = networks.train(config, final.train_set, final.val_set, seed=seed, model=model,
+                                 device="cpu")
+        threshold = _validation_threshold(history)
+        run = {"seed": seed, "threshold": threshold, "seconds": 0.0}
+        run |= _scores(*_test_probabilities(history.model.eval(), final, 0), threshold)
+        if model != "hgb":  # the floor's window statistics already read past the tile
+            halo = _scores(*_test_probabilities(history.model, final, HALO), threshold)
+            run |= {f"halo_{k}": v for k, v in halo.items()}
+        run["seconds"] = round(time.monotonic() - started, 1)
+        runs.append(run)
+        print(f"{name} seed {seed}: " + " ".join(
+            f"{k} {v:.3f}" for k, v in run.items() if k not in ("seed", "threshold", "seconds")
+        ), flush=True)
+    return {"probe": name, "model": model, "data": data, "params": params, "train_on": train_on,
+            "runs": runs}
+
+
+def _summary(record: dict[str, Any]) -> dict[str, str]:
+    keys = [k for k in record["runs"][0] if k not in ("seed", "threshold", "seconds")]
+    out = {}
+    for key in keys:
+        values = [r[key] for r in record["runs"]]
+        spread = statistics.stdev(values) if len(values) > 1 else 0.0
+        out[key] = f"{statistics.mean(values):.3f} ± {spread:.3f}"
+    return out
+
+
+def markdown(records: list[dict[str, Any]]) -> str:
+    """The probes as one table, mean ± std over seeds."""
+    cols = ["f1", "f1@0.5", "auc", "oracle_f1", "halo_auc", "halo_oracle_f1"]
+    lines = ["| probe | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for record in records:
+        s = _summary(record)
+        lines.append(f"| {record['probe']} | " + " | ".join(s.get(c, "–") for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the probes and write ``kashmir_probe.{json,md}``."""
+    from hpo import study as st
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--probes", nargs="+", choices=list(PROBES), default=list(PROBES))
+    parser.add_argument("--no-record", action="store_true", help="print only")
+    args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)
+    spec = st.load_study(STUDY)
+    started = time.monotonic()
+    records = [run_probe(spec, name, args.seeds) for name in args.probes]
+    table = markdown(records)
+    print(table)
+    if args.no_record:
+        return
+    setup = {"dataset": DATASET, "study": "studies/kashmir.toml", "metric": "test F1, AUC",
+             "seeds": args.seeds, "halo_px": HALO, "machine": f"{platform.machine()}, 1 thread",
+             "date": datetime.datetime.now().isoformat(timespec="seconds"),
+             "wall_seconds": round(time.monotonic() - started, 1)}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "kashmir_probe.json").write_text(
+        json.dumps({"setup": setup, "probes": records}, indent=2) + "\n")
+    (RESULTS / "kashmir_probe.md").write_text(
+        "# Kashmir, factors only: one choice at a time (test split, mean ± std over seeds)\n\n"
+        + table)
+
+
+if __name__ == "__main__":
+    main()
