@@ -148,7 +148,9 @@ class IsolatedObjective:
     Args:
         objective: A two-argument objective ``(params, trial)``.
         timeout: Seconds a trial may run; ``None``: no limit. A new worker's start does
-            not count; loading the objective into it does.
+            not count. Loading the objective into it has a limit of its own, as long, and
+            the trial's clock starts once it is loaded, so a slow import on a busy machine
+            does not eat into the trial.
         start_method: ``forkserver`` (default where available) or ``spawn``.
         kill_grace: Seconds to wait for a killed worker to be gone.
 
@@ -276,6 +278,10 @@ class IsolatedObjective:
                 except EOFError:
                     pass  # the worker is gone without a result
                 else:
+                    if message[0] == "loaded":
+                        if self.timeout is not None:
+                            deadline = time.monotonic() + self.timeout
+                        continue
                     done, raised, value = _handle(message, conn, trial)
                     if done:
                         return raised, value
@@ -524,6 +530,7 @@ def _worker_main(conn: Connection) -> None:
             os.environ.update(info.environ)
             if objective_payload is not None:
                 objective = pickle.loads(objective_payload)
+                conn.send(("loaded",))  # the trial's clock starts now
             if info.threads is not None and "torch" in sys.modules:
                 sys.modules["torch"].set_num_threads(info.threads)
             context = _ChildContext(conn, params=params, info=info)

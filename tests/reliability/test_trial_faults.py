@@ -161,6 +161,37 @@ class Locked:
         return 0.0
 
 
+class SlowToLoad:
+    """An objective that takes ``load`` seconds to unpickle (a slow import) and 1 s to run."""
+
+    def __init__(self, load: float) -> None:
+        self.load = load
+
+    def __reduce__(self):
+        return _load_slowly, (self.load,)
+
+    def __call__(self, params: dict, trial) -> float:
+        time.sleep(1.0)
+        return params["x"]
+
+
+def _load_slowly(load: float) -> SlowToLoad:
+    time.sleep(load)
+    return SlowToLoad(load)
+
+
+def test_the_trial_clock_starts_once_the_objective_is_loaded(name):  # noqa: F811
+    # 2 s to load + 1 s to run, under a 2.5 s limit: only the run counts
+    result = LayerwiseSearch(one_stage(2), SlowToLoad(2.0), study_name=name,
+                             sampler="random", runner=LocalRunner(trial_timeout=2.5)).run()
+    assert result.stages[0].n_complete == 2
+    # a load that hangs is still stopped, by a limit as long as the trial's
+    search = LayerwiseSearch(one_stage(1, max_fail=1), SlowToLoad(600), study_name=name + "h",
+                             sampler="random", runner=LocalRunner(trial_timeout=2.5))
+    with pytest.raises(StageFailedError, match="timed out after 2.5 s"):
+        search.run()
+
+
 def test_an_objective_that_cannot_be_pickled_is_a_named_error_before_any_trial(name):  # noqa: F811
     search = LayerwiseSearch(one_stage(2), Locked(), study_name=name, isolate=True)
     with pytest.raises(HPOError, match="cannot be sent to the trial's process.*lock"):
