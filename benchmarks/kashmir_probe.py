@@ -24,8 +24,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 DATASET = "kashmir-inventory-sepwc"
 STUDY = Path(__file__).resolve().parents[1] / "studies" / "kashmir.toml"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -48,40 +46,30 @@ PROBES: dict[str, tuple[dict[str, Any], dict[str, Any], str, str]] = {
 }
 
 
-def _scores(prob: np.ndarray, label: np.ndarray, threshold: float | None) -> dict[str, float]:
-    from sklearn.metrics import precision_recall_curve, roc_auc_score
+def _test_scores(model: Any, final: Any, halo: int, threshold: float | None) -> dict[str, float]:
+    """Test metrics of the valid test pixels, each tile read with ``halo`` px more input.
 
-    precision, recall, _ = precision_recall_curve(label, prob)
-    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
-
-    def f1_at(t: float) -> float:
-        pred = prob >= t
-        return float(2 * (pred & label).sum() / max(pred.sum() + label.sum(), 1))
-
-    return {"f1": f1_at(threshold if threshold is not None else 0.5), "f1@0.5": f1_at(0.5),
-            "auc": float(roc_auc_score(label, prob)), "oracle_f1": float(f1.max())}
-
-
-def _test_probabilities(model: Any, final: Any, halo: int) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities and labels of the valid test pixels, each tile read with ``halo`` px more."""
+    ``f1`` is at ``threshold`` (0.5 without one); ``oracle_f1`` at the threshold best on the
+    test pixels themselves (the meter's ``f1_best``).
+    """
     from data.splits import Tile
     from hpo.predict import landslide_probability
-    from networks.train import model_device
+    from networks import SegmentationMeter, model_device
 
     cube = final.cube
     height, width = cube.labels.shape[-2:]
-    probs, labels = [], []
+    meter = SegmentationMeter()
     for t in final.splits.test:
         r0, c0 = max(0, t.row - halo), max(0, t.col - halo)
         r1, c1 = min(height, t.row + t.height + halo), min(width, t.col + t.width + halo)
         big = Tile(r0, c0, r1 - r0, c1 - c0, max(r1 - r0, c1 - c0))
         x, y, valid = cube.dataset([big], norm=final.norm)[0]
-        p = landslide_probability(model, x[None].to(model_device(model)))[0].cpu().numpy()
+        p = landslide_probability(model, x[None].to(model_device(model)))[0].cpu()
         inner = (slice(t.row - r0, t.row - r0 + t.height), slice(t.col - c0, t.col - c0 + t.width))
-        keep = valid.numpy()[inner].astype(bool)
-        probs.append(p[inner][keep])
-        labels.append(y.numpy()[inner][keep].astype(bool))
-    return np.concatenate(probs), np.concatenate(labels)
+        meter.update(p[inner], y[inner], valid[inner])
+    scores = meter.compute()
+    return {"f1": meter.at(threshold if threshold is not None else 0.5)["f1"],
+            "f1@0.5": scores["f1"], "auc": scores["auc"], "oracle_f1": scores["f1_best"]}
 
 
 def run_probe(spec: Any, name: str, seeds: int) -> dict[str, Any]:
@@ -103,9 +91,9 @@ def run_probe(spec: Any, name: str, seeds: int) -> dict[str, Any]:
                                  device="cpu")
         threshold = _validation_threshold(history)
         run = {"seed": seed, "threshold": threshold, "seconds": 0.0}
-        run |= _scores(*_test_probabilities(history.model.eval(), final, 0), threshold)
+        run |= _test_scores(history.model.eval(), final, 0, threshold)
         if model != "hgb":  # the floor's window statistics already read past the tile
-            halo = _scores(*_test_probabilities(history.model, final, HALO), threshold)
+            halo = _test_scores(history.model, final, HALO, threshold)
             run |= {f"halo_{k}": v for k, v in halo.items()}
         run["seconds"] = round(time.monotonic() - started, 1)
         runs.append(run)

@@ -6,8 +6,9 @@ from typing import Any
 
 from hpo.context import TrialContext
 from hpo.errors import HPOError, SpecError
+from hpo.spec import METRICS
 
-_MAXIMIZED = ("f1", "miou", "auc", "f1_best", "miou_best")
+_MAXIMIZED = METRICS  # every metric a study may name is better when higher
 _MINIMIZED = ("val_loss", "train_loss")
 
 
