@@ -168,7 +168,7 @@ FOLD_ROLES = ("validation", "test")
 
 
 def _check_folds(folds: int | None, fold: int | None, fold_role: str) -> None:
-    """Raise unless ``folds`` is None or an integer >= 2 and ``fold`` lies in [0, folds)."""
+    """Raise unless ``fold_role``, ``folds`` (None or >= 2) and ``fold`` are valid."""
     if fold_role not in FOLD_ROLES:
         raise SceneSpecError(f"fold_role must be one of {list(FOLD_ROLES)}, got {fold_role!r}",
                              key="fold_role",
