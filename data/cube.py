@@ -22,7 +22,7 @@ TARGETS = ("last", "new")
 _SPLIT_DEFAULTS: dict[str, Any] = {
     "patch_size": 64, "overlap": 0, "split": "random", "fractions": (0.6, 0.1, 0.3),
     "block_size": 4, "seed": 0, "folds": None, "fold": None,
-    "fold_role": "validation",
+    "fold_role": "validation", "stratify": False,
 }
 WindowLike = Tile | Window | tuple[slice, slice]
 
@@ -198,6 +198,13 @@ class Cube:
         ph, pw = self.patch_shape
         return [Region(r, 0, ph, pw) for r in range(0, h, ph)]
 
+    def region_of(self, tile: Tile) -> Region:
+        """The region (the grid, or a collection's patch) that holds ``tile``."""
+        if self.patch_shape is None:
+            return self.regions[0]
+        ph, pw = self.patch_shape
+        return Region(tile.row // ph * ph, 0, ph, pw)
+
     def source_index(self, sources: Sequence[str] | str | None = None) -> list[int]:
         """Indices of a source selection.
 
@@ -273,6 +280,11 @@ class Cube:
         return [(t, pos) for t, pos in make_tiles(self.regions, patch_size, overlap)
                 if self.valid[t.slices].any()]
 
+    def _landslide_share(self, tile: Tile) -> float:
+        assert self.labels is not None
+        valid = self.valid[tile.slices]
+        return float((self.labels[tile.slices] > 0)[valid].mean()) if valid.any() else 0.0
+
     def _option(self, name: str, value: Any) -> Any:
         if value is not None:
             return value
@@ -289,13 +301,14 @@ class Cube:
         folds: int | None = None,
         fold: int | None = None,
         fold_role: str | None = None,
+        stratify: bool | None = None,
     ) -> Splits:
         """Tile the cube and split the tiles into train / val / test.
 
         Every argument left None takes the study file's option (``patch_size``,
         ``overlap``, ``split``, ``fractions``, ``block_size``, ``seed``, ``folds``,
-        ``fold``, ``fold_role``), else the default (64, 0, ``random``, (0.6, 0.1, 0.3), 4,
-        0, no folds).
+        ``fold``, ``fold_role``, ``stratify``), else the default (64, 0, ``random``,
+        (0.6, 0.1, 0.3), 4, 0, no folds, not stratified).
 
         Args:
             patch_size: Tile side in pixels (a patch collection's tiles stay inside a patch).
@@ -310,6 +323,8 @@ class Cube:
             fold: The held-out fold (default 0).
             fold_role: ``validation`` (the held-out fold validates; test is fixed) or
                 ``test`` (the held-out fold is the test split: outer cross-validation).
+            stratify: Spread the units (patches, blocks, tiles) of every split and fold
+                evenly over the range of landslide shares.
 
         Returns:
             The splits; pass ``splits.for_tuning()`` to tuning code.
@@ -326,10 +341,18 @@ class Cube:
         folds = self._option("folds", folds)
         fold = self._option("fold", fold)
         fold_role = self._option("fold_role", fold_role)
+        stratify = self._option("stratify", stratify)
+        if not isinstance(stratify, bool):
+            raise SceneSpecError(f"stratify must be true or false, got {stratify!r}",
+                                 key="stratify", hint="stratify = true")
+        if stratify and self.labels is None:
+            raise SceneSpecError("stratify needs labels, and this cube has none",
+                                 key="stratify", hint="drop stratify, or give the labels")
         train, val, test = make_splits(
             self._valid_tiles(patch_size, overlap), method=method, fractions=fractions,
             block_size=block_size, seed=seed, by_region=self.patch_shape is not None,
             stride=patch_size - overlap, folds=folds, fold=fold, fold_role=fold_role,
+            share=self._landslide_share if stratify else None,
         )
         if self.labels is not None and not any(
             ((self.labels[t.slices] > 0) & self.valid[t.slices]).any() for t in train
@@ -345,6 +368,8 @@ class Cube:
                 "cube": self.hash}
         if folds is not None:
             info |= {"folds": folds, "fold": fold or 0, "fold_role": fold_role}
+        if stratify:
+            info["stratify"] = True
         return Splits(train, val, test, info)
 
     # ----------------------------------------------------------------- training data
@@ -371,20 +396,37 @@ class Cube:
         return norm_stats(self, tiles, self.source_index(sources), method=method)
 
     def dataset(self, tiles: Sequence[Tile], *, norm: dict[str, Any] | None = None,
-                sources: Sequence[str] | str | None = None) -> Any:
+                sources: Sequence[str] | str | None = None, context: int = 0) -> Any:
         """A torch ``Dataset`` of ``(x (S,T,h,w) float32, y (h,w) int64, valid (h,w) bool)``.
 
         Args:
             tiles: The tiles, e.g. ``splits.train``.
             norm: From ``norm_stats`` (None = raw values).
             sources: Selection as in ``source_index`` (optical-only, factors-only, ...).
+            context: Pixels of surrounding input around each tile, which is scored alone
+                (e.g. ``cube.context`` for the tiles a model is evaluated on).
 
         Returns:
             A ``data.CubeDataset``.
         """
         from data.dataset import CubeDataset
 
-        return CubeDataset(self, tiles, norm=norm, sources=self.source_index(sources))
+        return CubeDataset(self, tiles, norm=norm, sources=self.source_index(sources),
+                           context=context)
+
+    @property
+    def context(self) -> int:
+        """The study file's ``context``: pixels of input read around each evaluated tile.
+
+        Raises:
+            SceneSpecError: Not a whole number >= 0.
+        """
+        value = self.options.get("context", 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise SceneSpecError(f"context must be a whole number of pixels >= 0, got "
+                                 f"{value!r}", key="context",
+                                 hint="e.g. context = 32 (0: score tiles cut from the map)")
+        return value
 
     def __repr__(self) -> str:
         s, t, h, w = self.shape

@@ -123,18 +123,26 @@ class CubeDataset(Dataset):
     {0, 1} (all 0 for an unlabelled cube); ``valid`` is (p, p) bool, False on nodata and
     padding. ``p`` is the tile's patch size, so edge tiles are padded to full size.
 
+    With ``context`` each sample reads ``context`` more pixels of its region (the scene,
+    or its own patch) on every side and is ``p + 2 * context`` wide, the tile at its
+    centre; ``valid`` is False outside the tile, so metrics score the tile alone, seen
+    as a map sees it (``hpo predict`` reads its windows with a halo as well) rather than
+    cut off at its edges.
+
     Args:
         cube: The cube.
         tiles: The tiles, one sample each.
         norm: Statistics from ``Cube.norm_stats`` (sources it lacks, or whose entry lacks
             the method's keys, such as categorical ones, stay raw).
         sources: Source indices, in output order.
+        context: Pixels of surrounding input read around every tile.
     """
 
     def __init__(self, cube: Cube, tiles: Sequence[Tile], *, norm: dict[str, Any] | None,
-                 sources: Sequence[int]) -> None:
+                 sources: Sequence[int], context: int = 0) -> None:
         self.cube = cube
         self.tiles = list(tiles)
+        self.context = context
         self.names = [cube.source_names[i] for i in sources]
         norm = norm or {}
         stats = norm.get("sources", {})
@@ -151,18 +159,40 @@ class CubeDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         tile = self.tiles[index]
-        x = (self.cube.read(tile, sources=self.names) - self._shift) / self._scale
+        window, top, left = self._window(tile)
+        x = (self.cube.read(window, sources=self.names) - self._shift) / self._scale
         if self._clip is not None:
             np.clip(x, -self._clip, self._clip, out=x)
         x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
-        valid = np.asarray(self.cube.valid[tile.slices])
+        valid = np.array(self.cube.valid[window.slices])
+        if self.context:
+            inner = np.zeros_like(valid)
+            inner[tile.row - window.row: tile.row - window.row + tile.height,
+                  tile.col - window.col: tile.col - window.col + tile.width] = True
+            valid &= inner
         labels = self.cube.labels
         y = (np.zeros(valid.shape, np.int64) if labels is None
-             else (np.asarray(labels[tile.slices]) > 0).astype(np.int64))
-        p = tile.patch
-        pad = ((0, p - tile.height), (0, p - tile.width))
+             else (np.asarray(labels[window.slices]) > 0).astype(np.int64))
+        p = tile.patch + 2 * self.context
+        pad = ((top, p - top - window.height), (left, p - left - window.width))
         if pad != ((0, 0), (0, 0)):
             x = np.pad(x, ((0, 0), (0, 0), *pad))
             y = np.pad(y, pad)
             valid = np.pad(valid, pad, constant_values=False)
-        return torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(valid.copy())
+        return torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(valid)
+
+    def _window(self, tile: Tile) -> tuple[Tile, int, int]:
+        """The window read for ``tile`` and the padding rows and columns before it.
+
+        The window is the tile grown by the context on every side, cut to the tile's
+        region; the padding puts the tile at the centre of the sample.
+        """
+        if not self.context:
+            return tile, 0, 0
+        region = self.cube.region_of(tile)
+        r0 = max(region.row, tile.row - self.context)
+        c0 = max(region.col, tile.col - self.context)
+        r1 = min(region.row + region.height, tile.row + tile.height + self.context)
+        c1 = min(region.col + region.width, tile.col + tile.width + self.context)
+        window = Tile(r0, c0, r1 - r0, c1 - c0, tile.patch)
+        return window, self.context - (tile.row - r0), self.context - (tile.col - c0)

@@ -28,7 +28,7 @@ SCENE_KEYS = {"format", "dates", "sources", "labels", "grid"}
 # Keys that are not part of the scene but travel in the same [data] section of a study file.
 OPTION_KEYS = {
     "patch_size", "overlap", "split", "fractions", "block_size", "seed", "target",
-    "cache_dir", "scene", "select", "folds", "fold", "fold_role",
+    "cache_dir", "scene", "select", "folds", "fold", "fold_role", "stratify", "context",
     "normalization",
     # how to regenerate a synthetic scene (the toolkit's ``[data.synthetic]``); an exported
     # data section carries it, and the cube itself does not depend on it

@@ -335,7 +335,7 @@ def prepare_data(spec: StudySpec) -> TuningData:
         splits=splits,
         norm=norm,
         train_set=cube.dataset(splits.train, norm=norm),
-        val_set=cube.dataset(splits.val, norm=norm),
+        val_set=cube.dataset(splits.val, norm=norm, context=cube.context),
     )
 
 
@@ -441,8 +441,8 @@ def prepare_final_data(
         train_on=train_on,
         norm=norm,
         train_set=cube.dataset(tiles, norm=norm),
-        val_set=cube.dataset(splits.val, norm=norm),
-        test_set=cube.dataset(splits.test, norm=norm),
+        val_set=cube.dataset(splits.val, norm=norm, context=cube.context),
+        test_set=cube.dataset(splits.test, norm=norm, context=cube.context),
     )
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import os
 import time
 
@@ -170,6 +171,27 @@ def test_dataset_samples(cube):
     assert torch.equal(picked[0][0][1], torch.from_numpy(cube.read(tiles[0], sources=["red"])[0]))
     with pytest.raises(data.SceneSpecError, match="unknown source"):
         cube.dataset(tiles, sources=["blue"])
+
+
+def test_context_reads_around_each_tile_and_scores_the_tile_alone(cube):
+    tiles = cube.tiles(patch_size=16)
+    plain, wide = cube.dataset(tiles), cube.dataset(tiles, context=4)
+    for k in (0, 4, 8):  # a corner tile, the centre one, the narrow far corner
+        x, y, valid = plain[k]
+        xc, yc, validc = wide[k]
+        assert xc.shape[-2:] == (24, 24)
+        inner = (slice(4, 20), slice(4, 20))
+        assert torch.equal(xc[..., inner[0], inner[1]], x) and torch.equal(validc[inner], valid)
+        assert torch.equal(yc[inner], y)
+        assert validc.sum() == valid.sum()  # the context is input only, never scored
+    t = tiles[4]  # the centre tile: its context is real data on every side
+    around = cube.read((slice(t.row - 4, t.row + 20), slice(t.col - 4, t.col + 20)))
+    assert torch.equal(wide[4][0], torch.from_numpy(np.nan_to_num(around)))
+    assert (wide[0][0][..., :4, :] == 0).all()  # above the grid: padding, not data
+    bad = copy.copy(cube)
+    bad.options = {**cube.options, "context": -1}
+    with pytest.raises(data.SceneSpecError, match="context must be a whole number"):
+        _ = bad.context
 
 
 def test_norm_stats_use_only_the_given_tiles(cube):

@@ -318,6 +318,70 @@ def test_test_rotating_folds_test_every_patch_once(tmp_path):
         cube.splits(fold_role="train")
 
 
+def _skewed_cube(root: Path, **options: Any) -> data.Cube:
+    """12 8 x 8 patches: the even ones with one landslide pixel, the odd ones with 24."""
+    for i in range(12):
+        _raster(root / "img" / f"{i}.tif", np.full((1, 8, 8), i, np.float32))
+        mask = np.zeros((8, 8), np.uint8)
+        mask[: 3 if i % 2 else 1, : 8 if i % 2 else 1] = 1
+        _raster(root / "mask" / f"{i}.tif", mask)
+    section = {"format": "patches", "path": str(root), "images": "img/*.tif",
+               "masks": "mask/{stem}.tif", "channels": [{"name": "v", "kind": "optical"}],
+               "patch_size": 8, **options}
+    return data.build_cube(section, base_dir=root)
+
+
+def _heavy(tiles) -> int:
+    return sum(t.row // 8 % 2 for t in tiles)
+
+
+def test_stratified_splits_spread_every_split_over_the_landslide_shares(tmp_path):
+    cube = _skewed_cube(tmp_path, fractions=[0.5, 1 / 6, 1 / 3])
+    plain = [cube.splits(seed=s) for s in range(20)]
+    stratified = [cube.splits(seed=s, stratify=True) for s in range(20)]
+    for p, s in zip(plain, stratified, strict=True):
+        assert [len(x) for x in (s.train, s.val, s.test)] == [len(x) for x in (p.train, p.val,
+                                                                                 p.test)]
+        assert (_heavy(s.train), _heavy(s.val), _heavy(s.test)) == (3, 1, 2)
+    assert s.info["stratify"] is True and "stratify" not in plain[0].info
+    # a plain shuffle of 12 patches often leaves a split all heavy or all light
+    assert any((_heavy(p.val), _heavy(p.test)) != (1, 2) for p in plain)
+    assert len({tuple(s.test) for s in stratified}) > 1  # still shuffled by the seed
+
+
+@pytest.mark.parametrize("fold_role", ["test", "validation"])
+def test_stratified_folds_each_draw_from_every_share(tmp_path, fold_role):
+    cube = _skewed_cube(tmp_path, folds=3, fold_role=fold_role, stratify=True,
+                        fractions=[0.5, 0.25, 0.25])
+    for seed in range(10):
+        runs = [cube.splits(fold=f, seed=seed) for f in range(3)]
+        held = [r.test if fold_role == "test" else r.val for r in runs]
+        assert set().union(*(_patches(h) for h in held)) == set(range(12)) - (
+            set() if fold_role == "test" else _patches(runs[0].test))
+        heavy = [_heavy(h) for h in held]  # as many heavy patches in each fold, give or take one
+        assert max(heavy) - min(heavy) <= (0 if fold_role == "test" else 1)
+
+
+def test_context_never_reads_a_neighbouring_patch(tmp_path):
+    cube = _skewed_cube(tmp_path, patch_size=4)
+    tiles = [t for t in cube.tiles() if t.row // 8 == 2]  # patch 2 (value 2): 4 tiles
+    for tile, (x, _, valid) in zip(tiles, cube.dataset(tiles, context=2), strict=True):
+        top, left = tile.row % 8 == 0, tile.col == 0
+        rows = slice(2, 8) if top else slice(0, 6)  # inside the patch: the tile + its context
+        cols = slice(2, 8) if left else slice(0, 6)
+        assert (x[0, 0, rows, cols] == 2).all()
+        assert (x[0, 0][valid] == 2).all() and valid.sum() == 16
+        outside = torch.ones(8, 8, dtype=torch.bool)
+        outside[rows, cols] = False
+        assert (x[0, 0][outside] == 0).all()  # padding where patches 1 and 3 lie in the cube
+
+
+def test_stratify_needs_a_boolean(tmp_path):
+    cube = _skewed_cube(tmp_path)
+    with pytest.raises(data.SceneSpecError, match="stratify must be true or false"):
+        cube.splits(stratify="yes")
+
+
 @pytest.mark.parametrize(("folds", "fold", "match"), [
     (1, 0, "folds must be an integer >= 2"),
     (3, 3, r"fold must be an integer in \[0, 3\)"),
