@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from optuna.storages import (
     _CachedStorage,
 )
 from optuna.storages.journal import JournalFileBackend, JournalRedisBackend
+from optuna.storages.journal._file import BaseJournalFileLock  # the lock's interface
 
 from hpo.errors import StorageError
 
@@ -172,8 +175,72 @@ def _open(
         # journal:///abs/path -> "/abs/path"; journal://rel/path -> "rel/path".
         path = url[len("journal://") :]
         _make_parent(path, url)
-        return JournalStorage(JournalFileBackend(path))
+        return JournalStorage(JournalFileBackend(path, lock_obj=_journal_lock(path)))
     return None
+
+
+class FlockJournalLock(BaseJournalFileLock):
+    """A journal file's lock that the operating system drops when its holder dies.
+
+    Optuna's default lock is a link file: a driver killed while holding it leaves the file
+    behind, and every later driver waits out a 30 s grace period before it breaks the
+    lock. An ``flock`` on ``<journal>.flock`` ends with the process that holds it, so a
+    restart after a kill writes at once. Every acquisition opens its own descriptor, so
+    threads of one process exclude each other as processes do; Linux NFS clients map
+    ``flock`` onto the server's byte-range locks.
+
+    Args:
+        path: The journal file.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._path = path + ".flock"
+        self._held = threading.local()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # a lock held here is not held in the process that unpickles it
+        return {"_path": self._path}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._path = state["_path"]
+        self._held = threading.local()
+
+    def acquire(self) -> bool:
+        """Block until this thread holds the lock.
+
+        Returns:
+            True.
+        """
+        import fcntl
+
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._held.fd = fd
+        return True
+
+    def release(self) -> None:
+        """Give the lock up (closing the descriptor would too)."""
+        import fcntl
+
+        fd = self._held.fd
+        del self._held.fd
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+
+def _journal_lock(path: str) -> BaseJournalFileLock | None:
+    """``FlockJournalLock`` where ``flock`` exists; None (Optuna's default) elsewhere."""
+    try:
+        import fcntl  # noqa: F401 - POSIX only
+    except ImportError:
+        return None
+    return FlockJournalLock(path)
 
 
 def _with_postgres_driver(url: str) -> str:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import subprocess
+import sys
+import threading
+from pathlib import Path
 
 import optuna
 import pytest
 from optuna.storages import InMemoryStorage, JournalStorage, RDBStorage
 
 from hpo import LayerwiseSearch, StorageError, make_artifact_store, make_storage, mask_url
-from hpo.storage import SQLiteStorage, describe_storage
+from hpo.storage import FlockJournalLock, SQLiteStorage, describe_storage
 from tests.hpo.conftest import quadratic, two_stages
 
 
@@ -97,3 +102,62 @@ def test_redis_journal_runs_a_search_and_loads_it_back(redis_url, name):
     again = LayerwiseSearch.load(redis_url, name).status()
     assert again.finished and again.best_params == result.best_params
     assert describe_storage(make_storage(redis_url)).startswith("redis://127.0.0.1")
+
+
+_HOLD_LOCK = """
+import sys, time
+from hpo.storage import FlockJournalLock
+FlockJournalLock(sys.argv[1]).acquire()
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+def _lock_is_free(path: Path) -> bool:
+    fcntl = pytest.importorskip("fcntl")
+    fd = os.open(f"{path}.flock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)  # closing drops the lock this probe may have taken
+    return True
+
+
+def test_a_driver_killed_holding_the_journal_lock_leaves_no_lock_behind(tmp_path):
+    pytest.importorskip("fcntl")
+    path = tmp_path / "s.log"
+    storage = make_storage(f"journal:///{path}")
+    study = optuna.create_study(storage=storage, study_name="s")
+    root = Path(__file__).resolve().parents[2]
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(path)],
+                              stdout=subprocess.PIPE, text=True, cwd=root)
+    writer = threading.Thread(
+        target=lambda: study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2))
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = path.read_bytes()
+        writer.start()
+        writer.join(0.5)
+        assert writer.is_alive() and path.read_bytes() == before  # it waits for the lock
+    finally:
+        holder.kill()
+        holder.wait()
+    # Optuna's link-file lock would stay behind here and hold writers off for 30 s
+    writer.join(20)
+    assert not writer.is_alive() and len(study.trials) == 2
+    assert _lock_is_free(path)
+
+
+def test_the_journal_lock_excludes_threads_of_one_process(tmp_path):
+    pytest.importorskip("fcntl")
+    lock = pickle.loads(pickle.dumps(FlockJournalLock(str(tmp_path / "s.log"))))
+    lock.acquire()
+    got = threading.Event()
+    other = threading.Thread(target=lambda: (lock.acquire(), got.set(), lock.release()))
+    other.start()
+    assert not got.wait(0.3)
+    lock.release()
+    assert got.wait(10)
+    other.join()
