@@ -112,6 +112,19 @@ def merge(study: str, settings: CompareSettings, out: Path) -> dict:
     return state
 
 
+def add_wall(out: Path, seconds: float) -> list[float]:
+    """Add one invocation's wall seconds to ``out/wall.json``; every invocation's so far.
+
+    A resumed run's record then counts the time its earlier, interrupted invocations
+    spent, not only the last one's.
+    """
+    path = out / "wall.json"
+    walls = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+    walls.append(round(seconds, 1))
+    path.write_text(json.dumps(walls) + "\n", encoding="utf-8")
+    return walls
+
+
 def record_of(state: dict[str, Any], study: str, wall: float, jobs: int,
               device: str | None) -> dict[str, Any]:
     """The JSON record of one study: data set, split, model and metric named as keys."""
@@ -159,7 +172,10 @@ def write_results(records: dict[str, dict[str, Any]]) -> None:
                   f"{rec['date']}, {rec['machine']}, {rec['device']}; {s['trials']} "
                   f"evaluations per tuned variant, {s['seeds']} seed(s)"
                   + (f", {s['folds']}-fold CV" if s.get("folds") else "")
-                  + f"; wall {rec['wall_seconds'] / 60:.1f} min. {rec.get('note', '')}", ""]
+                  + f"; wall {rec['wall_seconds'] / 60:.1f} min"
+                  + (f" over {rec['invocations']} invocations"
+                     if rec.get("invocations", 1) > 1 else "")
+                  + f". {rec.get('note', '')}", ""]
         for split, table in rec["tables"].items():
             lines += [f"### split: {split}", "",
                       "| variant | MIoU | F1 | AUC | F1@0.5 | paper MIoU / F1 / AUC |",
@@ -220,8 +236,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                           flush=True)
         state = merge(study, settings, out)
         print((out / "compare.md").read_text())
-        records[spec.name] = record_of(state, study, time.monotonic() - started, args.jobs,
-                                       args.device)
+        walls = add_wall(out, time.monotonic() - started)
+        records[spec.name] = record_of(state, study, sum(walls), args.jobs, args.device)
+        records[spec.name]["invocations"] = len(walls)
         records[spec.name]["note"] = args.note
     if not args.no_record:
         write_results(records)
