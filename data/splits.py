@@ -303,33 +303,31 @@ def make_splits(
         shares = np.array([np.mean([share(t) for t, _ in units[u].tiles]) for u in order])
         order = order[np.argsort(shares, kind="stable")]
     split_of_unit = np.zeros(len(units), np.int8)
+    spread = share is not None
     what = "patches" if by_region else "blocks" if method == "blocked" else "tiles"
     if folds is not None and fold_role == "test":
         if len(units) < folds:
             raise SceneSpecError(f"{len(units)} {what} cannot make {folds} folds",
                                  key="folds", hint="use fewer folds")
-        in_fold = _fold_labels(len(order), folds, rng, share is not None) == (fold or 0)
+        in_fold = _fold_labels(len(order), folds, rng, spread) == (fold or 0)
         rest = order[~in_fold]
         n_val, _ = _cut(len(rest), f_val / (f_train + f_val), 0.0)
         split_of_unit[order[in_fold]] = 2
-        split_of_unit[_take(rest, n_val, rng, share is not None)] = 1
-    elif folds is not None:
-        n_val, n_test = _cut(len(units), 0.0, f_test)
-        test = _take(order, n_test, rng, share is not None)
+        split_of_unit[_take(rest, n_val, rng, spread)] = 1
+    else:
+        # with folds, validation is a fold of the rest, not a fraction of it
+        n_val, n_test = _cut(len(units), 0.0 if folds is not None else f_val, f_test)
+        test = _take(order, n_test, rng, spread)
         split_of_unit[test] = 2
         rest = order[~np.isin(order, test)]
-        if len(rest) < folds:
+        if folds is None:
+            split_of_unit[_take(rest, n_val, rng, spread)] = 1
+        elif len(rest) < folds:
             raise SceneSpecError(
                 f"{len(rest)} {what} outside the test split cannot make {folds} folds",
                 key="folds", hint="use fewer folds or a smaller test fraction")
-        split_of_unit[rest[_fold_labels(len(rest), folds, rng, share is not None)
-                           == (fold or 0)]] = 1
-    else:
-        n_val, n_test = _cut(len(units), f_val, f_test)
-        test = _take(order, n_test, rng, share is not None)
-        split_of_unit[test] = 2
-        rest = order[~np.isin(order, test)]
-        split_of_unit[_take(rest, n_val, rng, share is not None)] = 1
+        else:
+            split_of_unit[rest[_fold_labels(len(rest), folds, rng, spread) == (fold or 0)]] = 1
     out: tuple[list[Tile], list[Tile], list[Tile]] = ([], [], [])
     if method == "blocked" and not by_region:
         block_split = {}

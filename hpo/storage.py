@@ -25,6 +25,11 @@ from optuna.storages.journal._file import BaseJournalFileLock  # the lock's inte
 
 from hpo.errors import StorageError
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: journal files keep Optuna's own lock
+    fcntl = None
+
 _log = logging.getLogger(__name__)
 
 DEFAULT_DIR = Path("studies")
@@ -211,8 +216,6 @@ class FlockJournalLock(BaseJournalFileLock):
         Returns:
             True.
         """
-        import fcntl
-
         fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -224,8 +227,6 @@ class FlockJournalLock(BaseJournalFileLock):
 
     def release(self) -> None:
         """Give the lock up (closing the descriptor would too)."""
-        import fcntl
-
         fd = self._held.fd
         del self._held.fd
         try:
@@ -236,11 +237,7 @@ class FlockJournalLock(BaseJournalFileLock):
 
 def _journal_lock(path: str) -> BaseJournalFileLock | None:
     """``FlockJournalLock`` where ``flock`` exists; None (Optuna's default) elsewhere."""
-    try:
-        import fcntl  # noqa: F401 - POSIX only
-    except ImportError:
-        return None
-    return FlockJournalLock(path)
+    return FlockJournalLock(path) if fcntl is not None else None
 
 
 def _with_postgres_driver(url: str) -> str:
