@@ -49,9 +49,9 @@ PAPER = {
     "factors-only": (0.6327, 0.4359, 0.6781),
     "no-temporal": (0.7216, 0.7042, 0.7153),
 }
-# Longest first, so the pool's tail is short.
-_COST = {"fusion": 0, "no-pretrain": 1, "optical-only": 2, "no-dbn": 3, "factors-only": 4,
-         "no-temporal": 5, "segnet": 6, "pspnet": 7, "deeplabv3": 8, "hgb": 9, "untuned": 10}
+# Longest first, so the pool's tail is short (order of the L4S job times, session 4).
+_COST = {"segnet": 0, "hgb": 1, "fusion": 2, "no-pretrain": 3, "optical-only": 4, "no-dbn": 5,
+         "factors-only": 6, "no-temporal": 7, "pspnet": 8, "deeplabv3": 9, "untuned": 10}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,11 +102,12 @@ def merge(study: str, settings: CompareSettings, out: Path) -> dict:
     """
     spec = load_study(study)
     state: dict[str, Any] = {"format": "landslide-hpo/compare/1", "study": spec.name,
-                             "rows": [], "searches": [], "skipped": {}}
+                             "rows": [], "searches": [], "skipped": {}, "ensembles": []}
     for path in sorted((out / "jobs").glob(f"*/{RESULTS_FILE}")):
         part = json.loads(path.read_text(encoding="utf-8"))
         state["rows"] += part["rows"]
         state["searches"] += part["searches"]
+        state["ensembles"] += part.get("ensembles", [])
         state["skipped"].update(part["skipped"])
     save_state(out, state, settings)
     return state
@@ -130,11 +131,7 @@ def record_of(state: dict[str, Any], study: str, wall: float, jobs: int,
     """The JSON record of one study: data set, split, model and metric named as keys."""
     import torch
 
-    tables: dict[str, dict[str, Any]] = {}
-    for entry in summarize(state["rows"]):
-        tables.setdefault(entry["split"], {})[entry["variant"]] = {
-            k: v for k, v in entry.items() if k not in ("split", "variant")
-        }
+    tables, ensembles = _by_split(state["rows"]), _by_split(state.get("ensembles", []))
     return {
         "dataset": state["study"],
         "study_file": study,
@@ -148,10 +145,21 @@ def record_of(state: dict[str, Any], study: str, wall: float, jobs: int,
                            for s in state["searches"]},
         "skipped": state["skipped"],
         "tables": tables,
+        "ensemble_tables": ensembles,
         "paper_table2": {k: dict(zip(("miou", "f1", "auc"), v, strict=True))
                          for k, v in PAPER.items()},
         "versions": state.get("versions"),
     }
+
+
+def _by_split(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``{split: {variant: summary}}`` of runs (or seed ensembles)."""
+    tables: dict[str, dict[str, Any]] = {}
+    for entry in summarize(rows):
+        tables.setdefault(entry["split"], {})[entry["variant"]] = {
+            k: v for k, v in entry.items() if k not in ("split", "variant")
+        }
+    return tables
 
 
 def write_results(records: dict[str, dict[str, Any]]) -> None:
@@ -186,6 +194,16 @@ def write_results(records: dict[str, dict[str, Any]]) -> None:
                 lines.append(f"| {variant} | {_cell(m['miou'])} | {_cell(m['f1'])} | "
                              f"{_cell(m['auc'])} | {_cell(m['f1@0.5'])} | {ref} |")
             lines.append("")
+            ensembles = rec.get("ensemble_tables", {}).get(split)
+            if ensembles:
+                lines += [f"Seed ensembles ({s['seeds']} seeds' probabilities averaged; "
+                          "mean ± std over folds):", "",
+                          "| variant | MIoU | F1 | AUC | F1@0.5 | ensembles |",
+                          "|---|---|---|---|---|---|"]
+                lines += [f"| {variant} | {_cell(m['miou'])} | {_cell(m['f1'])} | "
+                          f"{_cell(m['auc'])} | {_cell(m['f1@0.5'])} | {m['runs']} |"
+                          for variant, m in ensembles.items()]
+                lines.append("")
         for variant, reason in rec["skipped"].items():
             lines.append(f"- {variant}: not run ({reason})")
         lines.append("")

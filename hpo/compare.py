@@ -5,7 +5,11 @@ layer-wise engine with the same number of objective evaluations, and its best
 configuration is trained again with several seeds and scored on the test split, which
 tuning never saw. Each (split, variant) is its own stored search named
 ``<study>-cmp-<split>-<variant>``, and every finished training run is written to
-``compare.json`` at once, so a rerun continues where the last one stopped.
+``compare.json`` at once, so a rerun continues where the last one stopped. With two
+seeds or more, the seeds' models of each (split, fold, variant) are also scored as one
+ensemble: their validation and test probabilities, kept per run under ``probs/``, are
+averaged pixel by pixel, the threshold is chosen on the averaged validation probabilities,
+and the ensembles get a table of their own.
 
     from hpo.compare import compare_settings, run_compare
 
@@ -20,13 +24,17 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import re
+import shutil
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from hpo.atomic import write_json, write_text
 from hpo.budget import plan_stages
@@ -35,6 +43,7 @@ from hpo.spec import ModelSpec, RefineSpec, StageSpec, StudySpec
 from hpo.variants import PAPER_VARIANTS, VARIANTS, Variant
 
 RESULTS_FILE = "compare.json"
+PROBS_DIR = "probs"
 TABLE_FILE = "compare.md"
 FORMAT = "landslide-hpo/compare/1"
 METRICS = ("miou", "f1", "auc")
@@ -233,6 +242,8 @@ class CompareResult:
         skipped: ``{variant: reason}`` for variants that do not apply to the data.
         summary: Mean and standard deviation of the test metrics per split and variant.
         out_dir: Where ``compare.json`` and ``compare.md`` are.
+        ensembles: One per (split, fold, variant) with two seeds or more: the test
+            metrics of the seeds' averaged probabilities.
     """
 
     rows: list[dict[str, Any]]
@@ -240,6 +251,7 @@ class CompareResult:
     skipped: dict[str, str]
     summary: list[dict[str, Any]]
     out_dir: Path
+    ensembles: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 def run_compare(
@@ -274,6 +286,9 @@ def run_compare(
     out_dir = Path(out_dir)
     key = _settings_key(spec, settings)
     state = _load_state(out_dir / RESULTS_FILE, key, fresh)
+    state.setdefault("ensembles", [])
+    if fresh:
+        shutil.rmtree(out_dir / PROBS_DIR, ignore_errors=True)
     state["study"] = spec.name
     done = {(r["split"], r["fold"], r["variant"], r["seed"]) for r in state["rows"]}
     st.ensure_scene(spec, say=say)
@@ -290,9 +305,13 @@ def run_compare(
                 variant = VARIANTS[name]
                 seeds = [s for s in range(settings.seeds)
                          if (label, fold, name, spec.seed + s) not in done]
-                if not seeds and (not variant.tuned or _found(state, label, fold, name)):
-                    continue
                 where = label + (f" fold {fold}" if fold is not None else "")
+                members = [spec.seed + s for s in range(settings.seeds)]
+                if not seeds and (not variant.tuned or _found(state, label, fold, name)):
+                    # a run killed after its last seed still gets its ensemble
+                    _ensemble_step(state, out_dir, settings, (label, fold, name), members,
+                                   where, say)
+                    continue
                 vspec = variant_spec(spec, variant, settings.trials, data,
                                      label + (f"-f{fold}" if fold is not None else ""))
                 final = st.prepare_final_data(
@@ -308,7 +327,8 @@ def run_compare(
                 params = _tune(vspec, variant, final, state, label, fold, fresh, device, say,
                                where)
                 for s in seeds:
-                    row = _train_and_test(vspec, params, final, spec.seed + s, device)
+                    probs = _probs_path(out_dir, label, fold, name, spec.seed + s)
+                    row = _train_and_test(vspec, params, final, spec.seed + s, device, probs)
                     row.update(split=label, fold=fold, variant=name)
                     state["rows"].append(row)
                     _save(out_dir, state, settings)
@@ -316,9 +336,11 @@ def run_compare(
                     say(f"{where} {name} seed {row['seed']}: test F1 {test['f1']:.3f} "
                         f"MIoU {test['miou']:.3f} AUC {_num(test['auc'])} "
                         f"({row['seconds']:.0f}s)")
+                _ensemble_step(state, out_dir, settings, (label, fold, name), members, where,
+                               say)
     _save(out_dir, state, settings)
     return CompareResult(state["rows"], state["searches"], state["skipped"],
-                         summarize(state["rows"]), out_dir)
+                         summarize(state["rows"]), out_dir, state["ensembles"])
 
 
 def _found(state: Mapping[str, Any], label: str, fold: int | None, name: str) -> bool:
@@ -378,11 +400,24 @@ def _tune(
 
 
 def _train_and_test(
-    vspec: StudySpec, params: Mapping[str, Any], final: Any, seed: int, device: str | None
+    vspec: StudySpec,
+    params: Mapping[str, Any],
+    final: Any,
+    seed: int,
+    device: str | None,
+    probs: Path,
 ) -> dict[str, Any]:
-    """Train one configuration once on the training split and score it on test."""
+    """Train one configuration once on the training split and score it on test.
+
+    The run's validation and test probabilities go to ``probs`` (``.npz``), for the
+    seed ensemble.
+    """
     import networks
-    from hpo.retrain import _validation_threshold, evaluate_split
+    from hpo.retrain import (
+        _validation_threshold,
+        score_probabilities,
+        split_probabilities,
+    )
     from networks.config import ModelConfig
 
     started = time.monotonic()
@@ -392,7 +427,12 @@ def _train_and_test(
     history = networks.train(config, final.train_set, final.val_set, seed=seed,
                              model=vspec.model.name, device=device)
     threshold = _validation_threshold(history)
-    test = evaluate_split(history.model, final.test_set, threshold, config.optim.batch_size)
+    batch = config.optim.batch_size
+    val_prob, val_label = split_probabilities(history.model, final.val_set, batch)
+    test_prob, test_label = split_probabilities(history.model, final.test_set, batch)
+    _write_probs(probs, val_prob=val_prob, val_label=val_label, test_prob=test_prob,
+                 test_label=test_label)
+    test = score_probabilities(test_prob, test_label, threshold)
     test.pop("roc", None)
     return {
         "seed": seed,
@@ -403,6 +443,84 @@ def _train_and_test(
         "test": test,
         "seconds": round(time.monotonic() - started, 2),
     }
+
+
+def _probs_path(out_dir: Path, label: str, fold: int | None, variant: str, seed: int) -> Path:
+    where = label + (f"-f{fold}" if fold is not None else "")
+    return out_dir / PROBS_DIR / f"{where}-{variant}-s{seed}.npz"
+
+
+def _write_probs(path: Path, **arrays: np.ndarray) -> None:
+    """Write the arrays atomically: a run killed mid-write leaves no half file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial.npz")
+    np.savez(partial, **arrays)
+    os.replace(partial, path)
+
+
+def _ensemble_step(
+    state: dict[str, Any],
+    out_dir: Path,
+    settings: CompareSettings,
+    key: tuple[str, int | None, str],
+    members: Sequence[int],
+    where: str,
+    say: Callable[[str], None],
+) -> None:
+    """Add, store and report the seed ensemble of one (split, fold, variant) when due."""
+    if not _add_ensemble(state, out_dir, *key, members):
+        return
+    _save(out_dir, state, settings)
+    test = state["ensembles"][-1]["test"]
+    test = test["at_threshold"] or test["at_0.5"]
+    say(f"{where} {key[2]} ensemble of {len(members)} seeds: test F1 {test['f1']:.3f} "
+        f"MIoU {test['miou']:.3f} AUC {_num(test['auc'])}")
+
+
+def _add_ensemble(
+    state: dict[str, Any],
+    out_dir: Path,
+    label: str,
+    fold: int | None,
+    variant: str,
+    members: Sequence[int],
+) -> bool:
+    """Score the seeds' averaged probabilities once all are there; True when added.
+
+    The threshold is chosen on the averaged validation probabilities, as a single run
+    chooses its own. Nothing is added for fewer than two seeds, when the ensemble is
+    already stored, or while a member's probabilities are missing (e.g. a run of an
+    older comparison that kept none).
+    """
+    from hpo.retrain import score_probabilities
+    from networks.metrics import best_f1_threshold
+
+    state.setdefault("ensembles", [])
+    key = (label, fold, variant)
+    if len(members) < 2 or any(
+        (e["split"], e["fold"], e["variant"]) == key for e in state["ensembles"]
+    ):
+        return False
+    paths = [_probs_path(out_dir, label, fold, variant, seed) for seed in members]
+    if not all(path.is_file() for path in paths):
+        return False
+    runs = [dict(np.load(path)) for path in paths]
+    val_label, test_label = runs[0]["val_label"], runs[0]["test_label"]
+    if any(not np.array_equal(r["val_label"], val_label)
+           or not np.array_equal(r["test_label"], test_label) for r in runs):
+        raise SpecError(
+            f"the runs in {paths[0].parent} of {label} {variant} scored different pixels",
+            hint="the data or split changed between runs: start over with --fresh",
+        )
+    val_prob = np.mean([r["val_prob"] for r in runs], axis=0)
+    test_prob = np.mean([r["test_prob"] for r in runs], axis=0)
+    threshold = best_f1_threshold(val_prob, val_label)[1] if val_label.any() else None
+    test = score_probabilities(test_prob, test_label, threshold)
+    test.pop("roc", None)
+    state["ensembles"].append({"split": label, "fold": fold, "variant": variant,
+                               "members": list(members), "threshold": threshold,
+                               "test": test})
+    return True
 
 
 # ---------------------------------------------------------------------- results
@@ -483,6 +601,23 @@ def markdown(state: Mapping[str, Any]) -> str:
                 f"{seconds} | {e['runs']} |"
             )
         lines.append("")
+        ensembles = [e for e in summarize(state.get("ensembles", [])) if e["split"] == split]
+        if ensembles:
+            lines += [
+                f"Seed ensembles: the {settings['seeds']} seeds' probabilities averaged, "
+                f"the threshold chosen on their averaged validation probabilities; mean ± "
+                f"std over folds.",
+                "",
+                "| variant | MIoU | F1 | AUC | F1@0.5 | MIoU@0.5 | ensembles |",
+                "|---|---|---|---|---|---|---|",
+            ]
+            lines += [
+                f"| {e['variant']} | {_cell(e['miou'])} | {_cell(e['f1'])} | "
+                f"{_cell(e['auc'])} | {_cell(e['f1@0.5'])} | {_cell(e['miou@0.5'])} | "
+                f"{e['runs']} |"
+                for e in ensembles
+            ]
+            lines.append("")
     for name, reason in state["skipped"].items():
         lines.append(f"- {name}: not run ({reason})")
     for name in dict.fromkeys(e["variant"] for e in summary):
@@ -497,7 +632,8 @@ def _settings_key(spec: StudySpec, settings: CompareSettings) -> str:
 
 
 def _load_state(path: Path, key: str, fresh: bool) -> dict[str, Any]:
-    empty = {"format": FORMAT, "key": key, "rows": [], "searches": [], "skipped": {}}
+    empty = {"format": FORMAT, "key": key, "rows": [], "searches": [], "skipped": {},
+             "ensembles": []}
     if fresh or not path.is_file():
         return empty
     try:
@@ -519,6 +655,7 @@ def _save(out_dir: Path, state: dict[str, Any], settings: CompareSettings) -> No
 
     state["settings"] = settings.to_dict()
     state["summary"] = summarize(state["rows"])
+    state["ensemble_summary"] = summarize(state.get("ensembles", []))
     state["versions"] = networks.package_versions()
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / RESULTS_FILE, state)

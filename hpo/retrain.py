@@ -217,37 +217,56 @@ def _validation_threshold(history: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and 0 < value < 1 else None
 
 
-def evaluate_split(
-    model: Any, data_set: Any, threshold: float | None, batch_size: int = 8
-) -> dict[str, Any]:
-    """Test metrics of a trained model: at 0.5 and at a validation-chosen threshold.
+def split_probabilities(
+    model: Any, data_set: Any, batch_size: int = 8
+) -> tuple[np.ndarray, np.ndarray]:
+    """Landslide probabilities and labels of every valid pixel of a split, in tile order.
 
     Args:
         model: The trained model (eval mode, on its device).
-        data_set: A data set of ``(x, y, valid)`` (the test split).
-        threshold: The validation-chosen threshold, or ``None``.
+        data_set: A data set of ``(x, y, valid)``.
         batch_size: Tiles per forward pass.
 
     Returns:
-        ``{"at_0.5": {...}, "at_threshold": {...} | None, "roc": {"fpr", "tpr"}}``;
-        each metrics dict has ``miou``, ``f1``, ``auc`` and the confusion counts.
+        ``(prob float32, label bool)``, 1-D and aligned: the same data set always gives
+        its pixels in the same order, so the probabilities of several models of one split
+        can be averaged pixel by pixel.
     """
     from torch.utils.data import DataLoader
 
     from hpo.predict import landslide_probability
-    from networks import SegmentationMeter, model_device
+    from networks import model_device
 
     device = model_device(model)
-    meter = SegmentationMeter()
     probs, labels = [], []
     model.eval()
     for x, y, valid in DataLoader(data_set, batch_size=batch_size):
         p = landslide_probability(model, x.to(device)).cpu()
-        meter.update(p, y, valid)
         keep = valid.bool()
-        probs.append(p[keep].numpy())
+        probs.append(p[keep].float().numpy())
         labels.append(y[keep].numpy() > 0)
-    prob, label = np.concatenate(probs), np.concatenate(labels)
+    return np.concatenate(probs), np.concatenate(labels)
+
+
+def score_probabilities(
+    prob: np.ndarray, label: np.ndarray, threshold: float | None
+) -> dict[str, Any]:
+    """Test metrics of probabilities: at 0.5 and at a validation-chosen threshold.
+
+    Args:
+        prob: 1-D landslide probabilities of valid pixels.
+        label: 1-D bool labels, aligned with ``prob``.
+        threshold: The validation-chosen threshold, or ``None``.
+
+    Returns:
+        ``{"pixels", "landslide_pixels", "at_0.5": {...}, "at_threshold": {...} | None,
+        "roc": {"fpr", "tpr"}}``; each metrics dict has ``miou``, ``f1``, ``auc`` and the
+        confusion counts.
+    """
+    from networks import SegmentationMeter
+
+    meter = SegmentationMeter()
+    meter.update(prob, label)
     scores = meter.compute()
     out: dict[str, Any] = {
         "pixels": int(prob.size),
@@ -271,6 +290,24 @@ def evaluate_split(
         }
     out["roc"] = roc_points(prob, label)
     return out
+
+
+def evaluate_split(
+    model: Any, data_set: Any, threshold: float | None, batch_size: int = 8
+) -> dict[str, Any]:
+    """Test metrics of a trained model: at 0.5 and at a validation-chosen threshold.
+
+    Args:
+        model: The trained model (eval mode, on its device).
+        data_set: A data set of ``(x, y, valid)`` (the test split).
+        threshold: The validation-chosen threshold, or ``None``.
+        batch_size: Tiles per forward pass.
+
+    Returns:
+        What :func:`score_probabilities` returns.
+    """
+    prob, label = split_probabilities(model, data_set, batch_size)
+    return score_probabilities(prob, label, threshold)
 
 
 def roc_points(prob: np.ndarray, label: np.ndarray, n: int = _ROC_POINTS) -> dict | None:
@@ -371,6 +408,8 @@ __all__ = [
     "TrainRun",
     "default_run_dir",
     "evaluate_split",
+    "score_probabilities",
+    "split_probabilities",
     "plot_history",
     "plot_roc",
     "roc_points",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from hpo.budget import plan_stages, split_evaluations
@@ -145,9 +146,51 @@ def test_compare_tunes_trains_scores_and_resumes(tmp_path):
     rerun = run_compare(spec, settings, tmp_path / "out", say=again.append)
     assert rerun.rows == result.rows
     assert not [line for line in again if "tuning" in line or "seed" in line]
+    # A run killed after its last seed gets its ensemble on the rerun, without training.
+    stored["ensembles"] = []
+    (tmp_path / "out" / "compare.json").write_text(json.dumps(stored))
+    again = []
+    rerun = run_compare(spec, settings, tmp_path / "out", say=again.append)
+    assert rerun.ensembles == result.ensembles
+    assert not [line for line in again if "seed 0" in line or "seed 1" in line]
     # Other settings in the same folder are refused, not mixed in.
     with pytest.raises(SpecError, match="--fresh"):
         run_compare(spec, compare_settings(spec, trials=6), tmp_path / "out")
+
+
+def test_seed_ensembles_average_the_runs_probabilities(tmp_path):
+    from sklearn.metrics import roc_auc_score
+
+    from networks.metrics import best_f1_threshold
+
+    spec = load_study(write_study(tmp_path, TINY_STUDY + COMPARE))
+    settings = compare_settings(spec, variants=["untuned"], seeds=3)
+    result = run_compare(spec, settings, tmp_path / "out", say=lambda _: None)
+    (ensemble,) = result.ensembles
+    assert ensemble["variant"] == "untuned" and ensemble["members"] == [0, 1, 2]
+    runs = [np.load(tmp_path / "out" / "probs" / f"random-untuned-s{s}.npz") for s in range(3)]
+    test_prob = np.mean([r["test_prob"] for r in runs], axis=0)
+    val_prob = np.mean([r["val_prob"] for r in runs], axis=0)
+    # The members differ (seeds), and the ensemble scores their mean, not one of them.
+    assert not np.allclose(runs[0]["test_prob"], runs[1]["test_prob"])
+    assert ensemble["test"]["at_0.5"]["auc"] == pytest.approx(
+        roc_auc_score(runs[0]["test_label"], test_prob), abs=1e-6)
+    assert ensemble["threshold"] == pytest.approx(
+        best_f1_threshold(val_prob, runs[0]["val_label"])[1])
+    # Each member's own row scores its own file.
+    for row, run in zip(sorted(result.rows, key=lambda r: r["seed"]), runs, strict=True):
+        assert row["test"]["at_0.5"]["auc"] == pytest.approx(
+            roc_auc_score(run["test_label"], run["test_prob"]), abs=1e-6)
+    table = (tmp_path / "out" / "compare.md").read_text()
+    assert "Seed ensembles" in table and table.count("| untuned |") == 2
+
+
+def test_one_seed_makes_no_ensemble(tmp_path):
+    spec = load_study(write_study(tmp_path, TINY_STUDY + COMPARE))
+    settings = compare_settings(spec, variants=["untuned"], seeds=1)
+    result = run_compare(spec, settings, tmp_path / "out", say=lambda _: None)
+    assert result.ensembles == []
+    assert "Seed ensembles" not in (tmp_path / "out" / "compare.md").read_text()
 
 
 def test_variants_that_do_not_apply_are_skipped_with_a_reason(tmp_path):
