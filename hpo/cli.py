@@ -185,6 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the tiles to fit on (default: train; train+val adds the validation tiles)",
     )
     p.add_argument("--seed", type=int, help="training seed (default: the study's seed)")
+    p.add_argument(
+        "--members",
+        type=int,
+        default=1,
+        help="train N seeds (SEED, SEED+1, ...) and save them as one ensemble that "
+        "averages their probabilities (default: 1, a single model)",
+    )
     p.add_argument("--epochs", type=int, help="epochs (default: the exported optim.epochs)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: CUDA when available)")
     p.set_defaults(handler=_cmd_train)
@@ -916,11 +923,16 @@ def _cmd_train(args: argparse.Namespace, out: Any, err: Any) -> int:
         device=args.device,
         say=lambda text: out.print(text, soft_wrap=True),
         on_epoch=on_epoch,
+        members=args.members,
     )
     m = run.metrics
+    seeds = m["seeds"]
+    trained = f"seed {m['seed']}" if len(seeds) == 1 else (
+        f"ensemble of {len(seeds)}, seeds {seeds[0]}-{seeds[-1]}"
+    )
     out.print(
         f"trained {m['model']} on {m['train_on']} in {format_duration(run.seconds)} "
-        f"(seed {m['seed']}); test split ({m['test']['pixels']} valid pixels):"
+        f"({trained}); test split ({m['test']['pixels']} valid pixels):"
     )
     for key, label in (("at_0.5", "threshold 0.5"), ("at_threshold", "validation threshold")):
         row = m["test"].get(key)

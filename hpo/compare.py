@@ -492,8 +492,7 @@ def _add_ensemble(
     already stored, or while a member's probabilities are missing (e.g. a run of an
     older comparison that kept none).
     """
-    from hpo.retrain import score_probabilities
-    from networks.metrics import best_f1_threshold
+    from hpo.retrain import score_probabilities, threshold_of
 
     state.setdefault("ensembles", [])
     key = (label, fold, variant)
@@ -514,7 +513,7 @@ def _add_ensemble(
         )
     val_prob = np.mean([r["val_prob"] for r in runs], axis=0)
     test_prob = np.mean([r["test_prob"] for r in runs], axis=0)
-    threshold = best_f1_threshold(val_prob, val_label)[1] if val_label.any() else None
+    threshold = threshold_of(val_prob, val_label)
     test = score_probabilities(test_prob, test_label, threshold)
     test.pop("roc", None)
     state["ensembles"].append({"split": label, "fold": fold, "variant": variant,

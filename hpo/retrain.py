@@ -5,6 +5,9 @@ the data section; the data are prepared exactly as tuning prepared them (same cu
 split, see :func:`hpo.study.prepare_final_data`), the model is trained on the training
 split (or training + validation), and the test split, which tuning never read, gives the
 reported MIoU / F1 / AUC. A run folder holds the checkpoint, ``metrics.json`` and plots.
+With ``members`` above one, the configuration is trained with that many seeds and saved
+as one :class:`networks.SeedEnsemble`, whose threshold is chosen on the members' averaged
+validation probabilities.
 """
 
 from __future__ import annotations
@@ -72,8 +75,9 @@ def train_export(
     device: str | None = None,
     say: Callable[[str], None] = print,
     on_epoch: Callable[[int, dict[str, Any]], Any] | None = None,
+    members: int = 1,
 ) -> TrainRun:
-    """Train the exported configuration once and evaluate it on the test split.
+    """Train the exported configuration and evaluate it once on the test split.
 
     Args:
         export: An export file (``hpo export``) or its loaded document.
@@ -85,13 +89,16 @@ def train_export(
         device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available).
         say: Where to tell the user what happens.
         on_epoch: Called after every epoch as ``on_epoch(epoch, metrics)``.
+        members: Seeds to train (``seed``, ``seed + 1``, ...); above one, they are saved
+            and evaluated as one seed ensemble.
 
     Returns:
         The run.
 
     Raises:
         ExportError: The export is unreadable, or has no network config or seed.
-        HPOError: The run folder already holds a checkpoint.
+        HPOError: The run folder already holds a checkpoint, or ``members`` is out of
+            range.
         data.DataError: The data cannot be prepared.
     """
     import networks
@@ -106,6 +113,8 @@ def train_export(
         if epochs < 1:
             raise HPOError(f"--epochs {epochs}: use 1 or more")
         config = dataclasses.replace(config, optim=dataclasses.replace(config.optim, epochs=epochs))
+    if isinstance(members, bool) or not isinstance(members, int) or not 1 <= members <= 64:
+        raise HPOError(f"--members {members!r}: use 1 (one model) to 64")
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(doc.get("search"))
     if (run_dir / CHECKPOINT_FILE).exists():
         raise HPOError(f"{run_dir} already holds a trained model (hint: pass another -o RUN_DIR)")
@@ -121,21 +130,33 @@ def train_export(
     final = prepare_final_data(section, base_dir, seed=split_seed, train_on=train_on)
     say(f"data: {final.describe()}")
 
-    history = networks.train(
-        config,
-        final.train_set,
-        final.val_set,
-        seed=seed,
-        model=model_name,
-        device=device,
-        callbacks=[on_epoch] if on_epoch is not None else (),
-    )
-    threshold = _validation_threshold(history)
-    test = evaluate_split(history.model, final.test_set, threshold, config.optim.batch_size)
+    seeds = [seed + i for i in range(members)]
+    histories = []
+    for i, member_seed in enumerate(seeds):
+        if members > 1:
+            say(f"member {i + 1}/{members}: seed {member_seed}")
+        histories.append(networks.train(
+            config,
+            final.train_set,
+            final.val_set,
+            seed=member_seed,
+            model=model_name,
+            device=device,
+            callbacks=[on_epoch] if on_epoch is not None else (),
+        ))
+    history = histories[0]
+    if members == 1:
+        model, threshold = history.model, _validation_threshold(history)
+    else:
+        model = networks.SeedEnsemble([h.model for h in histories])
+        threshold = threshold_of(
+            *split_probabilities(model, final.val_set, config.optim.batch_size)
+        )
+    test = evaluate_split(model, final.test_set, threshold, config.optim.batch_size)
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = networks.save_checkpoint(
         run_dir / CHECKPOINT_FILE,
-        history.model,
+        model,
         model_name=model_name,
         config=config,
         source_names=final.source_names,
@@ -145,6 +166,7 @@ def train_export(
             "threshold": threshold,
             "train_on": train_on,
             "seed": seed,
+            "seeds": seeds,
             "search": doc.get("search"),
             "data_hash": final.cube.hash,
             "dates": list(final.cube.dates),
@@ -162,6 +184,7 @@ def train_export(
         "source_names": final.source_names,
         "train_on": train_on,
         "seed": seed,
+        "seeds": seeds,
         "split": final.splits.to_dict(),
         "tuned": {"metric": doc.get("metric"), "validation_value": doc.get("best_value")},
         "threshold": threshold,
@@ -173,6 +196,10 @@ def train_export(
         "test": test,
         "validation_last_epoch": history.epochs[-1] if history.epochs else None,
         "history": history.epochs,
+        "members": [
+            {"seed": member_seed, "validation_last_epoch": h.epochs[-1] if h.epochs else None}
+            for member_seed, h in zip(seeds, histories, strict=True)
+        ],
         "versions": networks.package_versions(),
         "seconds": round(time.monotonic() - started, 2),
         "files": {"checkpoint": CHECKPOINT_FILE, "curves": CURVES_FILE, "roc": ROC_FILE},
@@ -207,6 +234,21 @@ def _data(doc: Mapping[str, Any], source: str | None) -> tuple[dict[str, Any], P
     if base is None and source is not None:
         base = Path(source).resolve().parent
     return dict(section), Path(base or ".")
+
+
+def threshold_of(prob: np.ndarray, label: np.ndarray) -> float | None:
+    """The F1-best threshold of validation probabilities; ``None`` without landslide pixels.
+
+    Args:
+        prob: 1-D validation probabilities (e.g. a seed ensemble's averaged ones).
+        label: 1-D bool labels, aligned with ``prob``.
+
+    Returns:
+        The threshold, or ``None``.
+    """
+    from networks.metrics import best_f1_threshold
+
+    return best_f1_threshold(prob, label)[1] if label.any() else None
 
 
 def _validation_threshold(history: Any) -> float | None:
@@ -410,6 +452,7 @@ __all__ = [
     "evaluate_split",
     "score_probabilities",
     "split_probabilities",
+    "threshold_of",
     "plot_history",
     "plot_roc",
     "roc_points",

@@ -20,6 +20,7 @@ from networks.config import (
 )
 from networks.dbn import DBN, RBM
 from networks.dcnn import DCNN
+from networks.ensemble import SeedEnsemble
 from networks.errors import CheckpointError, ConfigError, NetworksError, TrainingError
 from networks.fusion import FusionNet
 from networks.history import METRIC_NAMES, History
@@ -54,6 +55,7 @@ __all__ = [
     "NetworksError",
     "OptimConfig",
     "PSPNet",
+    "SeedEnsemble",
     "SegNet",
     "SegmentationMeter",
     "TemporalConfig",

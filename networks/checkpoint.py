@@ -17,13 +17,18 @@ import torch
 from torch import nn
 
 from networks.config import ModelConfig
+from networks.ensemble import SeedEnsemble
 from networks.errors import CheckpointError, ConfigError
 from networks.registry import MODEL_NAMES, build_model
 
 FORMAT = "landslide-hpo/networks-checkpoint"
 """Marker stored in every checkpoint, so other files are told apart."""
-FORMAT_VERSION = 1
-"""Version of the layout below; bumped on incompatible changes."""
+FORMAT_VERSION = 2
+"""Version of the layout below; bumped on incompatible changes. Version 2 added seed
+ensembles (``members``); a single model is still written as version 1, which older
+readers load."""
+_MAX_MEMBERS = 64
+"""Ensemble members a checkpoint may declare (a damaged count is refused, not built)."""
 
 
 def package_versions() -> dict[str, str]:
@@ -53,7 +58,9 @@ class Checkpoint:
             tensors), or ``None``.
         versions: Package versions at save time (see :func:`package_versions`).
         extra: Anything else the caller saved (plain data only), or ``None``.
-        model: The rebuilt model with its weights, in eval mode.
+        model: The rebuilt model with its weights, in eval mode (a
+            :class:`networks.SeedEnsemble` for an ensemble).
+        members: Models averaged by ``model`` (1: a single model).
     """
 
     model_name: str
@@ -64,6 +71,7 @@ class Checkpoint:
     versions: dict[str, str]
     extra: dict[str, Any] | None
     model: nn.Module = field(repr=False)
+    members: int = 1
 
     @property
     def n_sources(self) -> int:
@@ -116,8 +124,8 @@ def save_checkpoint(
     Args:
         path: Where to write; missing parent folders are created.
         model: A model built by :func:`networks.build_model` (with ``n_sources`` and
-            ``n_times``).
-        model_name: The name it was built under.
+            ``n_times``), or a :class:`networks.SeedEnsemble` of such models.
+        model_name: The name it (every member) was built under.
         config: The configuration it was built with.
         source_names: One name per input source, in input order.
         norm_stats: Normalisation statistics of the inputs (plain data, numpy arrays or
@@ -147,10 +155,12 @@ def save_checkpoint(
             f"{len(source_names)} source names for a model with {n_sources} sources",
             hint="pass one name per input source, in input order",
         )
+    members = len(model.members) if isinstance(model, SeedEnsemble) else 1
     content = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": FORMAT_VERSION if members > 1 else 1,
         "model_name": model_name,
+        "members": members,
         "config": config.to_dict(),
         "source_names": [str(s) for s in source_names],
         "n_times": int(n_times),
@@ -221,8 +231,14 @@ def load_checkpoint(
         n_times = int(content["n_times"])
         state = dict(content["state_dict"])
         name = content["model_name"]
-        _check_size(path, name, len(source_names), n_times, config, state)
-        model = build_model(name, len(source_names), n_times, config)
+        members = content.get("members", 1)
+        if isinstance(members, bool) or not isinstance(members, int) or not (
+            1 <= members <= _MAX_MEMBERS
+        ):
+            raise CheckpointError(f"{path}: damaged checkpoint: members {members!r}")
+        _check_size(path, name, len(source_names), n_times, config, state, members)
+        built = [build_model(name, len(source_names), n_times, config) for _ in range(members)]
+        model = built[0] if members == 1 else SeedEnsemble(built)
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:
@@ -248,6 +264,7 @@ def load_checkpoint(
         versions=versions,
         extra=content.get("extra"),
         model=model,
+        members=members,
     )
 
 
@@ -273,6 +290,7 @@ def _check_size(
     n_times: int,
     config: ModelConfig,
     state: Mapping[str, Any],
+    members: int = 1,
 ) -> None:
     """Refuse a checkpoint whose sizes describe a model far larger than the weights it holds.
 
@@ -286,7 +304,7 @@ def _check_size(
         raise
     except Exception:  # noqa: BLE001 - a model that cannot live on meta: load_state_dict checks
         return
-    need = sum(v.numel() for v in skeleton.state_dict().values())
+    need = members * sum(v.numel() for v in skeleton.state_dict().values())
     have = sum(v.numel() for v in state.values() if isinstance(v, torch.Tensor))
     if need > 2 * have + 2**20:
         raise CheckpointError(

@@ -113,6 +113,51 @@ def test_train_uses_the_tuning_split_and_can_add_validation(trained, capsys):
     assert "trained on (train+val)" in capsys.readouterr().out
 
 
+def test_train_members_saves_a_seed_ensemble_that_predict_uses(trained, capsys):
+    """--members 3: three seeds in one checkpoint; its threshold and test scores are the
+    averaged members'."""
+    from hpo.export import load_export
+    from hpo.retrain import split_probabilities
+    from hpo.study import prepare_final_data
+    from networks import SeedEnsemble, load_checkpoint, roc_auc
+    from networks.metrics import best_f1_threshold
+
+    out = trained.folder / "run-ens"
+    code = main(["train", str(trained.folder / "best.yaml"), "-o", str(out), "--members", "3"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "member 3/3" in printed and "ensemble of 3, seeds 0-2" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["seeds"] == [0, 1, 2] and len(metrics["members"]) == 3
+    checkpoint = load_checkpoint(out / "model.pt")
+    assert isinstance(checkpoint.model, SeedEnsemble) and checkpoint.members == 3
+    assert checkpoint.extra["threshold"] == metrics["threshold"]
+    # Recompute from the members themselves: mean probabilities, threshold, test AUC.
+    export = load_export(trained.folder / "best.yaml")
+    base = export.get("data_base_dir") or trained.folder
+    final = prepare_final_data(export["data"], base, seed=export["seed"])
+    val = [split_probabilities(m, final.val_set) for m in checkpoint.model.members]
+    test = [split_probabilities(m, final.test_set) for m in checkpoint.model.members]
+    assert not np.allclose(test[0][0], test[1][0])  # the seeds differ
+    val_mean = np.mean([p for p, _ in val], axis=0)
+    test_mean = np.mean([p for p, _ in test], axis=0)
+    if val[0][1].any():
+        assert metrics["threshold"] == pytest.approx(best_f1_threshold(val_mean, val[0][1])[1])
+    assert metrics["test"]["at_0.5"]["auc"] == pytest.approx(roc_auc(test_mean, test[0][1]),
+                                                             abs=1e-6)
+    run = hpo("predict", "run-ens/model.pt", "--scene", "tiny.toml", "-o", "maps/ens.tif",
+              cwd=trained.folder)
+    assert run.returncode == 0, run.stderr
+
+
+def test_train_members_out_of_range_is_one_line(trained, capsys):
+    code = main(["train", str(trained.folder / "best.yaml"), "-o",
+                 str(trained.folder / "run-bad"), "--members", "0"])
+    assert code != 0
+    assert "--members 0" in capsys.readouterr().err
+    assert not (trained.folder / "run-bad").exists()
+
+
 def scene_grid(folder: Path) -> tuple:
     with rasterio.open(folder / "scene" / "dem.tif") as src:
         return src.crs, src.transform, src.width, src.height

@@ -115,3 +115,49 @@ def test_saving_checks_names_and_content(tmp_path):
             extra={"when": object()},
         )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_seed_ensemble_round_trips_and_averages_its_members(tmp_path):
+    from networks import SeedEnsemble
+
+    members = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        members.append(build_model("segnet", 3, 1).eval())
+    ensemble = SeedEnsemble(members).eval()
+    x = torch.randn(2, 3, 1, 16, 16)
+    with torch.no_grad():
+        mean = torch.stack([torch.softmax(m(x), dim=1) for m in members]).mean(dim=0)
+        assert torch.allclose(torch.softmax(ensemble(x), dim=1), mean, atol=1e-6)
+        assert not torch.allclose(mean, torch.softmax(members[0](x), dim=1))
+    path = save_checkpoint(tmp_path / "e.pt", ensemble, model_name="segnet",
+                           config=ModelConfig(), source_names=SOURCES)
+    loaded = load_checkpoint(path)
+    assert loaded.members == 3 and isinstance(loaded.model, SeedEnsemble)
+    with torch.no_grad():
+        assert torch.equal(loaded.model(x), ensemble(x))
+    # A single model is still written in the first format, which older readers load.
+    single = save_checkpoint(tmp_path / "s.pt", members[0], model_name="segnet",
+                             config=ModelConfig(), source_names=SOURCES)
+    assert torch.load(single, weights_only=True)["format_version"] == 1
+    assert load_checkpoint(single).members == 1
+
+
+@pytest.mark.parametrize("members", [0, 2, 10**6, "3"])
+def test_a_damaged_member_count_is_refused(members, tmp_path):
+    path = save_checkpoint(tmp_path / "m.pt", build_model("segnet", 3, 1), model_name="segnet",
+                           config=ModelConfig(), source_names=SOURCES)
+    content = torch.load(path, weights_only=True)
+    content["members"] = members  # one model's weights: 2 members cannot load them either
+    torch.save(content, path)
+    with pytest.raises(CheckpointError, match="m.pt"):
+        load_checkpoint(path)
+
+
+def test_an_ensemble_needs_two_members_with_the_same_inputs():
+    from networks import ConfigError, SeedEnsemble
+
+    with pytest.raises(ConfigError, match="two members"):
+        SeedEnsemble([build_model("segnet", 3, 1)])
+    with pytest.raises(ConfigError, match="different inputs"):
+        SeedEnsemble([build_model("segnet", 3, 1), build_model("segnet", 4, 1)])
