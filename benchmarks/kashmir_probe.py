@@ -81,7 +81,8 @@ def run_probe(spec: Any, name: str, seeds: int) -> dict[str, Any]:
     from networks.config import ModelConfig
 
     data, params, train_on, model = PROBES[name]
-    section = st.data_section(spec) | data
+    # context 0: the probes measure tiles cut from the map; `halo` is what context adds.
+    section = st.data_section(spec) | {"context": 0} | data
     final = st.prepare_final_data(section, spec.base_dir, seed=spec.seed, train_on=train_on)
     config = ModelConfig.from_params(dict(spec.model.fixed) | defaults_of(spec) | params)
     runs = []

@@ -98,6 +98,23 @@ def test_checkpoint_holds_plain_tensors_and_round_trips(fitted, tmp_path):
         BoostingModel(3, 5, config.boost).load_state_dict(state)
 
 
+def test_seed_ensemble_of_forests_round_trips(fitted, tmp_path):
+    """Forests of other seeds have other node counts; each member loads its own sizes."""
+    from networks import SeedEnsemble
+
+    history, config, train_set, val_set = fitted
+    other = train(config, train_set, val_set, seed=1, model="hgb").model
+    ensemble = SeedEnsemble([history.model, other]).eval()
+    path = save_checkpoint(tmp_path / "e.pt", ensemble, model_name="hgb", config=config,
+                           source_names=["a", "b", "c"])
+    loaded = load_checkpoint(path)
+    assert loaded.members == 2
+    x = torch.stack([val_set[i][0] for i in range(3)])
+    with torch.no_grad():
+        assert torch.equal(loaded.model(x), ensemble(x))
+        assert not torch.equal(ensemble(x), history.model(x))
+
+
 def test_pixel_sample_is_class_stratified_seeded_and_valid_only():
     scenes = BlobScenes(8, seed=5)
     valid = torch.stack([scenes[i][2] for i in range(len(scenes))])
