@@ -445,12 +445,15 @@ def _run_section(run_dir: Path, folder: Path, prefix: str, report: Report) -> li
             "`hpo train`)"
         ) from exc
     test = metrics.get("test") or {}
+    seeds = metrics.get("seeds") or [metrics.get("seed")]
+    trained = f"seed {seeds[0]}" if len(seeds) == 1 else (
+        f"a seed ensemble of {len(seeds)} (seeds {', '.join(map(str, seeds))})"
+    )
     lines = [
         "## Final model on the test split",
         "",
         f"`hpo train` run `{run_dir}`: model {metrics.get('model')}, trained on "
-        f"{metrics.get('train_on')}, seed {metrics.get('seed')}; the test split was never "
-        "seen during tuning.",
+        f"{metrics.get('train_on')}, {trained}; the test split was never seen during tuning.",
         "",
         "| decision threshold | MIoU | F1 | AUC | TP | FP | FN | TN |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",

@@ -148,6 +148,9 @@ def test_train_members_saves_a_seed_ensemble_that_predict_uses(trained, capsys):
     run = hpo("predict", "run-ens/model.pt", "--scene", "tiny.toml", "-o", "maps/ens.tif",
               cwd=trained.folder)
     assert run.returncode == 0, run.stderr
+    report = trained.folder / "report-ens.md"
+    assert main(["report", str(trained.study), "-o", str(report), "--run", str(out)]) == 0
+    assert "a seed ensemble of 3 (seeds 0, 1, 2)" in report.read_text()
 
 
 def test_train_members_out_of_range_is_one_line(trained, capsys):
