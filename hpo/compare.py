@@ -64,6 +64,9 @@ class CompareSettings:
         splits: ``[data]`` overrides, one comparison each (e.g. random and blocked).
         folds: Outer k-fold cross-validation within each split (0: none): each fold is the
             test split once; the folds' test metrics are pooled.
+        ensemble: Score the seeds of each (split, fold, variant) as a seed ensemble too,
+            keeping every run's validation and test probabilities under ``probs/``
+            (off: nothing kept, e.g. for a large test split).
     """
 
     variants: tuple[str, ...]
@@ -71,6 +74,7 @@ class CompareSettings:
     seeds: int
     splits: tuple[Mapping[str, Any], ...] = ({},)
     folds: int = 0
+    ensemble: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as JSON-able data."""
@@ -80,6 +84,7 @@ class CompareSettings:
             "seeds": self.seeds,
             "splits": [dict(s) for s in self.splits],
             "folds": self.folds,
+            "ensemble": self.ensemble,
         }
 
 
@@ -152,8 +157,11 @@ def compare_settings(
     folds = table.get("folds", 0)
     if isinstance(folds, bool) or not isinstance(folds, int) or folds == 1 or folds < 0:
         raise fail("folds", f"folds = {folds!r}", "use 0 (no cross-validation) or 2 or more")
+    ensemble = table.get("ensemble", True)
+    if not isinstance(ensemble, bool):
+        raise fail("ensemble", f"ensemble = {ensemble!r}", "use true or false")
     return CompareSettings(tuple(dict.fromkeys(names)), counts["trials"], counts["seeds"],
-                           tuple(overrides), folds)
+                           tuple(overrides), folds, ensemble)
 
 
 # ------------------------------------------------------------------ derived studies
@@ -306,7 +314,8 @@ def run_compare(
                 seeds = [s for s in range(settings.seeds)
                          if (label, fold, name, spec.seed + s) not in done]
                 where = label + (f" fold {fold}" if fold is not None else "")
-                members = [spec.seed + s for s in range(settings.seeds)]
+                members = ([spec.seed + s for s in range(settings.seeds)]
+                           if settings.ensemble else [])
                 if not seeds and (not variant.tuned or _found(state, label, fold, name)):
                     # a run killed after its last seed still gets its ensemble
                     _ensemble_step(state, out_dir, settings, (label, fold, name), members,
@@ -327,7 +336,8 @@ def run_compare(
                 params = _tune(vspec, variant, final, state, label, fold, fresh, device, say,
                                where)
                 for s in seeds:
-                    probs = _probs_path(out_dir, label, fold, name, spec.seed + s)
+                    probs = (_probs_path(out_dir, label, fold, name, spec.seed + s)
+                             if settings.ensemble else None)
                     row = _train_and_test(vspec, params, final, spec.seed + s, device, probs)
                     row.update(split=label, fold=fold, variant=name)
                     state["rows"].append(row)
@@ -405,12 +415,12 @@ def _train_and_test(
     final: Any,
     seed: int,
     device: str | None,
-    probs: Path,
+    probs: Path | None,
 ) -> dict[str, Any]:
     """Train one configuration once on the training split and score it on test.
 
-    The run's validation and test probabilities go to ``probs`` (``.npz``), for the
-    seed ensemble.
+    The run's validation and test probabilities go to ``probs`` (``.npz``, unless
+    ``None``), for the seed ensemble.
     """
     import networks
     from hpo.retrain import (
@@ -428,10 +438,11 @@ def _train_and_test(
                              model=vspec.model.name, device=device)
     threshold = _validation_threshold(history)
     batch = config.optim.batch_size
-    val_prob, val_label = split_probabilities(history.model, final.val_set, batch)
     test_prob, test_label = split_probabilities(history.model, final.test_set, batch)
-    _write_probs(probs, val_prob=val_prob, val_label=val_label, test_prob=test_prob,
-                 test_label=test_label)
+    if probs is not None:
+        val_prob, val_label = split_probabilities(history.model, final.val_set, batch)
+        _write_probs(probs, val_prob=val_prob, val_label=val_label, test_prob=test_prob,
+                     test_label=test_label)
     test = score_probabilities(test_prob, test_label, threshold)
     test.pop("roc", None)
     return {
@@ -627,6 +638,7 @@ def markdown(state: Mapping[str, Any]) -> str:
 def _settings_key(spec: StudySpec, settings: CompareSettings) -> str:
     doc = {"study": spec.fingerprint(), "seed": spec.seed, **settings.to_dict()}
     doc.pop("variants")  # adding a variant keeps what the others finished
+    doc.pop("ensemble")  # nor does scoring ensembles change a single run
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 

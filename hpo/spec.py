@@ -75,7 +75,7 @@ _RUNNER_KEYS = (
 _ASHA_KEYS = ("grace", "reduction_factor")
 _MODEL_KEYS = ("name", "fixed")
 _REFINE_KEYS = ("enabled", "n_trials")
-_COMPARE_KEYS = ("variants", "trials", "seeds", "splits", "folds")
+_COMPARE_KEYS = ("variants", "trials", "seeds", "splits", "folds", "ensemble")
 _STAGE_KEYS = ("name", "n_random", "n_bayes", "sampler", "max_fail", "params")
 _PARAM_KEYS = {
     "float": ("type", "low", "high", "log", "step", "default"),

@@ -96,6 +96,7 @@ def test_variant_spec_fixes_its_part_and_keeps_fusion_keys_from_baselines(spec):
         ('seeds = "3"', "compare.seeds"),
         ("splits = 3", "compare.splits"),
         ("folds = 1", "compare.folds"),
+        ("ensemble = 1", "compare.ensemble"),
     ],
 )
 def test_bad_compare_settings_name_the_key(tmp_path, table, key):
@@ -185,12 +186,15 @@ def test_seed_ensembles_average_the_runs_probabilities(tmp_path):
     assert "Seed ensembles" in table and table.count("| untuned |") == 2
 
 
-def test_one_seed_makes_no_ensemble(tmp_path):
-    spec = load_study(write_study(tmp_path, TINY_STUDY + COMPARE))
-    settings = compare_settings(spec, variants=["untuned"], seeds=1)
+@pytest.mark.parametrize("extra", ["", "ensemble = false\n"])
+def test_one_seed_or_ensemble_off_makes_no_ensemble(tmp_path, extra):
+    spec = load_study(write_study(tmp_path, TINY_STUDY + COMPARE + extra))
+    settings = compare_settings(spec, variants=["untuned"], seeds=1 if not extra else 2)
     result = run_compare(spec, settings, tmp_path / "out", say=lambda _: None)
-    assert result.ensembles == []
+    assert result.ensembles == [] and len(result.rows) == settings.seeds
     assert "Seed ensembles" not in (tmp_path / "out" / "compare.md").read_text()
+    if extra:  # off: no probabilities kept either
+        assert not (tmp_path / "out" / "probs").exists()
 
 
 def test_variants_that_do_not_apply_are_skipped_with_a_reason(tmp_path):
