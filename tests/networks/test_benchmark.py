@@ -44,3 +44,13 @@ def test_tiny_benchmark_measures_and_reports_ratios_to_segnet():
     }
     table = bench._markdown(rows, 400.0, setup)
     assert "| fusion | 2 | 200 | 0.50 |" in table
+
+
+def test_ensemble_check_round_trips_members_on_this_device():
+    from benchmarks import gpu_ensemble
+
+    record = gpu_ensemble.run(gpu_ensemble.QUICK, "cpu")
+    assert record["loaded_members"] == record["members"] == 2
+    assert record["round_trip_max_abs_diff"] == 0.0 and record["loaded_on"] == "cpu"
+    assert len(record["val_auc_members"]) == 2 and 0 <= record["val_auc_ensemble"] <= 1
+    assert record["forward_seconds_ensemble"] > 0 and record["peak_gpu_mib"] is None
