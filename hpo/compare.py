@@ -7,9 +7,9 @@ tuning never saw. Each (split, variant) is its own stored search named
 ``<study>-cmp-<split>-<variant>``, and every finished training run is written to
 ``compare.json`` at once, so a rerun continues where the last one stopped. With two
 seeds or more, the seeds' models of each (split, fold, variant) are also scored as one
-ensemble: their validation and test probabilities, kept per run under ``probs/``, are
-averaged pixel by pixel, the threshold is chosen on the averaged validation probabilities,
-and the ensembles get a table of their own.
+ensemble: their validation and test predictions (log-odds), kept per run under ``probs/``,
+are averaged pixel by pixel as probabilities, the threshold is chosen on the averaged
+validation predictions, and the ensembles get a table of their own.
 
     from hpo.compare import compare_settings, run_compare
 
@@ -65,7 +65,7 @@ class CompareSettings:
         folds: Outer k-fold cross-validation within each split (0: none): each fold is the
             test split once; the folds' test metrics are pooled.
         ensemble: Score the seeds of each (split, fold, variant) as a seed ensemble too,
-            keeping every run's validation and test probabilities under ``probs/``
+            keeping every run's validation and test log-odds under ``probs/``
             (off: nothing kept, e.g. for a large test split).
     """
 
@@ -419,15 +419,11 @@ def _train_and_test(
 ) -> dict[str, Any]:
     """Train one configuration once on the training split and score it on test.
 
-    The run's validation and test probabilities go to ``probs`` (``.npz``, unless
+    The run's validation and test log-odds go to ``probs`` (``.npz``, unless
     ``None``), for the seed ensemble.
     """
     import networks
-    from hpo.retrain import (
-        _validation_threshold,
-        score_probabilities,
-        split_probabilities,
-    )
+    from hpo.retrain import _validation_threshold, score_log_odds, split_log_odds
     from networks.config import ModelConfig
 
     started = time.monotonic()
@@ -438,12 +434,12 @@ def _train_and_test(
                              model=vspec.model.name, device=device)
     threshold = _validation_threshold(history)
     batch = config.optim.batch_size
-    test_prob, test_label = split_probabilities(history.model, final.test_set, batch)
+    test_odds, test_label = split_log_odds(history.model, final.test_set, batch)
     if probs is not None:
-        val_prob, val_label = split_probabilities(history.model, final.val_set, batch)
-        _write_probs(probs, val_prob=val_prob, val_label=val_label, test_prob=test_prob,
-                     test_label=test_label)
-    test = score_probabilities(test_prob, test_label, threshold)
+        val_odds, val_label = split_log_odds(history.model, final.val_set, batch)
+        _write_probs(probs, val_log_odds=val_odds, val_label=val_label,
+                     test_log_odds=test_odds, test_label=test_label)
+    test = score_log_odds(test_odds, test_label, threshold)
     test.pop("roc", None)
     return {
         "seed": seed,
@@ -503,7 +499,7 @@ def _add_ensemble(
     already stored, or while a member's probabilities are missing (e.g. a run of an
     older comparison that kept none).
     """
-    from hpo.retrain import score_probabilities, threshold_of
+    from hpo.retrain import mean_probability_log_odds, score_log_odds, threshold_of
 
     state.setdefault("ensembles", [])
     key = (label, fold, variant)
@@ -522,10 +518,10 @@ def _add_ensemble(
             f"the runs in {paths[0].parent} of {label} {variant} scored different pixels",
             hint="the data or split changed between runs: start over with --fresh",
         )
-    val_prob = np.mean([r["val_prob"] for r in runs], axis=0)
-    test_prob = np.mean([r["test_prob"] for r in runs], axis=0)
-    threshold = threshold_of(val_prob, val_label)
-    test = score_probabilities(test_prob, test_label, threshold)
+    val_odds = mean_probability_log_odds([r["val_log_odds"] for r in runs])
+    test_odds = mean_probability_log_odds([r["test_log_odds"] for r in runs])
+    threshold = threshold_of(val_odds, val_label)
+    test = score_log_odds(test_odds, test_label, threshold)
     test.pop("roc", None)
     state["ensembles"].append({"split": label, "fold": fold, "variant": variant,
                                "members": list(members), "threshold": threshold,

@@ -13,8 +13,9 @@ validation probabilities.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -150,7 +151,7 @@ def train_export(
     else:
         model = networks.SeedEnsemble([h.model for h in histories])
         threshold = threshold_of(
-            *split_probabilities(model, final.val_set, config.optim.batch_size)
+            *split_log_odds(model, final.val_set, config.optim.batch_size)
         )
     test = evaluate_split(model, final.test_set, threshold, config.optim.batch_size)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -236,19 +237,23 @@ def _data(doc: Mapping[str, Any], source: str | None) -> tuple[dict[str, Any], P
     return dict(section), Path(base or ".")
 
 
-def threshold_of(prob: np.ndarray, label: np.ndarray) -> float | None:
-    """The F1-best threshold of validation probabilities; ``None`` without landslide pixels.
+def threshold_of(log_odds: np.ndarray, label: np.ndarray) -> float | None:
+    """The F1-best threshold, a probability, of validation log-odds.
 
     Args:
-        prob: 1-D validation probabilities (e.g. a seed ensemble's averaged ones).
-        label: 1-D bool labels, aligned with ``prob``.
+        log_odds: 1-D validation log-odds (e.g. a seed ensemble's).
+        label: 1-D bool labels, aligned with ``log_odds``.
 
     Returns:
-        The threshold, or ``None``.
+        The threshold, or ``None`` without landslide pixels.
     """
-    from networks.metrics import best_f1_threshold
+    from networks import SegmentationMeter
 
-    return best_f1_threshold(prob, label)[1] if label.any() else None
+    if not label.any():
+        return None
+    meter = SegmentationMeter(prob_dtype=np.float64)
+    meter.update_log_odds(log_odds, label)
+    return float(meter.compute()["threshold"])
 
 
 def _validation_threshold(history: Any) -> float | None:
@@ -259,10 +264,14 @@ def _validation_threshold(history: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and 0 < value < 1 else None
 
 
-def split_probabilities(
+def split_log_odds(
     model: Any, data_set: Any, batch_size: int = 8
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Landslide probabilities and labels of every valid pixel of a split, in tile order.
+    """Landslide log-odds and labels of every valid pixel of a split, in tile order.
+
+    Log-odds (landslide logit minus background logit), not probabilities: a confident
+    model's float32 probabilities are exactly 0 or 1 on many pixels, and their ties would
+    hide its ranking from the AUC and the threshold search.
 
     Args:
         model: The trained model (eval mode, on its device).
@@ -270,35 +279,51 @@ def split_probabilities(
         batch_size: Tiles per forward pass.
 
     Returns:
-        ``(prob float32, label bool)``, 1-D and aligned: the same data set always gives
-        its pixels in the same order, so the probabilities of several models of one split
-        can be averaged pixel by pixel.
+        ``(log_odds float32, label bool)``, 1-D and aligned: the same data set always
+        gives its pixels in the same order, so several models of one split can be
+        averaged pixel by pixel (:func:`mean_probability_log_odds`).
     """
+    import torch
     from torch.utils.data import DataLoader
 
-    from hpo.predict import landslide_probability
     from networks import model_device
 
     device = model_device(model)
-    probs, labels = [], []
+    scores, labels = [], []
     model.eval()
-    for x, y, valid in DataLoader(data_set, batch_size=batch_size):
-        p = landslide_probability(model, x.to(device)).cpu()
-        keep = valid.bool()
-        probs.append(p[keep].float().numpy())
-        labels.append(y[keep].numpy() > 0)
-    return np.concatenate(probs), np.concatenate(labels)
+    with torch.no_grad():
+        for x, y, valid in DataLoader(data_set, batch_size=batch_size):
+            logits = model(x.to(device).float()).float()
+            keep = valid.bool()
+            scores.append((logits[:, 1] - logits[:, 0]).cpu()[keep].numpy())
+            labels.append(y[keep].numpy() > 0)
+    return np.concatenate(scores), np.concatenate(labels)
 
 
-def score_probabilities(
-    prob: np.ndarray, label: np.ndarray, threshold: float | None
-) -> dict[str, Any]:
-    """Test metrics of probabilities: at 0.5 and at a validation-chosen threshold.
+def mean_probability_log_odds(log_odds: Sequence[np.ndarray]) -> np.ndarray:
+    """Log-odds of the mean probability of several models, without rounding to 0 or 1.
 
     Args:
-        prob: 1-D landslide probabilities of valid pixels.
-        label: 1-D bool labels, aligned with ``prob``.
-        threshold: The validation-chosen threshold, or ``None``.
+        log_odds: Each model's log-odds of the same pixels.
+
+    Returns:
+        ``log(mean p / mean (1 - p))``, float64, computed in log space.
+    """
+    stack = np.stack([np.asarray(s, np.float64) for s in log_odds])
+    # log p = -log(1 + e^-s); the 1/n of the two means cancels.
+    return (np.logaddexp.reduce(-np.logaddexp(0.0, -stack), axis=0)
+            - np.logaddexp.reduce(-np.logaddexp(0.0, stack), axis=0))
+
+
+def score_log_odds(
+    log_odds: np.ndarray, label: np.ndarray, threshold: float | None
+) -> dict[str, Any]:
+    """Test metrics of log-odds: at probability 0.5 and at a validation-chosen threshold.
+
+    Args:
+        log_odds: 1-D landslide log-odds of valid pixels.
+        label: 1-D bool labels, aligned with ``log_odds``.
+        threshold: The validation-chosen threshold (a probability), or ``None``.
 
     Returns:
         ``{"pixels", "landslide_pixels", "at_0.5": {...}, "at_threshold": {...} | None,
@@ -307,17 +332,17 @@ def score_probabilities(
     """
     from networks import SegmentationMeter
 
-    meter = SegmentationMeter()
-    meter.update(prob, label)
+    meter = SegmentationMeter(prob_dtype=np.float64)
+    meter.update_log_odds(log_odds, label)
     scores = meter.compute()
     out: dict[str, Any] = {
-        "pixels": int(prob.size),
+        "pixels": int(log_odds.size),
         "landslide_pixels": int(label.sum()),
         "at_0.5": {
             "miou": scores["miou"],
             "f1": scores["f1"],
             "auc": scores["auc"],
-            "confusion": _confusion(prob, label, 0.5),
+            "confusion": _confusion(log_odds, label, 0.5),
         },
         "at_threshold": None,
     }
@@ -328,9 +353,9 @@ def score_probabilities(
             "miou": at["miou"],
             "f1": at["f1"],
             "auc": scores["auc"],
-            "confusion": _confusion(prob, label, threshold),
+            "confusion": _confusion(log_odds, label, threshold),
         }
-    out["roc"] = roc_points(prob, label)
+    out["roc"] = roc_points(log_odds, label)
     return out
 
 
@@ -346,10 +371,9 @@ def evaluate_split(
         batch_size: Tiles per forward pass.
 
     Returns:
-        What :func:`score_probabilities` returns.
+        What :func:`score_log_odds` returns.
     """
-    prob, label = split_probabilities(model, data_set, batch_size)
-    return score_probabilities(prob, label, threshold)
+    return score_log_odds(*split_log_odds(model, data_set, batch_size), threshold)
 
 
 def roc_points(prob: np.ndarray, label: np.ndarray, n: int = _ROC_POINTS) -> dict | None:
@@ -369,7 +393,8 @@ def roc_points(prob: np.ndarray, label: np.ndarray, n: int = _ROC_POINTS) -> dic
     if n_pos == 0 or n_neg == 0:
         return None
     order = np.argsort(-prob, kind="stable")
-    ends = np.append(np.flatnonzero(np.diff(prob[order])), prob.size - 1)  # last of ties
+    ranked = prob[order]
+    ends = np.append(np.flatnonzero(ranked[1:] != ranked[:-1]), prob.size - 1)  # last of ties
     tp = np.cumsum(label[order])[ends]
     fpr = np.concatenate(([0.0], (ends + 1 - tp) / n_neg))
     tpr = np.concatenate(([0.0], tp / n_pos))
@@ -377,12 +402,12 @@ def roc_points(prob: np.ndarray, label: np.ndarray, n: int = _ROC_POINTS) -> dic
     return {"fpr": fpr[keep].tolist(), "tpr": tpr[keep].tolist()}
 
 
-def _confusion(prob: np.ndarray, label: np.ndarray, threshold: float) -> dict[str, int]:
-    called = prob > threshold
+def _confusion(log_odds: np.ndarray, label: np.ndarray, threshold: float) -> dict[str, int]:
+    called = log_odds > math.log(threshold) - math.log1p(-threshold)
     tp = int(np.count_nonzero(called & label))
     fp = int(np.count_nonzero(called)) - tp
     fn = int(np.count_nonzero(label)) - tp
-    return {"tp": tp, "fp": fp, "fn": fn, "tn": int(prob.size) - tp - fp - fn}
+    return {"tp": tp, "fp": fp, "fn": fn, "tn": int(log_odds.size) - tp - fp - fn}
 
 
 def plot_history(epochs: list[dict[str, Any]], path: str | Path) -> Path:
@@ -450,8 +475,9 @@ __all__ = [
     "TrainRun",
     "default_run_dir",
     "evaluate_split",
-    "score_probabilities",
-    "split_probabilities",
+    "mean_probability_log_odds",
+    "score_log_odds",
+    "split_log_odds",
     "threshold_of",
     "plot_history",
     "plot_roc",

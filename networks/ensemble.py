@@ -11,6 +11,7 @@ softmax is the members' mean probability, so training loss, metrics, checkpoints
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -57,9 +58,12 @@ class SeedEnsemble(nn.Module):
         Returns:
             Logits whose softmax is the mean of the members' softmax outputs.
         """
-        probs = torch.stack([torch.softmax(m(x).float(), dim=1) for m in self.members])
-        # The floor keeps the log finite where every member is certain.
-        return torch.log(probs.mean(dim=0).clamp_min(torch.finfo(torch.float32).tiny))
+        log_probs = torch.stack(
+            [torch.log_softmax(m(x).float(), dim=1) for m in self.members]
+        )
+        # log of the mean probability, in log space: members certain to 1 - 1e-40 keep
+        # their ranking instead of all rounding to probability 1.
+        return torch.logsumexp(log_probs, dim=0) - math.log(len(self.members))
 
 
 __all__ = ["SeedEnsemble"]

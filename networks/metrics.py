@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -24,13 +25,18 @@ def _as_numpy(value: Any, name: str) -> np.ndarray:
         raise TypeError(f"{name} must be a numpy array or a torch tensor") from exc
 
 
+def _changes(ranked: np.ndarray) -> np.ndarray:
+    """Indices ``i`` where ``ranked[i + 1]`` differs from ``ranked[i]`` (infinities tie)."""
+    return np.flatnonzero(ranked[1:] != ranked[:-1])
+
+
 def roc_auc(prob: npt.ArrayLike, target: npt.ArrayLike) -> float | None:
     """Exact area under the ROC curve, ties counted as half, as scikit-learn computes it.
 
     Equivalent to the Mann-Whitney statistic with average ranks: one sort, no binning.
 
     Args:
-        prob: 1-D scores.
+        prob: 1-D scores (probabilities or log-odds; infinities allowed).
         target: 1-D labels in {0, 1} (bool or numbers).
 
     Returns:
@@ -45,12 +51,31 @@ def roc_auc(prob: npt.ArrayLike, target: npt.ArrayLike) -> float | None:
     order = np.argsort(prob, kind="stable")
     sorted_prob = prob[order]
     sorted_pos = positive[order].astype(np.int64)
-    starts = np.concatenate(([0], np.flatnonzero(np.diff(sorted_prob)) + 1))
+    starts = np.concatenate(([0], _changes(sorted_prob) + 1))
     pos_per_value = np.add.reduceat(sorted_pos, starts)
     neg_per_value = np.diff(np.append(starts, prob.size)) - pos_per_value
     neg_below = np.cumsum(neg_per_value) - neg_per_value
     wins = np.dot(pos_per_value, neg_below) + 0.5 * np.dot(pos_per_value, neg_per_value)
     return float(wins / (n_pos * n_neg))
+
+
+def _best_cut(values: np.ndarray, positive: np.ndarray) -> tuple[float, float, float | None]:
+    """Best landslide F1 over cuts of ``values`` (calling those above a cut landslides).
+
+    Returns:
+        ``(f1, lowest value called, highest value not called or None)``; ties of F1 go
+        to the higher cut, and equal values are all in or all out.
+    """
+    n_pos = int(positive.sum())
+    order = np.argsort(-values, kind="stable")
+    ranked = values[order]
+    tp = np.cumsum(positive[order])
+    ends = np.append(_changes(ranked), values.size - 1)
+    f1 = 2 * tp[ends] / (ends + 1 + n_pos)
+    best = int(np.argmax(f1))  # first maximum: the fewest pixels called, the highest cut
+    cut = ends[best]
+    below = float(ranked[cut + 1]) if cut + 1 < values.size else None
+    return float(f1[best]), float(ranked[cut]), below
 
 
 def best_f1_threshold(prob: npt.ArrayLike, target: npt.ArrayLike) -> tuple[float, float]:
@@ -70,23 +95,33 @@ def best_f1_threshold(prob: npt.ArrayLike, target: npt.ArrayLike) -> tuple[float
     """
     prob = np.asarray(prob, dtype=np.float64).ravel()
     positive = np.asarray(target).ravel().astype(bool)
-    n_pos = int(positive.sum())
-    if n_pos == 0 or prob.size == 0:
+    if not positive.any() or prob.size == 0:
         return 0.0, 0.5
-    order = np.argsort(-prob, kind="stable")
-    sorted_prob = prob[order]
-    tp = np.cumsum(positive[order])
-    # Cut only after the last of equal probabilities: ties are all in or all out.
-    ends = np.append(np.flatnonzero(np.diff(sorted_prob)), prob.size - 1)
-    called = ends + 1
-    f1 = 2 * tp[ends] / (called + n_pos)
-    best = int(np.argmax(f1))  # first maximum: the fewest pixels called, the highest cut
-    cut = ends[best]
-    below = sorted_prob[cut + 1] if cut + 1 < prob.size else 0.0
-    threshold = 0.5 * (sorted_prob[cut] + below)
-    if not threshold < sorted_prob[cut]:  # adjacent floats: keep the cut pixel above
-        threshold = float(np.nextafter(sorted_prob[cut], -np.inf))
-    return float(f1[best]), float(threshold)
+    f1, called, below = _best_cut(prob, positive)
+    threshold = 0.5 * (called + (below if below is not None else 0.0))
+    if not threshold < called:  # adjacent floats: keep the cut pixel above
+        threshold = float(np.nextafter(called, -np.inf))
+    return f1, float(threshold)
+
+
+def _log_odds(prob: np.ndarray) -> np.ndarray:
+    """``log(p / (1 - p))`` in float64: -inf at 0, inf at 1."""
+    p = prob.astype(np.float64)
+    with np.errstate(divide="ignore"):
+        return np.log(p) - np.log1p(-p)
+
+
+def _probability(log_odds: float) -> float:
+    """The probability of a log-odds cut, kept strictly inside (0, 1).
+
+    Beyond about ±36.7 the logistic function rounds to exactly 0 or 1 in float64, which
+    no probability could exceed or stay under; the nearest representable probability
+    stands in, so a cut among saturated scores becomes the cut at the saturation.
+    """
+    prob = 0.5 * (1.0 + math.tanh(0.5 * log_odds)) if math.isfinite(log_odds) else (
+        1.0 if log_odds > 0 else 0.0
+    )
+    return min(max(prob, float(np.nextafter(0.0, 1.0))), float(np.nextafter(1.0, 0.0)))
 
 
 class SegmentationMeter:
@@ -103,11 +138,15 @@ class SegmentationMeter:
     with :meth:`at`). Invalid pixels are ignored.
 
     Confusion counts are integers updated per batch; for the exact AUC the meter keeps
-    every valid pixel's probability (``prob_dtype``, 4 bytes by default) and label
-    (1 byte). Probabilities closer than ``prob_dtype``'s resolution count as ties.
+    every valid pixel's log-odds (``prob_dtype``, 4 bytes by default) and label (1 byte).
+    The AUC and the best threshold rank the log-odds, not the probabilities: a confident
+    model (boosted trees reach log-odds of thousands) has float32 probabilities of exactly
+    0 or 1 on most pixels, whose ties would hide its ranking. Feed the log-odds
+    (:meth:`update_log_odds`, e.g. the difference of the two logits) where there are
+    some; probabilities (:meth:`update`) rank as they are, ties included.
 
     Args:
-        prob_dtype: Storage type of the probabilities kept for the AUC.
+        prob_dtype: Storage type of the log-odds kept for the AUC.
     """
 
     def __init__(self, *, prob_dtype: npt.DTypeLike = np.float32) -> None:
@@ -116,7 +155,7 @@ class SegmentationMeter:
 
     def reset(self) -> None:
         """Forget everything accumulated so far."""
-        self._probs: list[np.ndarray] = []
+        self._scores: list[np.ndarray] = []
         self._labels: list[np.ndarray] = []
         self._tp = self._fp = self._fn = self._tn = 0
 
@@ -126,7 +165,7 @@ class SegmentationMeter:
         return self._tp + self._fp + self._fn + self._tn
 
     def update(self, prob: ArrayLike, target: ArrayLike, valid: ArrayLike | None = None) -> None:
-        """Add one batch.
+        """Add one batch of probabilities.
 
         Args:
             prob: Landslide probabilities in [0, 1], any shape.
@@ -137,23 +176,52 @@ class SegmentationMeter:
             ValueError: On mismatched shapes, labels outside {0, 1} or non-finite
                 probabilities.
         """
-        p = _as_numpy(prob, "prob")
-        t = _as_numpy(target, "target")
-        if p.shape != t.shape:
-            raise ValueError(f"prob {p.shape} and target {t.shape} differ in shape")
-        if valid is not None:
-            v = _as_numpy(valid, "valid").astype(bool)
-            if v.shape != p.shape:
-                raise ValueError(f"valid {v.shape} and prob {p.shape} differ in shape")
-            p, t = p[v], t[v]
-        p, t = p.ravel(), t.ravel()
+        p, t = self._valid(prob, target, valid)
         if not np.isfinite(p).all():
             raise ValueError("prob holds NaN or infinite values at valid pixels")
+        self._add(_log_odds(p), t)
+
+    def update_log_odds(
+        self, log_odds: ArrayLike, target: ArrayLike, valid: ArrayLike | None = None
+    ) -> None:
+        """Add one batch of log-odds (landslide logit minus background logit).
+
+        Args:
+            log_odds: ``log(p / (1 - p))`` per pixel, any shape.
+            target: Labels in {0, 1}, the same shape.
+            valid: Bool mask, the same shape; ``None`` means all valid.
+
+        Raises:
+            ValueError: On mismatched shapes, labels outside {0, 1} or NaN log-odds.
+        """
+        s, t = self._valid(log_odds, target, valid)
+        if np.isnan(s).any():
+            raise ValueError("log_odds holds NaN values at valid pixels")
+        self._add(s, t)
+
+    @staticmethod
+    def _valid(
+        values: ArrayLike, target: ArrayLike, valid: ArrayLike | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The valid pixels' values and bool labels, flattened and checked."""
+        v_ = _as_numpy(values, "prob")
+        t = _as_numpy(target, "target")
+        if v_.shape != t.shape:
+            raise ValueError(f"prob {v_.shape} and target {t.shape} differ in shape")
+        if valid is not None:
+            v = _as_numpy(valid, "valid").astype(bool)
+            if v.shape != v_.shape:
+                raise ValueError(f"valid {v.shape} and prob {v_.shape} differ in shape")
+            v_, t = v_[v], t[v]
+        v_, t = v_.ravel(), t.ravel()
         if t.dtype != bool:
             if ((t != 0) & (t != 1)).any():
                 raise ValueError("target must hold only 0 and 1 at valid pixels")
             t = t != 0
-        predicted = p > 0.5
+        return v_, t
+
+    def _add(self, log_odds: np.ndarray, t: np.ndarray) -> None:
+        predicted = log_odds > 0  # probability above 0.5: the arg-max of two logits
         tp = int(np.count_nonzero(predicted & t))
         fp = int(np.count_nonzero(predicted)) - tp
         fn = int(np.count_nonzero(t)) - tp
@@ -161,7 +229,7 @@ class SegmentationMeter:
         self._fp += fp
         self._fn += fn
         self._tn += t.size - tp - fp - fn
-        self._probs.append(p.astype(self.prob_dtype, copy=False))
+        self._scores.append(log_odds.astype(self.prob_dtype, copy=False))
         self._labels.append(t)
 
     def compute(self) -> dict[str, float | None]:
@@ -176,11 +244,16 @@ class SegmentationMeter:
         """
         if self.n_pixels == 0:
             raise ValueError("no valid pixels to compute metrics on; check the valid masks")
-        prob, labels = np.concatenate(self._probs), np.concatenate(self._labels)
-        f1_best, threshold = best_f1_threshold(prob, labels)
+        scores, labels = np.concatenate(self._scores), np.concatenate(self._labels)
+        f1_best, threshold = 0.0, 0.5
+        if labels.any():
+            f1_best, called, below = _best_cut(scores.astype(np.float64), labels)
+            # halfway in log-odds between the last pixel called and the next one
+            threshold = _probability(0.5 * (called + below) if below is not None
+                                     else called - 1.0)
         return {
             **_scores(self._tp, self._fp, self._fn, self._tn),
-            "auc": roc_auc(prob, labels),
+            "auc": roc_auc(scores, labels),
             "f1_best": f1_best,
             "threshold": threshold,
         }
@@ -199,8 +272,8 @@ class SegmentationMeter:
         """
         if self.n_pixels == 0:
             raise ValueError("no valid pixels to compute metrics on; check the valid masks")
-        prob, labels = np.concatenate(self._probs), np.concatenate(self._labels)
-        predicted = prob > threshold
+        scores, labels = np.concatenate(self._scores), np.concatenate(self._labels)
+        predicted = scores > _log_odds(np.array(threshold))
         tp = int(np.count_nonzero(predicted & labels))
         fp = int(np.count_nonzero(predicted)) - tp
         fn = int(np.count_nonzero(labels)) - tp

@@ -108,7 +108,8 @@ def evaluate(
                 logits = model(x.float())
             n_valid = int(valid.sum())
             total += float(loss_fn(logits, y, valid)) * n_valid
-            meter.update(torch.softmax(logits.float(), dim=1)[:, 1], y, valid)
+            logits = logits.float()
+            meter.update_log_odds(logits[:, 1] - logits[:, 0], y, valid)
     model.train(was_training)
     if meter.n_pixels == 0:
         raise TrainingError("the evaluation set has no valid pixel", hint="check the valid masks")

@@ -160,7 +160,7 @@ def test_compare_tunes_trains_scores_and_resumes(tmp_path):
 
 
 def test_seed_ensembles_average_the_runs_probabilities(tmp_path):
-    from sklearn.metrics import roc_auc_score
+    from sklearn.metrics import f1_score, roc_auc_score
 
     from networks.metrics import best_f1_threshold
 
@@ -170,18 +170,22 @@ def test_seed_ensembles_average_the_runs_probabilities(tmp_path):
     (ensemble,) = result.ensembles
     assert ensemble["variant"] == "untuned" and ensemble["members"] == [0, 1, 2]
     runs = [np.load(tmp_path / "out" / "probs" / f"random-untuned-s{s}.npz") for s in range(3)]
-    test_prob = np.mean([r["test_prob"] for r in runs], axis=0)
-    val_prob = np.mean([r["val_prob"] for r in runs], axis=0)
+
+    def mean_prob(key):
+        return np.mean([1 / (1 + np.exp(-r[key].astype(np.float64))) for r in runs], axis=0)
+
+    test_prob, val_prob = mean_prob("test_log_odds"), mean_prob("val_log_odds")
     # The members differ (seeds), and the ensemble scores their mean, not one of them.
-    assert not np.allclose(runs[0]["test_prob"], runs[1]["test_prob"])
+    assert not np.allclose(runs[0]["test_log_odds"], runs[1]["test_log_odds"])
     assert ensemble["test"]["at_0.5"]["auc"] == pytest.approx(
         roc_auc_score(runs[0]["test_label"], test_prob), abs=1e-6)
-    assert ensemble["threshold"] == pytest.approx(
-        best_f1_threshold(val_prob, runs[0]["val_label"])[1])
+    f1_best, _ = best_f1_threshold(val_prob, runs[0]["val_label"])
+    val_label = runs[0]["val_label"]
+    assert f1_score(val_label, val_prob > ensemble["threshold"]) == pytest.approx(f1_best)
     # Each member's own row scores its own file.
     for row, run in zip(sorted(result.rows, key=lambda r: r["seed"]), runs, strict=True):
         assert row["test"]["at_0.5"]["auc"] == pytest.approx(
-            roc_auc_score(run["test_label"], run["test_prob"]), abs=1e-6)
+            roc_auc_score(run["test_label"], run["test_log_odds"]), abs=1e-6)
     table = (tmp_path / "out" / "compare.md").read_text()
     assert "Seed ensembles" in table and table.count("| untuned |") == 2
 

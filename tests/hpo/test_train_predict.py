@@ -117,7 +117,7 @@ def test_train_members_saves_a_seed_ensemble_that_predict_uses(trained, capsys):
     """--members 3: three seeds in one checkpoint; its threshold and test scores are the
     averaged members'."""
     from hpo.export import load_export
-    from hpo.retrain import split_probabilities
+    from hpo.retrain import split_log_odds
     from hpo.study import prepare_final_data
     from networks import SeedEnsemble, load_checkpoint, roc_auc
     from networks.metrics import best_f1_threshold
@@ -136,13 +136,19 @@ def test_train_members_saves_a_seed_ensemble_that_predict_uses(trained, capsys):
     export = load_export(trained.folder / "best.yaml")
     base = export.get("data_base_dir") or trained.folder
     final = prepare_final_data(export["data"], base, seed=export["seed"])
-    val = [split_probabilities(m, final.val_set) for m in checkpoint.model.members]
-    test = [split_probabilities(m, final.test_set) for m in checkpoint.model.members]
+    val = [split_log_odds(m, final.val_set) for m in checkpoint.model.members]
+    test = [split_log_odds(m, final.test_set) for m in checkpoint.model.members]
     assert not np.allclose(test[0][0], test[1][0])  # the seeds differ
-    val_mean = np.mean([p for p, _ in val], axis=0)
-    test_mean = np.mean([p for p, _ in test], axis=0)
-    if val[0][1].any():
-        assert metrics["threshold"] == pytest.approx(best_f1_threshold(val_mean, val[0][1])[1])
+
+    def mean_prob(pairs):
+        return np.mean([1 / (1 + np.exp(-s.astype(np.float64))) for s, _ in pairs], axis=0)
+
+    val_mean, test_mean = mean_prob(val), mean_prob(test)
+    if val[0][1].any():  # the ensemble's threshold reaches the best F1 of the mean
+        best, _ = best_f1_threshold(val_mean, val[0][1])
+        called = val_mean > metrics["threshold"]
+        tp = (called & val[0][1]).sum()
+        assert 2 * tp / (called.sum() + val[0][1].sum()) == pytest.approx(best)
     assert metrics["test"]["at_0.5"]["auc"] == pytest.approx(roc_auc(test_mean, test[0][1]),
                                                              abs=1e-6)
     run = hpo("predict", "run-ens/model.pt", "--scene", "tiny.toml", "-o", "maps/ens.tif",

@@ -113,3 +113,40 @@ def test_invalid_pixels_are_ignored():
 def test_bad_inputs_raise(prob, target, valid, match):
     with pytest.raises(ValueError, match=match):
         segmentation_metrics(prob, target, valid)
+
+
+def test_log_odds_keep_the_ranking_that_saturated_probabilities_lose():
+    """Boosted trees reach log-odds of thousands: float32 probabilities are all 0 or 1."""
+    rng = np.random.default_rng(0)
+    target = rng.random(2000) < 0.2
+    log_odds = np.where(target, 400.0, -400.0) + rng.normal(0, 300, 2000)
+    prob = torch.sigmoid(torch.from_numpy(log_odds).float())
+    assert torch.isin(prob, torch.tensor([0.0, 1.0])).float().mean() > 0.9
+    saturated, ranked = SegmentationMeter(), SegmentationMeter()
+    saturated.update(prob, target)
+    ranked.update_log_odds(torch.from_numpy(log_odds).float(), target)
+    got, lost = ranked.compute(), saturated.compute()
+    assert got["auc"] == pytest.approx(roc_auc_score(target, log_odds), abs=1e-6)
+    assert got["auc"] > lost["auc"] + 0.02
+    # The same decisions at 0.5, whichever way the batch came in.
+    assert got["f1"] == lost["f1"] == pytest.approx(f1_score(target, log_odds > 0))
+    # The best cut lies among saturated scores: the threshold stays a usable probability.
+    assert 0.0 < got["threshold"] < 1.0
+    assert ranked.at(got["threshold"])["f1"] <= got["f1_best"]
+
+
+def test_log_odds_and_probabilities_agree_where_nothing_saturates():
+    rng = np.random.default_rng(1)
+    target = rng.random(500) < 0.3
+    log_odds = rng.normal(0, 2, 500) + 1.5 * target
+    from_prob, from_odds = SegmentationMeter(prob_dtype=np.float64), SegmentationMeter(
+        prob_dtype=np.float64)
+    from_prob.update(1 / (1 + np.exp(-log_odds)), target)
+    from_odds.update_log_odds(log_odds, target)
+    a, b = from_prob.compute(), from_odds.compute()
+    for key in ("miou", "f1", "auc", "f1_best", "threshold"):
+        assert a[key] == pytest.approx(b[key], abs=1e-9)
+    prob = 1 / (1 + np.exp(-log_odds))
+    assert f1_score(target, prob > b["threshold"]) == pytest.approx(b["f1_best"], abs=1e-9)
+    with pytest.raises(ValueError, match="NaN"):
+        from_odds.update_log_odds(np.array([np.nan]), np.array([1]))

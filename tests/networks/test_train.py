@@ -192,3 +192,28 @@ def test_balanced_sampling_draws_landslide_tiles_at_the_requested_share():
     assert sum(i >= 8 for i in drawn) / len(drawn) == pytest.approx(0.6, abs=0.03)
     assert _balanced_sampler(items, 0.0, torch.Generator()) is None
     assert _balanced_sampler(list(scenes), 0.6, torch.Generator()) is None  # all positive
+
+
+class _Confident(torch.nn.Module):
+    """Logits (0, 500 * x[channel 0]): float32 probabilities all round to 0 or 1."""
+
+    def forward(self, x):
+        score = 500.0 * x[:, 0, -1]
+        return torch.stack((torch.zeros_like(score), score), dim=1)
+
+
+def test_evaluate_ranks_log_odds_that_saturate_as_probabilities():
+    from networks import evaluate, roc_auc
+
+    g = torch.Generator().manual_seed(0)
+    items = []
+    for _ in range(4):
+        x = torch.randn(2, 1, 8, 8, generator=g)
+        y = ((x[0, -1] + 0.5 * torch.randn(8, 8, generator=g)) > 0.5).long()
+        items.append((x, y, torch.ones(8, 8, dtype=torch.bool)))
+    got = evaluate(_Confident(), items, device="cpu")
+    scores = torch.cat([500.0 * x[0, -1].ravel() for x, _, _ in items]).numpy()
+    labels = torch.cat([y.ravel() for _, y, _ in items]).numpy()
+    assert torch.sigmoid(torch.from_numpy(scores)).eq(1).float().mean() > 0.2
+    assert got["auc"] == pytest.approx(roc_auc(scores, labels), abs=1e-9)
+    assert 0 < got["threshold"] < 1
