@@ -2,8 +2,8 @@
 
 Small landslide data sets leave every single run at the mercy of its seed (which patches
 the first batches show, how the weights start); averaging the probabilities of a few runs
-of the same configuration is the usual remedy, and on the Landslide4Sense sample it raised
-test AUC more than any tuned hyperparameter (``docs/results.md``). A
+of the same configuration is the usual remedy (on the Landslide4Sense sample, three seeds
+raised the tuned network's test AUC from 0.976 to 0.981, ``docs/results.md``). A
 :class:`SeedEnsemble` is an ordinary module of this package: it returns logits whose
 softmax is the members' mean probability, so training loss, metrics, checkpoints and
 ``hpo predict`` treat it like any single network.
