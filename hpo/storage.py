@@ -6,6 +6,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -172,8 +173,7 @@ def _open(
         _make_parent(url.split(":///", 1)[-1], url)
         return SQLiteStorage(url, **heartbeat)
     if scheme in ("postgresql", "postgres", "mysql"):
-        url = _with_postgres_driver(url)
-        return RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, **heartbeat)
+        return _rdb_storage(_with_postgres_driver(url), heartbeat)
     if scheme in ("redis", "rediss"):
         return _redis_storage(url)
     if scheme == "journal":
@@ -182,6 +182,31 @@ def _open(
         _make_parent(path, url)
         return JournalStorage(JournalFileBackend(path, lock_obj=_journal_lock(path)))
     return None
+
+
+_SCHEMA_TRIES = 5
+"""Attempts to open a relational storage whose schema another driver is creating."""
+
+
+def _rdb_storage(url: str, heartbeat: dict[str, Any]) -> RDBStorage:
+    """``RDBStorage``, opened again when another driver creates the same schema meanwhile.
+
+    Two drivers opening a new database at one moment both run ``CREATE TABLE``; PostgreSQL
+    lets one win and fails the other on a unique index of its catalogue
+    (``pg_type_typname_nsp_index``) or on the table that now exists. The schema is then
+    complete, and the second attempt opens it.
+    """
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    attempt = 1
+    while True:
+        try:
+            return RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, **heartbeat)
+        except (IntegrityError, ProgrammingError):
+            if attempt == _SCHEMA_TRIES:
+                raise
+        time.sleep(0.2 * attempt)
+        attempt += 1
 
 
 class FlockJournalLock(BaseJournalFileLock):

@@ -161,3 +161,39 @@ def test_the_journal_lock_excludes_threads_of_one_process(tmp_path):
     lock.release()
     assert got.wait(10)
     other.join()
+
+
+@pytest.mark.postgres
+def test_drivers_opening_a_new_postgresql_database_at_once_all_get_it(pg_url):
+    """Concurrent CREATE TABLE on a fresh database: one wins, the others open its schema."""
+    import uuid
+
+    import psycopg2
+
+    name = f"hpo_race_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(pg_url)
+    admin.autocommit = True
+    admin.cursor().execute(f"CREATE DATABASE {name}")
+    fresh = pg_url.rsplit("/", 1)[0] + "/" + name
+    try:
+        start, errors, opened = threading.Barrier(4), [], []
+
+        def open_it():
+            start.wait()
+            try:
+                opened.append(make_storage(fresh))
+            except Exception as exc:  # noqa: BLE001 - collected for the assertion
+                errors.append(exc)
+
+        threads = [threading.Thread(target=open_it) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert errors == [] and len(opened) == 4
+        assert all(isinstance(s, RDBStorage) for s in opened)
+        for storage in opened:
+            storage.engine.dispose()
+    finally:
+        admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
