@@ -9,7 +9,8 @@ follows one input channel, so the members learn something and differ by seed):
 3. validation AUC of each member and of the ensemble, and the forward time of the
    ensemble against one member (median of repeated passes over the validation tiles).
 
-It needs torch and this repository only (no Optuna, Ray or rasterio), so it runs on a
+It needs torch and this repository only (no Optuna, Ray or rasterio: ``ray_runner``
+imports them only inside its functions), so it runs on a
 bare GPU machine. Without CUDA it runs on the CPU and says so.
 
     python -m benchmarks.gpu_ensemble          # writes benchmarks/results/gpu_ensemble.json
@@ -28,22 +29,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.ray_runner import random_tiles
+
 RESULTS = Path(__file__).resolve().parent / "results"
 FULL = {"members": 3, "epochs": 6, "train": 64, "val": 16, "shape": (6, 3, 64, 64)}
 QUICK = {"members": 2, "epochs": 1, "train": 4, "val": 2, "shape": (3, 2, 16, 16)}
 _PASSES = 10
-
-
-def tiles(n: int, seed: int, shape: tuple[int, int, int, int]) -> list:
-    """``n`` seeded ``(x (S, T, h, w), y, valid)`` tiles; landslides where one input is high."""
-    import torch
-
-    g = torch.Generator().manual_seed(seed)
-    items = []
-    for _ in range(n):
-        x = torch.randn(*shape, generator=g)
-        items.append((x, (x[0, -1] > 0.8).float(), torch.ones(shape[2:], dtype=torch.bool)))
-    return items
 
 
 def _forward_seconds(model: Any, x: Any) -> float:
@@ -72,8 +63,8 @@ def run(sizes: dict[str, Any], device: str) -> dict[str, Any]:
     from networks.config import ModelConfig
 
     shape = sizes["shape"]
-    train_set = tiles(sizes["train"], 0, shape)
-    val_set = tiles(sizes["val"], 1, shape)
+    train_set = random_tiles(sizes["train"], 0, shape, cut=0.8)
+    val_set = random_tiles(sizes["val"], 1, shape, cut=0.8)
     config = ModelConfig.from_params({"optim.epochs": sizes["epochs"], "dcnn.depth": 3,
                                       "temporal.lstm_hidden": 16, "dbn.max_pixels": 5000})
     members, seconds = [], []

@@ -501,7 +501,6 @@ def _add_ensemble(
     """
     from hpo.retrain import mean_probability_log_odds, score_log_odds, threshold_of
 
-    state.setdefault("ensembles", [])
     key = (label, fold, variant)
     if len(members) < 2 or any(
         (e["split"], e["fold"], e["variant"]) == key for e in state["ensembles"]

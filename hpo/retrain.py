@@ -13,7 +13,6 @@ validation probabilities.
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -247,13 +246,9 @@ def threshold_of(log_odds: np.ndarray, label: np.ndarray) -> float | None:
     Returns:
         The threshold, or ``None`` without landslide pixels.
     """
-    from networks import SegmentationMeter
+    from networks.metrics import best_f1_threshold
 
-    if not label.any():
-        return None
-    meter = SegmentationMeter(prob_dtype=np.float64)
-    meter.update_log_odds(log_odds, label)
-    return float(meter.compute()["threshold"])
+    return best_f1_threshold(log_odds, label)[1] if label.any() else None
 
 
 def _validation_threshold(history: Any) -> float | None:
@@ -402,12 +397,14 @@ def roc_points(prob: np.ndarray, label: np.ndarray, n: int = _ROC_POINTS) -> dic
     return {"fpr": fpr[keep].tolist(), "tpr": tpr[keep].tolist()}
 
 
-def _confusion(log_odds: np.ndarray, label: np.ndarray, threshold: float) -> dict[str, int]:
-    called = log_odds > math.log(threshold) - math.log1p(-threshold)
+def _confusion(scores: np.ndarray, label: np.ndarray, threshold: float) -> dict[str, int]:
+    from networks.metrics import log_odds
+
+    called = scores > log_odds(threshold)
     tp = int(np.count_nonzero(called & label))
     fp = int(np.count_nonzero(called)) - tp
     fn = int(np.count_nonzero(label)) - tp
-    return {"tp": tp, "fp": fp, "fn": fn, "tn": int(log_odds.size) - tp - fp - fn}
+    return {"tp": tp, "fp": fp, "fn": fn, "tn": int(scores.size) - tp - fp - fn}
 
 
 def plot_history(epochs: list[dict[str, Any]], path: str | Path) -> Path:

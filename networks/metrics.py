@@ -59,54 +59,16 @@ def roc_auc(prob: npt.ArrayLike, target: npt.ArrayLike) -> float | None:
     return float(wins / (n_pos * n_neg))
 
 
-def _best_cut(values: np.ndarray, positive: np.ndarray) -> tuple[float, float, float | None]:
-    """Best landslide F1 over cuts of ``values`` (calling those above a cut landslides).
-
-    Returns:
-        ``(f1, lowest value called, highest value not called or None)``; ties of F1 go
-        to the higher cut, and equal values are all in or all out.
-    """
-    n_pos = int(positive.sum())
-    order = np.argsort(-values, kind="stable")
-    ranked = values[order]
-    tp = np.cumsum(positive[order])
-    ends = np.append(_changes(ranked), values.size - 1)
-    f1 = 2 * tp[ends] / (ends + 1 + n_pos)
-    best = int(np.argmax(f1))  # first maximum: the fewest pixels called, the highest cut
-    cut = ends[best]
-    below = float(ranked[cut + 1]) if cut + 1 < values.size else None
-    return float(f1[best]), float(ranked[cut]), below
-
-
-def best_f1_threshold(prob: npt.ArrayLike, target: npt.ArrayLike) -> tuple[float, float]:
-    """The decision threshold that maximizes the landslide F1, and that F1.
-
-    Every distinct probability is tried as a cut; the returned threshold lies halfway
-    between the last probability called a landslide and the next lower one, so that
-    ``prob > threshold`` reproduces the best F1 on these pixels and new pixels falling
-    between the two are split evenly. Ties of F1 go to the higher threshold.
+def log_odds(prob: npt.ArrayLike) -> np.ndarray:
+    """``log(p / (1 - p))`` in float64: -inf at 0, inf at 1.
 
     Args:
-        prob: 1-D scores in [0, 1].
-        target: 1-D labels in {0, 1} (bool or numbers).
+        prob: Probabilities in [0, 1], any shape (a scalar too).
 
     Returns:
-        ``(f1, threshold)``; ``(0.0, 0.5)`` when there is no landslide pixel.
+        The log-odds, float64, of ``prob``'s shape.
     """
-    prob = np.asarray(prob, dtype=np.float64).ravel()
-    positive = np.asarray(target).ravel().astype(bool)
-    if not positive.any() or prob.size == 0:
-        return 0.0, 0.5
-    f1, called, below = _best_cut(prob, positive)
-    threshold = 0.5 * (called + (below if below is not None else 0.0))
-    if not threshold < called:  # adjacent floats: keep the cut pixel above
-        threshold = float(np.nextafter(called, -np.inf))
-    return f1, float(threshold)
-
-
-def _log_odds(prob: np.ndarray) -> np.ndarray:
-    """``log(p / (1 - p))`` in float64: -inf at 0, inf at 1."""
-    p = prob.astype(np.float64)
+    p = np.asarray(prob, dtype=np.float64)
     with np.errstate(divide="ignore"):
         return np.log(p) - np.log1p(-p)
 
@@ -124,6 +86,39 @@ def _probability(log_odds: float) -> float:
     return min(max(prob, float(np.nextafter(0.0, 1.0))), float(np.nextafter(1.0, 0.0)))
 
 
+def best_f1_threshold(log_odds: npt.ArrayLike, target: npt.ArrayLike) -> tuple[float, float]:
+    """The decision threshold that maximizes the landslide F1, and that F1.
+
+    Every distinct log-odds value is tried as a cut (equal values are all in or all out;
+    ties of F1 go to the higher cut). The threshold lies halfway, in log-odds, between the
+    last pixel called a landslide and the next lower one, and is returned as a
+    probability, so that ``prob > threshold`` reproduces the best F1 on these pixels (up
+    to the saturation :func:`_probability` describes).
+
+    Args:
+        log_odds: 1-D landslide log-odds (:func:`log_odds` of probabilities, or the
+            difference of the two logits).
+        target: 1-D labels in {0, 1} (bool or numbers).
+
+    Returns:
+        ``(f1, threshold)``; ``(0.0, 0.5)`` when there is no landslide pixel.
+    """
+    values = np.asarray(log_odds, dtype=np.float64).ravel()
+    positive = np.asarray(target).ravel().astype(bool)
+    n_pos = int(positive.sum())
+    if n_pos == 0 or values.size == 0:
+        return 0.0, 0.5
+    order = np.argsort(-values, kind="stable")
+    ranked = values[order]
+    tp = np.cumsum(positive[order])
+    ends = np.append(_changes(ranked), values.size - 1)
+    f1 = 2 * tp[ends] / (ends + 1 + n_pos)
+    best = int(np.argmax(f1))  # first maximum: the fewest pixels called, the highest cut
+    cut = ends[best]
+    below = ranked[cut + 1] if cut + 1 < values.size else ranked[cut] - 1.0
+    return float(f1[best]), _probability(0.5 * (ranked[cut] + below))
+
+
 class SegmentationMeter:
     """Accumulates predictions batch by batch and computes metrics over the whole split.
 
@@ -134,8 +129,8 @@ class SegmentationMeter:
     there are neither true nor predicted landslides); ``auc`` is the exact ROC AUC, or
     ``None`` when the valid labels hold one class only; ``f1_best`` is the highest F1 over
     all decision thresholds and ``threshold`` the one that reaches it (see
-    :func:`best_f1_threshold`; choose it on a validation split, then apply it elsewhere
-    with :meth:`at`). Invalid pixels are ignored.
+    :func:`best_f1_threshold`, on the log-odds; choose it on a validation split, then
+    apply it elsewhere with :meth:`at`). Invalid pixels are ignored.
 
     Confusion counts are integers updated per batch; for the exact AUC the meter keeps
     every valid pixel's log-odds (``prob_dtype``, 4 bytes by default) and label (1 byte).
@@ -179,7 +174,7 @@ class SegmentationMeter:
         p, t = self._valid(prob, target, valid)
         if not np.isfinite(p).all():
             raise ValueError("prob holds NaN or infinite values at valid pixels")
-        self._add(_log_odds(p), t)
+        self._add(log_odds(p), t)
 
     def update_log_odds(
         self, log_odds: ArrayLike, target: ArrayLike, valid: ArrayLike | None = None
@@ -204,24 +199,24 @@ class SegmentationMeter:
         values: ArrayLike, target: ArrayLike, valid: ArrayLike | None
     ) -> tuple[np.ndarray, np.ndarray]:
         """The valid pixels' values and bool labels, flattened and checked."""
-        v_ = _as_numpy(values, "prob")
+        x = _as_numpy(values, "prob")
         t = _as_numpy(target, "target")
-        if v_.shape != t.shape:
-            raise ValueError(f"prob {v_.shape} and target {t.shape} differ in shape")
+        if x.shape != t.shape:
+            raise ValueError(f"prob {x.shape} and target {t.shape} differ in shape")
         if valid is not None:
             v = _as_numpy(valid, "valid").astype(bool)
-            if v.shape != v_.shape:
-                raise ValueError(f"valid {v.shape} and prob {v_.shape} differ in shape")
-            v_, t = v_[v], t[v]
-        v_, t = v_.ravel(), t.ravel()
+            if v.shape != x.shape:
+                raise ValueError(f"valid {v.shape} and prob {x.shape} differ in shape")
+            x, t = x[v], t[v]
+        x, t = x.ravel(), t.ravel()
         if t.dtype != bool:
             if ((t != 0) & (t != 1)).any():
                 raise ValueError("target must hold only 0 and 1 at valid pixels")
             t = t != 0
-        return v_, t
+        return x, t
 
-    def _add(self, log_odds: np.ndarray, t: np.ndarray) -> None:
-        predicted = log_odds > 0  # probability above 0.5: the arg-max of two logits
+    def _add(self, scores: np.ndarray, t: np.ndarray) -> None:
+        predicted = scores > 0  # probability above 0.5: the arg-max of two logits
         tp = int(np.count_nonzero(predicted & t))
         fp = int(np.count_nonzero(predicted)) - tp
         fn = int(np.count_nonzero(t)) - tp
@@ -229,7 +224,7 @@ class SegmentationMeter:
         self._fp += fp
         self._fn += fn
         self._tn += t.size - tp - fp - fn
-        self._scores.append(log_odds.astype(self.prob_dtype, copy=False))
+        self._scores.append(scores.astype(self.prob_dtype, copy=False))
         self._labels.append(t)
 
     def compute(self) -> dict[str, float | None]:
@@ -245,12 +240,7 @@ class SegmentationMeter:
         if self.n_pixels == 0:
             raise ValueError("no valid pixels to compute metrics on; check the valid masks")
         scores, labels = np.concatenate(self._scores), np.concatenate(self._labels)
-        f1_best, threshold = 0.0, 0.5
-        if labels.any():
-            f1_best, called, below = _best_cut(scores.astype(np.float64), labels)
-            # halfway in log-odds between the last pixel called and the next one
-            threshold = _probability(0.5 * (called + below) if below is not None
-                                     else called - 1.0)
+        f1_best, threshold = best_f1_threshold(scores, labels)
         return {
             **_scores(self._tp, self._fp, self._fn, self._tn),
             "auc": roc_auc(scores, labels),
@@ -273,7 +263,7 @@ class SegmentationMeter:
         if self.n_pixels == 0:
             raise ValueError("no valid pixels to compute metrics on; check the valid masks")
         scores, labels = np.concatenate(self._scores), np.concatenate(self._labels)
-        predicted = scores > _log_odds(np.array(threshold))
+        predicted = scores > log_odds(threshold)
         tp = int(np.count_nonzero(predicted & labels))
         fp = int(np.count_nonzero(predicted)) - tp
         fn = int(np.count_nonzero(labels)) - tp

@@ -162,7 +162,7 @@ def test_compare_tunes_trains_scores_and_resumes(tmp_path):
 def test_seed_ensembles_average_the_runs_probabilities(tmp_path):
     from sklearn.metrics import f1_score, roc_auc_score
 
-    from networks.metrics import best_f1_threshold
+    from networks.metrics import best_f1_threshold, log_odds
 
     spec = load_study(write_study(tmp_path, TINY_STUDY + COMPARE))
     settings = compare_settings(spec, variants=["untuned"], seeds=3)
@@ -179,7 +179,7 @@ def test_seed_ensembles_average_the_runs_probabilities(tmp_path):
     assert not np.allclose(runs[0]["test_log_odds"], runs[1]["test_log_odds"])
     assert ensemble["test"]["at_0.5"]["auc"] == pytest.approx(
         roc_auc_score(runs[0]["test_label"], test_prob), abs=1e-6)
-    f1_best, _ = best_f1_threshold(val_prob, runs[0]["val_label"])
+    f1_best, _ = best_f1_threshold(log_odds(val_prob), runs[0]["val_label"])
     val_label = runs[0]["val_label"]
     assert f1_score(val_label, val_prob > ensemble["threshold"]) == pytest.approx(f1_best)
     # Each member's own row scores its own file.

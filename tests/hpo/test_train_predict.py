@@ -120,7 +120,7 @@ def test_train_members_saves_a_seed_ensemble_that_predict_uses(trained, capsys):
     from hpo.retrain import split_log_odds
     from hpo.study import prepare_final_data
     from networks import SeedEnsemble, load_checkpoint, roc_auc
-    from networks.metrics import best_f1_threshold
+    from networks.metrics import best_f1_threshold, log_odds
 
     out = trained.folder / "run-ens"
     code = main(["train", str(trained.folder / "best.yaml"), "-o", str(out), "--members", "3"])
@@ -145,7 +145,7 @@ def test_train_members_saves_a_seed_ensemble_that_predict_uses(trained, capsys):
 
     val_mean, test_mean = mean_prob(val), mean_prob(test)
     if val[0][1].any():  # the ensemble's threshold reaches the best F1 of the mean
-        best, _ = best_f1_threshold(val_mean, val[0][1])
+        best, _ = best_f1_threshold(log_odds(val_mean), val[0][1])
         called = val_mean > metrics["threshold"]
         tp = (called & val[0][1]).sum()
         assert 2 * tp / (called.sum() + val[0][1].sum()) == pytest.approx(best)
