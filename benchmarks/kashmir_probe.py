@@ -28,6 +28,8 @@ DATASET = "kashmir-inventory-sepwc"
 STUDY = Path(__file__).resolve().parents[1] / "studies" / "kashmir.toml"
 RESULTS = Path(__file__).resolve().parent / "results"
 HALO = 32
+# every DEM derivative of data.terrain, at gully, hillslope and valley-side scales
+TERRAIN = {"derive": ["slope", "aspect", "curvature", "roughness", "tpi"], "tpi_radii": [4, 16, 64]}
 # name -> (data overrides, parameter overrides, train_on, model)
 PROBES: dict[str, tuple[dict[str, Any], dict[str, Any], str, str]] = {
     "defaults": ({}, {}, "train", "fusion"),
@@ -42,7 +44,10 @@ PROBES: dict[str, tuple[dict[str, Any], dict[str, Any], str, str]] = {
     "96-px tiles (same blocks)": ({"patch_size": 96, "block_size": 2}, {}, "train", "fusion"),
     "32-px tiles (same blocks)": ({"patch_size": 32, "block_size": 6}, {}, "train", "fusion"),
     "trained on train+val": ({}, {}, "train+val", "fusion"),
+    "weight decay 1e-2": ({}, {"optim.weight_decay": 1e-2}, "train", "fusion"),
+    "terrain: curvature, roughness, TPI 4/16/64 px": (TERRAIN, {}, "train", "fusion"),
     "hgb": ({}, {}, "train", "hgb"),
+    "hgb, terrain as above": (TERRAIN, {}, "train", "hgb"),
 }
 
 
@@ -52,8 +57,9 @@ def _test_scores(model: Any, final: Any, halo: int, threshold: float | None) -> 
     ``f1`` is at ``threshold`` (0.5 without one); ``oracle_f1`` at the threshold best on the
     test pixels themselves (the meter's ``f1_best``).
     """
+    import torch
+
     from data.splits import Tile
-    from hpo.predict import landslide_probability
     from networks import SegmentationMeter, model_device
 
     cube = final.cube
@@ -64,9 +70,11 @@ def _test_scores(model: Any, final: Any, halo: int, threshold: float | None) -> 
         r1, c1 = min(height, t.row + t.height + halo), min(width, t.col + t.width + halo)
         big = Tile(r0, c0, r1 - r0, c1 - c0, max(r1 - r0, c1 - c0))
         x, y, valid = cube.dataset([big], norm=final.norm)[0]
-        p = landslide_probability(model, x[None].to(model_device(model)))[0].cpu()
+        with torch.no_grad():
+            logits = model(x[None].to(model_device(model)).float())[0].float().cpu()
         inner = (slice(t.row - r0, t.row - r0 + t.height), slice(t.col - c0, t.col - c0 + t.width))
-        meter.update(p[inner], y[inner], valid[inner])
+        # log-odds, not probabilities: saturated boosting scores would tie (see SegmentationMeter)
+        meter.update_log_odds((logits[1] - logits[0])[inner], y[inner], valid[inner])
     scores = meter.compute()
     return {"f1": meter.at(threshold if threshold is not None else 0.5)["f1"],
             "f1@0.5": scores["f1"], "auc": scores["auc"], "oracle_f1": scores["f1_best"]}

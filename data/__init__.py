@@ -39,12 +39,12 @@ from data.factors import (
     one_hot,
     parse_date,
     pixel_size_m,
-    slope_aspect,
     subpixel_points,
 )
 from data.raster import AlignedRaster, Grid, open_raster
 from data.scene import SceneSpec, load_scene, parse_scene
 from data.splits import Splits, Tile
+from data.terrain import curvature, roughness, slope_aspect, tpi
 
 # Imported on first use: the dataset pulls in torch, the generator geopandas and scipy, and
 # building or loading a cube needs neither.
@@ -93,6 +93,7 @@ __all__ = [
     "antecedent_precipitation",
     "build_cube",
     "cube_key",
+    "curvature",
     "distance_to_lines",
     "generate_scene",
     "inventory_masks",
@@ -105,5 +106,7 @@ __all__ = [
     "parse_scene",
     "pixel_size_m",
     "prepare",
+    "roughness",
     "slope_aspect",
+    "tpi",
 ]

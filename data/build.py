@@ -23,12 +23,12 @@ from data.factors import (
     parse_date,
     pixel_size_m,
     read_vector,
-    slope_aspect,
     subpixel_points,
 )
 from data.raster import AlignedRaster, Grid, open_raster
 from data.scene import GridSpec, SceneSpec, SourceSpec
 from data.store import CubeWriter
+from data.terrain import derive_terrain, halo_rows, terrain_outputs
 
 __all__ = ["DEFAULT_BLOCK_SIZE", "CUBE_VERSION", "build_scene", "resolve_grid"]
 
@@ -118,7 +118,8 @@ class _Job:
                     for b in range(bands) for c in src.codes]
         else:
             base = [src.name] if bands == 1 else [f"{src.name}_b{b + 1}" for b in range(bands)]
-        names = base + [f"{src.name}_{d}" for d in src.derive if d != "distance"]
+        derived = ["api"] if "api" in src.derive else terrain_outputs(src.derive, src.tpi_radii)
+        names = base + [f"{src.name}_{d}" for d in derived]
         return [_Output(n, src.kind, src.type, store, counter(store), origin) for n in names]
 
     def _encode(self, block: np.ndarray, reader: AlignedRaster) -> np.ndarray:
@@ -149,9 +150,9 @@ class _Job:
                 for t in range(len(per_date)):
                     writer.write_dynamic(outs[n_base].index, t, r0, api[t])
             return
-        # DEM derivatives need one row of context on each side of the strip
-        halo = bool({"slope", "aspect"} & set(src.derive))
-        h0, h1 = (max(0, r0 - 1), min(self.grid.height, r1 + 1)) if halo else (r0, r1)
+        # DEM derivatives read rows of context on each side of the strip
+        halo = halo_rows(src.derive, src.tpi_radii)
+        h0, h1 = max(0, r0 - halo), min(self.grid.height, r1 + halo)
         reader = self.readers[0]
         enc = self._encode(reader.read(h0, h1), reader)
         inner = slice(r0 - h0, r0 - h0 + (r1 - r0))
@@ -159,9 +160,9 @@ class _Job:
             writer.write_static(outs[b].index, r0, enc[b, inner])
         if halo:
             dx, dy = pixel_size_m(self.grid, h0, h1)
-            derived = dict(zip(("slope", "aspect"), slope_aspect(enc[0], dx, dy), strict=True))
-            for k, name in enumerate(src.derive):
-                writer.write_static(outs[enc.shape[0] + k].index, r0, derived[name][inner])
+            derived = derive_terrain(enc[0], dx, dy, src.derive, src.tpi_radii)
+            for k, band in enumerate(derived):
+                writer.write_static(outs[enc.shape[0] + k].index, r0, band[inner])
 
 
 class _Labels:

@@ -1,4 +1,4 @@
-"""Conditioning factors on the grid: DEM derivatives, fault distance, codes, rain, inventories."""
+"""Conditioning factors on the grid: fault distance, codes, rain, inventories, pixel sizes."""
 
 from __future__ import annotations
 
@@ -37,7 +37,6 @@ __all__ = [
     "parse_date",
     "pixel_size_m",
     "read_vector",
-    "slope_aspect",
     "subpixel_points",
 ]
 
@@ -74,33 +73,6 @@ def pixel_size_m(grid: Grid, row_start: int, row_stop: int) -> tuple[np.ndarray,
         np.radians(res_x) * prime_vertical * np.cos(lat),
         np.radians(res_y) * meridional,
     )
-
-
-def slope_aspect(
-    dem: np.ndarray, dx: np.ndarray, dy: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Slope and aspect of a north-up DEM by central differences.
-
-    Args:
-        dem: Elevations in metres, (rows, cols); NaN propagates to its neighbours.
-        dx: Pixel width in metres per row, (rows,).
-        dy: Pixel height in metres per row, (rows,).
-
-    Returns:
-        (slope, aspect) in degrees, float32. Aspect is the compass bearing the slope faces
-        (0 = north, 90 = east); flat pixels get 0.
-    """
-    dem = np.asarray(dem, dtype=np.float64)
-    if dem.shape[0] < 2 or dem.shape[1] < 2:
-        zeros = np.zeros(dem.shape, np.float32)
-        return zeros, zeros.copy()
-    d_row, d_col = np.gradient(dem)
-    dz_east = d_col / dx[:, None]
-    dz_north = -d_row / dy[:, None]  # rows run south
-    slope = np.degrees(np.arctan(np.hypot(dz_east, dz_north)))
-    aspect = np.degrees(np.arctan2(-dz_east, -dz_north)) % 360.0
-    aspect[(dz_east == 0) & (dz_north == 0)] = 0.0
-    return slope.astype(np.float32), aspect.astype(np.float32)
 
 
 def read_vector(path: str | Path, grid: Grid, *, columns: Sequence[str] = ()) -> Any:

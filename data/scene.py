@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from data.errors import DataNotFoundError, SceneSpecError
+from data.terrain import DEFAULT_TPI_RADII, DEM_DERIVATIVES
 
 __all__ = [
     "FORMATS",
@@ -36,9 +37,9 @@ OPTION_KEYS = {
 }
 _SOURCE_KEYS = {
     "name", "kind", "type", "nodata", "path", "paths", "vector", "codes", "encoding",
-    "derive", "api_decay",
+    "derive", "api_decay", "tpi_radii",
 }
-_DERIVE = {"raster": {"slope", "aspect"}, "dynamic": {"api"}, "vector": {"distance"}}
+_DERIVE = {"raster": set(DEM_DERIVATIVES), "dynamic": {"api"}, "vector": {"distance"}}
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,11 @@ class SourceSpec:
         nodata: Overrides the files' nodata.
         codes: Declared categorical codes.
         encoding: ``onehot`` or ``codes`` (categorical only).
-        derive: Derived sources to add (``slope``/``aspect``, ``api``, ``distance``).
+        derive: Derived sources to add: DEM derivatives (``slope``, ``aspect``,
+            ``curvature``, ``roughness``, ``tpi``; :mod:`data.terrain`) of a static raster,
+            ``api`` of a dynamic one, ``distance`` of a vector layer.
         api_decay: Decay of the antecedent precipitation index.
+        tpi_radii: Window radii in pixels of the ``tpi`` outputs, one output each.
     """
 
     name: str
@@ -70,6 +74,7 @@ class SourceSpec:
     encoding: str = "onehot"
     derive: tuple[str, ...] = ()
     api_decay: float = 0.9
+    tpi_radii: tuple[int, ...] = DEFAULT_TPI_RADII
 
     @property
     def dynamic(self) -> bool:
@@ -316,10 +321,19 @@ def _parse_source(raw: Any, key: str, dates: tuple[str, ...], check: _Checker) -
     if not isinstance(decay, int | float) or not 0 < decay < 1:
         raise check.fail(f"{key}.api_decay", f"expected 0 < decay < 1, got {decay!r}",
                          "e.g. api_decay = 0.9")
+    radii = raw.get("tpi_radii", list(DEFAULT_TPI_RADII))
+    if (not isinstance(radii, list) or not radii or len(set(radii)) != len(radii)
+            or not all(isinstance(r, int) and not isinstance(r, bool) and r > 0 for r in radii)):
+        raise check.fail(f"{key}.tpi_radii", f"expected distinct positive pixel radii, got "
+                         f"{radii!r}", "e.g. tpi_radii = [8, 32] (window sides 17 and 65 px)")
+    if "tpi_radii" in raw and "tpi" not in derive:
+        raise check.fail(f"{key}.tpi_radii", "tpi_radii without tpi in derive",
+                         'add "tpi" to derive or drop tpi_radii')
     return SourceSpec(
         name=name, kind=kind, type=typ, path=path, paths=paths, vector=vector,
         nodata=None if nodata is None else float(nodata), codes=tuple(codes),
         encoding=encoding, derive=tuple(derive), api_decay=float(decay),
+        tpi_radii=tuple(radii),
     )
 
 

@@ -51,7 +51,8 @@ def recipe(section: Mapping[str, Any], base_dir: Path, grid: Grid | GridSpec | N
            origin: str | None = None) -> Recipe:
     """A recipe for ``format = "kashmir"``: ``path`` = the folder, optional ``dates``.
 
-    Sources: DEM (+ slope, aspect), geology and land cover one-hot, distance to faults; the
+    Sources: DEM (+ its ``derive`` list, default slope and aspect; ``tpi_radii`` as for any
+    DEM, :mod:`data.terrain`), geology and land cover one-hot, distance to faults; the
     grid is the DEM's; labels are the inventory rasterized per observation year
     (cumulative). ``dates`` (a list of years) picks a subset of the years.
 
@@ -64,15 +65,18 @@ def recipe(section: Mapping[str, Any], base_dir: Path, grid: Grid | GridSpec | N
     Returns:
         The recipe.
     """
-    check_adapter_keys(section, {"path", "dates"}, "kashmir")
+    check_adapter_keys(section, {"path", "dates", "derive", "tpi_radii"}, "kashmir")
     root = adapter_root(section, base_dir, "kashmir")
     dates = section.get("dates") or observation_years(root / INVENTORY)
+    dem = {"name": "dem", "kind": "factor", "type": "continuous", "path": DEM,
+           "derive": section.get("derive", ["slope", "aspect"])}
+    if "tpi_radii" in section:
+        dem["tpi_radii"] = section["tpi_radii"]
     scene = {
         "format": "kashmir",
         "dates": dates,
         "sources": [
-            {"name": "dem", "kind": "factor", "type": "continuous", "path": DEM,
-             "derive": ["slope", "aspect"]},
+            dem,
             {"name": "geology", "kind": "factor", "type": "categorical", "path": GEOLOGY,
              "codes": GEOLOGY_CODES},
             {"name": "landcover", "kind": "factor", "type": "categorical", "path": LANDCOVER,

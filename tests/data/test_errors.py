@@ -123,7 +123,7 @@ _DELETE = object()
     (_set(["sources", 0, "paths", "2011"], _DELETE), "paths"),
     (_set(["sources", 1, "name"], "red"), "data.sources"),
     (_set(["sources", 3, "codes"], _DELETE), "codes"),
-    (_set(["sources", 2, "derive"], ["curvature"]), "derive"),
+    (_set(["sources", 2, "derive"], ["flow"]), "derive"),
     (_set(["sources", 0, "nodata"], "zero"), "nodata"),
     (_set(["labels", "vector"], "x.gpkg"), "data.labels"),
     (_set(["grid"], {"crs": "EPSG:32643"}), "data.grid"),

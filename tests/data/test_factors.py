@@ -5,7 +5,6 @@ import datetime as dt
 import numpy as np
 import pytest
 import shapely
-from affine import Affine
 from shapely.geometry import LineString, Point
 
 from data import (
@@ -16,43 +15,12 @@ from data import (
     inventory_masks,
     one_hot,
     parse_date,
-    pixel_size_m,
-    slope_aspect,
     subpixel_points,
 )
 from data.errors import UnknownCodeError
 from data.factors import check_codes
 
 from .conftest import CRS, ORIGIN, RES
-
-
-def _plane(dx: float, dy: float, east: float, north: float, shape=(9, 9)) -> np.ndarray:
-    rows, cols = np.indices(shape)
-    return east * cols * dx - north * rows * dy
-
-
-@pytest.mark.parametrize(("east", "north", "aspect"), [(0.1, 0.0, 270.0), (0.0, 0.1, 180.0),
-                                                       (-0.1, 0.0, 90.0), (0.0, -0.1, 0.0)])
-def test_slope_and_aspect_of_planes(east, north, aspect):
-    dem = _plane(30, 30, east, north)
-    slope, asp = slope_aspect(dem, np.full(9, 30.0), np.full(9, 30.0))
-    assert slope == pytest.approx(np.degrees(np.arctan(0.1)), abs=1e-4)
-    assert asp % 360 == pytest.approx(aspect, abs=1e-4)
-
-
-def test_slope_is_in_metres_on_a_geographic_grid():
-    step = 0.001
-    grid = Grid(Grid.from_bounds("EPSG:4326", step, (10, 60, 10.02, 60.02)).crs,
-                Affine(step, 0, 10, 0, -step, 60.02), 20, 20)
-    dx, dy = pixel_size_m(grid, 0, 20)
-    # at 60 degrees north a degree of longitude is about half a degree of latitude
-    assert dx.mean() / dy.mean() == pytest.approx(np.cos(np.radians(60.01)), rel=2e-3)
-    assert dy.mean() == pytest.approx(111.4, rel=5e-3)  # metres per 0.001 degree latitude
-    dem = np.cumsum(np.broadcast_to(dx * 0.2, (20, 20)).T, axis=1)  # 0.2 m per metre east
-    slope, _ = slope_aspect(dem, dx, dy)
-    assert slope == pytest.approx(np.degrees(np.arctan(0.2)), abs=1e-3)
-    utm = Grid.from_bounds(CRS, RES, (0, 0, 300, 300))
-    assert pixel_size_m(utm, 0, 3)[0] == pytest.approx([RES] * 3)
 
 
 def test_distance_to_lines_matches_exact_distance():

@@ -73,6 +73,18 @@ def test_kashmir_new_landslides_target(kashmir_cube):
     assert new.sum() == stack[-1].sum() - stack[-2].sum()
 
 
+def test_kashmir_dem_derivatives_are_chosen_in_the_study(tmp_path):
+    root = _folder("kashmir-inventory-sepwc")
+    cube = data.prepare({"format": "kashmir", "path": str(root), "dates": ["2014"],
+                         "derive": ["curvature", "tpi"], "tpi_radii": [16]}, tmp_path)
+    names = cube.source_names
+    assert names[:3] == ["dem", "dem_curvature", "dem_tpi16"] and "dem_slope" not in names
+    tpi = cube.values[names.index("dem_tpi16"), 0]
+    assert abs(float(np.nanmean(tpi))) < 5 < float(np.nanstd(tpi))  # metres about the valley
+    with pytest.raises(data.SceneSpecError, match="derive"):
+        data.prepare({"format": "kashmir", "path": str(root), "derive": ["flow"]}, tmp_path)
+
+
 def test_hokkaido_pre_post_on_one_grid(tmp_path):
     root = _folder("hokkaido-s2-prepost")
     cube = data.prepare({"format": "hokkaido", "path": str(root)}, tmp_path)
