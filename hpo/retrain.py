@@ -326,6 +326,7 @@ def score_log_odds(
         confusion counts.
     """
     from networks import SegmentationMeter
+    from networks.metrics import confusion
 
     meter = SegmentationMeter(prob_dtype=np.float64)
     meter.update_log_odds(log_odds, label)
@@ -337,7 +338,7 @@ def score_log_odds(
             "miou": scores["miou"],
             "f1": scores["f1"],
             "auc": scores["auc"],
-            "confusion": _confusion(log_odds, label, 0.5),
+            "confusion": confusion(log_odds, label, 0.5),
         },
         "at_threshold": None,
     }
@@ -348,7 +349,7 @@ def score_log_odds(
             "miou": at["miou"],
             "f1": at["f1"],
             "auc": scores["auc"],
-            "confusion": _confusion(log_odds, label, threshold),
+            "confusion": confusion(log_odds, label, threshold),
         }
     out["roc"] = roc_points(log_odds, label)
     return out
@@ -387,24 +388,15 @@ def roc_points(prob: np.ndarray, label: np.ndarray, n: int = _ROC_POINTS) -> dic
     n_neg = label.size - n_pos
     if n_pos == 0 or n_neg == 0:
         return None
+    from networks.metrics import tie_ends
+
     order = np.argsort(-prob, kind="stable")
-    ranked = prob[order]
-    ends = np.append(np.flatnonzero(ranked[1:] != ranked[:-1]), prob.size - 1)  # last of ties
+    ends = tie_ends(prob[order])
     tp = np.cumsum(label[order])[ends]
     fpr = np.concatenate(([0.0], (ends + 1 - tp) / n_neg))
     tpr = np.concatenate(([0.0], tp / n_pos))
     keep = np.unique(np.linspace(0, fpr.size - 1, min(fpr.size, n)).astype(int))
     return {"fpr": fpr[keep].tolist(), "tpr": tpr[keep].tolist()}
-
-
-def _confusion(scores: np.ndarray, label: np.ndarray, threshold: float) -> dict[str, int]:
-    from networks.metrics import log_odds
-
-    called = scores > log_odds(threshold)
-    tp = int(np.count_nonzero(called & label))
-    fp = int(np.count_nonzero(called)) - tp
-    fn = int(np.count_nonzero(label)) - tp
-    return {"tp": tp, "fp": fp, "fn": fn, "tn": int(scores.size) - tp - fp - fn}
 
 
 def plot_history(epochs: list[dict[str, Any]], path: str | Path) -> Path:

@@ -25,9 +25,16 @@ def _as_numpy(value: Any, name: str) -> np.ndarray:
         raise TypeError(f"{name} must be a numpy array or a torch tensor") from exc
 
 
-def _changes(ranked: np.ndarray) -> np.ndarray:
-    """Indices ``i`` where ``ranked[i + 1]`` differs from ``ranked[i]`` (infinities tie)."""
-    return np.flatnonzero(ranked[1:] != ranked[:-1])
+def tie_ends(ranked: np.ndarray) -> np.ndarray:
+    """The last index of every run of equal values in a sorted array (infinities tie).
+
+    Args:
+        ranked: 1-D sorted scores.
+
+    Returns:
+        Ascending indices; the last is ``ranked.size - 1``.
+    """
+    return np.append(np.flatnonzero(ranked[1:] != ranked[:-1]), ranked.size - 1)
 
 
 def roc_auc(prob: npt.ArrayLike, target: npt.ArrayLike) -> float | None:
@@ -51,7 +58,7 @@ def roc_auc(prob: npt.ArrayLike, target: npt.ArrayLike) -> float | None:
     order = np.argsort(prob, kind="stable")
     sorted_prob = prob[order]
     sorted_pos = positive[order].astype(np.int64)
-    starts = np.concatenate(([0], _changes(sorted_prob) + 1))
+    starts = np.concatenate(([0], tie_ends(sorted_prob)[:-1] + 1))
     pos_per_value = np.add.reduceat(sorted_pos, starts)
     neg_per_value = np.diff(np.append(starts, prob.size)) - pos_per_value
     neg_below = np.cumsum(neg_per_value) - neg_per_value
@@ -111,7 +118,7 @@ def best_f1_threshold(log_odds: npt.ArrayLike, target: npt.ArrayLike) -> tuple[f
     order = np.argsort(-values, kind="stable")
     ranked = values[order]
     tp = np.cumsum(positive[order])
-    ends = np.append(_changes(ranked), values.size - 1)
+    ends = tie_ends(ranked)
     f1 = 2 * tp[ends] / (ends + 1 + n_pos)
     best = int(np.argmax(f1))  # first maximum: the fewest pixels called, the highest cut
     cut = ends[best]
@@ -262,12 +269,26 @@ class SegmentationMeter:
         """
         if self.n_pixels == 0:
             raise ValueError("no valid pixels to compute metrics on; check the valid masks")
-        scores, labels = np.concatenate(self._scores), np.concatenate(self._labels)
-        predicted = scores > log_odds(threshold)
-        tp = int(np.count_nonzero(predicted & labels))
-        fp = int(np.count_nonzero(predicted)) - tp
-        fn = int(np.count_nonzero(labels)) - tp
-        return _scores(tp, fp, fn, labels.size - tp - fp - fn)
+        counts = confusion(np.concatenate(self._scores), np.concatenate(self._labels), threshold)
+        return _scores(**counts)
+
+
+def confusion(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, int]:
+    """Confusion counts of log-odds with pixels above a probability ``threshold`` called.
+
+    Args:
+        scores: 1-D landslide log-odds.
+        labels: 1-D bool labels, aligned with ``scores``.
+        threshold: The decision threshold, a probability.
+
+    Returns:
+        ``{"tp", "fp", "fn", "tn"}``.
+    """
+    called = scores > log_odds(threshold)
+    tp = int(np.count_nonzero(called & labels))
+    fp = int(np.count_nonzero(called)) - tp
+    fn = int(np.count_nonzero(labels)) - tp
+    return {"tp": tp, "fp": fp, "fn": fn, "tn": int(scores.size) - tp - fp - fn}
 
 
 def _scores(tp: int, fp: int, fn: int, tn: int) -> dict[str, float]:
