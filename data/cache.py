@@ -23,7 +23,7 @@ __all__ = ["DEFAULT_CACHE_DIR", "build_cube", "cube_key", "open_source", "prepar
 DEFAULT_CACHE_DIR = Path(".cache") / "cubes"
 _SPLIT_OPTIONS = ("patch_size", "overlap", "split", "fractions", "block_size", "seed", "select",
                   "folds", "fold", "fold_role", "stratify", "context",
-                  "normalization")
+                  "normalization", "clip")
 
 
 def cube_key(recipe: Recipe) -> str:

@@ -389,11 +389,18 @@ class Cube:
 
         Returns:
             ``{"method": ..., "sources": {name: {...}}}``, JSON-able.
+
+        Raises:
+            SceneSpecError: The study file's ``clip`` is not a number > 0.
         """
-        from data.dataset import norm_stats
+        from data.dataset import ROBUST_CLIP, norm_stats
 
         method = method or self.options.get("normalization", "robust")
-        return norm_stats(self, tiles, self.source_index(sources), method=method)
+        clip = self.options.get("clip", ROBUST_CLIP)
+        if isinstance(clip, bool) or not isinstance(clip, int | float) or not clip > 0:
+            raise SceneSpecError(f"clip must be a number of robust scales > 0, got {clip!r}",
+                                 key="clip", hint=f"e.g. clip = 3 (default {ROBUST_CLIP:g})")
+        return norm_stats(self, tiles, self.source_index(sources), method=method, clip=clip)
 
     def dataset(self, tiles: Sequence[Tile], *, norm: dict[str, Any] | None = None,
                 sources: Sequence[str] | str | None = None, context: int = 0) -> Any:

@@ -23,15 +23,18 @@ ROBUST_PERCENTILES = (2.0, 98.0)
 """Values outside these percentiles are pulled in to them before the robust centre and scale
 are measured, so a few outliers (saturated pixels, bad DEM cells) cannot dominate them."""
 ROBUST_CLIP = 10.0
-"""Robustly scaled values are clipped to +-this: real tails (landslide spectra are often in
-the top percent) survive, sensor glitches thousands of scales out do not reach the network."""
+"""Robustly scaled values are clipped to +-this by default (the study file's ``clip``): real
+tails (landslide spectra are often in the top percent) survive, sensor glitches thousands of
+scales out do not reach the network. A smaller clip also bounds how far a test scene outside
+the training range (another elevation band, haze in one band) pushes a network, which
+extrapolates where a tree stays flat."""
 # Percentiles are measured on at most this many valid values per source (a seeded uniform
 # sample), so the statistics of a cube larger than memory need a bounded amount of it.
 _SAMPLE_CAP = 1 << 19
 
 
 def norm_stats(cube: Cube, tiles: Sequence[Tile], sources: Sequence[int], *,
-               method: str = "robust") -> dict[str, Any]:
+               method: str = "robust", clip: float = ROBUST_CLIP) -> dict[str, Any]:
     """Per-source normalization statistics over ``tiles`` (see ``Cube.norm_stats``).
 
     Every continuous source gets ``mean`` and ``std``: the plain moments of its finite
@@ -41,7 +44,7 @@ def norm_stats(cube: Cube, tiles: Sequence[Tile], sources: Sequence[int], *,
     ``ROBUST_PERCENTILES``; ``center`` / ``scale``, the mean and standard deviation of the
     values clipped to [low, high] (a winsorized z-score: unlike median / IQR it keeps the
     training data centred at 0 with unit spread, and unlike min / max or mean / std a few
-    outliers cannot stretch it); and the result's ``clip``, ``ROBUST_CLIP``. Categorical
+    outliers cannot stretch it); and the result's ``clip``. Categorical
     (one-hot) sources get ``{"mean": 0, "std": 1}`` and are left as they are.
 
     Args:
@@ -49,6 +52,8 @@ def norm_stats(cube: Cube, tiles: Sequence[Tile], sources: Sequence[int], *,
         tiles: Tiles to measure (training tiles).
         sources: Source indices.
         method: One of ``NORMALIZATIONS``.
+        clip: ``robust`` values are clipped to +-this many scales (the study file's
+            ``clip``).
 
     Returns:
         ``{"method": method, "sources": {name: {...}}}`` (plus ``"clip"`` for ``robust``).
@@ -99,7 +104,7 @@ def norm_stats(cube: Cube, tiles: Sequence[Tile], sources: Sequence[int], *,
             out[name] |= _winsorized(values, fallback_scale=std)
     result: dict[str, Any] = {"method": method, "sources": out}
     if robust:
-        result["clip"] = ROBUST_CLIP
+        result["clip"] = float(clip)
     return result
 
 

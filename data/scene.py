@@ -30,7 +30,7 @@ SCENE_KEYS = {"format", "dates", "sources", "labels", "grid"}
 OPTION_KEYS = {
     "patch_size", "overlap", "split", "fractions", "block_size", "seed", "target",
     "cache_dir", "scene", "select", "folds", "fold", "fold_role", "stratify", "context",
-    "normalization",
+    "normalization", "clip",
     # how to regenerate a synthetic scene (the toolkit's ``[data.synthetic]``); an exported
     # data section carries it, and the cube itself does not depend on it
     "synthetic",

@@ -116,3 +116,17 @@ def test_statistics_without_a_method_are_applied_as_mean_std(tmp_path):
     x, _, _ = cube.dataset([tile], norm={"sources": {"v": {"mean": 1.0, "std": 2.0}}})[0]
     raw = torch.from_numpy(cube.read(tile, sources=["v"])[0, 0])
     assert torch.allclose(x[0, 0], (raw - 1.0) / 2.0)  # older checkpoints: no method, no clip
+
+
+def test_the_study_file_sets_the_clip(tmp_path):
+    cube = _folder(tmp_path, clip=3)
+    train = cube.splits().train
+    stats = cube.norm_stats(train)
+    assert stats["clip"] == 3.0
+    ds = cube.dataset(train, norm=stats)
+    x = torch.cat([ds[i][0][0, 0][ds[i][2]] for i in range(len(ds))])
+    assert x.max().item() == 3.0 and x.min().item() >= -3.0  # the 1e6 outliers stop at 3
+    for bad in (0, -1, "3", True):
+        with pytest.raises(data.SceneSpecError, match="clip") as info:
+            _folder(tmp_path / f"bad{bad!r}", clip=bad).norm_stats(train)
+        assert "hint:" in str(info.value)
