@@ -11,6 +11,8 @@ measure what the tile edges cost.
 
     python -m benchmarks.kashmir_probe               # writes benchmarks/results/kashmir_probe.*
     python -m benchmarks.kashmir_probe --seeds 1 --probes defaults hgb
+
+Probes named with ``--probes`` replace their own rows of the recorded table; the others stay.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ PROBES: dict[str, tuple[dict[str, Any], dict[str, Any], str, str]] = {
     "32-px tiles (same blocks)": ({"patch_size": 32, "block_size": 6}, {}, "train", "fusion"),
     "trained on train+val": ({}, {}, "train+val", "fusion"),
     "weight decay 1e-2": ({}, {"optim.weight_decay": 1e-2}, "train", "fusion"),
+    "inputs clipped at 3 scales": ({"clip": 3}, {}, "train", "fusion"),
     "terrain: curvature, roughness, TPI 4/16/64 px": (TERRAIN, {}, "train", "fusion"),
     "hgb": ({}, {}, "train", "hgb"),
     "hgb, terrain as above": (TERRAIN, {}, "train", "hgb"),
@@ -147,15 +150,20 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     spec = st.load_study(STUDY)
     started = time.monotonic()
-    records = [run_probe(spec, name, args.seeds) for name in args.probes]
-    table = markdown(records)
-    print(table)
+    fresh = {name: run_probe(spec, name, args.seeds) for name in args.probes}
+    print(markdown(list(fresh.values())))
     if args.no_record:
         return
+    recorded = RESULTS / "kashmir_probe.json"
+    kept = ({r["probe"]: r for r in json.loads(recorded.read_text())["probes"]}
+            if recorded.exists() else {})
+    records = [fresh.get(name) or kept[name] for name in PROBES if name in fresh or name in kept]
+    table = markdown(records)
     setup = {"dataset": DATASET, "study": "studies/kashmir.toml", "metric": "test F1, AUC",
              "seeds": args.seeds, "halo_px": HALO, "machine": f"{platform.machine()}, 1 thread",
              "date": datetime.datetime.now().isoformat(timespec="seconds"),
-             "wall_seconds": round(time.monotonic() - started, 1)}
+             "probes_run": list(fresh),
+             "invocation_seconds": round(time.monotonic() - started, 1)}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "kashmir_probe.json").write_text(
         json.dumps({"setup": setup, "probes": records}, indent=2) + "\n")
