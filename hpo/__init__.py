@@ -35,6 +35,7 @@ _LAZY = {
     "load_export": "hpo.export",
     "train_export": "hpo.retrain",
     "predict_scene": "hpo.predict",
+    "outside_training": "hpo.shift",
     "write_report": "hpo.report",
 }
 
@@ -76,6 +77,7 @@ __all__ = [
     "make_sampler",
     "make_storage",
     "mask_url",
+    "outside_training",
     "predict_scene",
     "train_export",
     "write_report",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,8 @@ class Prediction:
         valid_fraction: Share of pixels with a prediction.
         mean_probability: Mean probability over valid pixels.
         landslide_fraction: Share of valid pixels above the threshold (0.5 without one).
+        outside_training: Per input channel, the share of the scene's valid values far
+            outside the training range (:func:`hpo.shift.outside_training`).
     """
 
     path: Path
@@ -76,6 +78,7 @@ class Prediction:
     valid_fraction: float
     mean_probability: float
     landslide_fraction: float
+    outside_training: dict[str, float] = field(default_factory=dict)
 
     @property
     def pixels_per_second(self) -> float:
@@ -201,6 +204,7 @@ def predict_scene(
     import torch
 
     from data.splits import Region, make_tiles
+    from hpo.shift import outside_training
 
     if isinstance(checkpoint, str | Path):
         from networks import load_checkpoint
@@ -274,6 +278,7 @@ def predict_scene(
         seconds=seconds,
         threshold=threshold,
         **stats.summary(height * width),
+        outside_training=outside_training(cube, checkpoint.norm_stats, checkpoint.source_names),
     )
 
 

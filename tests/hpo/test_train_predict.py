@@ -199,6 +199,23 @@ def test_predict_map_has_the_scene_grid_and_probabilities(trained):
     assert not list((trained.folder / "maps").glob(".*tmp*"))  # written atomically
 
 
+def test_predict_names_inputs_far_outside_the_training_range(trained, tmp_path):
+    same = hpo("predict", "run/model.pt", "--scene", "tiny.toml", "-o", str(tmp_path / "a.tif"),
+               cwd=trained.folder)
+    assert same.returncode == 0 and "training range" not in same.stderr, same.stderr
+    # The same scene 3 km higher: every DEM value is far above what training saw.
+    shifted = shutil.copytree(trained.folder / "scene", tmp_path / "higher")
+    dem = next(p for p in shifted.glob("*.tif") if "dem" in p.name.lower())
+    with rasterio.open(dem, "r+") as dst:
+        dst.write(dst.read(1) + 3000.0, 1)
+    run = hpo("predict", "run/model.pt", "--scene", str(shifted / "scene.toml"), "-o",
+              str(tmp_path / "b.tif"), cwd=trained.folder)
+    assert run.returncode == 0, run.stderr
+    named = re.search(r"far outside the training range \((.*?) of valid values", run.stderr)
+    assert named and named.group(1).startswith("dem 100.0 %"), run.stderr
+    assert "slope" not in named.group(1)  # its derivatives did not move
+
+
 def test_predict_marks_invalid_pixels_nodata_and_blends_seamlessly(trained, tmp_path):
     from hpo.predict import NODATA, predict_scene
     from hpo.study import open_scene
