@@ -1,0 +1,51 @@
+"""hpo.shift: the share of a scene's values far outside each channel's training range."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import data
+from hpo.shift import outside_training
+from tests.data.conftest import write_tif
+
+
+def _scene(root, elevation: np.ndarray) -> data.Cube:
+    rng = np.random.default_rng(0)
+    write_tif(root / "dem.tif", elevation.astype(np.float32), nodata=-1.0)
+    write_tif(root / "soil.tif", rng.integers(1, 3, elevation.shape).astype(np.int16))
+    write_tif(root / "labels.tif", (elevation > np.median(elevation)).astype(np.uint8))
+    section = {
+        "format": "geotiff", "dates": ["2020"],
+        "sources": [{"name": "dem", "kind": "factor", "path": "dem.tif"},
+                    {"name": "soil", "kind": "factor", "type": "categorical", "codes": [1, 2],
+                     "path": "soil.tif"}],
+        "labels": {"paths": {"2020": "labels.tif"}},
+        "patch_size": 8,
+    }
+    return data.build_cube(section, base_dir=root)
+
+
+def test_share_beyond_the_training_range_by_its_width(tmp_path):
+    rng = np.random.default_rng(1)
+    elevation = rng.uniform(1000, 1100, (32, 32))
+    elevation[0, 0] = -1.0  # nodata: never counted
+    trained = _scene(tmp_path / "a", elevation)
+    norm = trained.norm_stats(trained.tiles())
+    low, high = norm["sources"]["dem"]["low"], norm["sources"]["dem"]["high"]
+    assert outside_training(trained, norm, trained.source_names) == {"dem": 0.0}
+    moved = elevation.copy()
+    moved[:8] = high + 1.01 * (high - low)  # a quarter of the rows, just past the margin
+    moved[8:12] = high + 0.99 * (high - low)  # inside the margin: not counted
+    moved[0, 0] = -1.0
+    shifted = _scene(tmp_path / "b", moved)
+    share = outside_training(shifted, norm, shifted.source_names)
+    assert list(share) == ["dem"]  # one-hot channels have no range to leave
+    assert share["dem"] == pytest.approx((8 * 32 - 1) / (32 * 32 - 1))
+
+
+def test_statistics_without_a_range_compare_nothing(tmp_path):
+    cube = _scene(tmp_path, np.random.default_rng(2).uniform(0, 1, (16, 16)))
+    assert outside_training(cube, None, cube.source_names) == {}
+    plain = cube.norm_stats(cube.tiles(), method="mean_std")
+    assert outside_training(cube, plain, cube.source_names) == {}
