@@ -21,8 +21,8 @@ WARN_SHARE = 0.01
 _ROWS = 256
 
 
-def outside_training(cube: Any, norm: Mapping[str, Any] | None,
-                     sources: Sequence[str]) -> dict[str, float]:
+def outside_training(cube: Any, norm: Mapping[str, Any] | None, sources: Sequence[str],
+                     tiles: Sequence[Any] | None = None) -> dict[str, float]:
     """Per channel, the share of valid values more than the training range's width beyond it.
 
     "Far outside" is below ``low - (high - low)`` or above ``high + (high - low)``, with
@@ -34,6 +34,7 @@ def outside_training(cube: Any, norm: Mapping[str, Any] | None,
         norm: The checkpoint's normalization statistics (``None``, ``mean_std`` or
             categorical channels: nothing to compare, so they are left out).
         sources: The checkpoint's source names, all present in the cube.
+        tiles: Only these tiles (e.g. a test split); default the whole scene.
 
     Returns:
         ``{source: share}`` of the channels with a training range, in ``sources`` order.
@@ -50,10 +51,12 @@ def outside_training(cube: Any, norm: Mapping[str, Any] | None,
     outside = np.zeros(len(names))
     seen = np.zeros(len(names))
     height, width = cube.valid.shape
-    for r0 in range(0, height, _ROWS):
-        rows = slice(r0, min(height, r0 + _ROWS))
-        x = cube.read((rows, slice(0, width)), sources=names)  # (S, T, rows, W)
-        use = np.isfinite(x) & np.asarray(cube.valid[rows])[None, None]
+    windows = ([t.slices for t in tiles] if tiles is not None else
+               [(slice(r0, min(height, r0 + _ROWS)), slice(0, width))
+                for r0 in range(0, height, _ROWS)])
+    for window in windows:
+        x = cube.read(window, sources=names)  # (S, T, rows, cols)
+        use = np.isfinite(x) & np.asarray(cube.valid[window])[None, None]
         far = use & ((x < low - span) | (x > high + span))
         outside += far.sum(axis=(1, 2, 3))
         seen += use.sum(axis=(1, 2, 3))

@@ -49,3 +49,17 @@ def test_statistics_without_a_range_compare_nothing(tmp_path):
     assert outside_training(cube, None, cube.source_names) == {}
     plain = cube.norm_stats(cube.tiles(), method="mean_std")
     assert outside_training(cube, plain, cube.source_names) == {}
+
+
+def test_only_the_tiles_asked_for_are_read(tmp_path):
+    rng = np.random.default_rng(3)
+    elevation = rng.uniform(1000, 1100, (32, 32))
+    trained = _scene(tmp_path / "a", elevation)
+    norm = trained.norm_stats(trained.tiles())
+    elevation[:8] = 9000.0
+    shifted = _scene(tmp_path / "b", elevation)
+    tiles = shifted.tiles()
+    top = [t for t in tiles if t.row < 8]
+    assert outside_training(shifted, norm, ["dem"], top) == {"dem": 1.0}
+    assert outside_training(shifted, norm, ["dem"], [t for t in tiles if t.row >= 8]) == {
+        "dem": 0.0}
