@@ -103,6 +103,7 @@ def train_export(
     """
     import networks
     from hpo.export import load_export
+    from hpo.shift import WARN_SHARE, outside_training
     from hpo.study import ensure_section_scene, prepare_final_data
 
     started = time.monotonic()
@@ -129,6 +130,12 @@ def train_export(
     ensure_section_scene(section, base_dir, origin=source, say=say)
     final = prepare_final_data(section, base_dir, seed=split_seed, train_on=train_on)
     say(f"data: {final.describe()}")
+    shifted = outside_training(final.cube, final.norm, final.source_names, final.splits.test)
+    far = {name: share for name, share in shifted.items() if share >= WARN_SHARE}
+    if far:
+        # the score of a test split the model must extrapolate on says little about others
+        say("warning: test inputs far outside the training range: " + ", ".join(
+            f"{name} {100 * share:.1f} %" for name, share in far.items()))
 
     seeds = [seed + i for i in range(members)]
     histories = []
@@ -194,6 +201,7 @@ def train_export(
             else "chosen on the validation split"
         ),
         "test": test,
+        "test_outside_training": shifted,
         "validation_last_epoch": history.epochs[-1] if history.epochs else None,
         "history": history.epochs,
         "members": [

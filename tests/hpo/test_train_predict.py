@@ -83,6 +83,9 @@ def test_train_writes_checkpoint_metrics_and_curves(trained):
     assert len(roc["fpr"]) == len(roc["tpr"]) >= 2 and roc["fpr"][0] <= roc["fpr"][-1]
     assert metrics["train_on"] == "train" and metrics["seed"] == 0
     assert metrics["split"]["n_test"] > 0 and len(metrics["history"]) == 1
+    shift = metrics["test_outside_training"]  # the test tiles of the training scene: in range
+    assert "dem" in shift and max(shift.values()) < 0.01
+    assert "far outside the training range" not in trained.stdout
     for png in ("curves.png", "roc.png"):
         assert (run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -424,3 +427,28 @@ def test_report_of_a_search_not_run_is_one_line(tmp_path, capsys):
     study = write_study(tmp_path)
     assert main(["report", str(study), "-o", str(tmp_path / "rep")]) == 1
     assert "no layer-wise search" in one_error_line(capsys.readouterr().err)
+
+
+def test_train_warns_when_the_test_split_leaves_the_training_range(tmp_path):
+    """Landslide4Sense fold 1: 28 % of its test patches' cirrus band (B10) lie beyond it."""
+    from hpo.retrain import train_export
+    from networks import ModelConfig
+    from tests.data.conftest import shared_data_dir
+
+    root = shared_data_dir() / "l4s-sample"
+    if not root.is_dir():
+        pytest.skip(f"{root} is absent (set LANDSLIDE_SHARED_DATA to the shared data folder)")
+    doc = {
+        "seed": 0,
+        "model": {"name": "fusion", "config": ModelConfig().to_dict()},
+        "data": {"format": "l4s", "path": str(root), "patch_size": 64, "stratify": True,
+                 "fractions": [0.6, 0.2, 0.2], "folds": 3, "fold": 1, "fold_role": "test",
+                 "cache_dir": str(tmp_path / "cubes")},
+        "data_base_dir": str(tmp_path),
+    }
+    said: list[str] = []
+    run = train_export(doc, tmp_path / "run", epochs=1, device="cpu", say=said.append)
+    shift = run.metrics["test_outside_training"]
+    assert shift["B10"] == pytest.approx(0.282, abs=0.01)
+    assert [s for s in said if "far outside the training range: B10 28." in s], said
+    assert max(v for k, v in shift.items() if k != "B10") < 0.01
