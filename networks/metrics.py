@@ -123,7 +123,9 @@ def best_f1_threshold(log_odds: npt.ArrayLike, target: npt.ArrayLike) -> tuple[f
     best = int(np.argmax(f1))  # first maximum: the fewest pixels called, the highest cut
     cut = ends[best]
     below = ranked[cut + 1] if cut + 1 < values.size else ranked[cut] - 1.0
-    return float(f1[best]), _probability(0.5 * (ranked[cut] + below))
+    # +inf above -inf has no midpoint; any cut between them works, so take the neutral 0.5
+    middle = 0.0 if np.isposinf(ranked[cut]) and np.isneginf(below) else 0.5 * (ranked[cut] + below)
+    return float(f1[best]), _probability(middle)
 
 
 class SegmentationMeter:

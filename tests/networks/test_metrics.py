@@ -4,6 +4,7 @@ import torch
 from sklearn.metrics import f1_score, jaccard_score, roc_auc_score
 
 from networks import SegmentationMeter, roc_auc, segmentation_metrics
+from networks.metrics import best_f1_threshold
 
 
 def _sklearn(prob, target):
@@ -150,3 +151,11 @@ def test_log_odds_and_probabilities_agree_where_nothing_saturates():
     assert f1_score(target, prob > b["threshold"]) == pytest.approx(b["f1_best"], abs=1e-9)
     with pytest.raises(ValueError, match="NaN"):
         from_odds.update_log_odds(np.array([np.nan]), np.array([1]))
+
+
+def test_a_cut_between_infinite_scores_is_the_neutral_one():
+    # probabilities of exactly 1 and 0 (hard masks, or saturated models) are +-inf log-odds
+    f1, threshold = best_f1_threshold(np.array([np.inf, np.inf, -np.inf]), np.array([1, 1, 0]))
+    assert f1 == 1.0 and threshold == 0.5
+    f1, threshold = best_f1_threshold(np.array([np.inf, 3.0, -np.inf]), np.array([1, 0, 0]))
+    assert f1 == 1.0 and 0.999 < threshold < 1.0  # halfway between +inf and 3 is above 3
