@@ -60,9 +60,8 @@ def _test_scores(model: Any, final: Any, halo: int, threshold: float | None) -> 
     ``f1`` is at ``threshold`` (0.5 without one); ``oracle_f1`` at the threshold best on the
     test pixels themselves (the meter's ``f1_best``).
     """
-    import torch
-
     from data.splits import Tile
+    from hpo.predict import landslide_log_odds
     from networks import SegmentationMeter, model_device
 
     cube = final.cube
@@ -73,11 +72,10 @@ def _test_scores(model: Any, final: Any, halo: int, threshold: float | None) -> 
         r1, c1 = min(height, t.row + t.height + halo), min(width, t.col + t.width + halo)
         big = Tile(r0, c0, r1 - r0, c1 - c0, max(r1 - r0, c1 - c0))
         x, y, valid = cube.dataset([big], norm=final.norm)[0]
-        with torch.no_grad():
-            logits = model(x[None].to(model_device(model)).float())[0].float().cpu()
+        scores = landslide_log_odds(model, x[None].to(model_device(model)))[0].cpu()
         inner = (slice(t.row - r0, t.row - r0 + t.height), slice(t.col - c0, t.col - c0 + t.width))
         # log-odds, not probabilities: saturated boosting scores would tie (see SegmentationMeter)
-        meter.update_log_odds((logits[1] - logits[0])[inner], y[inner], valid[inner])
+        meter.update_log_odds(scores[inner], y[inner], valid[inner])
     scores = meter.compute()
     return {"f1": meter.at(threshold if threshold is not None else 0.5)["f1"],
             "f1@0.5": scores["f1"], "auc": scores["auc"], "oracle_f1": scores["f1_best"]}

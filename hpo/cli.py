@@ -968,7 +968,7 @@ def _cmd_predict(args: argparse.Namespace, out: Any, err: Any) -> int:
     from hpo import study as st
     from hpo.predict import predict_scene
     from hpo.progress import format_duration
-    from hpo.shift import WARN_SHARE
+    from hpo.shift import shifted_channels
     from networks import load_checkpoint
 
     checkpoint = load_checkpoint(args.checkpoint)  # before the scene: fail fast on a bad file
@@ -1007,9 +1007,8 @@ def _cmd_predict(args: argparse.Namespace, out: Any, err: Any) -> int:
         f"{result.mean_probability:.3f}; {100 * result.landslide_fraction:.2f} % above "
         + (f"the validation threshold {cut:.3f}" if result.threshold is not None else "0.5")
     )
-    shifted = {n: s for n, s in result.outside_training.items() if s >= WARN_SHARE}
-    if shifted:
-        named = ", ".join(f"{n} {100 * s:.1f} %" for n, s in shifted.items())
+    named = shifted_channels(result.outside_training)
+    if named:
         err.print(
             f"[yellow]warning:[/yellow] inputs far outside the training range ({named} of "
             "valid values lie beyond the training 2-98 % range by more than its width): the "

@@ -102,6 +102,26 @@ def landslide_probability(model: Any, x: Any) -> Any:
         return torch.softmax(model(x.float()).float(), dim=1)[:, 1]
 
 
+def landslide_log_odds(model: Any, x: Any) -> Any:
+    """Landslide log-odds of a batch: ``(B, S, T, h, w)`` -> ``(B, h, w)``.
+
+    The landslide logit minus the background logit, which ranks pixels where float32
+    probabilities of a confident model would all round to 0 or 1.
+
+    Args:
+        model: A model of :mod:`networks` (two-class logits), in eval mode.
+        x: Normalized inputs on the model's device.
+
+    Returns:
+        A tensor on the model's device.
+    """
+    import torch
+
+    with torch.no_grad():
+        logits = model(x.float()).float()
+    return logits[:, 1] - logits[:, 0]
+
+
 def blend_window(size: int, overlap: int) -> np.ndarray:
     """A ``(size, size)`` weight: 1 inside, raised-cosine ramps over the overlap at each edge.
 

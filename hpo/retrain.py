@@ -103,7 +103,7 @@ def train_export(
     """
     import networks
     from hpo.export import load_export
-    from hpo.shift import WARN_SHARE, outside_training
+    from hpo.shift import outside_training, shifted_channels
     from hpo.study import ensure_section_scene, prepare_final_data
 
     started = time.monotonic()
@@ -131,11 +131,10 @@ def train_export(
     final = prepare_final_data(section, base_dir, seed=split_seed, train_on=train_on)
     say(f"data: {final.describe()}")
     shifted = outside_training(final.cube, final.norm, final.source_names, final.splits.test)
-    far = {name: share for name, share in shifted.items() if share >= WARN_SHARE}
+    far = shifted_channels(shifted)
     if far:
         # the score of a test split the model must extrapolate on says little about others
-        say("warning: test inputs far outside the training range: " + ", ".join(
-            f"{name} {100 * share:.1f} %" for name, share in far.items()))
+        say(f"warning: test inputs far outside the training range: {far}")
 
     seeds = [seed + i for i in range(members)]
     histories = []
@@ -286,20 +285,18 @@ def split_log_odds(
         gives its pixels in the same order, so several models of one split can be
         averaged pixel by pixel (:func:`mean_probability_log_odds`).
     """
-    import torch
     from torch.utils.data import DataLoader
 
+    from hpo.predict import landslide_log_odds
     from networks import model_device
 
     device = model_device(model)
     scores, labels = [], []
     model.eval()
-    with torch.no_grad():
-        for x, y, valid in DataLoader(data_set, batch_size=batch_size):
-            logits = model(x.to(device).float()).float()
-            keep = valid.bool()
-            scores.append((logits[:, 1] - logits[:, 0]).cpu()[keep].numpy())
-            labels.append(y[keep].numpy() > 0)
+    for x, y, valid in DataLoader(data_set, batch_size=batch_size):
+        keep = valid.bool()
+        scores.append(landslide_log_odds(model, x.to(device)).cpu()[keep].numpy())
+        labels.append(y[keep].numpy() > 0)
     return np.concatenate(scores), np.concatenate(labels)
 
 

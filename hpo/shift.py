@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["WARN_SHARE", "outside_training"]
+__all__ = ["WARN_SHARE", "outside_training", "shifted_channels"]
 
 WARN_SHARE = 0.01
 """Channels with at least this share of valid values far outside their range are named."""
@@ -61,3 +61,16 @@ def outside_training(cube: Any, norm: Mapping[str, Any] | None, sources: Sequenc
         outside += far.sum(axis=(1, 2, 3))
         seen += use.sum(axis=(1, 2, 3))
     return {n: float(o / s) if s else 0.0 for n, o, s in zip(names, outside, seen, strict=True)}
+
+
+def shifted_channels(shares: Mapping[str, float]) -> str:
+    """The channels at :data:`WARN_SHARE` or more, for a warning (``""`` when none).
+
+    Args:
+        shares: :func:`outside_training`'s result.
+
+    Returns:
+        e.g. ``"B10 28.2 %, dem 3.0 %"``.
+    """
+    return ", ".join(f"{name} {100 * share:.1f} %" for name, share in shares.items()
+                     if share >= WARN_SHARE)

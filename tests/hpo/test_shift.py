@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import data
-from hpo.shift import outside_training
+from hpo.shift import outside_training, shifted_channels
 from tests.data.conftest import write_tif
 
 
@@ -63,3 +63,9 @@ def test_only_the_tiles_asked_for_are_read(tmp_path):
     assert outside_training(shifted, norm, ["dem"], top) == {"dem": 1.0}
     assert outside_training(shifted, norm, ["dem"], [t for t in tiles if t.row >= 8]) == {
         "dem": 0.0}
+
+
+def test_the_warning_names_the_channels_at_one_percent_or_more():
+    assert shifted_channels({"B10": 0.2823, "dem": 0.0099, "slope": 0.01}) == (
+        "B10 28.2 %, slope 1.0 %")
+    assert shifted_channels({"dem": 0.0}) == ""
