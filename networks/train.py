@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from collections.abc import Callable, Iterable, Sized
+from collections.abc import Callable, Iterable, Iterator, Sized
 from typing import Any
 
 import torch
@@ -195,7 +196,12 @@ def train(
     On CUDA the forward pass runs under autocast; on CPU, in float32. Model
     initialisation, dropout, shuffling and sampling all derive from ``seed`` (the global
     RNG state is restored afterwards), so two CPU runs with one seed give identical
-    histories.
+    histories. On CPU a network trains on one intra-op thread whatever
+    ``torch.get_num_threads()`` says (restored afterwards): torch's parallel reductions
+    split work by thread count, so the same seed gave validation F1 0.407 on one thread
+    and 0.318 on two (quickstart defaults). Parallelism comes from running trials,
+    replicates or ensemble members side by side instead. CUDA kernels are not bitwise
+    deterministic; GPU runs of one seed agree only to within run-to-run noise.
 
     Args:
         config: Hyperparameters (``None``: all defaults).
@@ -228,7 +234,22 @@ def train(
         net = build_model(model, n_sources, n_times, config).to(device)
         if isinstance(net, BoostingModel):
             return _fit_boosting(net, config, train_set, val_set, seed, callbacks, num_workers)
-        return _fit(net, config, train_set, val_set, seed, callbacks, num_workers, device)
+        with one_thread(device):
+            return _fit(net, config, train_set, val_set, seed, callbacks, num_workers, device)
+
+
+@contextlib.contextmanager
+def one_thread(device: torch.device) -> Iterator[None]:
+    """On CPU, run the block on one intra-op thread (see :func:`train`); restore after."""
+    if device.type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _end_epoch(

@@ -217,3 +217,25 @@ def test_evaluate_ranks_log_odds_that_saturate_as_probabilities():
     assert torch.sigmoid(torch.from_numpy(scores)).eq(1).float().mean() > 0.2
     assert got["auc"] == pytest.approx(roc_auc(scores, labels), abs=1e-9)
     assert 0 < got["threshold"] < 1
+
+
+def test_cpu_training_does_not_depend_on_the_thread_count():
+    # Large enough tiles and channels that torch's CPU kernels split work across threads:
+    # without the one-thread rule of `train`, four threads give other weights than one.
+    train_set = BlobScenes(16, seed=3, size=(48, 48))
+    val_set = BlobScenes(4, seed=4, size=(48, 48))
+    config = tiny_config(**{"optim.epochs": 2, "dcnn.width": 32, "temporal.conv_channels": 16})
+    before = torch.get_num_threads()
+    runs = []
+    try:
+        for threads in (1, 4):
+            torch.set_num_threads(threads)
+            runs.append(train(config, train_set, val_set, seed=5))
+            assert torch.get_num_threads() == threads  # restored after training
+    finally:
+        torch.set_num_threads(before)
+    first, second = runs
+    assert first.epochs == second.epochs
+    for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values(),
+                    strict=True):
+        assert torch.equal(a, b)
