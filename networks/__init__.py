@@ -6,7 +6,7 @@ losses, metrics and checkpoints. Models take ``(B, S, T, H, W)`` float cubes and
 """
 
 from networks.base import CubeModel
-from networks.baselines import DeepLabV3, PSPNet, SegNet
+from networks.baselines import DeepLabV3, PSPNet, SegNet, UNet
 from networks.boosting import BoostingModel
 from networks.checkpoint import Checkpoint, load_checkpoint, package_versions, save_checkpoint
 from networks.config import (
@@ -17,6 +17,7 @@ from networks.config import (
     ModelConfig,
     OptimConfig,
     TemporalConfig,
+    UNetConfig,
 )
 from networks.dbn import DBN, RBM
 from networks.dcnn import DCNN
@@ -26,6 +27,7 @@ from networks.fusion import FusionNet
 from networks.history import METRIC_NAMES, History
 from networks.losses import FusionLoss, fusion_loss
 from networks.metrics import SegmentationMeter, roc_auc, segmentation_metrics
+from networks.receptive import ReceptiveField, receptive_field
 from networks.registry import MODEL_NAMES, NETWORK_NAMES, build_model
 from networks.temporal import TemporalFusion
 from networks.train import Callback, evaluate, model_device, train
@@ -55,18 +57,22 @@ __all__ = [
     "NetworksError",
     "OptimConfig",
     "PSPNet",
+    "ReceptiveField",
     "SeedEnsemble",
     "SegNet",
     "SegmentationMeter",
     "TemporalConfig",
     "TemporalFusion",
     "TrainingError",
+    "UNet",
+    "UNetConfig",
     "build_model",
     "evaluate",
     "fusion_loss",
     "load_checkpoint",
     "model_device",
     "package_versions",
+    "receptive_field",
     "roc_auc",
     "save_checkpoint",
     "segmentation_metrics",

@@ -230,12 +230,32 @@ class DBNConfig(_Group):
 class DCNNConfig(_Group):
     """Deep 2-D CNN branch of the spatial fusion module (tuning stage ``dcnn``).
 
+    The branch sees its surroundings through a dilation pyramid, optionally on a grid
+    downsampled by a strided encoder whose decoder restores full resolution through skip
+    connections (see :class:`networks.dcnn.DCNN`). Landslides are recognised by their
+    shape, scarp and runout, tens of pixels across: the defaults give the fusion network
+    an empirical receptive field of about 100 px; ``levels = 0`` with
+    ``max_dilation = dilation`` is the narrow layout of earlier versions (13 px).
+
     Attributes:
-        depth: Convolution blocks.
+        depth: Convolution blocks of the dilated body (on the coarsest grid).
         width: Channels of every block; also the branch's output channels.
         kernel_size: Kernel size (odd).
-        dilation: Dilation of every second block (the others use 1, which avoids the
-            gridding artefacts of stacked equal dilations).
+        dilation: Growth factor of the dilation pyramid: block ``i`` of the body is
+            dilated by ``dilation ** k``, ``k`` counting up from 0 while the dilation stays
+            within ``max_dilation`` and then starting over (1, 2, 4, 8, 1, 2, ...). Powers
+            of a factor fill each other's gaps, so no input pixel falls through.
+        max_dilation: Largest dilation of the pyramid. Equal to ``dilation``, it gives the
+            earlier layout 1, d, 1, d, ...; 1 switches dilation off.
+        levels: Stride-2 downsampling steps before the body (0 = full resolution). Each
+            doubles the reach of the body at a quarter of its cost; the decoder up-samples
+            and fuses the encoder's feature map of every level (skip connections), so
+            small landslides keep their outline. Any input size works.
+
+    A stored configuration written before ``max_dilation`` and ``levels`` existed (a
+    checkpoint or an export whose ``dcnn`` group names ``dilation`` but neither of them)
+    is read with ``max_dilation = dilation`` and ``levels = 0``: the layout it was
+    trained with (see :meth:`ModelConfig.from_dict`).
     """
 
     GROUP: ClassVar[str] = "dcnn"
@@ -244,6 +264,19 @@ class DCNNConfig(_Group):
     width: int = _param(32, low=1)
     kernel_size: int = _param(3, low=1, odd=True)
     dilation: int = _param(2, low=1)
+    max_dilation: int = _param(8, low=1)
+    levels: int = _param(1, low=0)
+
+    def dilations(self) -> tuple[int, ...]:
+        """The dilation of every block of the body, first block first.
+
+        Returns:
+            ``depth`` dilations, e.g. ``(1, 2, 4, 8)`` at the defaults.
+        """
+        cycle = [1]
+        while self.dilation > 1 and cycle[-1] * self.dilation <= self.max_dilation:
+            cycle.append(cycle[-1] * self.dilation)
+        return tuple(cycle[i % len(cycle)] for i in range(self.depth))
 
 
 @dataclass(frozen=True)
@@ -342,6 +375,26 @@ class BoostConfig(_Group):
     pos_weight: float = _param(1.0, low=0.0, low_open=True)
 
 
+@dataclass(frozen=True)
+class UNetConfig(_Group):
+    """The U-Net baseline (model ``unet``); the other models ignore this group.
+
+    Named ``channels`` and ``levels`` rather than width and depth, so that the bare
+    names ``width`` and ``depth`` keep meaning the DCNN's.
+
+    Attributes:
+        channels: Channels of the first encoder level (the U-Net's width), doubling at
+            every level below.
+        levels: Stride-2 max-pooling steps of the encoder and up-sampling steps of the
+            decoder (the U-Net's depth); the receptive field roughly doubles with each.
+    """
+
+    GROUP: ClassVar[str] = "unet"
+
+    channels: int = _param(24, low=1)
+    levels: int = _param(3, low=1)
+
+
 _GROUP_TYPES: dict[str, type[_Group]] = {
     "temporal": TemporalConfig,
     "dbn": DBNConfig,
@@ -349,6 +402,7 @@ _GROUP_TYPES: dict[str, type[_Group]] = {
     "head": HeadConfig,
     "optim": OptimConfig,
     "boost": BoostConfig,
+    "unet": UNetConfig,
 }
 
 
@@ -363,6 +417,7 @@ class ModelConfig:
         head: Classifier and loss.
         optim: Optimiser and training length.
         boost: Per-pixel gradient boosting (model ``hgb`` only).
+        unet: The U-Net baseline (model ``unet`` only).
     """
 
     temporal: TemporalConfig = field(default_factory=TemporalConfig)
@@ -371,6 +426,7 @@ class ModelConfig:
     head: HeadConfig = field(default_factory=HeadConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     boost: BoostConfig = field(default_factory=BoostConfig)
+    unet: UNetConfig = field(default_factory=UNetConfig)
 
     def __post_init__(self) -> None:
         for name, kind in _GROUP_TYPES.items():
@@ -411,7 +467,9 @@ class ModelConfig:
     def from_dict(cls, nested: Mapping[str, Any]) -> ModelConfig:
         """Build a configuration from a nested dict such as :meth:`to_dict` returns.
 
-        Missing groups and fields keep their defaults.
+        Missing groups and fields keep their defaults, except that a ``dcnn`` group
+        written before ``max_dilation`` and ``levels`` existed keeps its old layout (see
+        :meth:`from_params`), so old checkpoints and exports load with their weights.
 
         Args:
             nested: ``{group: {field: value}}``.
@@ -441,9 +499,34 @@ class ModelConfig:
                 params[f"{group}.{name}"] = value
         return cls.from_params(params)
 
+    @staticmethod
+    def _legacy_dcnn(dotted: dict[str, Any], base: ModelConfig) -> None:
+        """Read a ``dcnn.dilation`` given without the pyramid's fields as the old layout.
+
+        Before ``dcnn.max_dilation`` and ``dcnn.levels`` existed, ``dilation`` dilated
+        every second block at full resolution. Checkpoints, exports and study files of
+        that time name ``dilation`` but neither new field; they get ``max_dilation =
+        dilation`` and ``levels = 0``, the layout their weights and tuning results belong
+        to. Only when ``base`` has the pyramid at its defaults: a base that chose the
+        pyramid's fields itself keeps them.
+        """
+        if "dcnn.dilation" not in dotted:
+            return
+        if "dcnn.max_dilation" in dotted or "dcnn.levels" in dotted:
+            return
+        default = DCNNConfig()
+        if (base.dcnn.max_dilation, base.dcnn.levels) != (default.max_dilation, default.levels):
+            return
+        dotted["dcnn.max_dilation"] = dotted["dcnn.dilation"]
+        dotted["dcnn.levels"] = 0
+
     @classmethod
     def from_params(cls, params: Mapping[str, Any], base: ModelConfig | None = None) -> ModelConfig:
         """Build a configuration from flat parameters, as a tuning trial suggests them.
+
+        ``dcnn.dilation`` given without ``dcnn.max_dilation`` and ``dcnn.levels`` (a
+        configuration written before they existed) selects the old full-resolution layout
+        1, d, 1, d, ... (see :class:`DCNNConfig`); give either field for the pyramid.
 
         Args:
             params: ``{"group.field": value}``; a bare field name (``"lr"``) is accepted
@@ -460,8 +543,8 @@ class ModelConfig:
                 a parameter given twice, or a value of the wrong type or out of range.
         """
         base = base if base is not None else cls()
-        updates: dict[str, dict[str, Any]] = {group: {} for group in _GROUP_TYPES}
         seen: dict[str, str] = {}
+        resolved: dict[str, Any] = {}
         for key, value in params.items():
             dotted = cls._resolve(str(key))
             if dotted in seen:
@@ -469,6 +552,10 @@ class ModelConfig:
                     f"given twice, as {seen[dotted]!r} and {key!r}", key=dotted, hint="keep one"
                 )
             seen[dotted] = str(key)
+            resolved[dotted] = value
+        cls._legacy_dcnn(resolved, base)
+        updates: dict[str, dict[str, Any]] = {group: {} for group in _GROUP_TYPES}
+        for dotted, value in resolved.items():
             group, name = dotted.split(".", 1)
             updates[group][name] = value
         groups = {

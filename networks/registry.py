@@ -6,13 +6,13 @@ import difflib
 import numbers
 
 from networks.base import CubeModel
-from networks.baselines import DeepLabV3, PSPNet, SegNet
+from networks.baselines import DeepLabV3, PSPNet, SegNet, UNet
 from networks.boosting import BoostingModel
 from networks.config import ModelConfig
 from networks.errors import ConfigError
 from networks.fusion import FusionNet
 
-NETWORK_NAMES: tuple[str, ...] = ("fusion", "segnet", "deeplabv3", "pspnet")
+NETWORK_NAMES: tuple[str, ...] = ("fusion", "segnet", "deeplabv3", "pspnet", "unet")
 """The models trained by back-propagation: the fusion network first, then the baselines."""
 MODEL_NAMES: tuple[str, ...] = (*NETWORK_NAMES, "hgb")
 """Names :func:`build_model` accepts: the networks, then the per-pixel gradient-boosting
@@ -36,8 +36,9 @@ def build_model(
         name: One of :data:`MODEL_NAMES`.
         n_sources: Input sources ``S``.
         n_times: Input dates ``T``.
-        config: Hyperparameters (default: all defaults). The baselines only read
-            ``head.dropout``; their architecture is fixed. ``hgb`` reads ``boost``.
+        config: Hyperparameters (default: all defaults). The baselines read
+            ``head.dropout``; SegNet's, DeepLabV3's and PSPNet's architecture is fixed,
+            the U-Net's reads ``unet``. ``hgb`` reads ``boost``.
 
     Returns:
         A model mapping ``(B, S, T, H, W)`` floats to ``(B, 2, H, W)`` logits; ``hgb``
@@ -54,6 +55,14 @@ def build_model(
         return FusionNet(n_sources, n_times, config)
     if key in _BASELINES:
         return _BASELINES[key](n_sources, n_times, dropout=config.head.dropout)
+    if key == "unet":
+        return UNet(
+            n_sources,
+            n_times,
+            channels=config.unet.channels,
+            levels=config.unet.levels,
+            dropout=config.head.dropout,
+        )
     if key == "hgb":
         return BoostingModel(n_sources, n_times, config.boost)
     near = difflib.get_close_matches(key, MODEL_NAMES, n=1)
