@@ -34,7 +34,7 @@ from hpo.space import fingerprint as _hash
 from hpo.stage import Stage
 
 METRICS = ("f1", "miou", "auc", "f1_best", "miou_best")
-MODELS = ("fusion", "segnet", "deeplabv3", "pspnet", "hgb")
+MODELS = ("fusion", "segnet", "deeplabv3", "pspnet", "unet", "hgb")
 RUNNERS = ("local", "ray")
 PARAM_TYPES = ("float", "int", "categorical")
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")

@@ -95,6 +95,8 @@ VARIANTS: dict[str, Variant] = {
                 keep=_BASELINE_KEEP),
         Variant("pspnet", "PSPNet, optimizer and head tuned", model="pspnet",
                 keep=_BASELINE_KEEP),
+        Variant("unet", "U-Net, optimizer, head and its unet.* parameters tuned",
+                model="unet", keep=(*_BASELINE_KEEP, "unet.")),
         Variant("hgb", "per-pixel gradient boosting (channels + window statistics)",
                 model="hgb", stages=BOOST_STAGES),
         Variant("no-temporal", "fusion without the temporal module (DCNN-DBN only)",
@@ -113,9 +115,10 @@ VARIANTS: dict[str, Variant] = {
 }
 """Every variant, in the order of the report's tables."""
 
-PAPER_VARIANTS = ("fusion", "segnet", "deeplabv3", "pspnet", "no-temporal", "optical-only",
-                  "factors-only", "no-dbn", "no-pretrain", "untuned")
-"""What ``hpo compare`` runs by default: the paper's Tables 2-4 and the untuned network."""
+PAPER_VARIANTS = ("fusion", "segnet", "deeplabv3", "pspnet", "unet", "no-temporal",
+                  "optical-only", "factors-only", "no-dbn", "no-pretrain", "untuned")
+"""What ``hpo compare`` runs by default: the paper's Tables 2-4, the U-Net (the baseline
+everyone runs first, not in the paper) and the untuned network."""
 
 
 __all__ = ["BOOST_STAGES", "PAPER_VARIANTS", "VARIANTS", "Variant"]
