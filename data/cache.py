@@ -23,7 +23,7 @@ __all__ = ["DEFAULT_CACHE_DIR", "build_cube", "cube_key", "open_source", "prepar
 DEFAULT_CACHE_DIR = Path(".cache") / "cubes"
 _SPLIT_OPTIONS = ("patch_size", "overlap", "split", "fractions", "block_size", "seed", "select",
                   "folds", "fold", "fold_role", "stratify", "context",
-                  "normalization", "clip")
+                  "normalization", "clip", "validation", "buffer", "test_groups")
 
 
 def cube_key(recipe: Recipe) -> str:
@@ -90,6 +90,7 @@ def build_cube(
     key = cube_key(recipe)
     target = target or section.get("target", "last")
     options = {k: section[k] for k in _SPLIT_OPTIONS if k in section}
+    options |= recipe.split_options or {}
     if cache_dir is None:
         arrays, meta = recipe.build(None, block_size, key)
         return Cube(arrays, meta, target=target, options=options)

@@ -13,7 +13,7 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from data.errors import EmptyLabelError, SceneSpecError
-from data.splits import Region, Splits, Tile, make_splits, make_tiles
+from data.splits import Region, Splits, Tile, make_tiles, split_tiles, validation_plan
 from data.store import META_FILE, load_arrays
 
 __all__ = ["Cube", "CubeValues", "TARGETS"]
@@ -22,7 +22,7 @@ TARGETS = ("last", "new")
 _SPLIT_DEFAULTS: dict[str, Any] = {
     "patch_size": 64, "overlap": 0, "split": "random", "fractions": (0.6, 0.1, 0.3),
     "block_size": 4, "seed": 0, "folds": None, "fold": None,
-    "fold_role": "validation", "stratify": False,
+    "fold_role": "validation", "stratify": False, "validation": "auto", "buffer": 0,
 }
 WindowLike = Tile | Window | tuple[slice, slice]
 
@@ -298,17 +298,21 @@ class Cube:
         fractions: Sequence[float] | None = None,
         block_size: int | None = None,
         seed: int | None = None,
-        folds: int | None = None,
+        folds: int | str | None = None,
         fold: int | None = None,
         fold_role: str | None = None,
         stratify: bool | None = None,
+        validation: str | None = None,
+        buffer: int | None = None,
     ) -> Splits:
         """Tile the cube and split the tiles into train / val / test.
 
         Every argument left None takes the study file's option (``patch_size``,
         ``overlap``, ``split``, ``fractions``, ``block_size``, ``seed``, ``folds``,
-        ``fold``, ``fold_role``, ``stratify``), else the default (64, 0, ``random``,
-        (0.6, 0.1, 0.3), 4, 0, no folds, not stratified).
+        ``fold``, ``fold_role``, ``stratify``, ``validation``, ``buffer``), else the
+        default (64, 0, ``random``, (0.6, 0.1, 0.3), 4, 0, no folds, not stratified,
+        ``auto``, the ``context``). A patch collection's groups, split lists and
+        ``test_groups`` come from the study file (see :mod:`data.groups`).
 
         Args:
             patch_size: Tile side in pixels (a patch collection's tiles stay inside a patch).
@@ -318,16 +322,23 @@ class Cube:
             fractions: (train, val, test).
             block_size: Tiles per block side for ``blocked``.
             seed: Shuffling seed.
-            folds: k-fold cross-validation: the units outside the test split are dealt into
-                ``folds`` folds (see ``data.splits.make_splits``).
+            folds: k-fold cross-validation: the validation units (groups, blocks, patches
+                or tiles) outside the test split are dealt into ``folds`` folds;
+                ``"groups"`` is one fold per group (see ``data.splits.split_tiles``).
             fold: The held-out fold (default 0).
             fold_role: ``validation`` (the held-out fold validates; test is fixed) or
                 ``test`` (the held-out fold is the test split: outer cross-validation).
             stratify: Spread the units (patches, blocks, tiles) of every split and fold
                 evenly over the range of landslide shares.
+            validation: ``auto`` (hold out what the test holds out: groups, blocks),
+                ``random``, ``grouped`` or ``blocked``.
+            buffer: Pixels between the blocks of different splits of a blocked scene; at
+                least the ``context``.
 
         Returns:
-            The splits; pass ``splits.for_tuning()`` to tuning code.
+            The splits; pass ``splits.for_tuning()`` to tuning code. ``info`` says which
+            validation was used (``validation``, ``test_by``, a ``warning`` when random
+            validation faces a shifted test), the ``buffer`` and the resolved ``folds``.
 
         Raises:
             EmptyLabelError: The cube is labelled but no training tile holds a landslide.
@@ -342,18 +353,29 @@ class Cube:
         fold = self._option("fold", fold)
         fold_role = self._option("fold_role", fold_role)
         stratify = self._option("stratify", stratify)
+        validation = self._option("validation", validation)
+        buffer = self._option("buffer", buffer)
         if not isinstance(stratify, bool):
             raise SceneSpecError(f"stratify must be true or false, got {stratify!r}",
                                  key="stratify", hint="stratify = true")
         if stratify and self.labels is None:
             raise SceneSpecError("stratify needs labels, and this cube has none",
                                  key="stratify", hint="drop stratify, or give the labels")
-        train, val, test = make_splits(
+        if isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 0:
+            raise SceneSpecError(f"buffer must be a whole number of pixels >= 0, got "
+                                 f"{buffer!r}", key="buffer",
+                                 hint="e.g. buffer = 32 (default: the context)")
+        # the context read around an evaluated tile must not reach training pixels
+        buffer = max(buffer, self.context)
+        groups, lists, test_groups = self._patch_splits()
+        result = split_tiles(
             self._valid_tiles(patch_size, overlap), method=method, fractions=fractions,
             block_size=block_size, seed=seed, by_region=self.patch_shape is not None,
             stride=patch_size - overlap, folds=folds, fold=fold, fold_role=fold_role,
-            share=self._landslide_share if stratify else None,
+            share=self._landslide_share if stratify else None, groups=groups, lists=lists,
+            test_groups=test_groups, validation=validation, buffer=buffer,
         )
+        train, val, test = result.train, result.val, result.test
         if self.labels is not None and not any(
             ((self.labels[t.slices] > 0) & self.valid[t.slices]).any() for t in train
         ):
@@ -370,7 +392,71 @@ class Cube:
             info |= {"folds": folds, "fold": fold or 0, "fold_role": fold_role}
         if stratify:
             info["stratify"] = True
+        info |= result.info
+        if groups is not None:
+            info["group_from"] = self.options.get("group_from")
+        if lists:
+            info["lists_from"] = self.options.get("lists_from")
         return Splits(train, val, test, info)
+
+    def fold_splits(self, folds: int | str | None = None, **kwargs: Any) -> list[Splits]:
+        """The splits of every validation fold: fold ``i`` validates, the others train.
+
+        The folds share one test split; with groups they deal groups (no group on both
+        sides of a fold), in a blocked scene blocks, so they are the natural replicates of
+        a noisy objective. Fold ``i`` alone is ``cube.splits(folds=k, fold=i)``.
+
+        Args:
+            folds: Number of folds, ``"groups"`` (one per group), or None for the study
+                file's ``folds``.
+            **kwargs: Other ``splits`` arguments (``seed``, ``patch_size``, ...).
+
+        Returns:
+            One ``Splits`` per fold, in fold order.
+
+        Raises:
+            SceneSpecError: No folds are set, or the data cannot make them.
+        """
+        folds = self._option("folds", folds)
+        if folds is None:
+            raise SceneSpecError("no folds to deal", key="folds",
+                                 hint='set folds = 5 (or "groups") in [data], or pass folds')
+        first = self.splits(folds=folds, fold=0, fold_role="validation", **kwargs)
+        return [first] + [self.splits(folds=folds, fold=i, fold_role="validation", **kwargs)
+                          for i in range(1, first.info["folds"])]
+
+    def validation_plan(self, method: str | None = None, validation: str | None = None
+                        ) -> dict[str, Any]:
+        """Which validation the study's splits use, without making them.
+
+        Returns:
+            See ``data.splits.validation_plan``; with the ``buffer`` of a blocked scene.
+        """
+        method = self._option("split", method)
+        groups, lists, test_groups = self._patch_splits()
+        lists = lists or {}
+        plan = validation_plan(
+            method=method, by_region=self.patch_shape is not None, grouped=groups is not None,
+            test_from="file" if "test" in lists or "train" in lists
+            else "groups" if test_groups else None,
+            validation=self._option("validation", validation))
+        if self.patch_shape is None and method == "blocked":
+            plan["buffer"] = max(self._option("buffer", None), self.context)
+        return plan
+
+    def _patch_splits(self) -> tuple[list[str] | None, dict[str, set[int]] | None,
+                                     list[str] | None]:
+        """The group of each patch, the split lists as patch indices, and the test groups."""
+        table = self.options.get("groups")
+        named = self.options.get("lists")
+        if self.patch_shape is None or not (table or named):
+            return None, None, None
+        ids = [str(i) for i in self.meta.get("patch_ids", [])]
+        index = {pid: k for k, pid in enumerate(ids)}
+        groups = [table[pid] for pid in ids] if table else None
+        lists = {name: {index[pid] for pid in members}
+                 for name, members in (named or {}).items()}
+        return groups, lists or None, self.options.get("test_groups")
 
     # ----------------------------------------------------------------- training data
     def norm_stats(self, tiles: Sequence[Tile], *,

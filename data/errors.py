@@ -38,6 +38,10 @@ class SceneSpecError(DataError, ValueError):
     """A scene description (the ``[data]`` section or a scene.toml) is invalid."""
 
 
+class SplitFileError(SceneSpecError):
+    """A split list, group table or manifest is wrong: ids that overlap, are unknown or repeat."""
+
+
 class DataNotFoundError(DataError, FileNotFoundError):
     """An input file does not exist."""
 

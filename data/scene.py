@@ -31,6 +31,8 @@ OPTION_KEYS = {
     "patch_size", "overlap", "split", "fractions", "block_size", "seed", "target",
     "cache_dir", "scene", "select", "folds", "fold", "fold_role", "stratify", "context",
     "normalization", "clip",
+    # validation and the buffer (any cube); groups and split lists (patch collections)
+    "validation", "buffer", "group", "splits", "train", "val", "test", "test_groups",
     # how to regenerate a synthetic scene (the toolkit's ``[data.synthetic]``); an exported
     # data section carries it, and the cube itself does not depend on it
     "synthetic",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -11,7 +11,8 @@ from rasterio.windows import Window
 
 from data.errors import SceneSpecError, TestSplitWithheldError
 
-__all__ = ["Region", "Splits", "Tile", "make_splits", "make_tiles", "SPLIT_METHODS"]
+__all__ = ["Region", "SplitResult", "Splits", "Tile", "make_splits", "make_tiles", "split_tiles",
+           "validation_plan", "SPLIT_METHODS", "VALIDATIONS"]
 
 SPLIT_METHODS = ("random", "blocked", "paper")
 # The paper holds out 30 % for testing and carves validation out of the remaining 70 %.
@@ -222,6 +223,79 @@ def _fold_labels(n: int, folds: int, rng: np.random.Generator, spread: bool) -> 
     return labels[:n]
 
 
+VALIDATIONS = ("auto", "random", "grouped", "blocked")
+"""How validation (and the tuning folds) is cut: ``auto`` follows the test split's kind."""
+_FREE, _EXCLUDED = -9, -1
+
+
+class SplitResult(NamedTuple):
+    """Tiles of each split and how they were cut (``Splits.info`` entries)."""
+
+    train: list[Tile]
+    val: list[Tile]
+    test: list[Tile]
+    info: dict[str, Any]
+
+
+def validation_plan(*, method: str, by_region: bool, grouped: bool, test_from: str | None,
+                    validation: str = "auto") -> dict[str, Any]:
+    """Which validation a split uses, and a warning when it cannot see the test's shift.
+
+    The test split is *shifted* when it holds out groups, spatial blocks or a list from a
+    split file: then validation holds out the same kind of unit by default (``grouped`` or
+    ``blocked``), so tuning ranks configurations by how they do on places they never
+    trained on. ``validation = "random"`` draws validation units from the training places
+    instead; it is allowed, but flagged.
+
+    Args:
+        method: ``random``, ``blocked`` or ``paper``.
+        by_region: A patch collection.
+        grouped: The patches have groups.
+        test_from: ``file`` (split lists fix the test), ``groups`` (``test_groups``) or None.
+        validation: ``auto`` (follow the test), ``random``, ``grouped`` or ``blocked``.
+
+    Returns:
+        ``{"test": what the test holds out, "validation": kind, "default": the kind auto
+        gives, "explicit": bool, "shifted": bool, "warning": str or None}``.
+
+    Raises:
+        SceneSpecError: An unknown kind, ``grouped`` without groups, ``blocked`` on patches
+            or without ``split = "blocked"``.
+    """
+    if validation not in VALIDATIONS:
+        raise SceneSpecError(f"validation must be one of {list(VALIDATIONS)}, got "
+                             f"{validation!r}", key="validation",
+                             hint='leave it out: validation then follows the test split')
+    test = ("split file" if test_from == "file" else "groups" if grouped
+            else "patches" if by_region else "blocks" if method == "blocked" else "tiles")
+    default = ("grouped" if grouped else "blocked" if not by_region and method == "blocked"
+               else "random")
+    if validation == "grouped" and not grouped:
+        raise SceneSpecError(
+            'validation = "grouped" needs groups', key="validation",
+            hint=("declare them with group = { regex = ... } or { file = ... }" if by_region
+                  else 'a scene is split in spatial blocks: split = "blocked"'))
+    if validation == "blocked" and (by_region or method != "blocked"):
+        raise SceneSpecError(
+            'validation = "blocked" needs a scene split with split = "blocked"',
+            key="validation", hint='patches: validation = "grouped" with groups' if by_region
+            else 'set split = "blocked", or leave validation out')
+    kind = default if validation == "auto" else validation
+    shifted = test in ("split file", "groups", "blocks")
+    warning = None
+    if shifted and kind == "random":
+        if validation == "random":
+            warning = (f"validation is random while the test split holds out {test}: tuning "
+                       "then ranks configurations where they train, not where they will map "
+                       '(asked for with validation = "random")')
+        else:
+            warning = ("the test split comes from a split file and the patches have no "
+                       "groups, so validation draws patches at random: declare groups "
+                       "(group = ...) so validation holds out whole places like the test")
+    return {"test": test, "validation": kind, "default": default,
+            "explicit": validation != "auto", "shifted": shifted, "warning": warning}
+
+
 def make_splits(
     tiles: list[tuple[Tile, tuple[int, int, int]]],
     *,
@@ -231,32 +305,78 @@ def make_splits(
     seed: int,
     by_region: bool,
     stride: int,
-    folds: int | None = None,
+    folds: int | str | None = None,
     fold: int | None = None,
     fold_role: str = "validation",
     share: Callable[[Tile], float] | None = None,
+    groups: Sequence[str] | None = None,
+    lists: Mapping[str, Collection[int]] | None = None,
+    test_groups: Sequence[str] | None = None,
+    validation: str = "auto",
+    buffer: int = 0,
 ) -> tuple[list[Tile], list[Tile], list[Tile]]:
+    """Assign tiles to train / val / test (see ``split_tiles``, which also says how).
+
+    Returns:
+        (train, val, test) tile lists.
+    """
+    train, val, test, _ = split_tiles(
+        tiles, method=method, fractions=fractions, block_size=block_size, seed=seed,
+        by_region=by_region, stride=stride, folds=folds, fold=fold, fold_role=fold_role,
+        share=share, groups=groups, lists=lists, test_groups=test_groups,
+        validation=validation, buffer=buffer)
+    return train, val, test
+
+
+def split_tiles(
+    tiles: list[tuple[Tile, tuple[int, int, int]]],
+    *,
+    method: str,
+    fractions: Sequence[float],
+    block_size: int,
+    seed: int,
+    by_region: bool,
+    stride: int,
+    folds: int | str | None = None,
+    fold: int | None = None,
+    fold_role: str = "validation",
+    share: Callable[[Tile], float] | None = None,
+    groups: Sequence[str] | None = None,
+    lists: Mapping[str, Collection[int]] | None = None,
+    test_groups: Sequence[str] | None = None,
+    validation: str = "auto",
+    buffer: int = 0,
+) -> SplitResult:
     """Assign tiles to train / val / test.
 
     ``random`` and ``paper`` shuffle tiles (the paper's split; overlapping tiles may share
     pixels across splits); ``blocked`` shuffles blocks of tiles and then drops every tile
-    that reaches into a block of another split, so no pixel is in two splits. In a patch
-    collection (``by_region``) the unit is always the patch.
+    that reaches into a block of another split, so no pixel is in two splits, and every
+    tile closer than ``buffer`` pixels to a block of a more withheld split (training to
+    validation or test, validation to test), so that neither a network's receptive field
+    nor the ``context`` read around an evaluated tile sees pixels of another split. In a
+    patch collection (``by_region``) the unit is the patch, or with ``groups`` the group:
+    every patch of a group goes to one split.
 
-    With ``folds`` (k-fold cross-validation, for small sets) the test units are cut first
-    as usual; the remaining units are dealt, in shuffled order, into ``folds`` folds whose
-    sizes differ by at most one. Fold ``fold`` is the validation split and the others
-    train, so the folds of one seed are disjoint, cover every non-test unit and share the
-    same test split; the validation fraction is not used. With ``fold_role="test"`` the
-    folds are cut from every unit and fold ``fold`` is the test split instead (outer
-    cross-validation: each unit is tested exactly once over the folds); validation is then
-    cut from the other folds by the ratio of the validation to the training fraction.
+    The test split comes first: from ``lists`` (``test``; or everything outside ``train``
+    and ``val`` when only those are listed), from ``test_groups``, or as the ``test``
+    fraction of the units. Validation is cut from the rest by ``validation``: ``auto``
+    holds out the same kind of unit as the test (groups, blocks, patches or tiles);
+    ``random`` draws patches (or tiles) from the training places even when the test holds
+    out groups or blocks (see ``validation_plan``).
+
+    With ``folds`` (k-fold cross-validation) the validation units outside the test split
+    are dealt, in shuffled order, into ``folds`` folds whose sizes differ by at most one;
+    fold ``fold`` validates and the others train, so the folds of one seed are disjoint,
+    cover every non-test unit and share the same test split, and with groups no group is
+    on both sides of any fold. ``folds = "groups"`` is leave-one-group-out (one fold per
+    group). With ``fold_role="test"`` the folds are cut from every unit and fold ``fold``
+    is the test split instead (outer cross-validation); validation is then cut from the
+    other folds by the ratio of the validation to the training fraction.
 
     With ``share`` the split is stratified by landslide share: units are ranked by the
     mean share of their tiles, and every split (and fold) draws evenly across that
-    ranking instead of from one shuffled order. With a handful of patches of 1 to 40 %
-    landslide pixels a plain shuffle often gives validation a few nearly empty patches,
-    and the threshold chosen there then misfits test; the counts per split are the same.
+    ranking instead of from one shuffled order; the counts per split are the same.
 
     Args:
         tiles: From ``make_tiles``.
@@ -267,17 +387,25 @@ def make_splits(
         seed: Shuffling seed.
         by_region: Keep each region's tiles together (patch collections).
         stride: ``patch_size - overlap``, to find which blocks a tile reaches into.
-        folds: Number of cross-validation folds; None for a plain split.
+        folds: Number of cross-validation folds, ``"groups"`` for one per group; None for a
+            plain split.
         fold: The held-out fold (default 0 when ``folds`` is given).
         fold_role: What the held-out fold is: ``validation`` or ``test``.
         share: A tile's landslide share (positive over valid pixels), to stratify by.
+        groups: The group of each region (patch collections).
+        lists: Region indices fixed to ``train`` / ``val`` / ``test`` (split files).
+        test_groups: The groups that make the test split.
+        validation: ``auto``, ``random``, ``grouped`` or ``blocked``.
+        buffer: Pixels kept free between the blocks of different splits (``blocked``).
 
     Returns:
-        (train, val, test) tile lists.
+        (train, val, test, info); ``info`` says which validation was used, what the test
+        holds out, the buffer and the tiles it dropped, the resolved fold count and, with
+        groups, the groups of each split.
 
     Raises:
-        SceneSpecError: A bad method, fractions, block size or fold setting, or fewer units
-            left for training than folds.
+        SceneSpecError: A bad method, fractions, block size, fold or validation setting, or
+            fewer units left for training than folds.
     """
     if method not in SPLIT_METHODS:
         raise SceneSpecError(f"split method {method!r} is unknown", key="split",
@@ -289,27 +417,114 @@ def make_splits(
     if not isinstance(block_size, int) or block_size < 1:
         raise SceneSpecError(f"block_size must be a positive integer, got {block_size!r}",
                              key="block_size", hint="e.g. block_size = 4")
+    if isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 0:
+        raise SceneSpecError(f"buffer must be a whole number of pixels >= 0, got {buffer!r}",
+                             key="buffer", hint="e.g. buffer = 32 (default: the context)")
+    if groups is not None and not by_region:
+        raise SceneSpecError("groups apply to patch collections", key="group",
+                             hint='split a scene in spatial blocks: split = "blocked"')
+    lists = {k: set(v) for k, v in (lists or {}).items()}
+    test_from = ("file" if "test" in lists or "train" in lists
+                 else "groups" if test_groups else None)
+    plan = validation_plan(method=method, by_region=by_region, grouped=groups is not None,
+                           test_from=test_from, validation=validation)
+    kind = plan["validation"]
+    logo = folds == "groups"
+    if logo and groups is None:
+        raise SceneSpecError('folds = "groups" (leave one group out) needs groups',
+                             key="folds", hint="declare group = {...}, or give a number")
+    _check_folds(2 if logo else folds, fold if not logo or fold is None else 0, fold_role)
+    if logo and fold is not None and (isinstance(fold, bool) or not isinstance(fold, int)
+                                      or fold < 0):
+        raise SceneSpecError(f"fold must be an integer >= 0, got {fold!r}", key="fold",
+                             hint="fold = 0 ... (number of groups - 1)")
+    if folds is not None and fold_role == "test" and test_from is not None:
+        raise SceneSpecError(f'fold_role = "test" rotates the test split, which '
+                             f"{'the split lists' if test_from == 'file' else 'test_groups'} "
+                             "fix", key="fold_role", hint='use fold_role = "validation"')
+    if folds is not None and fold_role == "validation" and "val" in lists:
+        raise SceneSpecError("the split lists fix validation, so there is nothing to fold",
+                             key="folds", hint="drop folds, or drop the val list")
+    rng = np.random.default_rng(seed)
+    what = ("groups" if groups is not None else "patches" if by_region
+            else "blocks" if method == "blocked" else "tiles")
+    # units the test split holds out whole: a group, a patch, a block or a tile
     if by_region:
-        units = _blocked_units(tiles, 10**9)  # one unit per region (patch)
+        units = _region_units(tiles, groups)
     elif method == "blocked":
         units = _blocked_units(tiles, block_size)
     else:
         units = [_Unit([pair]) for pair in tiles]
-    _check_folds(folds, fold, fold_role)
-    rng = np.random.default_rng(seed)
+    same = kind != "random" or not (groups is not None or (not by_region and method == "blocked"))
+    info: dict[str, Any] = {"validation": kind, "test_by": plan["test"]}
+    if plan["explicit"]:
+        info["validation_default"] = plan["default"]
+    if plan["warning"]:
+        info["warning"] = plan["warning"]
+    if same and not lists and not test_groups:
+        codes, n_folds = _assign_units(units, rng, share, f_train, f_val, f_test, folds, fold,
+                                       fold_role, what)
+        pairs = [(pair, int(codes[u]), int(codes[u])) for u, unit in enumerate(units)
+                 for pair in unit.tiles]
+    else:
+        pairs, n_folds = _assign_general(
+            tiles, units, by_region=by_region, groups=groups, lists=lists,
+            test_groups=test_groups, grouped_val=kind == "grouped", rng=rng, share=share,
+            fractions=(f_train, f_val, f_test), folds=folds, fold=fold, fold_role=fold_role,
+            what=what)
+    if n_folds is not None:
+        info["folds"] = n_folds
+    out: tuple[list[Tile], list[Tile], list[Tile]] = ([], [], [])
+    if method == "blocked" and not by_region:
+        dropped = _keep_apart(pairs, block_size, stride, buffer, out)
+        info |= {"buffer": buffer, "buffer_dropped": dropped}
+    else:
+        for (tile, _), code, _ in pairs:
+            if code >= 0:
+                out[code].append(tile)
+    if groups is not None:
+        region_codes: dict[str, set[int]] = {}
+        for (_, (k, _, _)), code, _ in pairs:
+            region_codes.setdefault(groups[k], set()).add(code)
+        info["groups"] = {name: sorted(g for g, c in region_codes.items() if code in c)
+                          for code, name in enumerate(("train", "val", "test"))}
+    return SplitResult(*out, info)
+
+
+def _region_units(tiles: list[tuple[Tile, tuple[int, int, int]]],
+                  groups: Sequence[str] | None) -> list[_Unit]:
+    """One unit per region (patch), or per group of regions, in order of appearance."""
+    units: dict[Any, _Unit] = {}
+    for tile, (k, i, j) in tiles:
+        units.setdefault(groups[k] if groups is not None else k, _Unit()).tiles.append(
+            (tile, (k, i, j)))
+    return list(units.values())
+
+
+def _ranked(units: Sequence[_Unit], rng: np.random.Generator,
+            share: Callable[[Tile], float] | None) -> np.ndarray:
+    """A shuffled order of ``units``, ranked by landslide share when stratifying."""
     order = rng.permutation(len(units))
     if share is not None:
         # the shuffle breaks ties in share at random
         shares = np.array([np.mean([share(t) for t, _ in units[u].tiles]) for u in order])
         order = order[np.argsort(shares, kind="stable")]
+    return order
+
+
+def _assign_units(units: list[_Unit], rng: np.random.Generator,
+                  share: Callable[[Tile], float] | None, f_train: float, f_val: float,
+                  f_test: float, folds: int | str | None, fold: int | None, fold_role: str,
+                  what: str) -> tuple[np.ndarray, int | None]:
+    """The split of each unit when test and validation hold out the same kind of unit."""
+    order = _ranked(units, rng, share)
     split_of_unit = np.zeros(len(units), np.int8)
     spread = share is not None
-    what = "patches" if by_region else "blocks" if method == "blocked" else "tiles"
+    n_folds = None
     if folds is not None and fold_role == "test":
-        if len(units) < folds:
-            raise SceneSpecError(f"{len(units)} {what} cannot make {folds} folds",
-                                 key="folds", hint="use fewer folds")
-        in_fold = _fold_labels(len(order), folds, rng, spread) == (fold or 0)
+        n_folds = len(units) if folds == "groups" else int(folds)
+        _enough(len(units), n_folds, fold, what, "")
+        in_fold = _fold_labels(len(order), n_folds, rng, spread) == (fold or 0)
         rest = order[~in_fold]
         n_val, _ = _cut(len(rest), f_val / (f_train + f_val), 0.0)
         split_of_unit[order[in_fold]] = 2
@@ -322,30 +537,143 @@ def make_splits(
         rest = order[~np.isin(order, test)]
         if folds is None:
             split_of_unit[_take(rest, n_val, rng, spread)] = 1
-        elif len(rest) < folds:
-            raise SceneSpecError(
-                f"{len(rest)} {what} outside the test split cannot make {folds} folds",
-                key="folds", hint="use fewer folds or a smaller test fraction")
         else:
-            split_of_unit[rest[_fold_labels(len(rest), folds, rng, spread) == (fold or 0)]] = 1
-    out: tuple[list[Tile], list[Tile], list[Tile]] = ([], [], [])
-    if method == "blocked" and not by_region:
-        block_split = {}
-        for u, unit in enumerate(units):
-            for _, (k, i, j) in unit.tiles:
-                block_split[(k, i // block_size, j // block_size)] = split_of_unit[u]
-        span = stride * block_size
-        for u, unit in enumerate(units):
-            for tile, (k, i, j) in unit.tiles:
-                # the far edge of an overlapping tile may reach the next block's pixels
-                i_end = (i * stride + tile.height - 1) // span
-                j_end = (j * stride + tile.width - 1) // span
-                reached = {block_split.get((k, bi, bj), split_of_unit[u])
-                           for bi in range(i // block_size, i_end + 1)
-                           for bj in range(j // block_size, j_end + 1)}
-                if reached == {split_of_unit[u]}:
-                    out[split_of_unit[u]].append(tile)
-        return out
-    for u, unit in enumerate(units):
-        out[split_of_unit[u]].extend(tile for tile, _ in unit.tiles)
-    return out
+            n_folds = len(rest) if folds == "groups" else int(folds)
+            _enough(len(rest), n_folds, fold, what, " outside the test split")
+            split_of_unit[rest[_fold_labels(len(rest), n_folds, rng, spread)
+                               == (fold or 0)]] = 1
+    return split_of_unit, n_folds
+
+
+def _enough(n: int, folds: int, fold: int | None, what: str, where: str) -> None:
+    if n < max(folds, 2):
+        raise SceneSpecError(
+            f"{n} {what}{where} cannot make {folds} folds", key="folds",
+            hint="use fewer folds" + (" or a smaller test fraction" if where else ""))
+    if fold is not None and fold >= folds:
+        raise SceneSpecError(f"fold must be an integer in [0, {folds}), got {fold!r}",
+                             key="fold", hint=f"there are {folds} folds: fold = 0 ... "
+                             f"{folds - 1}")
+
+
+def _assign_general(
+    tiles: list[tuple[Tile, tuple[int, int, int]]], units: list[_Unit], *, by_region: bool,
+    groups: Sequence[str] | None, lists: Mapping[str, set[int]],
+    test_groups: Sequence[str] | None, grouped_val: bool, rng: np.random.Generator,
+    share: Callable[[Tile], float] | None, fractions: tuple[float, float, float],
+    folds: int | str | None, fold: int | None, fold_role: str, what: str,
+) -> tuple[list[tuple[tuple[Tile, tuple[int, int, int]], int, int]], int | None]:
+    """Split lists, test groups, or validation finer than the test's units.
+
+    Works on *fine* units (a patch, or a tile of a blocked scene) inside the test's
+    *coarse* units (a group, or a block). Returns (pair, split, split of its coarse unit
+    for the block rule) in tile order, and the resolved fold count.
+    """
+    f_train, f_val, f_test = fractions
+    spread = share is not None
+    fine: list[_Unit] = []
+    coarse_of: list[int] = []
+    for c, unit in enumerate(units):
+        if by_region:
+            for sub in _region_units(unit.tiles, None):
+                fine.append(sub)
+                coarse_of.append(c)
+        else:
+            for pair in unit.tiles:
+                fine.append(_Unit([pair]))
+                coarse_of.append(c)
+    region = [f.tiles[0][1][0] for f in fine]
+    code = np.full(len(fine), _FREE, np.int8)
+    for name, split in (("test", 2), ("val", 1), ("train", 0)):
+        for f, k in enumerate(region):
+            if k in lists.get(name, ()):
+                code[f] = split
+    free = code == _FREE
+    if "test" in lists and "train" in lists:
+        code[free] = _EXCLUDED  # a patch in no list is left out
+    elif "train" in lists:
+        code[free] = 2  # the train (and val) lists name everything that is not test
+    n_folds = None
+    if test_groups:
+        chosen = set(test_groups)
+        for f, k in enumerate(region):
+            if groups is not None and groups[k] in chosen:
+                if code[f] == 1:
+                    raise SceneSpecError(
+                        f"a patch of the val list is in test group {groups[k]!r}",
+                        key="test_groups", hint="a patch belongs to one split")
+                code[f] = 2
+    elif "test" not in lists and "train" not in lists:
+        # the test split is a fraction (or a fold) of the coarse units with free patches
+        cands = [c for c in range(len(units))
+                 if any(code[f] == _FREE for f in range(len(fine)) if coarse_of[f] == c)]
+        order = np.array(cands, int)[_ranked([units[c] for c in cands], rng, share)] \
+            if cands else np.array([], int)
+        if folds is not None and fold_role == "test":
+            n_folds = len(cands) if folds == "groups" else int(folds)
+            _enough(len(cands), n_folds, fold, what, "")
+            chosen_units = order[_fold_labels(len(order), n_folds, rng, spread) == (fold or 0)]
+        else:
+            chosen_units = _take(order, _cut(len(cands), 0.0, f_test)[1], rng, spread)
+        in_test = np.isin(coarse_of, chosen_units) & (code == _FREE)
+        code[in_test] = 2
+    # validation: whole coarse units (grouped) or fine units, from the training pool
+    pool = [f for f in range(len(fine))
+            if code[f] == _FREE or (code[f] == 0 and "val" not in lists)]
+    for f in pool:
+        code[f] = 0
+    if "val" not in lists and pool:
+        members: dict[int, list[int]] = {}
+        for f in pool:
+            members.setdefault(coarse_of[f] if grouped_val else f, []).append(f)
+        keys = list(members)
+        val_units = [_Unit([p for f in members[key] for p in fine[f].tiles]) for key in keys]
+        order = _ranked(val_units, rng, share)
+        ratio = f_val / (f_train + f_val)
+        if folds is not None and fold_role == "validation":
+            n_folds = len(keys) if folds == "groups" else int(folds)
+            unit_word = "groups" if grouped_val else "patches" if by_region else "tiles"
+            _enough(len(keys), n_folds, fold, unit_word, " outside the test split")
+            chosen_units = order[_fold_labels(len(order), n_folds, rng, spread) == (fold or 0)]
+        else:
+            chosen_units = _take(order, _cut(len(keys), ratio, 0.0)[0], rng, spread)
+        for u in chosen_units:
+            for f in members[keys[int(u)]]:
+                code[f] = 1
+    # the block rule sees a blocked scene's non-test blocks as one pool
+    block = [int(code[f]) if by_region else (2 if code[f] == 2 else 0) for f in range(len(fine))]
+    where = {pair[0]: (int(code[f]), block[f]) for f in range(len(fine)) for pair in fine[f].tiles}
+    return [(pair, *where[pair[0]]) for pair in tiles], n_folds
+
+
+def _keep_apart(pairs: Sequence[tuple[tuple[Tile, tuple[int, int, int]], int, int]],
+                block_size: int, stride: int, buffer: int,
+                out: tuple[list[Tile], list[Tile], list[Tile]]) -> int:
+    """Put each tile into its split, keeping the splits apart.
+
+    A tile is dropped when it reaches into another split's block, or lies within ``buffer``
+    pixels of a more withheld split's block. Returns the tiles the buffer dropped.
+    """
+    block_split: dict[tuple[int, int, int], int] = {}
+    for (_, (k, i, j)), _, b in pairs:
+        block_split[(k, i // block_size, j // block_size)] = b
+    span = stride * block_size
+    dropped = 0
+    for (tile, (k, i, j)), code, own in pairs:
+        if code < 0:
+            continue
+        r0, c0 = i * stride, j * stride
+        # the far edge of an overlapping tile may reach the next block's pixels
+        reached = {block_split.get((k, bi, bj), own)
+                   for bi in range(i // block_size, (r0 + tile.height - 1) // span + 1)
+                   for bj in range(j // block_size, (c0 + tile.width - 1) // span + 1)}
+        if reached != {own}:
+            continue
+        if buffer and any(
+                block_split.get((k, bi, bj), -1) > own
+                for bi in range((r0 - buffer) // span, (r0 + tile.height - 1 + buffer) // span + 1)
+                for bj in range((c0 - buffer) // span, (c0 + tile.width - 1 + buffer) // span + 1)):
+            dropped += 1  # the buffer: a receptive field or context would see held-out pixels
+            continue
+        out[code].append(tile)
+    return dropped

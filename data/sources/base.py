@@ -25,11 +25,15 @@ class Recipe:
             inputs' paths, sizes and modification times make the cache key.
         inputs: Files the cube is built from.
         build: Builds the arrays and meta.
+        split_options: Resolved split options of a patch collection (groups, split lists;
+            see :mod:`data.groups`); they shape the splits, not the cube, so they are not
+            part of the cache key.
     """
 
     description: dict[str, Any]
     inputs: tuple[Path, ...]
     build: BuildFn
+    split_options: dict[str, Any] | None = None
 
 
 def check_adapter_keys(section: Mapping[str, Any], allowed: Iterable[str], fmt: str) -> None:

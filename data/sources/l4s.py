@@ -19,6 +19,7 @@ from data.errors import (
     SceneSpecError,
     UnreadableFileError,
 )
+from data.groups import resolve_patch_splits
 from data.raster import Grid
 from data.scene import GridSpec
 from data.sources.base import Recipe, adapter_root, check_adapter_keys
@@ -59,7 +60,7 @@ def recipe(section: Mapping[str, Any], base_dir: Path, grid: Grid | GridSpec | N
         section: The ``[data]`` section.
         base_dir: Directory ``path`` is relative to.
         grid: Must be None: the patches have no georeferencing.
-        origin: Unused (the files are named in errors).
+        origin: The study file, named in errors about its groups and split lists.
 
     Returns:
         The recipe.
@@ -111,4 +112,6 @@ def recipe(section: Mapping[str, Any], base_dir: Path, grid: Grid | GridSpec | N
 
     description = {"format": "l4s", "root": str(root), "ids": list(ids)}
     inputs = tuple(images) + (tuple(masks) if labelled else ())
-    return Recipe(description, inputs, build)
+    # groups / split lists name patches by number (``image_N`` -> "N")
+    return Recipe(description, inputs, build,
+                  resolve_patch_splits(section, root, [str(i) for i in ids], origin))

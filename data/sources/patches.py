@@ -46,12 +46,13 @@ from data.errors import (
     UnreadableFileError,
 )
 from data.factors import check_codes, one_hot
+from data.groups import read_mapping, resolve_patch_splits
 from data.raster import Grid, open_raster
 from data.scene import GridSpec
 from data.sources.base import Recipe, adapter_root, check_adapter_keys
 from data.store import CubeWriter
 
-__all__ = ["DATE", "HDF5_SUFFIXES", "LAYOUTS", "MASK_CLASSES", "recipe"]
+__all__ = ["DATE", "HDF5_SUFFIXES", "LAYOUTS", "MANIFEST_NAMES", "MASK_CLASSES", "recipe"]
 
 DATE = "image"
 """The cube's one date name: a patch is one observation."""
@@ -63,7 +64,10 @@ MASK_CLASSES = ("landslide", "background", "ignore")
 """What ``mask_codes`` maps each mask value to; ``ignore`` pixels are invalid (never scored)."""
 _DEFAULT_MASK_CODES = {"landslide": (1,), "background": (0,), "ignore": ()}
 _KEYS = {"path", "images", "id", "masks", "image_key", "mask_key", "layout", "channels",
-         "mask_codes", "patch_shape"}
+         "mask_codes", "patch_shape", "manifest"}
+MANIFEST_NAMES = ("manifest.json", "manifest.toml")
+"""Manifest files looked for in the patch folder when the study names none."""
+_MANIFEST_KEYS = {"channels", "groups", "splits"}
 _CHANNEL_KEYS = {"name", "kind", "type", "nodata", "codes"}
 
 
@@ -106,6 +110,8 @@ class _Settings:
     mask_key: str | None
     mask_codes: dict[str, tuple[int, ...]]
     patch_shape: tuple[int, int] | None
+    manifest: Path | None = None
+    split_options: dict[str, Any] | None = None
 
     def description(self) -> dict[str, Any]:
         """Everything that shapes the cube, JSON-able (the inputs' stats are added by the key)."""
@@ -151,8 +157,9 @@ def recipe(section: Mapping[str, Any], base_dir: Path, grid: Grid | GridSpec | N
         return _build(settings, out_dir, key)
 
     inputs = tuple(p.image for p in settings.patches) + tuple(
-        p.mask for p in settings.patches if p.mask is not None)
-    return Recipe(settings.description(), inputs, build)
+        p.mask for p in settings.patches if p.mask is not None) + (
+        (settings.manifest,) if settings.manifest else ())
+    return Recipe(settings.description(), inputs, build, settings.split_options)
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -203,13 +210,103 @@ def _parse(section: Mapping[str, Any], root: Path, origin: str | None) -> _Setti
         if key in section and not (isinstance(section[key], str) and section[key]):
             raise _fail(origin, key, f"expected an HDF5 dataset name, got {section[key]!r}",
                         'e.g. image_key = "img"')
+    manifest = _manifest(section, root, origin)
+    tables, where = _channel_tables(section, manifest, found[0], origin)
     return _Settings(
         root=root, images=pattern, masks=masks, patches=tuple(patches),
-        channels=_parse_channels(section.get("channels"), origin), layout=layout,
+        channels=_parse_channels(tables, where), layout=layout,
         image_key=section.get("image_key"), mask_key=section.get("mask_key"),
         mask_codes=_parse_mask_codes(section.get("mask_codes"), origin),
         patch_shape=_parse_shape(section.get("patch_shape"), origin),
+        manifest=Path(manifest["__file__"]) if manifest else None,
+        split_options=resolve_patch_splits(section, root, [p.id for p in patches], origin,
+                                           manifest),
     )
+
+
+def _manifest(section: Mapping[str, Any], root: Path, origin: str | None
+              ) -> dict[str, Any] | None:
+    """The folder's manifest, or None.
+
+    ``manifest`` names the file, else manifest.json / manifest.toml in the folder are used
+    when present (``manifest = false``: none). A bare list is the channel list. The path
+    is kept under ``__file__``.
+    """
+    raw = section.get("manifest")
+    if raw is False:
+        return None
+    if raw is not None:
+        if not isinstance(raw, str) or not raw:
+            raise _fail(origin, "manifest", f"expected a file name, got {raw!r}",
+                        'e.g. manifest = "channels.json" (in the data folder), or false')
+        path = (root / raw).resolve()
+    else:
+        path = next((root / n for n in MANIFEST_NAMES if (root / n).is_file()), None)
+        if path is None:
+            return None
+    doc = read_mapping(path, "data.manifest")
+    if isinstance(doc, list):
+        doc = {"channels": doc}
+    if not isinstance(doc, Mapping) or not set(doc) <= _MANIFEST_KEYS:
+        extra = sorted(set(doc) - _MANIFEST_KEYS) if isinstance(doc, Mapping) else doc
+        raise SceneSpecError(f"unexpected manifest content {extra!r}", file=path,
+                             key="manifest", hint=f"a manifest holds {sorted(_MANIFEST_KEYS)}")
+    return {**doc, "__file__": str(path)}
+
+
+def _descriptions(path: Path) -> list[str | None]:
+    """A raster's band descriptions (None where a band has none); none for HDF5."""
+    if _is_hdf5(path):
+        return []
+    with _open_quietly(path) as src:
+        return [d or None for d in src.descriptions]
+
+
+def _channel_tables(section: Mapping[str, Any], manifest: Mapping[str, Any] | None,
+                    first: Path, origin: str | None) -> tuple[Any, str | None]:
+    """The channel tables and the file they come from.
+
+    A list in the study replaces everything; otherwise the manifest's ``channels`` (names
+    missing there are the band descriptions), else the first image's band descriptions
+    (kind ``optical``), with a study table ``{name = {key = value}}`` overriding entries.
+    """
+    study = section.get("channels")
+    if isinstance(study, list):
+        return study, origin
+    if study is not None and not isinstance(study, Mapping):
+        raise _fail(origin, "channels", f"expected a list of channel tables or a table of "
+                    f"overrides, got {study!r}",
+                    'e.g. channels = { dem = { kind = "factor", nodata = -9999 } }')
+    if manifest is not None and "channels" in manifest:
+        where = str(manifest["__file__"])
+        tables = manifest["channels"]
+        if not isinstance(tables, list) or not all(isinstance(t, Mapping) for t in tables):
+            raise SceneSpecError("channels must be a list of tables", file=where,
+                                 key="manifest.channels",
+                                 hint='[{"name": "red", "kind": "optical", "nodata": 0}, ...]')
+        names = _descriptions(first)
+        tables = [{"name": names[i], **t} if "name" not in t and i < len(names) and names[i]
+                  else dict(t) for i, t in enumerate(tables)]
+    else:
+        names = _descriptions(first)
+        if not names or not all(names):
+            raise _fail(origin, "channels", "no channel is declared, and the images have no "
+                        "band descriptions to name them",
+                        'declare them: channels = [{ name = "red", kind = "optical" }, ...], '
+                        "or put a manifest.json with a channels list in the folder")
+        where = str(first)
+        tables = [{"name": n, "kind": "optical"} for n in names]
+    for name, change in (study or {}).items():
+        known = [t.get("name") for t in tables]
+        if name not in known:
+            raise _fail(origin, f"channels.{name}", f"no channel named {name!r} to override",
+                        f"channels: {known}")
+        if not isinstance(change, Mapping) or "name" in change:
+            raise _fail(origin, f"channels.{name}", f"expected a table of changes, got "
+                        f"{change!r}", 'e.g. { kind = "factor", nodata = -9999 }')
+        i = known.index(name)
+        tables[i] = {**tables[i], **change}
+    return tables, where
 
 
 def _patch_ids(files: Sequence[Path], raw: Any, origin: str | None) -> list[str]:
