@@ -84,7 +84,8 @@ class TuneProgress:
             resumed search starts from its real counts.
         console: Where to draw.
         metric: The metric's name, for labels.
-        concurrency: Trials that run at once (for the ETA).
+        concurrency: Trials that run at once (for the ETA); raised to the most trials
+            seen in flight at once.
         live: Draw a live table; ``None``: when the console is a terminal.
     """
 
@@ -94,13 +95,13 @@ class TuneProgress:
         *,
         console: Console,
         metric: str = "value",
-        concurrency: int = 1,
+        concurrency: int | None = 1,
         live: bool | None = None,
     ) -> None:
         self.console = console
         self.metric = metric
         self.direction = result.direction
-        self.concurrency = max(1, concurrency)
+        self.concurrency = max(1, concurrency or 1)
         self.stages = [
             StageProgress(s.index, s.name, s.study_name, s.budget, s.stage)
             for s in result.stages
@@ -123,39 +124,45 @@ class TuneProgress:
     # ------------------------------------------------------------------ engine hooks
 
     def wrap(self, objective: Callable[..., Any]) -> Callable[[dict[str, Any], Any], Any]:
-        """Wrap a two-argument objective so the trial in flight shows as running.
+        """Wrap a two-argument objective so the trials in flight show as running.
 
-        Only for runners that evaluate trials in this process (local).
+        Only for runners that evaluate trials on this machine (local). The wrapper stays
+        in the driver: a runner with worker processes calls its
+        ``driver_trial_started`` / ``driver_trial_finished`` around each trial and sends
+        only the objective it wraps (``__wrapped__``) to the workers.
         """
+        return _Tracked(self, objective)
 
-        def tracked(params: dict[str, Any], trial: Any) -> Any:
-            if self.stop_requested:
-                # Ctrl-C came between trials: stop here, where the engine records the
-                # trial as interrupted, rather than inside a sampler or a storage write.
-                raise KeyboardInterrupt
-            key = (str(getattr(trial, "stage", "")), int(getattr(trial, "number", -1)))
-            with self._lock:
-                self.in_flight[key] = time.monotonic()
-                # a trial names its stage, not its pass: the running pass is the first
-                # unfinished one of that stage
-                stage = next(
-                    (s for s in self.stages if s.stage == key[0] and s.state != "finished"),
-                    None,
-                )
-                if stage is not None:
-                    self._switch_to(stage)
-            self.refresh()
-            try:
-                return objective(params, trial)
-            finally:
-                with self._lock:
-                    self.in_flight.pop(key, None)
+    def trial_started(self, trial: Any) -> None:
+        """A trial of this process's runner starts (raises ``KeyboardInterrupt`` after a stop).
 
-        tracked.__wrapped__ = objective  # type: ignore[attr-defined]
-        for name in ("metric", "direction"):
-            if hasattr(objective, name):
-                setattr(tracked, name, getattr(objective, name))
-        return tracked
+        Raises:
+            KeyboardInterrupt: Ctrl-C came between trials.
+        """
+        if self.stop_requested:
+            # Ctrl-C came between trials: stop here, where the engine records the
+            # trial as interrupted, rather than inside a sampler or a storage write.
+            raise KeyboardInterrupt
+        key = (str(getattr(trial, "stage", "")), int(getattr(trial, "number", -1)))
+        with self._lock:
+            self.in_flight[key] = time.monotonic()
+            # Trials at once, for the ETA: the most seen in flight together.
+            self.concurrency = max(self.concurrency, len(self.in_flight))
+            # a trial names its stage, not its pass: the running pass is the first
+            # unfinished one of that stage
+            stage = next(
+                (s for s in self.stages if s.stage == key[0] and s.state != "finished"),
+                None,
+            )
+            if stage is not None:
+                self._switch_to(stage)
+        self.refresh()
+
+    def trial_finished(self, trial: Any) -> None:
+        """A trial of this process's runner ended (before it is told)."""
+        key = (str(getattr(trial, "stage", "")), int(getattr(trial, "number", -1)))
+        with self._lock:
+            self.in_flight.pop(key, None)
 
     @property
     def busy(self) -> bool:
@@ -250,7 +257,7 @@ class TuneProgress:
         n = len(self.stages)
         if stage is None:
             return f"all {n} stages finished | elapsed {format_duration(self.elapsed())}"
-        running = stage.running + sum(1 for k in self.in_flight if k[0] == stage.name)
+        running = self._running(stage)
         best = (
             f"best {self.metric} {format_value(stage.best_value)} (#{stage.best_number})"
             if stage.best_value is not None
@@ -277,7 +284,7 @@ class TuneProgress:
         ):
             table.add_column(column, justify=justify, no_wrap=column != "best params")
         for stage in self.stages:
-            running = stage.running + sum(1 for k in self.in_flight if k[0] == stage.name)
+            running = self._running(stage)
             style = "bold" if stage is self.current else ("dim" if stage.state == "pending" else "")
             table.add_row(
                 f"{stage.index + 1}/{len(self.stages)}",
@@ -291,6 +298,13 @@ class TuneProgress:
                 style=style,
             )
         return table
+
+    def _running(self, stage: StageProgress) -> int:
+        # The stored count (every driver's, as of the last told trial) already holds this
+        # process's trials that were in flight then; those started since add to it.
+        here = sum(1 for k in self.in_flight if k[0] == stage.stage) \
+            if stage is self.current else 0
+        return max(stage.running, here)
 
     def __rich__(self) -> Group:
         return Group(Text(self.headline(), style="cyan"), self.table())
@@ -332,6 +346,32 @@ class TuneProgress:
         if self._live is not None:
             live, self._live = self._live, None
             live.__exit__(None, None, None)
+
+
+class _Tracked:
+    """An objective whose trials the display marks as running (it stays in the driver)."""
+
+    def __init__(self, display: TuneProgress, objective: Callable[..., Any]) -> None:
+        self.display = display
+        self.__wrapped__ = objective
+        for name in ("metric", "direction"):
+            if hasattr(objective, name):
+                setattr(self, name, getattr(objective, name))
+
+    def driver_trial_started(self, params: dict[str, Any], trial: Any) -> None:
+        """Mark the trial as running (a parallel runner calls this in the driver)."""
+        self.display.trial_started(trial)
+
+    def driver_trial_finished(self, params: dict[str, Any], trial: Any) -> None:
+        """Mark the trial as no longer running."""
+        self.display.trial_finished(trial)
+
+    def __call__(self, params: dict[str, Any], trial: Any) -> Any:
+        self.display.trial_started(trial)
+        try:
+            return self.__wrapped__(params, trial)
+        finally:
+            self.display.trial_finished(trial)
 
 
 __all__ = ["StageProgress", "TuneProgress", "format_duration", "format_params", "format_value"]

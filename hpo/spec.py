@@ -195,10 +195,11 @@ class RunnerSpec:
     """How trials execute.
 
     Attributes:
-        kind: ``"local"`` (in this process, one after another) or ``"ray"`` (Ray Tune).
+        kind: ``"local"`` (on this machine) or ``"ray"`` (Ray Tune).
         cpu: CPUs per trial.
         gpu: GPUs per trial; fractions share a GPU.
-        max_concurrent: Trials running at once (ray).
+        max_concurrent: Trials running at once (local: worker processes; left out of
+            the study file, this machine's cores divided by ``cpu``; ray: 1).
         address: Ray cluster to join (``ray.init(address=...)``); ``None`` starts one.
         max_retries: Times a crashed trial is retried before it counts as FAIL.
         asha: ASHA early stopping (ray); ``None`` disables it.
@@ -617,7 +618,13 @@ def _parse_runner(r: _Reader, raw: Any) -> RunnerSpec:
         r.check(grace >= 1, "runner.asha.grace", f"grace = {grace}", "use 1 or more epochs")
         rf = r.number(a, "reduction_factor", "runner.asha", 3.0, lambda v: v >= 2, "2 or more")
         asha = AshaSpec(grace, float(rf))
-    max_concurrent = r.get(t, "max_concurrent", "runner", int, 1)
+    kind = r.choice(t, "kind", "runner", RUNNERS, "local")
+    cpu = r.number(t, "cpu", "runner", 1.0, lambda v: v > 0, "a number > 0")
+    # Left out: the local runner fills this machine (its cores / cpu per trial); Ray
+    # keeps one trial at a time unless told.
+    max_concurrent = r.get(t, "max_concurrent", "runner", int, None)
+    if max_concurrent is None:
+        max_concurrent = _local_workers(cpu) if kind == "local" else 1
     max_retries = r.get(t, "max_retries", "runner", int, 0)
     r.check(
         max_concurrent >= 1,
@@ -627,8 +634,8 @@ def _parse_runner(r: _Reader, raw: Any) -> RunnerSpec:
     )
     r.check(max_retries >= 0, "runner.max_retries", f"max_retries = {max_retries}", "use 0 or more")
     return RunnerSpec(
-        kind=r.choice(t, "kind", "runner", RUNNERS, "local"),
-        cpu=float(r.number(t, "cpu", "runner", 1.0, lambda v: v > 0, "a number > 0")),
+        kind=kind,
+        cpu=float(cpu),
         gpu=float(
             r.number(t, "gpu", "runner", 0.0, lambda v: v >= 0, "0 or more (fractions share a GPU)")
         ),
@@ -641,6 +648,14 @@ def _parse_runner(r: _Reader, raw: Any) -> RunnerSpec:
         ),
         isolate=r.get(t, "isolate", "runner", bool, False),
     )
+
+
+def _local_workers(cpu: Any) -> int:
+    from hpo.runners.local import default_workers
+
+    ok = isinstance(cpu, int | float) and not isinstance(cpu, bool) and math.isfinite(cpu) \
+        and cpu > 0
+    return default_workers(float(cpu)) if ok else 1
 
 
 def _float_or_none(value: float | None) -> float | None:

@@ -561,9 +561,24 @@ def make_runner(runner: RunnerSpec) -> Any:
     from hpo.runners import make_runner as _make_runner
 
     if runner.kind == "local":
-        if runner.trial_timeout is None and not runner.isolate:
+        from hpo.runners.local import default_workers
+
+        # More workers than cores / cpu only slow each other down (as Ray fits trials
+        # to the cluster's resources).
+        workers = min(runner.max_concurrent, default_workers(runner.cpu))
+        if workers < runner.max_concurrent:
+            import logging
+
+            logging.getLogger("hpo").info(
+                "local runner: max_concurrent = %d, but this machine fits %d trials of %g "
+                "cpu at once", runner.max_concurrent, workers, runner.cpu,
+            )
+        if workers == 1 and runner.trial_timeout is None and not runner.isolate:
             return "local"
-        return _make_runner("local", trial_timeout=runner.trial_timeout, isolate=runner.isolate)
+        return _make_runner(
+            "local", trial_timeout=runner.trial_timeout, isolate=runner.isolate,
+            workers=workers, threads=max(1, int(math.floor(runner.cpu))),
+        )
     options = {
         "cpu": runner.cpu,
         "gpu": runner.gpu,

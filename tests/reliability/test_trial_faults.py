@@ -261,7 +261,7 @@ def test_study_file_runner_keys():
     assert again.runner == spec.runner
     runner = make_runner(spec.runner)
     assert isinstance(runner, LocalRunner) and runner.trial_timeout == 600 and runner.isolate
-    plain = parse_study(_quickstart(), file=file, check_paths=False)
+    plain = parse_study(_quickstart(max_concurrent=1), file=file, check_paths=False)
     assert plain.runner.trial_timeout is None and make_runner(plain.runner) == "local"
     assert "trial_timeout" not in plain.to_dict()["runner"]  # TOML has no null
     for bad in (0, -5, "600", True, float("inf")):
