@@ -10,7 +10,14 @@ Typical use::
 """
 
 from data.build import DEFAULT_BLOCK_SIZE
-from data.cache import DEFAULT_CACHE_DIR, build_cube, cube_key, open_source, prepare
+from data.cache import (
+    DEFAULT_CACHE_DIR,
+    build_cube,
+    cube_key,
+    open_source,
+    prepare,
+    validation_summary,
+)
 from data.cube import Cube, CubeValues
 from data.errors import (
     AllNodataError,
@@ -28,6 +35,7 @@ from data.errors import (
     RasterTooLargeError,
     SceneSpecError,
     SizeMismatchError,
+    SplitFileError,
     TestSplitWithheldError,
     UnknownCodeError,
     UnreadableFileError,
@@ -84,6 +92,7 @@ __all__ = [
     "SceneSpec",
     "SceneSpecError",
     "SizeMismatchError",
+    "SplitFileError",
     "Splits",
     "SyntheticScene",
     "TestSplitWithheldError",
@@ -109,4 +118,5 @@ __all__ = [
     "roughness",
     "slope_aspect",
     "tpi",
+    "validation_summary",
 ]

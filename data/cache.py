@@ -13,12 +13,15 @@ from typing import Any
 
 from data.build import CUBE_VERSION, DEFAULT_BLOCK_SIZE
 from data.cube import Cube
+from data.errors import DataError
 from data.raster import Grid
 from data.scene import GridSpec, load_scene, parse_grid, resolve_section
-from data.sources import Recipe, recipe_for
+from data.sources import PATCH_FORMATS, Recipe, recipe_for
+from data.splits import validation_plan
 from data.store import META_FILE
 
-__all__ = ["DEFAULT_CACHE_DIR", "build_cube", "cube_key", "open_source", "prepare"]
+__all__ = ["DEFAULT_CACHE_DIR", "build_cube", "cube_key", "open_source", "prepare",
+           "validation_summary"]
 
 DEFAULT_CACHE_DIR = Path(".cache") / "cubes"
 _SPLIT_OPTIONS = ("patch_size", "overlap", "split", "fractions", "block_size", "seed", "select",
@@ -156,3 +159,47 @@ def prepare(data_section: dict[str, Any], base_dir: Path, cache_dir: Path | None
         configured = data_section.get("cache_dir")
         cache_dir = base_dir / (configured if configured else DEFAULT_CACHE_DIR)
     return build_cube(data_section, base_dir=base_dir, cache_dir=cache_dir)
+
+
+def validation_summary(data_section: Mapping[str, Any], base_dir: str | Path) -> dict[str, Any]:
+    """Which validation a study's splits use, read from its ``[data]`` section alone.
+
+    Nothing is built: a patch folder is listed for its groups and split lists; a scene
+    that cannot be read yet (a synthetic scene not generated) is judged by its keys.
+
+    Args:
+        data_section: The study's ``[data]`` section.
+        base_dir: The study file's folder.
+
+    Returns:
+        ``data.splits.validation_plan``'s answer, with ``buffer`` (pixels) for a blocked
+        scene.
+
+    Raises:
+        SceneSpecError: The validation asked for does not fit the split (e.g. ``grouped``
+            without groups).
+    """
+    base = Path(base_dir)
+    try:
+        section, base = resolve_section(data_section, base)
+    except DataError:
+        section = dict(data_section)
+    by_region = section.get("format", "geotiff") in PATCH_FORMATS
+    options: dict[str, Any] = {}
+    if by_region:
+        try:
+            options = recipe_for(section, base).split_options or {}
+        except DataError:  # the dry run's file check names the problem
+            options = {"groups": {} if "group" in section else None,
+                       "lists": {n: [] for n in ("train", "test") if n in section}}
+    lists = options.get("lists") or {}
+    method = section.get("split", "random")
+    plan = validation_plan(
+        method=method, by_region=by_region, grouped=options.get("groups") is not None,
+        test_from="file" if "test" in lists or "train" in lists
+        else "groups" if section.get("test_groups") else None,
+        validation=section.get("validation", "auto"))
+    if not by_region and method == "blocked":
+        buffer, context = section.get("buffer", 0), section.get("context", 0)
+        plan["buffer"] = max(v for v in (buffer, context, 0) if isinstance(v, int))
+    return plan
