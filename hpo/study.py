@@ -839,7 +839,40 @@ def plan(spec: StudySpec) -> dict[str, Any]:
         "refine": {"n_trials": refine.n_random + refine.n_bayes} if refine else None,
         "runs": runs,
         "total_trials": total,
+        "validation": validation_of(spec),
     }
+
+
+def validation_of(spec: StudySpec) -> dict[str, Any]:
+    """Which validation the study's tuning uses (``data.validation_summary``).
+
+    Validation follows the test split's kind unless the study asks otherwise: grouped when
+    the test holds out groups, blocked (with a buffer) when it holds out blocks; a
+    ``warning`` says when random validation faces such a shifted test.
+    """
+    import data
+
+    return data.validation_summary(data_section(spec), spec.base_dir)
+
+
+def validation_lines(validation: Mapping[str, Any]) -> list[str]:
+    """``validation_of``'s answer as lines for ``hpo tune --dry-run`` and ``hpo status``.
+
+    Returns:
+        One line, and a second starting ``warning:`` when validation cannot see the shift.
+    """
+    unit = "tiles" if validation["test"] in ("tiles", "blocks") else "patches"
+    how = {"grouped": "whole groups held out", "blocked": "spatial blocks held out",
+           "random": f"{unit} drawn at random"}[validation["validation"]]
+    why = "asked for" if validation["explicit"] else "the default"
+    line = (f"validation: {validation['validation']} ({how}; {why}); the test split holds out "
+            f"{validation['test']}")
+    if "buffer" in validation:
+        line += f"; buffer {validation['buffer']} px between splits"
+    lines = [line]
+    if validation.get("warning"):
+        lines.append(f"warning: {validation['warning']}")
+    return lines
 
 
 def check_data(spec: StudySpec) -> list[Path]:
@@ -898,4 +931,6 @@ __all__ = [
     "storage_file",
     "study_status",
     "synthetic_settings",
+    "validation_lines",
+    "validation_of",
 ]
