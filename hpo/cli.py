@@ -707,6 +707,8 @@ def _dry_run(spec: Any, out: Any) -> int:
     else:
         files = st.check_data(spec)
         out.print(f"data: {len(files)} input files, all present; {options}", soft_wrap=True)
+    for line in st.validation_lines(plan["validation"]):
+        out.print(line, soft_wrap=True, markup=False)
     out.print(f"stages ({plan['total_trials']} trials in all):")
     for i, stage in enumerate(plan["stages"]):
         extra = f", max_fail {stage['max_fail']}" if stage["max_fail"] else ""
@@ -772,6 +774,9 @@ def _cmd_status(args: argparse.Namespace, out: Any, err: Any) -> int:
         print(json.dumps(st.result_to_dict(result), indent=2))
         return EXIT_OK
     _print_status(out, result, metric)
+    if spec is not None:
+        for line in st.validation_lines(st.validation_of(spec)):
+            out.print(line, soft_wrap=True, markup=False)
     if spec is not None and not st.storage_exists(spec.storage):
         out.print(f"not started yet: run [bold]{_command('hpo', 'tune', args.target)}[/bold]")
     return EXIT_OK
