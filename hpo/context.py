@@ -55,6 +55,9 @@ class TrialContext:
         self.restored_state: Any = None
         """What :meth:`save_state` kept before the trial crashed, when a runner retries it
         from its last checkpoint (the ray runner); ``None`` on a first attempt."""
+        self.race: dict[str, Any] | None = None
+        """With replicated, raced trials: the bar this trial races against (see
+        :class:`hpo.replicates.RaceBar`); ``None`` otherwise."""
 
     @property
     def params(self) -> dict[str, Any]:

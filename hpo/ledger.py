@@ -15,6 +15,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo.replicates import replicates_of
+
 LEDGER_ATTR = "hpo:ledger"
 COPIED_ATTR = "hpo:copied_from"
 _ARTIFACT_PREFIX = "artifacts:"  # Optuna's system-attribute prefix for uploaded artifacts
@@ -31,6 +33,12 @@ class Ledger:
         value: The objective value of the best trial.
         trial_number: The best trial's number in the stage study.
         artifacts: Artifact file name -> artifact id in the artifact store.
+        replicates: The best trial's replicate values (``value`` is their mean); one
+            value for a search without replicates.
+        noise: The stage's noise (``sd`` of one replicate, ``dof``, ``trials``), when
+            some trial had two replicates or more.
+        gain: ``mean`` / ``se`` / ``n`` of the best minus the stage's incumbent, paired
+            by replicate, when both have two replicates or more.
     """
 
     stage: str
@@ -39,6 +47,19 @@ class Ledger:
     value: float
     trial_number: int
     artifacts: dict[str, str] = field(default_factory=dict)
+    replicates: list[float] = field(default_factory=list)
+    noise: dict[str, Any] | None = None
+    gain: dict[str, Any] | None = None
+
+    @property
+    def se(self) -> float | None:
+        """Standard error of :attr:`value` over its replicates (``None`` below two)."""
+        n = len(self.replicates)
+        if n < 2:
+            return None
+        mean = sum(self.replicates) / n
+        var = sum((v - mean) ** 2 for v in self.replicates) / (n - 1)
+        return math.sqrt(var / n)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-able form stored in the study's user attributes."""
@@ -54,6 +75,10 @@ class Ledger:
             value=float(data["value"]),
             trial_number=int(data["trial_number"]),
             artifacts=dict(data.get("artifacts", {})),
+            # Entries written before replicates existed have none of these.
+            replicates=[float(v) for v in data.get("replicates", [])],
+            noise=data.get("noise"),
+            gain=data.get("gain"),
         )
 
 
@@ -93,8 +118,23 @@ def trial_artifacts(trial: FrozenTrial) -> dict[str, str]:
     return found
 
 
-def ledger_from_trial(stage: str, study_name: str, trial: FrozenTrial) -> Ledger:
-    """The ledger entry of a stage whose best trial is ``trial``."""
+def ledger_from_trial(
+    stage: str,
+    study_name: str,
+    trial: FrozenTrial,
+    *,
+    noise: Mapping[str, Any] | None = None,
+    gain: Mapping[str, Any] | None = None,
+) -> Ledger:
+    """The ledger entry of a stage whose best trial is ``trial``.
+
+    Args:
+        stage: The stage name.
+        study_name: The stage study.
+        trial: The chosen trial.
+        noise: The stage's measured noise, if any.
+        gain: The chosen trial's paired gain over the stage's incumbent, if measured.
+    """
     return Ledger(
         stage=stage,
         study_name=study_name,
@@ -102,6 +142,9 @@ def ledger_from_trial(stage: str, study_name: str, trial: FrozenTrial) -> Ledger
         value=float(trial.value),
         trial_number=trial.number,
         artifacts=trial_artifacts(trial),
+        replicates=replicates_of(trial),
+        noise=dict(noise) if noise else None,
+        gain=dict(gain) if gain else None,
     )
 
 

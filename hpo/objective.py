@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from hpo.context import TrialContext
@@ -32,7 +33,11 @@ class NetworkObjective:
             defaults).
         device: Where to train (default: CUDA when available).
         seed: Seed of every training run (the same for all trials, so they differ only
-            by their parameters).
+            by their parameters) when trials are not replicated.
+        folds: ``(train_set, val_set)`` of each cross-validation fold. A replicated trial
+            (the engine's :class:`~hpo.Replication`) trains replicate ``r`` on fold
+            ``r % len(folds)`` with the replicate's own seed; without folds every
+            replicate uses ``train_set`` / ``val_set`` with its own seed.
 
     Raises:
         SpecError: Unknown metric.
@@ -48,6 +53,7 @@ class NetworkObjective:
         base_config: Any = None,
         device: str | None = None,
         seed: int = 0,
+        folds: Sequence[tuple[Any, Any]] = (),
     ) -> None:
         if metric not in _MAXIMIZED + _MINIMIZED:
             raise SpecError(
@@ -62,6 +68,7 @@ class NetworkObjective:
         self.base_config = base_config
         self.device = device
         self.seed = seed
+        self.folds = list(folds)
 
     @property
     def direction(self) -> str:
@@ -87,11 +94,12 @@ class NetworkObjective:
             trial.report(epochs_done, **metrics)
             return trial.should_stop()
 
+        train_set, val_set, seed = self._replicate(trial)
         history = train(
             self.config(params),
-            self.train_set,
-            self.val_set,
-            seed=self.seed,
+            train_set,
+            val_set,
+            seed=seed,
             model=self.model,
             device=self.device,
             callbacks=[report],
@@ -103,6 +111,15 @@ class NetworkObjective:
                 f"validation split; choose metric='f1' or 'miou', or a larger split)"
             )
         return float(value)
+
+    def _replicate(self, trial: Any) -> tuple[Any, Any, int]:
+        """The data sets and seed of this call: the replicate's, or the plain ones."""
+        replicate = getattr(trial, "replicate", None)
+        if replicate is None:
+            return self.train_set, self.val_set, self.seed
+        train_set, val_set = (self.folds[replicate % len(self.folds)] if self.folds
+                              else (self.train_set, self.val_set))
+        return train_set, val_set, int(trial.replicate_seed)
 
 
 __all__ = ["NetworkObjective"]

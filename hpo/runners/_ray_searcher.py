@@ -148,6 +148,7 @@ class StageRun:
                     "threads": self.threads,
                     "timeout": self.timeout,
                     "ledgers": self._ledgers,
+                    "race": pending.context.race,
                 }
             }
 
@@ -219,6 +220,7 @@ class StageRun:
                 reason=final.get("reason"),
                 epochs=epochs,
                 kind=final.get("kind", "objective"),
+                attrs=final.get("attrs") or {},
             )
         elif result:
             why = live.stopped_by or "ASHA"

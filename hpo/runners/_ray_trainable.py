@@ -260,6 +260,7 @@ def run_trial(config: dict[str, Any], payload: Any = None) -> None:
             ledgers={k: Ledger.from_dict(v) for k, v in spec.get("ledgers", {}).items()},
             restored=restored,
         )
+        context.race = spec.get("race")
     if spec.get("timeout") is not None:
         objective = _isolated(objective, spec["timeout"])
     try:
@@ -275,7 +276,7 @@ def run_trial(config: dict[str, Any], payload: Any = None) -> None:
             outcome = outcome_of(result)
         context.finish(
             {"state": outcome.state.name, "value": outcome.value, "reason": outcome.reason,
-             "kind": outcome.kind}
+             "kind": outcome.kind, "attrs": dict(outcome.attrs)}
         )
     finally:
         context.cleanup()

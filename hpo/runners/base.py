@@ -36,6 +36,7 @@ from hpo.leases import (
 )
 from hpo.ledger import COPIED_ATTR, Ledger, best_trial
 from hpo.progress import format_duration
+from hpo.replicates import Replication, Scored, race_bar
 from hpo.samplers.phased import BAYES, INCUMBENT, StageSampler, phase_of
 from hpo.stage import Stage
 
@@ -95,6 +96,7 @@ class Outcome:
             (an isolated trial's process, see :mod:`hpo.runners.isolated`) count towards
             ``max_fail``; ``interrupted`` (Ctrl-C) and ``duplicate`` (another driver's
             trial had the same point) ones do not.
+        attrs: User attributes to store on the trial (e.g. its replicate values).
     """
 
     state: TrialState
@@ -102,13 +104,15 @@ class Outcome:
     reason: str | None = None
     epochs: int | None = None
     kind: str = "objective"
+    attrs: Mapping[str, Any] = field(default_factory=dict)
 
 
 def outcome_of(result: Any, context: TrialContext | None = None) -> Outcome:
     """Classify an objective's return value: a finite float is COMPLETE, else FAIL.
 
     A trial whose context was told to stop (pruner, scheduler) is PRUNED whatever it
-    returned, so an early value never competes with full-budget results.
+    returned, so an early value never competes with full-budget results. A
+    :class:`~hpo.replicates.Scored` result brings user attributes for the trial.
 
     Args:
         result: What the objective returned.
@@ -122,6 +126,7 @@ def outcome_of(result: Any, context: TrialContext | None = None) -> Outcome:
         return Outcome(TrialState.PRUNED, reason="stopped early by the pruner", epochs=epochs)
     if result is None:
         return Outcome(TrialState.FAIL, reason="objective returned None", epochs=epochs)
+    attrs = dict(result.attrs) if isinstance(result, Scored) else {}
     try:
         value = float(result)
     except (TypeError, ValueError):
@@ -132,7 +137,7 @@ def outcome_of(result: Any, context: TrialContext | None = None) -> Outcome:
         )
     if not math.isfinite(value):
         return Outcome(TrialState.FAIL, reason=f"objective returned {value}", epochs=epochs)
-    return Outcome(TrialState.COMPLETE, value=value, epochs=epochs)
+    return Outcome(TrialState.COMPLETE, value=value, epochs=epochs, attrs=attrs)
 
 
 def outcome_of_exception(exc: BaseException, context: TrialContext | None = None) -> Outcome:
@@ -198,6 +203,8 @@ class StageJob:
         ledgers: Finished stages' entries (for artifacts).
         lease_seconds: How long a driver's lease lasts.
         callbacks: ``callback(study, frozen_trial)`` after every told trial.
+        replication: How trials are replicated; with racing, each new trial's context
+            carries the bar it races against (``context.race``).
     """
 
     study: optuna.Study
@@ -212,6 +219,7 @@ class StageJob:
     ledgers: Mapping[str, Ledger] = field(default_factory=dict)
     lease_seconds: float = 60.0
     callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = ()
+    replication: Replication = field(default_factory=Replication)
     _started: float = field(default_factory=time.monotonic, init=False)
     _told: int = field(default=0, init=False)
     _last_reap: float = field(default=-math.inf, init=False)
@@ -435,6 +443,11 @@ class StageJob:
             artifact_store=self.artifact_store,
             ledgers=self.ledgers,
         )
+        if phase != INCUMBENT:  # the incumbent gets every replicate: it measures the noise
+            maximize = self.study.direction == optuna.study.StudyDirection.MAXIMIZE
+            bar = race_bar(self.study.get_trials(deepcopy=False), self.replication,
+                           maximize=maximize)
+            context.race = bar.to_dict() if bar is not None else None
         return PendingTrial(trial, params, context, phase)
 
     def evaluate(self, pending: PendingTrial) -> Outcome:
@@ -476,6 +489,8 @@ class StageJob:
                 trial.set_user_attr(FAIL_KIND_ATTR, outcome.kind)
             if outcome.epochs is not None:
                 trial.set_user_attr(EPOCHS_ATTR, outcome.epochs)
+            for key, value in outcome.attrs.items():
+                trial.set_user_attr(key, value)
             values = outcome.value if outcome.state == TrialState.COMPLETE else None
             try:
                 frozen = self.study.tell(trial, values, state=outcome.state)

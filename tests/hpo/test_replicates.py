@@ -1,0 +1,169 @@
+"""Noise-aware layer-wise search: replicates, racing, the ledger's estimate."""
+
+import math
+
+import numpy as np
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+from hpo import LayerwiseSearch, SpecError, Stage
+from hpo.ledger import read_ledger
+from hpo.replicates import (
+    NOISE_ATTR,
+    RACED_ATTR,
+    REPLICATES_ATTR,
+    RaceBar,
+    Replication,
+    noise_of,
+    paired_gain,
+    replicate_seed,
+)
+
+# A steady configuration (mean 0.60, sd 0.02) against a lottery ticket (mean 0.45, sd
+# 0.25): one run of the ticket often beats the steady one, its mean never does.
+_MEANS = {"steady": (0.60, 0.02), "lottery": (0.45, 0.25), "bad": (0.10, 0.02)}
+
+
+def _noisy(params, trial):
+    mean, sd = _MEANS[params["kind"]]
+    seed = getattr(trial, "replicate_seed", None)
+    rng = np.random.default_rng(seed if seed is not None else 1 + trial.number)
+    return mean + sd * float(rng.standard_normal())
+
+
+def _stage(**kw):
+    space = {"kind": CategoricalDistribution(["steady", "lottery", "bad"])}
+    return Stage("pick", space, defaults={"kind": "steady"}, **kw)
+
+
+def test_the_ledger_hands_on_the_best_mean_not_the_luckiest_run():
+    stage = _stage(n_random=6, n_bayes=0)
+    # Seed 2 draws the lottery three times; one of its single runs scores 0.96.
+    single = LayerwiseSearch([stage], _noisy, seed=2, sampler="random").run()
+    assert single.stages[0].ledger.params == {"kind": "lottery"}
+    noisy = LayerwiseSearch([stage], _noisy, seed=2, sampler="random",
+                            replication=Replication(repeats=5, racing=False)).run()
+    entry = noisy.stages[0].ledger
+    assert entry.params == {"kind": "steady"}
+    assert len(entry.replicates) == 5
+    assert entry.value == pytest.approx(sum(entry.replicates) / 5)
+    assert entry.se is not None and 0 < entry.se < 0.05
+    assert entry.noise is not None and entry.noise["sd"] > 0.02  # the lottery's spread too
+    # Every trial keeps its replicates; the lottery's best single run beat the steady mean
+    trials = noisy.stages[0].study.trials
+    lottery = [v for t in trials if t.params["kind"] == "lottery"
+               for v in t.user_attrs[REPLICATES_ATTR]]
+    assert lottery and max(lottery) > entry.value
+    assert single.stages[0].ledger.replicates == [single.best_value]
+
+
+def test_racing_stops_replicating_a_hopeless_configuration():
+    stage = Stage("pick", {"kind": CategoricalDistribution(["steady", "bad"])},
+                  defaults={"kind": "steady"}, n_random=5, n_bayes=0)
+    calls = []
+
+    def objective(params, trial):
+        calls.append((params["kind"], trial.replicate))
+        return _noisy(params, trial)
+
+    result = LayerwiseSearch([stage], objective, seed=0, sampler="random",
+                             replication=Replication(repeats=4)).run()
+    trials = result.stages[0].study.trials
+    bad = [t for t in trials if t.params["kind"] == "bad"]
+    steady = [t for t in trials if t.params["kind"] == "steady"]
+    assert bad, "the random phase should have drawn the bad configuration"
+    for t in bad:
+        assert t.user_attrs[RACED_ATTR] is True
+        assert len(t.user_attrs[REPLICATES_ATTR]) == 1  # dropped after its first run
+    assert len(steady[0].user_attrs[REPLICATES_ATTR]) == 4  # the incumbent: every one
+    assert result.stages[0].ledger.params == {"kind": "steady"}
+    assert [k for k, _ in calls].count("bad") == len(bad)
+    assert result.stages[0].study.user_attrs[NOISE_ATTR]["sd"] > 0
+
+
+def test_replicates_share_seeds_within_a_stage_and_differ_between_stages():
+    seen = {}
+
+    def objective(params, trial):
+        seen.setdefault(trial.stage, set()).add((trial.replicate, trial.replicate_seed))
+        return params["a"] + params["b"]
+
+    stages = [Stage("s1", {"a": FloatDistribution(0, 1)}, defaults={"a": 0.5},
+                    n_random=2, n_bayes=0),
+              Stage("s2", {"b": FloatDistribution(0, 1)}, defaults={"b": 0.5},
+                    n_random=2, n_bayes=0)]
+    LayerwiseSearch(stages, objective, seed=4, sampler="random",
+                    replication=Replication(repeats=3, racing=False)).run()
+    for stage in ("s1", "s2"):
+        assert seen[stage] == {(r, replicate_seed(4, stage, r)) for r in range(3)}
+    assert {s for _, s in seen["s1"]}.isdisjoint({s for _, s in seen["s2"]})
+
+
+def test_every_stage_measures_its_incumbent_again():
+    # A copied incumbent would hand on the value it won a noisy race with.
+    def objective(params, trial):
+        return params["a"] + 0.1 * np.random.default_rng(trial.replicate_seed).random()
+
+    stages = [Stage("s1", {"a": FloatDistribution(0, 1)}, defaults={"a": 0.5},
+                    n_random=2, n_bayes=0),
+              Stage("s2", {"b": FloatDistribution(0, 1)}, defaults={"b": 0.5},
+                    n_random=2, n_bayes=0)]
+    result = LayerwiseSearch(stages, objective, seed=1, sampler="random",
+                             replication=2).run()
+    first = result.stages[1].study.trials[0]
+    assert "hpo:copied_from" not in first.user_attrs
+    assert len(first.user_attrs[REPLICATES_ATTR]) == 2
+
+
+def test_resume_and_load_keep_the_replicate_counts(tmp_path):
+    url = f"sqlite:///{tmp_path}/r.db"
+    stage = _stage(n_random=3, n_bayes=0)
+    LayerwiseSearch([stage], _noisy, storage=url, study_name="r", seed=2,
+                    sampler="random", replication=Replication(repeats=3)).run()
+    loaded = LayerwiseSearch.load(url, "r")
+    assert loaded.replication == Replication(repeats=3)
+    entry = read_ledger(loaded.status().stages[0].study)
+    assert len(entry.replicates) == 3 and entry.se is not None
+    # Running it again is a no-op: the stored stage is finished with the same spec.
+    again = LayerwiseSearch([stage], _noisy, storage=url, study_name="r", seed=2,
+                            sampler="random", replication=Replication(repeats=3)).run()
+    assert again.stages[0].ledger == entry
+
+
+def test_a_failed_replicate_fails_the_trial():
+    def objective(params, trial):
+        return math.nan if trial.replicate == 1 else 0.5
+
+    stage = Stage("s", {"a": FloatDistribution(0, 1)}, defaults={"a": 0.5},
+                  n_random=1, n_bayes=0, max_fail=1)
+    with pytest.raises(Exception, match="replicate 1"):
+        LayerwiseSearch([stage], objective, replication=3).run()
+
+
+def test_race_bar_is_paired_and_needs_noise():
+    bar = RaceBar((0.6, 0.5, 0.7), sd=0.05, maximize=True, z=1.0)
+    assert bar.hopeless([0.3])
+    assert not bar.hopeless([0.58])
+    assert not RaceBar((0.6,), sd=None, maximize=True, z=1.0).hopeless([0.0])
+    low = RaceBar((0.6,), sd=0.05, maximize=False, z=1.0)
+    assert low.hopeless([0.9]) and not low.hopeless([0.3])
+
+
+def test_noise_and_paired_gain_from_replicates():
+    study = optuna.create_study(direction="maximize")
+    for values in ([0.5, 0.6, 0.7], [0.6, 0.7, 0.8]):
+        study.add_trial(optuna.trial.create_trial(
+            value=sum(values) / 3, params={}, distributions={},
+            user_attrs={REPLICATES_ATTR: values}))
+    noise = noise_of(study.trials)
+    assert noise["sd"] == pytest.approx(0.1) and noise["dof"] == 4
+    gain = paired_gain([0.6, 0.7, 0.8], [0.5, 0.6, 0.7])
+    assert gain["mean"] == pytest.approx(0.1) and gain["se"] == pytest.approx(0.0, abs=1e-9)
+    assert paired_gain([0.6], [0.5]) is None
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_bad_repeat_counts_are_named_errors(bad):
+    with pytest.raises(SpecError, match="repeats"):
+        Replication(repeats=bad)
