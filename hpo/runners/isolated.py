@@ -134,6 +134,7 @@ class _TrialInfo:
     history: tuple[dict[str, Any], ...] = ()
     restored_state: Any = None
     ledgers: tuple[tuple[str, Any], ...] = ()
+    race: dict[str, Any] | None = None
 
 
 class IsolatedObjective:
@@ -204,6 +205,7 @@ class IsolatedObjective:
             history=tuple(getattr(trial, "history", ()) or ()),
             restored_state=getattr(trial, "restored_state", None),
             ledgers=tuple((getattr(trial, "ledgers", None) or {}).items()),
+            race=getattr(trial, "race", None),
         )
         trial_payload = _dumps((dict(params), info), "the trial's parameters")
         try:
@@ -439,6 +441,7 @@ class WorkerPool:
             history=tuple(getattr(trial, "history", ()) or ()),
             restored_state=getattr(trial, "restored_state", None),
             ledgers=tuple((getattr(trial, "ledgers", None) or {}).items()),
+            race=getattr(trial, "race", None),
         )
         trial_payload = _dumps((dict(params), info), "the trial's parameters")
         for attempt in (1, 2):
@@ -692,6 +695,7 @@ class _ChildContext(TrialContext):
         self._number = info.number
         self.history = [dict(row) for row in info.history]
         self.restored_state = info.restored_state
+        self.race = info.race
 
     @property
     def number(self) -> int:
