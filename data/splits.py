@@ -285,8 +285,9 @@ def validation_plan(*, method: str, by_region: bool, grouped: bool, test_from: s
     warning = None
     if shifted and kind == "random":
         if validation == "random":
-            warning = (f"validation is random while the test split holds out {test}: tuning "
-                       "then ranks configurations where they train, not where they will map "
+            held = "is a split list" if test == "split file" else f"holds out {test}"
+            warning = (f"validation is random while the test split {held}: tuning then "
+                       "ranks configurations where they train, not where they will map "
                        '(asked for with validation = "random")')
         else:
             warning = ("the test split comes from a split file and the patches have no "
@@ -605,8 +606,7 @@ def _assign_general(
                 code[f] = 2
     elif "test" not in lists and "train" not in lists:
         # the test split is a fraction (or a fold) of the coarse units with free patches
-        cands = [c for c in range(len(units))
-                 if any(code[f] == _FREE for f in range(len(fine)) if coarse_of[f] == c)]
+        cands = sorted({coarse_of[f] for f in range(len(fine)) if code[f] == _FREE})
         order = np.array(cands, int)[_ranked([units[c] for c in cands], rng, share)] \
             if cands else np.array([], int)
         if folds is not None and fold_role == "test":
