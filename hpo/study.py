@@ -865,8 +865,9 @@ def validation_lines(validation: Mapping[str, Any]) -> list[str]:
     how = {"grouped": "whole groups held out", "blocked": "spatial blocks held out",
            "random": f"{unit} drawn at random"}[validation["validation"]]
     why = "asked for" if validation["explicit"] else "the default"
-    line = (f"validation: {validation['validation']} ({how}; {why}); the test split holds out "
-            f"{validation['test']}")
+    test = validation["test"]
+    held = "is a split list" if test == "split file" else f"holds out {test}"
+    line = f"validation: {validation['validation']} ({how}; {why}); the test split {held}"
     if "buffer" in validation:
         line += f"; buffer {validation['buffer']} px between splits"
     lines = [line]
