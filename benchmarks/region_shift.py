@@ -1,0 +1,244 @@
+"""A region-shift data set: train and validate in one synthetic region, test in another.
+
+The synthetic scene generator (``data.synthetic``) is run twice, side by side: region ``a``
+at its frozen defaults and region ``b`` with other terrain (higher, steeper, rougher), other
+geology and other imagery (more bare outcrops, fewer fields, other light, clouds and
+noise). Both are cut into square patches written as a ``format = "patches"`` folder with a
+channel manifest (band descriptions name the channels), a group table (``region`` and a
+``block`` of tiles within it) and a test list holding every patch of region ``b``. Two
+study files share everything, search space included, except validation: ``grouped.toml``
+validates on held-out blocks of region ``a`` (the default, since the test is a split list
+and the patches have groups), ``random.toml`` on random patches of region ``a``
+(``validation = "random"``, flagged by the dry run). The lead's tuning comparison runs on
+these; this script only builds them and checks them with ``hpo tune --dry-run``.
+
+    python -m benchmarks.region_shift OUT_DIR            # size 256, 32-px patches
+    python -m benchmarks.region_shift OUT_DIR --size 192 --tile 32 --block 2
+    hpo tune OUT_DIR/grouped.toml ; hpo tune OUT_DIR/random.toml    # the comparison
+
+It writes ``OUT_DIR/summary.json``: per region the input statistics that differ (to show
+the shift is real), and per study the validation the dry run reports and the split sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# region b: the same physics with other settings, so that what fits region a misfits b
+REGION_B: dict[str, Any] = {
+    "base_elevation_m": 3200.0,
+    "median_slope_deg": 31.0,
+    "hurst": 0.65,
+    "lithology_weakness": (0.2, 0.3, 1.0, 0.6),
+    "strata_width_m": 300.0,
+    "slope_peak_deg": 40.0,
+    "storm_level_mean": 0.3,
+    "outcrop_fraction": 0.15,
+    "field_fraction": 0.02,
+    "cloud_cover_max": 0.1,
+    "texture_sigma": 0.07,
+    "diffuse_light": 0.4,
+    "revegetation_years": 5.0,
+    "sensor_noise": 0.008,
+}
+SEEDS = {"a": 11, "b": 12}
+N_DATES = 2
+BANDS = ("blue", "green", "red", "nir")
+CHANNELS = [*({"kind": "optical", "nodata": 0} for _ in BANDS),
+            {"kind": "factor"},
+            {"kind": "factor", "type": "categorical", "codes": [1, 2, 3, 4]},
+            {"kind": "factor"}]
+NAMES = [*BANDS, "dem", "lithology", "precipitation"]
+
+STUDY = """\
+# Region-shift benchmark ({variant} validation): train and validate in region a, test in b.
+name = "region-shift-{variant}"
+storage = "sqlite:///region-shift-{variant}.db"
+artifacts = "artifacts/region-shift-{variant}"
+seed = 0
+metric = "f1"
+sampler = "tpe"
+
+[runner]
+kind = "local"
+cpu = 1
+
+[data]
+format = "patches"
+path = "patches"
+images = "img/*.tif"
+masks = "mask/{{stem}}.tif"
+patch_size = {tile}
+context = 8
+group = {{ file = "groups.csv", column = "block" }}
+test = "test.txt"                 # every patch of region b
+fractions = [0.7, 0.3, 0.0]       # validation: 30 % of region a ({how})
+cache_dir = ".cache/cubes"
+{validation}
+[model]
+name = "fusion"
+
+[model.fixed]
+"optim.epochs" = 20
+"temporal.enabled" = false        # one date per patch
+
+[[stages]]
+name = "dcnn"
+n_random = 6
+n_bayes = 10
+
+[stages.params]
+"dcnn.depth" = {{ type = "int", low = 3, high = 10, default = 3 }}
+"dcnn.dilation" = {{ type = "int", low = 1, high = 6, default = 2 }}
+"""
+
+
+def _read(path: Path) -> np.ndarray:
+    import rasterio
+
+    with rasterio.open(path) as src:
+        return src.read(1)
+
+
+def _write(path: Path, array: np.ndarray, names: list[str] | None = None) -> None:
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(path, "w", driver="GTiff", width=array.shape[2],
+                           height=array.shape[1], count=array.shape[0],
+                           dtype=array.dtype) as dst:
+            dst.write(array)
+            for i, name in enumerate(names or []):
+                dst.set_band_description(i + 1, name)
+
+
+def build(out: Path, *, size: int = 256, tile: int = 32, block: int = 2) -> dict[str, Any]:
+    """Generate both regions, cut them into patches and write the folder and studies.
+
+    Args:
+        out: Folder to write into.
+        size: Side of each region's scene in pixels.
+        tile: Patch side in pixels.
+        block: Patches per side of a validation group (a block of ``block x block``).
+
+    Returns:
+        Per region: patches, landslide share and the mean of every continuous channel.
+    """
+    from data.synthetic import generate_scene
+
+    patches = out / "patches"
+    rows: list[tuple[str, str, str]] = []
+    stats: dict[str, Any] = {}
+    for region, seed in SEEDS.items():
+        scene = generate_scene(out / "regions" / region, size=size, n_dates=N_DATES, seed=seed,
+                               overrides=REGION_B if region == "b" else None)
+        last = scene.dates[-1]
+        stack = np.stack(
+            [_read(scene.paths[b][last]).astype(np.float32) for b in BANDS]
+            + [_read(scene.paths["dem"]).astype(np.float32),
+               _read(scene.paths["lithology"]).astype(np.float32),
+               _read(scene.paths["precipitation"][last]).astype(np.float32)])
+        labels = _read(scene.paths["labels"][last]).astype(np.uint8)
+        n = size // tile
+        for i in range(n):
+            for j in range(n):
+                pid = f"{region}_{i:02d}_{j:02d}"
+                window = np.s_[i * tile:(i + 1) * tile, j * tile:(j + 1) * tile]
+                _write(patches / "img" / f"{pid}.tif", stack[(slice(None), *window)], NAMES)
+                _write(patches / "mask" / f"{pid}.tif", labels[window][None])
+                rows.append((pid, region, f"{region}{i // block}{j // block}"))
+        valid = stack[0] > 0
+        stats[region] = {
+            "patches": n * n, "landslide_share": round(float(labels.mean()), 4),
+            "means": {name: round(float(stack[k][valid].mean()), 2)
+                      for k, name in enumerate(NAMES) if name != "lithology"},
+        }
+    # the manifest names no channel: the band descriptions do
+    (patches / "manifest.json").write_text(json.dumps({"channels": CHANNELS}, indent=1))
+    (patches / "groups.csv").write_text(
+        "id,region,block\n" + "".join(f"{a},{b},{c}\n" for a, b, c in rows))
+    (patches / "test.txt").write_text("".join(f"{pid}\n" for pid, region, _ in rows
+                                              if region == "b"))
+    for variant, validation, how in (
+            ("grouped", "", "whole blocks, the default"),
+            ("random", 'validation = "random"      # asked for: flagged by --dry-run\n',
+             "random patches")):
+        (out / f"{variant}.toml").write_text(STUDY.format(
+            variant=variant, tile=tile, validation=validation, how=how))
+    return stats
+
+
+def check(out: Path) -> dict[str, Any]:
+    """Dry-run both studies and make their splits (no training).
+
+    Returns:
+        Per study: the validation lines the dry run printed, and the split sizes in patches.
+    """
+    import data
+    from hpo import study as st
+    from hpo.cli import main
+
+    report: dict[str, Any] = {}
+    for variant in ("grouped", "random"):
+        path = out / f"{variant}.toml"
+        buffer = io.StringIO()
+        with contextlib.redirect_stdout(buffer):
+            status = main(["tune", str(path), "--dry-run"])
+        lines = [line for line in buffer.getvalue().splitlines()
+                 if line.startswith(("validation:", "warning:"))]
+        if status != 0:
+            raise SystemExit(f"dry run of {path} failed ({status}): {buffer.getvalue()}")
+        spec = st.load_study(path)
+        cube = data.prepare(st.data_section(spec), spec.base_dir)
+        splits = cube.splits(seed=spec.seed)
+        per_patch = cube.patch_shape[0]
+        ids = cube.meta["patch_ids"]
+
+        def regions(tiles: Any, ids: list[str] = ids, h: int = per_patch) -> dict[str, int]:
+            found = {ids[t.row // h] for t in tiles}
+            return {r: sum(1 for p in found if p.startswith(r)) for r in SEEDS}
+
+        report[variant] = {"dry_run": lines, "validation": splits.info["validation"],
+                           "warning": splits.info.get("warning"),
+                           "patches": {"train": regions(splits.train),
+                                       "val": regions(splits.val),
+                                       "test": regions(splits.test)}}
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Build the region-shift data set and dry-run its two studies."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path, help="folder to write the data set and studies into")
+    parser.add_argument("--size", type=int, default=256, help="scene side per region (px)")
+    parser.add_argument("--tile", type=int, default=32, help="patch side (px)")
+    parser.add_argument("--block", type=int, default=2, help="patches per validation block side")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    summary = {"dataset": "synthetic two-region patches", "size": args.size, "tile": args.tile,
+               "block": args.block, "region_b_overrides": REGION_B,
+               "regions": build(args.out, size=args.size, tile=args.tile, block=args.block)}
+    summary["studies"] = check(args.out)
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    for region, s in summary["regions"].items():
+        print(f"region {region}: {s['patches']} patches, landslides {s['landslide_share']:.2%}, "
+              + ", ".join(f"{k} {v}" for k, v in s["means"].items()))
+    for variant, s in summary["studies"].items():
+        print(f"{variant}: " + " | ".join(s["dry_run"]))
+        print(f"  patches {s['patches']}")
+    print(f"wrote {args.out / 'summary.json'}; tune with: hpo tune {args.out / 'grouped.toml'}")
+
+
+if __name__ == "__main__":
+    main()
