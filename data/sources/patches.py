@@ -19,6 +19,10 @@ the normalization. Example::
       { name = "dem", kind = "factor", nodata = [-9999, -32768] },
       { name = "geology", kind = "factor", type = "categorical", codes = [1, 2, 3] },
     ]
+
+The channel list may instead come from a manifest file in the folder (``manifest.json``:
+``{"channels": [...]}``, names defaulting to the GeoTIFF band descriptions), with single
+channels overridden in the study: ``channels = { dem = { nodata = -9999 } }``.
 """
 
 from __future__ import annotations
@@ -134,9 +138,14 @@ def recipe(section: Mapping[str, Any], base_dir: Path, grid: Grid | GridSpec | N
     applied to each image's file name; default: the name without suffix), ``masks``
     (template with ``{id}`` / ``{stem}``; leave out for an unlabelled set), ``mask_codes``
     (default ``{landslide = [1], background = [0]}``), ``channels`` (one table per channel
-    in file order), ``layout`` (HDF5 only; rasterio reads band-first), ``image_key`` /
-    ``mask_key`` (HDF5 dataset names; default: the file's only dataset), ``patch_shape``
-    (``[rows, cols]`` or one side; default: the largest patch).
+    in file order; or a table ``{name = {key = value}}`` overriding the manifest's),
+    ``manifest`` (a JSON / TOML file in the folder with ``channels``, ``groups``,
+    ``splits``; default ``manifest.json`` / ``manifest.toml`` when present; without
+    channels anywhere the band descriptions name them), ``layout`` (HDF5 only; rasterio
+    reads band-first), ``image_key`` / ``mask_key`` (HDF5 dataset names; default: the
+    file's only dataset), ``patch_shape`` (``[rows, cols]`` or one side; default: the
+    largest patch). Groups and split lists (``group``, ``splits``, ``train`` / ``val`` /
+    ``test``, ``test_groups``) are described in :mod:`data.groups`.
 
     Args:
         section: The ``[data]`` section.
