@@ -1,9 +1,10 @@
 """The ``hpo`` command line.
 
-``hpo tune | status | dashboard | export | train | predict | report | synth``; every
-subcommand has ``--help``. Errors
-a user can cause print one line on stderr (``hpo: error: ...``) and exit non-zero: 2 for
-a bad command line or study file, 1 otherwise. ``--debug`` shows the traceback instead.
+``hpo tune | status | dashboard | export | train | predict | report | synth | compare``;
+every subcommand has ``--help``. Errors a user can cause print one line on stderr
+(``hpo: error: ...``, with a hint) and exit non-zero: 2 for a bad command line or a file it
+names that is missing or not of its kind (study file, export, checkpoint), 1 otherwise.
+``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--plain", action="store_true", help="one line per trial instead of the live table"
     )
     _add_data_path(p)
+    _add_allow_outside(p)
     p.set_defaults(handler=_cmd_tune)
 
     p = add(
@@ -123,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--storage", metavar="URL", help="storage URL overriding the study's")
     p.add_argument("--json", action="store_true", help="print JSON (for scripts)")
+    _add_allow_outside(p)
     p.set_defaults(handler=_cmd_status)
 
     p = add(
@@ -141,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--storage", metavar="URL", help="storage URL overriding the study's")
     _add_data_path(p)
+    _add_allow_outside(p)
     p.set_defaults(handler=_cmd_export)
 
     p = add(
@@ -161,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--artifact-dir", metavar="DIR", help="artifact folder (default: the study's `artifacts`)"
     )
+    _add_allow_outside(p)
     p.set_defaults(handler=_cmd_dashboard)
 
     p = add(
@@ -194,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--epochs", type=int, help="epochs (default: the exported optim.epochs)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: CUDA when available)")
+    _add_allow_outside(p, "the export's cube cache (data.cache_dir)")
     p.set_defaults(handler=_cmd_train)
 
     p = add(
@@ -250,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MAP.tif",
         help="include this `hpo predict` map (default: the newest .tif in RUN_DIR, if any)",
     )
+    _add_allow_outside(p)
     p.set_defaults(handler=_cmd_report)
 
     p = add(
@@ -289,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="delete these variants' stored searches and results first")
     p.add_argument("--storage", metavar="URL", help="storage URL overriding the study's")
     _add_data_path(p)
+    _add_allow_outside(p)
     p.set_defaults(handler=_cmd_compare)
     return parser
 
@@ -302,6 +310,20 @@ def _add_data_path(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="where the data are, replacing the study's [data] path (a data folder) or "
         "scene (a scene file or its folder)",
+    )
+
+
+def _add_allow_outside(
+    parser: argparse.ArgumentParser, what: str = "storage, artifacts and cube cache"
+) -> None:
+    parser.add_argument(
+        "--allow-outside",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help=f"let the file write its {what} under DIR too (repeatable; by default only "
+        "its own folder and the working folder; the environment's HPO_ALLOW_OUTSIDE, "
+        "folders separated by ':', adds more)",
     )
 
 
@@ -455,13 +477,15 @@ def _cmd_tune(args: argparse.Namespace, out: Any, err: Any) -> int:
     if args.fresh and args.from_stage:
         raise UsageError("use either --fresh or --from-stage, not both")
     spec = st.load_study(
-        args.study, storage=args.storage, runner=args.runner, data_path=args.data_path
+        args.study, storage=args.storage, runner=args.runner, data_path=args.data_path,
+        allow_outside=args.allow_outside,
     )
     stage_names = st.stage_names(spec)
     if args.from_stage is not None and args.from_stage not in stage_names:
         raise UsageError(
             f"--from-stage {args.from_stage!r} is not a stage of "
-            f"{spec.name} (stages: {', '.join(stage_names)})"
+            f"{spec.name} (hint: use one of {', '.join(stage_names)}; "
+            f"`hpo status {args.study}` shows them)"
         )
     if args.dry_run:
         return _dry_run(spec, out)
@@ -668,7 +692,11 @@ def _dry_run(spec: Any, out: Any) -> int:
         f"study [bold]{plan['study']}[/bold] ({plan['file']}), fingerprint {plan['fingerprint']}",
         soft_wrap=True,
     )
-    out.print(f"storage: {plan['storage']}", soft_wrap=True)
+    from hpo.storage import probe_storage
+
+    # Opened as tuning will open it: a wrong server, database or password fails here.
+    found = probe_storage(spec.storage)
+    out.print(f"storage: {plan['storage']} ({found})", soft_wrap=True)
     out.print(f"artifacts: {plan['artifacts']}", soft_wrap=True)
     runner = plan["runner"]
     resources = f"{runner['cpu']:g} cpu, {runner['gpu']:g} gpu per trial"
@@ -748,16 +776,38 @@ def _describe_param(p: dict[str, Any]) -> str:
 def _resolve_target(args: argparse.Namespace) -> tuple[Any, str, str | None]:
     """(spec or None, storage URL, search name or None) of a STUDY.toml|URL argument."""
     from hpo import study as st
+    from hpo.storage import require_stored
 
     if _is_study_file(args.target):
-        spec = st.load_study(args.target, storage=args.storage, check_paths=False)
+        spec = st.load_study(
+            args.target, storage=args.storage, check_paths=False,
+            allow_outside=getattr(args, "allow_outside", ()),
+        )
         return spec, spec.storage, spec.name
     if args.storage:
         raise UsageError("--storage goes with a study file; the target already is a URL")
     url = args.target
     if "://" not in url:
         raise UsageError(f"{url!r} is neither a study file (.toml) nor a storage URL")
+    require_stored(url)  # reading a search must not create a mistyped path
     return None, url, getattr(args, "study", None)
+
+
+def _stored_metric(result: Any) -> str:
+    """The metric a stored search optimizes, as its stage studies record it, else "value"."""
+    from hpo.layerwise import SEARCH_ATTR
+
+    for stage in result.stages:
+        study = stage.study
+        if study is None:
+            continue
+        metric = (study.user_attrs.get(SEARCH_ATTR) or {}).get("metric")
+        if isinstance(metric, str) and metric:
+            return metric
+        names = study.metric_names
+        if names and names[0]:
+            return str(names[0])
+    return "value"
 
 
 def _cmd_status(args: argparse.Namespace, out: Any, err: Any) -> int:
@@ -769,7 +819,7 @@ def _cmd_status(args: argparse.Namespace, out: Any, err: Any) -> int:
         metric = spec.metric
     else:
         result = st.load_search(url, name).status()
-        metric = "value"
+        metric = _stored_metric(result)
     if args.json:
         print(json.dumps(st.result_to_dict(result), indent=2))
         return EXIT_OK
@@ -791,7 +841,8 @@ def _cmd_export(args: argparse.Namespace, out: Any, err: Any) -> int:
     from hpo.export import export_best
 
     spec = st.load_study(
-        args.study, storage=args.storage, check_paths=False, data_path=args.data_path
+        args.study, storage=args.storage, check_paths=False, data_path=args.data_path,
+        allow_outside=args.allow_outside,
     )
     if not st.storage_exists(spec.storage):
         raise SearchNotFoundError(spec.name, st.mask_url(spec.storage))
@@ -910,8 +961,15 @@ def _dashboard_storage_arg(url: str) -> str:
 
 
 def _cmd_train(args: argparse.Namespace, out: Any, err: Any) -> int:
+    from hpo.errors import ExportError
+    from hpo.export import load_export
     from hpo.progress import format_duration, format_value
     from hpo.retrain import CHECKPOINT_FILE, METRICS_FILE, train_export
+
+    try:
+        load_export(args.export)  # a file that is no export is a wrong argument (exit 2)
+    except ExportError as exc:
+        raise UsageError(str(exc)) from exc
 
     def on_epoch(epoch: int, metrics: dict[str, Any]) -> None:
         shown = ", ".join(
@@ -929,6 +987,7 @@ def _cmd_train(args: argparse.Namespace, out: Any, err: Any) -> int:
         say=lambda text: out.print(text, soft_wrap=True),
         on_epoch=on_epoch,
         members=args.members,
+        allow_outside=args.allow_outside,
     )
     m = run.metrics
     seeds = m["seeds"]
@@ -971,12 +1030,15 @@ def _cmd_train(args: argparse.Namespace, out: Any, err: Any) -> int:
 
 def _cmd_predict(args: argparse.Namespace, out: Any, err: Any) -> int:
     from hpo import study as st
-    from hpo.predict import predict_scene
+    from hpo.predict import open_checkpoint, predict_scene
     from hpo.progress import format_duration
     from hpo.shift import shifted_channels
-    from networks import load_checkpoint
+    from networks import CheckpointError
 
-    checkpoint = load_checkpoint(args.checkpoint)  # before the scene: fail fast on a bad file
+    try:
+        checkpoint = open_checkpoint(args.checkpoint)  # before the scene: fail fast
+    except CheckpointError as exc:  # a file that is no checkpoint is a wrong argument
+        raise UsageError(str(exc)) from exc
     started = time.monotonic()
     cube = st.open_scene(
         args.scene, cache_dir=args.cache_dir, say=lambda text: out.print(text, soft_wrap=True)
@@ -1041,7 +1103,8 @@ def _cmd_report(args: argparse.Namespace, out: Any, err: Any) -> int:
             raise SearchNotFoundError(spec.name, st.mask_url(spec.storage))
         result, metric = st.study_status(spec), spec.metric
     else:
-        result, metric = st.load_search(url, name).status(), "value"
+        result = st.load_search(url, name).status()
+        metric = _stored_metric(result)
     # The search as the user named it, for the commands the report suggests; a URL's
     # password must not end up in a file that gets shared.
     named = [st.mask_url(args.study)] + (["--study", args.search] if args.search else [])
@@ -1095,7 +1158,8 @@ def _cmd_compare(args: argparse.Namespace, out: Any, err: Any) -> int:
     from hpo import study as st
     from hpo.compare import TABLE_FILE, compare_settings, run_compare
 
-    spec = st.load_study(args.study, storage=args.storage, data_path=args.data_path)
+    spec = st.load_study(args.study, storage=args.storage, data_path=args.data_path,
+                         allow_outside=args.allow_outside)
     settings = compare_settings(
         spec, variants=args.variants, trials=args.trials, seeds=args.seeds,
         quick=args.quick, full=args.full,
@@ -1141,6 +1205,12 @@ def _one_line(exc: BaseException) -> str:
     from hpo.storage import mask_url
 
     text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, PermissionError) and "hint:" not in text:
+        where = f" of {exc.filename}" if exc.filename else ""
+        text += (
+            f" (hint: check the permissions{where}, or choose a location you may write to "
+            "with -o / --storage)"
+        )
     return mask_url(text)
 
 

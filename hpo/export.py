@@ -93,12 +93,28 @@ def load_export(path: str | Path) -> dict[str, Any]:
         ExportError: The file is missing, unreadable, or not an export.
     """
     path = Path(path)
+    if path.suffix.lower() == ".toml":
+        # the step before: a study file holds ranges, an export the values tuning chose
+        raise ExportError(
+            "is a study file, not an export of its best configuration",
+            path=str(path),
+            hint=f"run `hpo export {path} -o best.yaml` first (after `hpo tune`), then "
+            "`hpo train best.yaml`",
+        )
+    if path.suffix.lower() not in FORMATS:
+        raise ExportError(
+            f"cannot tell the format from {path.suffix or 'no extension'!r}",
+            path=str(path),
+            hint="pass the .yaml or .json file that `hpo export` writes",
+        )
     try:
         text = path.read_text(encoding="utf-8")
         doc = json.loads(text) if _format(path, None) == "json" else yaml.safe_load(text)
     except OSError as exc:
         raise ExportError(
-            f"cannot read: {exc.strerror or exc}", path=str(path), hint="check the path"
+            f"cannot read: {exc.strerror or exc}",
+            path=str(path),
+            hint="check the path; `hpo export STUDY.toml -o best.yaml` writes one",
         ) from exc
     except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
         # safe_load refuses !!python/... tags, so a hostile export cannot run code here

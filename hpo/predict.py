@@ -34,6 +34,47 @@ _MIN_DEFAULT_TILE = 256
 _MIN_WEIGHT = 1e-3
 
 
+def open_checkpoint(path: str | Path) -> Any:
+    """Load a checkpoint of ``hpo train``, with errors that say which command writes one.
+
+    Torch's notice about an unusual pickle protocol (any foreign pickle file) is not
+    shown: the file is refused with one line either way.
+
+    Args:
+        path: The ``model.pt`` file.
+
+    Returns:
+        The loaded :class:`networks.Checkpoint`.
+
+    Raises:
+        networks.CheckpointError: The file is missing, not a checkpoint, or unsafe.
+    """
+    import warnings
+
+    from networks import CheckpointError, load_checkpoint
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+        try:
+            return load_checkpoint(path)
+        except CheckpointError as exc:
+            if not Path(path).exists():
+                raise CheckpointError(
+                    f"{path}: no such checkpoint file",
+                    hint="pass the model.pt of a run folder that `hpo train` wrote "
+                    "(runs/<search>-<time>/model.pt)",
+                ) from exc
+            hint = exc.hint or ""
+            if "save_checkpoint" not in hint:
+                raise
+            # the API name means nothing on the command line: name the command instead
+            message = str(exc).removesuffix(f" (hint: {hint})")
+            raise CheckpointError(
+                message,
+                hint="pass the model.pt that `hpo train BEST.yaml` writes into its run folder",
+            ) from exc
+
+
 class CheckpointMismatchError(HPOError):
     """A checkpoint cannot run on a scene: other sources, other dates or no grid.
 
@@ -227,9 +268,7 @@ def predict_scene(
     from hpo.shift import outside_training
 
     if isinstance(checkpoint, str | Path):
-        from networks import load_checkpoint
-
-        checkpoint = load_checkpoint(checkpoint)
+        checkpoint = open_checkpoint(checkpoint)
     check_compatible(checkpoint, cube, where=where)
     extra = checkpoint.extra or {}
     # The networks are fully convolutional: tiles larger than the training patches see
@@ -421,6 +460,7 @@ __all__ = [
     "blend_window",
     "check_compatible",
     "landslide_probability",
+    "open_checkpoint",
     "predict_scene",
     "write_quicklook",
 ]

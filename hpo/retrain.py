@@ -13,6 +13,7 @@ validation probabilities.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -76,6 +77,7 @@ def train_export(
     say: Callable[[str], None] = print,
     on_epoch: Callable[[int, dict[str, Any]], Any] | None = None,
     members: int = 1,
+    allow_outside: Sequence[str | Path] = (),
 ) -> TrainRun:
     """Train the exported configuration and evaluate it once on the test split.
 
@@ -91,12 +93,15 @@ def train_export(
         on_epoch: Called after every epoch as ``on_epoch(epoch, metrics)``.
         members: Seeds to train (``seed``, ``seed + 1``, ...); above one, they are saved
             and evaluated as one seed ensemble.
+        allow_outside: Folders the export's ``data.cache_dir`` may also lie in (as
+            ``--allow-outside`` for a study file).
 
     Returns:
         The run.
 
     Raises:
-        ExportError: The export is unreadable, or has no network config or seed.
+        ExportError: The export is unreadable, has no network config or seed, or its
+            cube cache lies outside the allowed folders.
         HPOError: The run folder already holds a checkpoint, or ``members`` is out of
             range.
         data.DataError: The data cannot be prepared.
@@ -127,6 +132,7 @@ def train_export(
         )
     seed = split_seed if seed is None else seed
     section, base_dir = _data(doc, source)
+    _check_cache_dir(section, base_dir, source, allow_outside)
     ensure_section_scene(section, base_dir, origin=source, say=say)
     final = prepare_final_data(section, base_dir, seed=split_seed, train_on=train_on)
     say(f"data: {final.describe()}")
@@ -231,6 +237,38 @@ def _model(doc: Mapping[str, Any], source: str | None) -> tuple[str, Any]:
         return name, ModelConfig.from_dict(model["config"])
     except ConfigError as exc:
         raise ExportError(f"model.config: {exc}", path=source) from exc
+
+
+def _check_cache_dir(
+    section: Mapping[str, Any], base: Path, source: str | None, allow: Sequence[str | Path]
+) -> None:
+    """Hold the export's cube cache to the folders a study file's is held to.
+
+    An edited export could otherwise write its cube anywhere: only the study's folder,
+    the folder above it (where the shipped studies share ``../.cache``), the working
+    folder and the folders the user allows are accepted.
+    """
+    from hpo.spec import ALLOW_OUTSIDE_ENV, allowed_outside
+
+    configured = section.get("cache_dir")
+    if configured is None:
+        return
+    if not isinstance(configured, str):
+        raise ExportError(f"data.cache_dir = {configured!r}", path=source,
+                          hint="write it as a folder path, or re-export the study")
+    lexical = Path(os.path.normpath(base / Path(configured).expanduser()))
+    base = Path(os.path.normpath(base.absolute()))
+    # never a file system's root: an export naming data_base_dir "/" would allow all
+    roots = [Path.cwd()] + [r for r in (base, base.parent) if r.parent != r]
+    if any(lexical.is_relative_to(root) for root in roots + allowed_outside(allow)):
+        return
+    raise ExportError(
+        f"data.cache_dir {configured!r} resolves to {lexical}, outside {base}, its parent "
+        "and the working folder",
+        path=source,
+        hint=f"re-export the study, or allow the folder with --allow-outside {lexical.parent} "
+        f"(or {ALLOW_OUTSIDE_ENV})",
+    )
 
 
 def _data(doc: Mapping[str, Any], source: str | None) -> tuple[dict[str, Any], Path]:

@@ -45,6 +45,8 @@ _INT_RANGE = (-(2**63), 2**63 - 1)
 _SEED_RANGE = (0, 2**32 - 1)
 MAX_CYCLES = 100
 """Most passes over the stages a study may ask for (more is surely a typo)."""
+ALLOW_OUTSIDE_ENV = "HPO_ALLOW_OUTSIDE"
+"""Environment variable: folders (``os.pathsep``-separated) a study file may also write into."""
 OUTPUT_KEYS = ("storage", "artifacts", "data.cache_dir")
 """Study-file keys naming where the toolkit writes; each must stay inside the study's folder
 or the working folder (``data.cache_dir`` may also use the study folder's parent, where the
@@ -340,7 +342,11 @@ class StudySpec:
 
 
 def load_study_file(
-    path: str | Path, *, check_paths: bool = True, explicit: Collection[str] = ()
+    path: str | Path,
+    *,
+    check_paths: bool = True,
+    explicit: Collection[str] = (),
+    allow: Collection[str | Path] = (),
 ) -> StudySpec:
     """Read and validate a study file.
 
@@ -383,11 +389,13 @@ def load_study_file(
         ) from exc
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"not valid TOML: {exc}", file=str(path), hint=hint) from exc
+        allow: Further folders the study file may write into (``--allow-outside``),
+            besides those of :func:`allowed_outside`.
     except OSError as exc:
         raise SpecError(
             f"cannot read: {exc.strerror or exc}", file=str(path), hint="check its permissions"
         ) from exc
-    return parse_study(raw, file=path, check_paths=check_paths, explicit=explicit)
+    return parse_study(raw, file=path, check_paths=check_paths, explicit=explicit, allow=allow)
 
 
 def parse_study(
@@ -415,7 +423,7 @@ def parse_study(
     """
     file_path = Path(file).resolve() if file is not None else None
     base = file_path.parent if file_path else Path.cwd()
-    r = _Reader(str(file_path) if file_path else "<study>", base, explicit)
+    r = _Reader(str(file_path) if file_path else "<study>", base, explicit, allow)
     top = r.table(raw, "", _TOP_KEYS)
     default_name = file_path.stem if file_path else _REQUIRED
     name = r.get(top, "name", "", str, default_name)
@@ -428,6 +436,7 @@ def parse_study(
     metric = r.choice(top, "metric", "", METRICS, "f1")
     direction = r.choice(top, "direction", "", ("maximize", "minimize"), "maximize")
     r.check(
+    allow: Collection[str | Path] = (),
         direction == "maximize",
         "direction",
         f"{metric} is better when higher, so minimizing it would find the worst model",
@@ -438,6 +447,7 @@ def parse_study(
     spec = StudySpec(
         name=name,
         file=file_path,
+        allow: Further folders output paths may lie in (``--allow-outside``).
         storage=_resolve_storage(r, r.get(top, "storage", "", str, None), base, name),
         artifacts=r.output(r.get(top, "artifacts", "", str, f"artifacts/{name}"), "artifacts"),
         seed=r.number(top, "seed", "", 0, _within(_SEED_RANGE), _range_rule(_SEED_RANGE), int),
@@ -472,7 +482,13 @@ class _Reader:
         explicit: Output keys the command line replaces (not confined).
     """
 
-    def __init__(self, file: str, base: Path, explicit: Collection[str] = ()) -> None:
+    def __init__(
+        self,
+        file: str,
+        base: Path,
+        explicit: Collection[str] = (),
+        allow: Collection[str | Path] = (),
+    ) -> None:
         self.file = file
         self.base = base
         self.explicit = frozenset(explicit)
@@ -503,12 +519,14 @@ class _Reader:
 
     def get(
         self,
+        allow: Further folders output paths may lie in.
         table: Mapping[str, Any],
         name: str,
         key: str,
         kind: type | tuple[type, ...],
         default: Any = _REQUIRED,
     ) -> Any:
+        self.allow = allowed_outside(allow)
         dotted = _join(key, name)
         if name not in table:
             if default is _REQUIRED:
@@ -566,14 +584,16 @@ class _Reader:
         # the study's folder is the user's choice, not the study file's.
         lexical = Path(os.path.normpath(self.base / Path(path).expanduser()))
         roots = [self.base, Path.cwd()] + ([self.base.parent] if parent_ok else [])
-        if not any(lexical.is_relative_to(root) for root in roots):
+        if not any(lexical.is_relative_to(root) for root in roots + self.allow):
             where = " or ".join(dict.fromkeys(str(root) for root in roots))
             raise self.fail(
                 key,
                 f"{path!r} resolves to {lexical}, outside {where}",
                 "a study file may only write inside its own folder or the working folder: "
                 "use a relative path without '..', run hpo from a folder that contains it"
-                + (", or pass it on the command line (--storage)" if key == "storage" else ""),
+                + (", pass it on the command line (--storage)" if key == "storage" else "")
+                + f", or allow the folder with --allow-outside {lexical.parent} (or "
+                f"{ALLOW_OUTSIDE_ENV})",
             )
         return resolved
 
@@ -642,6 +662,23 @@ def _parse_runner(r: _Reader, raw: Any) -> RunnerSpec:
         max_concurrent=max_concurrent,
         address=r.get(t, "address", "runner", str, None),
         max_retries=max_retries,
+def allowed_outside(extra: Collection[str | Path] = ()) -> list[Path]:
+    """Folders outside the study's own that the user allows it to write into.
+
+    The study file cannot widen them: they come from the command line
+    (``--allow-outside``, passed as ``extra``) and the environment variable
+    :data:`ALLOW_OUTSIDE_ENV` (folders separated by ``os.pathsep``).
+
+    Args:
+        extra: Folders given on the command line.
+
+    Returns:
+        Absolute folders (symbolic links not followed, as output paths are judged).
+    """
+    listed = [p for p in os.environ.get(ALLOW_OUTSIDE_ENV, "").split(os.pathsep) if p.strip()]
+    return [Path(os.path.normpath(Path(p).expanduser().absolute())) for p in [*extra, *listed]]
+
+
         asha=asha,
         trial_timeout=_float_or_none(
             r.number(t, "trial_timeout", "runner", None, lambda v: v > 0, "a number of seconds > 0")
@@ -986,6 +1023,33 @@ def _on_grid(span: float, step: float) -> bool:
 
 def _part(name: str) -> str:
     """A key part as TOML writes it: dotted parameter names are quoted."""
+    # Every value a trial can draw, not only the defaults: a bad choice or bound would
+    # otherwise surface as failed trials mid-search. Ranges are checked at their ends (the
+    # network's own checks are per field and monotone: a lower bound, an upper bound).
+    base = ModelConfig.from_params(dict(spec.model.fixed))
+    for stage in spec.stages:
+        for pname, p in stage.params.items():
+            where = f"stages.{stage.name}.params.{_part(pname)}"
+            values = (
+                [("choices", c) for c in p.choices]
+                if p.type == "categorical"
+                else [("low", p.low), ("high", p.high)]
+            )
+            for field_name, value in values:
+                try:
+                    ModelConfig.from_params({pname: value}, base)
+                except ConfigError as exc:
+                    shown = f"{value!r}" if field_name == "choices" else f"{field_name} = {value}"
+                    raise r.fail(
+                        f"{where}.{field_name}",
+                        f"{shown}: the network rejects it ({exc})",
+                        exc.hint
+                        or (
+                            "remove that choice"
+                            if field_name == "choices"
+                            else "narrow the range to values the network accepts"
+                        ),
+                    ) from exc
     return name if re.fullmatch(r"[A-Za-z0-9_\-]+", name) else f'"{name}"'
 
 

@@ -171,7 +171,7 @@ def _open(
     heartbeat = {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period}
     if scheme == "sqlite":
         _make_parent(url.split(":///", 1)[-1], url)
-        return SQLiteStorage(url, **heartbeat)
+        return _schema_retry(lambda: SQLiteStorage(url, **heartbeat))
     if scheme in ("postgresql", "postgres", "mysql"):
         return _rdb_storage(_with_postgres_driver(url), heartbeat)
     if scheme in ("redis", "rediss"):
@@ -196,14 +196,27 @@ def _rdb_storage(url: str, heartbeat: dict[str, Any]) -> RDBStorage:
     (``pg_type_typname_nsp_index``) or on the table that now exists. The schema is then
     complete, and the second attempt opens it.
     """
-    from sqlalchemy.exc import IntegrityError, ProgrammingError
+    return _schema_retry(
+        lambda: RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, **heartbeat)
+    )
+
+
+def _schema_retry(open_storage: Any) -> Any:
+    """``open_storage()``, again when another driver was creating the same schema.
+
+    SQLite has the same race as PostgreSQL: drivers started together on a new file each
+    see no tables, and all but one fail on ``table ... already exists`` or on the
+    ``alembic_version`` row the winner wrote. The schema is complete on the next try.
+    """
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
     attempt = 1
     while True:
         try:
-            return RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, **heartbeat)
-        except (IntegrityError, ProgrammingError):
-            if attempt == _SCHEMA_TRIES:
+            return open_storage()
+        except (IntegrityError, ProgrammingError, OperationalError) as exc:
+            racing = not isinstance(exc, OperationalError) or "already exists" in str(exc)
+            if not racing or attempt == _SCHEMA_TRIES:
                 raise
         time.sleep(0.2 * attempt)
         attempt += 1
@@ -304,6 +317,73 @@ def _make_parent(path: str, url: str) -> None:
             url=url,
             hint="choose a writable location",
         ) from exc
+
+
+def _file_of(url: str) -> Path | None:
+    """The file behind a ``sqlite:///`` or ``journal://`` URL (``None``: a server or memory)."""
+    scheme = urlsplit(url).scheme.split("+", 1)[0]
+    if scheme == "sqlite":
+        path = url.split(":///", 1)[-1].split("?", 1)[0]
+        return None if path in ("", ":memory:") else Path(path)
+    if scheme == "journal":
+        return Path(url[len("journal://") :])
+    return None
+
+
+def require_stored(url: str) -> None:
+    """Refuse a file storage that does not exist, before anything creates it.
+
+    Commands that only read a search (status, report, dashboard) must not leave a folder
+    and an empty database behind a mistyped path.
+
+    Args:
+        url: A storage URL.
+
+    Raises:
+        StorageError: ``url`` names a SQLite or journal file that does not exist.
+    """
+    path = _file_of(_expand_bare_name(url))
+    if path is not None and not path.exists():
+        raise StorageError(
+            f"no storage file {path}",
+            url=url,
+            hint="check the path (sqlite:///relative.db, sqlite:////absolute.db); "
+            "`hpo tune STUDY.toml` creates it",
+        )
+
+
+def probe_storage(url: str) -> str:
+    """Open a storage as ``hpo tune`` will, without creating a file storage (a dry run).
+
+    Args:
+        url: A storage URL.
+
+    Returns:
+        What was found, for the user: ``"reachable"``, ``"exists"`` or that a new file
+        will be created.
+
+    Raises:
+        StorageError: The server cannot be reached, the database or file cannot be
+            opened, or a new file could not be created.
+    """
+    url = _expand_bare_name(url)
+    path = _file_of(url)
+    if path is None:
+        make_storage(url)
+        return "reachable"
+    if path.exists():
+        make_storage(url)
+        return "exists"
+    folder = path.absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise StorageError(
+            f"cannot create {path}: {folder} is not a writable folder",
+            url=url,
+            hint="choose a writable location",
+        )
+    return "a new file, created when tuning starts"
 
 
 def _redis_storage(url: str) -> JournalStorage:
@@ -410,5 +490,7 @@ __all__ = [
     "make_artifact_store",
     "make_storage",
     "mask_url",
+    "probe_storage",
+    "require_stored",
     "unwrap",
 ]

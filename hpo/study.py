@@ -43,6 +43,7 @@ def load_study(
     runner: str | None = None,
     check_paths: bool = True,
     data_path: str | Path | None = None,
+    allow_outside: Sequence[str | Path] = (),
 ) -> StudySpec:
     """Read a study file, with the command line's overrides applied.
 
@@ -56,24 +57,28 @@ def load_study(
         check_paths: Check that the data files exist (or can be generated).
         data_path: Where the data are (relative paths: the working folder), replacing
             ``[data] path`` (a data folder: Landslide4Sense, Kashmir, ...) or ``[data]
-            scene`` (a scene file, or the folder holding ``scene.toml``).
+            scene`` (a scene file, or the folder holding ``scene.toml``). It must exist
+            and hold data: the study's own data are never used in its place.
+        allow_outside: Folders the study file may write into (storage, artifacts, cube
+            cache) besides its own folder and the working folder (``--allow-outside``;
+            the environment's ``HPO_ALLOW_OUTSIDE`` adds more).
 
     Returns:
         The validated spec.
 
     Raises:
-        SpecError: The file is missing or invalid, or its scene is missing and cannot be
-            generated.
+        SpecError: The file is missing or invalid, its scene is missing and cannot be
+            generated, or ``data_path`` is missing or empty.
     """
     # A storage given on the command line is the user's choice: the file's own is then
     # not held to the study folder.
     explicit = ("storage",) if storage is not None else ()
-    spec = load_study_file(path, check_paths=False, explicit=explicit)
+    spec = load_study_file(path, check_paths=False, explicit=explicit, allow=allow_outside)
     if data_path is not None:
         spec = _with_data_path(spec, Path(data_path))
     if check_paths and not _scene_ready(spec) and synthetic_settings(spec) is None:
         # raises the spec's own message
-        spec = load_study_file(path, check_paths=True, explicit=explicit)
+        spec = load_study_file(path, check_paths=True, explicit=explicit, allow=allow_outside)
     synthetic_settings(spec)  # validate the table even when the scene exists
     if storage is not None:
         spec = dataclasses.replace(spec, storage=_storage_url(storage))
@@ -90,12 +95,34 @@ def load_study(
 
 def _with_data_path(spec: StudySpec, where: Path) -> StudySpec:
     """``spec`` with its data folder (or scene file) replaced by ``where``."""
+    given = where
     where = where.expanduser().resolve()
     data = dict(spec.data)
+
+    def refuse(problem: str, hint: str) -> SpecError:
+        # Named here, not left to the data checks: a missing override once fell back to
+        # the study's own data silently.
+        return SpecError(
+            f"--data-path {given}: {problem}",
+            file=str(spec.file) if spec.file else None,
+            key="data",
+            hint=hint,
+        )
+
+    if ("path" in data or "scene" in data) and not where.exists():
+        raise refuse("no such file or folder", "check the path (relative to the working folder)")
     if "path" in data:
+        if where.is_dir() and not any(where.iterdir()):
+            raise refuse("the folder is empty", "point it at the folder that holds the data")
         data["path"] = str(where)
     elif "scene" in data:
-        data["scene"] = str(where / "scene.toml" if where.is_dir() else where)
+        scene = where / "scene.toml" if where.is_dir() else where
+        if not scene.is_file():
+            raise refuse(
+                f"no scene file {scene.name} in the folder",
+                f"pass the scene file itself, or write one with `hpo synth {given}`",
+            )
+        data["scene"] = str(scene)
         data.pop(SYNTHETIC_KEY, None)  # the user's data: nothing to generate
     else:
         raise SpecError(

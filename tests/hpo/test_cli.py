@@ -341,3 +341,143 @@ def test_dashboard_serves_every_stage_study(tuned, capsys):
     assert main(["tune", str(study), "--plain"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--from-stage dcnn" in err[0]
+
+
+# ------------------------------------------------------------ new-user defects (issue 21)
+
+
+def one_error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("hpo: error: ") and "Traceback" not in err
+    return lines[0]
+
+
+def test_data_path_that_is_empty_or_missing_is_a_named_error(tmp_path, capsys):
+    # Regression: the override was dropped and the study's own (synthetic) data used, exit 0.
+    study = write_study(tmp_path)
+    assert main(["synth", str(tmp_path / "scene"), "--size", "16", "--dates", "2"]) == 0
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for where in (empty, tmp_path / "missing"):
+        for command in (["tune", str(study), "--dry-run"], ["export", str(study)]):
+            status = main([*command, "--data-path", str(where)])
+            line = one_error_line(capsys.readouterr().err)
+            assert status == 2 and "--data-path" in line and str(where) in line, line
+            assert "hint:" in line
+    assert not (tmp_path / "tiny.db").exists()
+
+
+def test_status_of_a_mistyped_sqlite_url_creates_nothing(tmp_path, capsys):
+    # Regression: the folder and an empty database were created.
+    url = f"sqlite:///{tmp_path}/mistyped/path.db"
+    for command in (["status", url], ["report", url, "-o", str(tmp_path / "r")],
+                    ["dashboard", url]):
+        status = main(command)
+        line = one_error_line(capsys.readouterr().err)
+        assert status == 1 and "no storage file" in line and "hint:" in line, line
+    assert not (tmp_path / "mistyped").exists()
+
+
+def test_dry_run_opens_the_storage(tmp_path, capsys, pg_url):
+    # Regression: `--storage postgresql://.../nosuchdb --dry-run` said all was well.
+    study = write_study(tmp_path)
+    bad = pg_url.rsplit("/", 1)[0] + "/nosuchdb_hpo_issue21"
+    status = main(["tune", str(study), "--storage", bad, "--dry-run"])
+    line = one_error_line(capsys.readouterr().err)
+    assert status == 1 and "cannot open the storage" in line and "nosuchdb_hpo_issue21" in line
+    assert main(["tune", str(study), "--storage", pg_url, "--dry-run"]) == 0
+    assert "reachable" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key", "needle"),
+    [
+        ('"dcnn.width" = { type = "int", low = 2,', '"dcnn.width" = { type = "int", low = 0,',
+         '[stages.dcnn.params."dcnn.width".low]', "0"),
+        ('"dcnn.width" = { type = "int", low = 2, high = 8, default = 4 }',
+         '"dbn.hidden" = { type = "categorical", choices = ["4", "abc"], default = "4" }',
+         '[stages.dcnn.params."dbn.hidden".choices]', "'abc'"),
+    ],
+    ids=["bound", "choice"],
+)
+def test_dry_run_checks_bounds_and_choices_against_the_network(
+    tmp_path, capsys, old, new, key, needle
+):
+    # Regression: these failed only at trial time, as failed trials.
+    text = TINY_STUDY.replace(old, new).replace('"dbn.hidden" = "4"\n', "")
+    study = write_study(tmp_path, text)
+    status = main(["tune", str(study), "--dry-run"])
+    line = one_error_line(capsys.readouterr().err)
+    assert status == 2 and key in line and needle in line and "hint:" in line, line
+
+
+def test_hints_name_the_next_step(tmp_path, capsys):
+    study = write_study(tmp_path)
+    # an export is what `hpo train` takes; a study file is a step earlier
+    status = main(["train", str(study)])
+    line = one_error_line(capsys.readouterr().err)
+    assert status == 2 and "hpo export" in line and "pass fmt" not in line, line
+    # a file that is no checkpoint: the command that writes one, not an API name
+    status = main(["predict", str(ROOT / "README.md"), "--scene", str(tmp_path)])
+    line = one_error_line(capsys.readouterr().err)
+    assert status == 2 and "hpo train" in line and "save_checkpoint" not in line, line
+    status = main(["predict", str(tmp_path / "nope.pt"), "--scene", str(tmp_path)])
+    line = one_error_line(capsys.readouterr().err)
+    assert status == 2 and "no such checkpoint" in line and "hint:" in line, line
+    status = main(["tune", str(study), "--from-stage", "nope"])
+    line = one_error_line(capsys.readouterr().err)
+    assert status == 2 and "hint:" in line and "optim" in line, line
+
+
+def test_missing_files_on_the_command_line_exit_alike(tmp_path, capsys):
+    # Regression: a missing study file gave 2, a missing export 1.
+    statuses = {
+        "study": main(["tune", str(tmp_path / "nope.toml")]),
+        "export": main(["train", str(tmp_path / "nope.yaml")]),
+        "checkpoint": main(["predict", str(tmp_path / "nope.pt"), "--scene", str(tmp_path)]),
+    }
+    capsys.readouterr()
+    assert set(statuses.values()) == {2}, statuses
+
+
+def test_permission_error_has_a_hint(tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    # root ignores file modes; sysfs refuses new folders to everyone
+    target = Path("/sys/hpo-test") if os.geteuid() == 0 else locked / "scene"
+    try:
+        status = main(["synth", str(target), "--size", "16", "--dates", "1"])
+    finally:
+        locked.chmod(0o700)
+    line = one_error_line(capsys.readouterr().err)
+    assert status == 1 and ("not permitted" in line or "ermission denied" in line), line
+    assert "hint:" in line, line
+
+
+def test_foreign_pickle_is_one_line_without_a_torch_warning(tmp_path):
+    # Regression: torch's "Detected pickle protocol 5" warning came before the error.
+    import pickle
+
+    (tmp_path / "raw.pt").write_bytes(pickle.dumps([1, 2], protocol=5))
+    run = subprocess.run(
+        [sys.executable, "-m", "hpo.cli", "predict", "raw.pt", "--scene", "."],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert run.returncode == 2, run.stderr
+    one_error_line(run.stderr)
+
+
+def test_status_by_url_names_the_metric(tuned, capsys):
+    # Regression: `hpo status URL` said "maximize value".
+    study = tuned
+    ensure_tuned(study)
+    url = f"sqlite:///{study.parent / 'tiny.db'}"
+    for summary in optuna.get_all_study_summaries(url):
+        optuna.load_study(study_name=summary.study_name, storage=url).set_metric_names(["f1"])
+    capsys.readouterr()
+    assert main(["status", url]) == 0
+    out = capsys.readouterr().out
+    assert "maximize f1" in out and "best f1" in out, out

@@ -4,6 +4,9 @@ ledger. The short version of ``benchmarks/concurrency.py`` (N = 2, 4, 8)."""
 
 from __future__ import annotations
 
+import multiprocessing
+import time
+
 import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
@@ -111,3 +114,33 @@ def test_a_point_proposed_twice_at_once_runs_once(tmp_path, name):  # noqa: F811
     yielded = [t for t in trials if t.state == TrialState.FAIL]
     assert yielded and all(t.user_attrs[FAIL_KIND_ATTR] == "duplicate" for t in yielded)
     assert "has the same point" in yielded[0].user_attrs[FAIL_REASON_ATTR]
+
+
+def _open_at(url: str, start: float, results) -> None:  # noqa: ANN001 - a process target
+    while time.time() < start:
+        time.sleep(0.001)
+    try:
+        from hpo.storage import make_storage
+
+        optuna.create_study(storage=make_storage(url), study_name="s", load_if_exists=True)
+        results.put("ok")
+    except Exception as exc:  # noqa: BLE001 - reported to the test
+        results.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_drivers_creating_one_new_sqlite_file_at_once_all_open_it(tmp_path):
+    # Regression (issue 21): two drivers started together on a new SQLite file; one
+    # crashed with "table trial_params already exists" or "UNIQUE constraint failed:
+    # alembic_version.version_num" (seen in every round of 4 processes here).
+    ctx = multiprocessing.get_context("fork")
+    for round_ in range(3):
+        url = f"sqlite:///{tmp_path}/new{round_}.db"
+        results = ctx.Queue()
+        start = time.time() + 0.5  # every process is imported and waiting by then
+        procs = [ctx.Process(target=_open_at, args=(url, start, results)) for _ in range(4)]
+        for proc in procs:
+            proc.start()
+        outcomes = [results.get(timeout=120) for _ in procs]
+        for proc in procs:
+            proc.join(timeout=60)
+        assert outcomes == ["ok"] * 4, outcomes

@@ -140,6 +140,77 @@ def test_explicit_command_line_output_may_go_anywhere(nested: Path, tmp_path: Pa
     assert f"sqlite:///{elsewhere}/cli.db" in out
 
 
+@pytest.mark.parametrize(("key", "value"), [c for c in ESCAPING if "{outside}" in c[1]])
+def test_output_outside_is_allowed_when_the_user_says_so(
+    nested: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key: str, value: str
+) -> None:
+    # The refusal is a good default against hostile study files; a user who keeps runs on
+    # another disk allows that folder explicitly (issue 21): the command line or the env.
+    outside = tmp_path / "elsewhere"
+    path = write_study(nested, _with_output(key, value.format(outside=outside)))
+    with pytest.raises(SpecError) as info:
+        load_study_file(path, check_paths=False, allow=[tmp_path / "other"])
+    assert "--allow-outside" in info.value.hint
+    load_study_file(path, check_paths=False, allow=[outside])
+    monkeypatch.setenv("HPO_ALLOW_OUTSIDE", f"{tmp_path / 'other'}{os.pathsep}{outside}")
+    load_study_file(path, check_paths=False)
+
+
+def test_allow_outside_on_the_command_line(nested: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere"
+    path = write_study(nested, _with_output("storage", f"sqlite:///{outside}/x.db"))
+    status, _, err = run_cli("tune", str(path), "--dry-run")
+    assert_one_line_error(status, err, "outside", "--allow-outside")
+    status, out, err = run_cli("tune", str(path), "--dry-run", "--allow-outside", str(outside))
+    assert status == 0, err
+    assert f"sqlite:///{outside}/x.db" in out and not outside.exists()
+
+
+def test_export_cache_dir_is_held_to_the_same_folders(tmp_path: Path) -> None:
+    # Regression: an edited export could write its cube anywhere.
+    from hpo.retrain import _check_cache_dir, train_export
+    from networks import ModelConfig
+
+    outside = tmp_path / "elsewhere"
+    study_dir = tmp_path / "project" / "studies"
+    doc = {
+        "format": "landslide-hpo/export/1",
+        "seed": 0,
+        "model": {"name": "fusion", "config": ModelConfig().to_dict()},
+        "data": {"scene": "scene/scene.toml", "cache_dir": str(outside / "cubes")},
+        "data_base_dir": str(study_dir),
+    }
+    with pytest.raises(ExportError) as info:
+        train_export(doc, tmp_path / "run")
+    assert "cache_dir" in str(info.value) and "--allow-outside" in info.value.hint
+    assert not outside.exists() and not (tmp_path / "run").exists()
+    _check_cache_dir(doc["data"], study_dir, None, [outside])  # allowed: no error
+    for fine in ("../.cache/cubes", "cubes"):
+        _check_cache_dir({"cache_dir": fine}, study_dir, None, [])
+    # a base at the file system's root does not open every folder
+    with pytest.raises(ExportError):
+        _check_cache_dir({"cache_dir": "etc/cubes"}, Path("/"), None, [])
+
+
+def test_outputs_follow_the_umask(tmp_path: Path) -> None:
+    # Regression: every atomically written output was mode 0600 (the temporary file's), so
+    # a GIS server or a colleague could not read map.tif, model.pt, metrics.json, ...
+    from hpo.atomic import atomic_path, write_text
+
+    old = os.umask(0o022)
+    try:
+        write_text(tmp_path / "report.md", "x")
+        with atomic_path(tmp_path / "map.png") as tmp:
+            tmp.write_bytes(b"png")
+        os.umask(0o077)
+        write_text(tmp_path / "private.md", "x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "report.md").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "map.png").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "private.md").stat().st_mode & 0o777 == 0o600
+
+
 def test_symlink_made_by_the_user_inside_the_study_folder_is_allowed(
     nested: Path, tmp_path: Path
 ) -> None:
