@@ -202,11 +202,10 @@ def check(out: Path) -> dict[str, Any]:
         spec = st.load_study(path)
         cube = data.prepare(st.data_section(spec), spec.base_dir)
         splits = cube.splits(seed=spec.seed)
-        per_patch = cube.patch_shape[0]
         ids = cube.meta["patch_ids"]
 
-        def regions(tiles: Any, ids: list[str] = ids, h: int = per_patch) -> dict[str, int]:
-            found = {ids[t.row // h] for t in tiles}
+        def regions(tiles: Any, ids: list[str] = ids, cube: Any = cube) -> dict[str, int]:
+            found = {ids[cube.patch_index(t)] for t in tiles}
             return {r: sum(1 for p in found if p.startswith(r)) for r in SEEDS}
 
         report[variant] = {"dry_run": lines, "validation": splits.info["validation"],

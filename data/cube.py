@@ -191,17 +191,44 @@ class Cube:
 
     @property
     def regions(self) -> list[Region]:
-        """Rectangles tiles never cross: the grid, or each patch of a collection."""
+        """Rectangles tiles never cross: the grid, or each patch of a collection, in order.
+
+        A packed collection (``meta["layout"] == "packed"``) keeps each patch at its own
+        size somewhere on the canvas; an older one stacks equal slots of ``patch_shape``.
+        """
         h, w = self.valid.shape
         if self.patch_shape is None:
             return [Region(0, 0, h, w)]
+        if self.meta.get("layout") == "packed":
+            return [Region(p["row"], p["col"], *p["shape"]) for p in self.meta["patches"]]
         ph, pw = self.patch_shape
         return [Region(r, 0, ph, pw) for r in range(0, h, ph)]
+
+    def patch_index(self, tile: Tile) -> int:
+        """The index of the patch (in ``regions`` and ``meta["patch_ids"]``) holding ``tile``.
+
+        Raises:
+            ValueError: The cube is not a patch collection, or no patch holds the tile.
+        """
+        if self.patch_shape is None:
+            raise ValueError("a gridded scene has no patches")
+        if self.meta.get("layout") != "packed":
+            return tile.row // self.patch_shape[0]
+        if getattr(self, "_bounds", None) is None:
+            self._bounds = np.array([tuple(r) for r in self.regions], np.int64).reshape(-1, 4)
+        r, c, h, w = self._bounds.T
+        hit = np.flatnonzero((r <= tile.row) & (tile.row < r + h)
+                             & (c <= tile.col) & (tile.col < c + w))
+        if not hit.size:
+            raise ValueError(f"no patch holds {tile}")
+        return int(hit[0])
 
     def region_of(self, tile: Tile) -> Region:
         """The region (the grid, or a collection's patch) that holds ``tile``."""
         if self.patch_shape is None:
             return self.regions[0]
+        if self.meta.get("layout") == "packed":
+            return self.regions[self.patch_index(tile)]
         ph, pw = self.patch_shape
         return Region(tile.row // ph * ph, 0, ph, pw)
 

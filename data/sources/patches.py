@@ -127,6 +127,7 @@ class _Settings:
             "image_key": self.image_key, "mask_key": self.mask_key,
             "mask_codes": {k: list(v) for k, v in self.mask_codes.items()},
             "patch_shape": list(self.patch_shape) if self.patch_shape else None,
+            "canvas": "packed",  # each patch at its own size (a cube of padded slots before)
         }
 
 
@@ -584,21 +585,43 @@ def _labels(codes: np.ndarray, settings: _Settings, path: Path) -> tuple[np.ndar
     return np.isin(codes, mapping["landslide"]), ~np.isin(codes, mapping["ignore"])
 
 
-def _fit(block: np.ndarray, slot: tuple[int, int], offset: tuple[int, int],
-         fill: float | bool) -> np.ndarray:
-    """Crop ``block`` (..., H, W) from ``offset`` and pad it with ``fill`` to ``slot``."""
-    (r0, c0), (sh, sw) = offset, slot
-    kept = block[..., r0: r0 + sh, c0: c0 + sw]
-    out = np.full(block.shape[:-2] + slot, fill, dtype=block.dtype)
-    out[..., : kept.shape[-2], : kept.shape[-1]] = kept
-    return out
+def _pack(shapes: Sequence[tuple[int, int]], width: int
+          ) -> tuple[list[tuple[int, int]], int]:
+    """Shelf packing: the (row, col) of each patch in a canvas ``width`` wide, and its height.
+
+    Patches go, tallest first, into the first shelf (a band of rows as high as its first
+    patch) with room left, else onto a new shelf; patches of one size thus stack in order,
+    one per shelf when they are as wide as the canvas.
+    """
+    shelves: list[list[int]] = []  # [row, height, used width]
+    where: list[tuple[int, int]] = [(0, 0)] * len(shapes)
+    height = 0
+    for k in sorted(range(len(shapes)), key=lambda k: (-shapes[k][0], k)):
+        h, w = shapes[k]
+        shelf = next((sh for sh in shelves if sh[2] + w <= width and h <= sh[1]), None)
+        if shelf is None:
+            shelf = [height, h, 0]
+            shelves.append(shelf)
+            height += h
+        where[k] = (shelf[0], shelf[2])
+        shelf[2] += w
+    return where, height
 
 
 def _build(settings: _Settings, out_dir: Path | None, key: str) -> tuple[dict, dict]:
-    """Headers first (channel counts, the slot size), then the values one patch at a time."""
-    # a wrong file fails the build before anything is written, and the slot is known
+    """Headers first (channel counts, sizes), then the values one shelf of patches at a time.
+
+    Each patch keeps its own size (cropped around its centre to a declared
+    ``patch_shape``); the patches are packed into shelves of one canvas, so a set of 61 to
+    738 px patches is not padded to 738 x 738 each. Cells of the canvas no patch covers
+    are NaN and invalid.
+    """
+    # a wrong file fails the build before anything is written, and the sizes are known
     sizes = [_open_image(p.image, settings, read=False).size for p in settings.patches]
     slot = settings.patch_shape or (max(h for h, _ in sizes), max(w for _, w in sizes))
+    shapes = [(min(h, slot[0]), min(w, slot[1])) for h, w in sizes]
+    width = max(w for _, w in shapes)
+    where, height = _pack(shapes, width)
     outputs = [(name, c) for c in settings.channels for name in c.outputs]
     stores = {"dynamic": 0, "static": 0}
     slots = []
@@ -608,38 +631,50 @@ def _build(settings: _Settings, out_dir: Path | None, key: str) -> tuple[dict, d
         stores[store] += 1
     labelled = settings.masks is not None
     writer = CubeWriter(out_dir, n_dynamic=stores["dynamic"], n_static=stores["static"],
-                        n_dates=1, n_label_dates=int(labelled),
-                        height=slot[0] * len(settings.patches), width=slot[1])
-    described = []
-    for k, (patch, (h, w)) in enumerate(zip(settings.patches, sizes, strict=True)):
-        # a patch larger than the slot keeps its centre
-        offset = (max(0, (h - slot[0]) // 2), max(0, (w - slot[1]) // 2))
-        image = _open_image(patch.image, settings, read=True)
-        values = _fit(_encode(image, settings, patch.image), slot, offset, np.nan)
-        row = k * slot[0]
+                        n_dates=1, n_label_dates=int(labelled), height=height, width=width)
+    shelves: dict[int, list[int]] = {}
+    for k, (row, _) in enumerate(where):
+        shelves.setdefault(row, []).append(k)
+    described: list[dict[str, Any]] = [{} for _ in settings.patches]
+    for row, members in sorted(shelves.items()):
+        rows = max(shapes[k][0] for k in members)
+        values = np.full((len(outputs), rows, width), np.nan, np.float32)
+        landslide = np.zeros((rows, width), bool)
+        valid = np.zeros((rows, width), bool)
+        for k in members:
+            patch, (h, w), (sh, sw), col = settings.patches[k], sizes[k], shapes[k], where[k][1]
+            # a patch larger than the declared shape keeps its centre
+            r0, c0 = (h - sh) // 2, (w - sw) // 2
+            image = _open_image(patch.image, settings, read=True)
+            cells = np.s_[:sh, col: col + sw]
+            values[(slice(None), *cells)] = _encode(image, settings, patch.image)[
+                :, r0: r0 + sh, c0: c0 + sw]
+            if patch.mask is not None:
+                codes = _read_mask(patch.mask, settings)
+                if codes.shape != (h, w):
+                    raise SizeMismatchError(
+                        f"mask is {codes.shape[0]} x {codes.shape[1]} px, its image "
+                        f"{patch.image.name} {h} x {w} px", file=patch.mask, key="data.masks",
+                        hint="pair each image with the mask of the same patch (see masks)")
+                positive, known = _labels(codes, settings, patch.mask)
+                landslide[cells] = positive[r0: r0 + sh, c0: c0 + sw]
+                valid[cells] = known[r0: r0 + sh, c0: c0 + sw]
+            described[k] = {"id": patch.id, "image": os.path.relpath(patch.image, settings.root),
+                            "row": row, "col": col, "size": [h, w], "shape": [sh, sw],
+                            "offset": [r0, c0]}
         for (store, index), block in zip(slots, values, strict=True):
             if store == "dynamic":
                 writer.write_dynamic(index, 0, row, block)
             else:
                 writer.write_static(index, row, block)
-        if patch.mask is not None:
-            codes = _read_mask(patch.mask, settings)
-            if codes.shape != (h, w):
-                raise SizeMismatchError(
-                    f"mask is {codes.shape[0]} x {codes.shape[1]} px, its image "
-                    f"{patch.image.name} {h} x {w} px", file=patch.mask, key="data.masks",
-                    hint="pair each image with the mask of the same patch (see masks)")
-            landslide, valid = _labels(codes, settings, patch.mask)
-            writer.write_labels(0, row, _fit(landslide, slot, offset, False),
-                                _fit(valid, slot, offset, False))
-        described.append({"id": patch.id, "image": os.path.relpath(patch.image, settings.root),
-                          "row": row, "size": [h, w], "offset": list(offset)})
+        if labelled:
+            writer.write_labels(0, row, landslide, valid)
     sources = [{"name": name, "kind": c.kind, "type": c.type, "store": store, "index": index,
                 "origin": str(settings.root / settings.images)}
                for (name, c), (store, index) in zip(outputs, slots, strict=True)]
     meta = {"version": CUBE_VERSION, "hash": key, "format": "patches", "sources": sources,
             "dates": [DATE], "label_dates": [DATE] if labelled else [],
             "label_origin": str(settings.root / settings.masks) if labelled else None,
-            "grid": None, "patch_shape": list(slot),
+            "grid": None, "patch_shape": list(slot), "layout": "packed",
             "patch_ids": [p.id for p in settings.patches], "patches": described}
     return writer.finish(meta), meta

@@ -62,8 +62,7 @@ def _cube(root: Path, **options: Any) -> data.Cube:
 
 
 def _ids(cube: data.Cube, tiles) -> set[str]:
-    ph = cube.patch_shape[0]
-    return {cube.meta["patch_ids"][t.row // ph] for t in tiles}
+    return {cube.meta["patch_ids"][cube.patch_index(t)] for t in tiles}
 
 
 def _regions(cube: data.Cube, tiles) -> set[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tomllib
 import warnings
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -67,25 +68,25 @@ def _png_set(root: Path) -> tuple[dict[str, Any], list[np.ndarray], list[np.ndar
     return section, images, masks
 
 
-def test_png_patches_are_padded_and_padding_never_counts(tmp_path):
+def test_png_patches_keep_their_size_and_padding_never_counts(tmp_path):
     section, images, masks = _png_set(tmp_path)
     cube = data.build_cube(section, base_dir=tmp_path)
-    assert cube.shape == (3, 1, 3 * 12, 14) and cube.patch_shape == (12, 14)
+    # packed into shelves 14 px wide, tallest first: 12 + 10 + 8 rows, not 3 slots of 12 x 14
+    assert cube.shape == (3, 1, 30, 14) and cube.patch_shape == (12, 14)
     assert cube.crs is None and cube.meta["patch_ids"] == ["p0", "p1", "p2"]
     assert [p["size"] for p in cube.meta["patches"]] == [list(s) for s in SIZES]
     assert all(p["offset"] == [0, 0] for p in cube.meta["patches"])
+    assert [tuple(r) for r in cube.regions] == [(0, 0, 12, 10), (22, 0, 8, 8), (12, 0, 10, 14)]
     values = np.asarray(cube.values)
-    for k, (image, mask) in enumerate(zip(images, masks, strict=True)):
-        h, w = mask.shape
-        slot = slice(12 * k, 12 * (k + 1))
-        assert np.array_equal(values[:, 0, slot][:, :h, :w], image.astype(np.float32))
-        padding = np.ones((12, 14), bool)
-        padding[:h, :w] = False
-        assert np.isnan(values[:, 0, slot][:, padding]).all()
-        valid = cube.valid[slot]
-        assert np.array_equal(valid[:h, :w], mask != 255)  # ignore code -> invalid
-        assert not valid[h:].any() and not valid[:, w:].any()
-        assert np.array_equal(cube.labels[slot][:h, :w], np.isin(mask, [1, 2]))
+    covered = np.zeros(cube.valid.shape, bool)
+    for region, image, mask in zip(cube.regions, images, masks, strict=True):
+        cells = np.s_[region.row: region.row + region.height,
+                      region.col: region.col + region.width]
+        covered[cells] = True
+        assert np.array_equal(values[:, 0][(slice(None), *cells)], image.astype(np.float32))
+        assert np.array_equal(cube.valid[cells], mask != 255)  # ignore code -> invalid
+        assert np.array_equal(cube.labels[cells], np.isin(mask, [1, 2]))
+    assert np.isnan(values[:, 0][:, ~covered]).all() and not cube.valid[~covered].any()
     tiles = cube.tiles(patch_size=16)
     assert len(tiles) == 3  # one tile per patch, padded to 16 x 16 in the samples
     ds = cube.dataset(tiles, norm=cube.norm_stats(tiles))
@@ -408,3 +409,33 @@ def test_l4s_sample_through_the_generic_source_equals_the_l4s_source(tmp_path):
     assert np.array_equal(np.asarray(generic.values), np.asarray(dedicated.values))
     assert np.array_equal(generic.labels, dedicated.labels)
     assert np.array_equal(generic.valid, dedicated.valid)
+
+
+def test_patches_of_many_sizes_are_packed_not_padded(tmp_path):
+    # one 64-px patch and eight 16-px ones: slots of 64 x 64 would hold 9 x 4096 pixels
+    rng = np.random.default_rng(4)
+    sizes = [(64, 64)] + [(16, 16)] * 8
+    for k, (h, w) in enumerate(sizes):
+        _raster(tmp_path / "img" / f"{k}.tif", np.full((1, h, w), k + 1, np.float32))
+        mask = np.zeros((h, w), np.uint8)
+        mask[rng.integers(h), rng.integers(w)] = 1
+        _raster(tmp_path / "mask" / f"{k}.tif", mask)
+    section = {"format": "patches", "path": str(tmp_path), "images": "img/*.tif",
+               "masks": "mask/{stem}.tif", "channels": [{"name": "v", "kind": "optical"}],
+               "patch_size": 16}
+    cube = data.build_cube(section, base_dir=tmp_path)
+    assert cube.shape[2:] == (64 + 2 * 16, 64)  # the big patch, then two shelves of four
+    tiles = cube.tiles()
+    assert len(tiles) == 16 + 8
+    assert sorted(cube.patch_index(t) for t in tiles) == [0] * 16 + list(range(1, 9))
+    # the context stays inside the patch: a small patch's sample holds only its own value
+    small = [t for t in tiles if cube.patch_index(t) == 5]
+    x, _, valid = cube.dataset(small, context=8)[0]
+    assert x.shape[-2:] == (32, 32) and int(valid.sum()) == 16 * 16
+    assert set(np.unique(x[0, 0].numpy())) == {0.0, 6.0}
+    splits = cube.splits(seed=1, fractions=[0.5, 0.2, 0.3])
+    parts = (splits.train, splits.val, splits.test)
+    assert sum(len(part) for part in parts) == 24
+    for part in parts:  # every patch whole in one split
+        seen = Counter(cube.patch_index(t) for t in part)
+        assert all(n == (16 if k == 0 else 1) for k, n in seen.items())
