@@ -403,6 +403,10 @@ class Cube:
             test_groups=test_groups, validation=validation, buffer=buffer,
         )
         train, val, test = result.train, result.val, result.test
+        if result.info.get("buffer_clipped"):
+            # a tile cut back by the buffer may have kept no valid pixel
+            train, val, test = ([t for t in part if self.valid[t.slices].any()]
+                                for part in (train, val, test))
         if self.labels is not None and not any(
             ((self.labels[t.slices] > 0) & self.valid[t.slices]).any() for t in train
         ):

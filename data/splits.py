@@ -477,8 +477,8 @@ def split_tiles(
         info["folds"] = n_folds
     out: tuple[list[Tile], list[Tile], list[Tile]] = ([], [], [])
     if method == "blocked" and not by_region:
-        dropped = _keep_apart(pairs, block_size, stride, buffer, out)
-        info |= {"buffer": buffer, "buffer_dropped": dropped}
+        dropped, clipped = _keep_apart(pairs, block_size, stride, buffer, out)
+        info |= {"buffer": buffer, "buffer_dropped": dropped, "buffer_clipped": clipped}
     else:
         for (tile, _), code, _ in pairs:
             if code >= 0:
@@ -648,17 +648,22 @@ def _assign_general(
 
 def _keep_apart(pairs: Sequence[tuple[tuple[Tile, tuple[int, int, int]], int, int]],
                 block_size: int, stride: int, buffer: int,
-                out: tuple[list[Tile], list[Tile], list[Tile]]) -> int:
+                out: tuple[list[Tile], list[Tile], list[Tile]]) -> tuple[int, int]:
     """Put each tile into its split, keeping the splits apart.
 
-    A tile is dropped when it reaches into another split's block, or lies within ``buffer``
-    pixels of a more withheld split's block. Returns the tiles the buffer dropped.
+    A tile is dropped when it reaches into another split's block. A tile within ``buffer``
+    pixels of a more withheld split's block (training near validation or test, validation
+    near test) is cut back to the largest part outside that band, or dropped when nothing
+    is left, so no pixel it holds lies within ``buffer`` of the other split's pixels.
+
+    Returns:
+        (tiles the buffer dropped, tiles it cut back).
     """
     block_split: dict[tuple[int, int, int], int] = {}
     for (_, (k, i, j)), _, b in pairs:
         block_split[(k, i // block_size, j // block_size)] = b
     span = stride * block_size
-    dropped = 0
+    dropped = clipped = 0
     for (tile, (k, i, j)), code, own in pairs:
         if code < 0:
             continue
@@ -669,11 +674,39 @@ def _keep_apart(pairs: Sequence[tuple[tuple[Tile, tuple[int, int, int]], int, in
                    for bj in range(j // block_size, (c0 + tile.width - 1) // span + 1)}
         if reached != {own}:
             continue
-        if buffer and any(
-                block_split.get((k, bi, bj), -1) > own
+        near = [(bi * span - buffer, bj * span - buffer,
+                 (bi + 1) * span + buffer, (bj + 1) * span + buffer)
                 for bi in range((r0 - buffer) // span, (r0 + tile.height - 1 + buffer) // span + 1)
-                for bj in range((c0 - buffer) // span, (c0 + tile.width - 1 + buffer) // span + 1)):
+                for bj in range((c0 - buffer) // span, (c0 + tile.width - 1 + buffer) // span + 1)
+                if buffer and block_split.get((k, bi, bj), -1) > own]
+        kept = _outside((r0, c0, r0 + tile.height, c0 + tile.width), near)
+        if kept is None:
             dropped += 1  # the buffer: a receptive field or context would see held-out pixels
             continue
+        if kept != (r0, c0, r0 + tile.height, c0 + tile.width):
+            clipped += 1
+            # region-relative rectangle back to cube coordinates
+            tile = Tile(tile.row + kept[0] - r0, tile.col + kept[1] - c0, kept[2] - kept[0],
+                        kept[3] - kept[1], tile.patch)
         out[code].append(tile)
-    return dropped
+    return dropped, clipped
+
+
+def _outside(rect: tuple[int, int, int, int], bands: Sequence[tuple[int, int, int, int]]
+             ) -> tuple[int, int, int, int] | None:
+    """The largest part of ``rect`` (r0, c0, r1, c1) left by cutting each band off one side.
+
+    Each band that overlaps the rectangle is cut off along the side that keeps the most
+    pixels; None when nothing is left.
+    """
+    r0, c0, r1, c1 = rect
+    for b0, d0, b1, d1 in bands:
+        if b0 >= r1 or b1 <= r0 or d0 >= c1 or d1 <= c0:
+            continue
+        options = [(r0, c0, min(r1, b0), c1), (max(r0, b1), c0, r1, c1),
+                   (r0, c0, r1, min(c1, d0)), (r0, max(c0, d1), r1, c1)]
+        best = max(options, key=lambda o: max(0, o[2] - o[0]) * max(0, o[3] - o[1]))
+        if best[2] <= best[0] or best[3] <= best[1]:
+            return None
+        r0, c0, r1, c1 = best
+    return r0, c0, r1, c1
