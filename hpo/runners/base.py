@@ -367,11 +367,49 @@ class StageJob:
         trials still being sampled; if one of the earlier trials that were in flight
         when it was created (RUNNING, or finished since) has the same point, it yields:
         FAIL of kind ``duplicate`` (not counted by ``max_fail``), and the sampler, now
-        seeing that point, is asked again. The earliest trial of a group always runs; a
-        point that one driver's sampler proposes again later is not a duplicate.
+        seeing that point, is asked again. The earliest trial of a group always runs.
+
+        A point already COMPLETE in the stage (a Bayesian sampler sure of its optimum, GP
+        on a narrow stage, proposes it again) would teach nothing: the trial is failed as
+        ``duplicate`` too, and a random point of the stage space not yet measured is
+        queued for the next ask. Only where every point of a small discrete space is
+        measured does the repeat run.
         """
-        if phase != BAYES or liveness_mode(self.study._storage) == "none":
-            return False  # random points differ by trial number; in memory: one driver
+        if phase != BAYES:
+            return False  # random points differ by trial number
+        from hpo.space import derive_seed
+
+        def key(point: Mapping[str, Any]) -> tuple:
+            return tuple(sorted(point.items()))
+
+        measured = {
+            key(t.params)
+            for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.number < trial.number
+        }
+        if key(trial.params) in measured:
+            # Seeded by stage and trial number: every driver and every resume draws alike.
+            draw = optuna.samplers.RandomSampler(
+                seed=derive_seed(0, self.study.study_name, "redraw", trial.number)
+            )
+            for _ in range(64):
+                point = {
+                    name: draw.sample_independent(self.study, trial, name, dist)
+                    for name, dist in self.stage.space.items()
+                }
+                if key(point) not in measured:
+                    self._tell(trial, Outcome(
+                        TrialState.FAIL,
+                        reason="not run: its point is already complete in this stage; a "
+                        "random point was queued instead",
+                        kind=DUPLICATE,
+                    ))
+                    self.study.enqueue_trial(
+                        point, user_attrs={PHASE_ATTR: BAYES}, skip_if_exists=False
+                    )
+                    return True
+        if liveness_mode(self.study._storage) == "none":
+            return False  # in memory: one driver, nothing proposed at the same moment
         last = self._last_counts
         if last.running == 0 and last.waiting == 0 and trial.number == last.total:
             # Nothing was in flight at the last poll and no trial was created since (this

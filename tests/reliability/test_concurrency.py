@@ -144,3 +144,45 @@ def test_drivers_creating_one_new_sqlite_file_at_once_all_open_it(tmp_path):
         for proc in procs:
             proc.join(timeout=60)
         assert outcomes == ["ok"] * 4, outcomes
+
+
+@pytest.mark.parametrize("drivers", [2, 4])
+def test_drivers_share_one_sqlite_search_on_one_machine(tmp_path, drivers):
+    # SQLite on a local disk serializes writers with its file lock (WAL, 60 s busy
+    # timeout) and runs Optuna's heartbeat, so several drivers on one machine share a
+    # search as on a server (issue 21: the docs said one driver; measured, it holds).
+    check(concurrent_search(f"sqlite:///{tmp_path}/shared.db", tmp_path, PLAN, drivers), drivers)
+
+
+class RepeatsTheBest(optuna.samplers.BaseSampler):
+    """A Bayesian sampler that proposes the best finished point again (as GP did on a
+    narrow stage: two of six trials identical, the same value)."""
+
+    def infer_relative_search_space(self, study, trial):
+        return {}
+
+    def sample_relative(self, study, trial, search_space):
+        return {}
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        best = max(done, key=lambda t: t.value)
+        return best.params[param_name]
+
+
+@pytest.mark.parametrize("storage", ["memory", "sqlite"])
+def test_a_point_already_complete_is_drawn_again(tmp_path, name, storage):  # noqa: F811
+    # Regression (issue 21): the duplicate check covered only trials in flight at once; a
+    # Bayesian proposal of a point already COMPLETE in the stage ran again, a wasted slot.
+    stages = [Stage("s", {"x": FloatDistribution(0, 1), "k": IntDistribution(1, 50)},
+                    defaults={"x": 0.5, "k": 3}, n_random=2, n_bayes=4, max_fail=1,
+                    sampler=lambda seed: RepeatsTheBest())]
+    url = None if storage == "memory" else f"sqlite:///{tmp_path}/s.db"
+    result = LayerwiseSearch(stages, lambda p: p["x"] + p["k"] / 100, storage=url,
+                             study_name=name).run()
+    trials = result.stages[0].study.trials
+    complete = [tuple(sorted(t.params.items())) for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 6 and len(set(complete)) == 6, complete
+    redrawn = [t for t in trials if t.state == TrialState.FAIL]
+    assert redrawn and all(t.user_attrs[FAIL_KIND_ATTR] == "duplicate" for t in redrawn)
+    assert "already complete" in redrawn[0].user_attrs[FAIL_REASON_ATTR]
