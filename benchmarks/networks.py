@@ -1,14 +1,23 @@
 """Size, speed and memory of the fusion network and the baselines.
 
 For every model: parameter count, forward+backward throughput in pixels/s (median of a
-few repetitions after warm-up, the models interleaved round-robin in one process; also as
+few repetitions after warm-up, the models interleaved round-robin in one process, CPU
+seconds on CPU and wall seconds on CUDA; also as
 a ratio to SegNet measured in the same run) and peak memory, at batch 4 of random
 ``(S=8, T=5, 128, 128)`` cubes. Memory is measured per model in a fresh subprocess: the
 growth of the peak resident set size on CPU, ``torch.cuda.max_memory_allocated`` on CUDA.
 
+The fusion network appears twice: ``fusion`` at today's defaults (its DCNN branch a
+dilation pyramid on a downsampled grid) and ``fusion-narrow``, the defaults before it
+(four full-resolution blocks dilated 1, 2, 1, 2); ratios to ``fusion-narrow`` come from
+the same run. Every row also carries the model's empirical receptive field (the side of
+the input region whose gradient reaches the centre output pixel of a 192-px input).
+
     python -m benchmarks.networks            # full run, writes benchmarks/results/networks.*
     python -m benchmarks.networks --quick    # 32 x 32, seconds; prints the table only
     python -m benchmarks.networks --device cuda
+    python -m benchmarks.networks --scene    # quickstart scene: train time and test F1 of
+                                             # fusion, fusion-narrow and unet, 3 seeds
 """
 
 from __future__ import annotations
@@ -28,6 +37,42 @@ from typing import Any
 DATASET = "synthetic-random"
 BATCH, SOURCES, TIMES = 4, 8, 5
 RESULTS = Path(__file__).resolve().parent / "results"
+NARROW = "fusion-narrow"
+"""The fusion network at the defaults before its DCNN branch got context."""
+NARROW_PARAMS = {"dcnn.depth": 4, "dcnn.dilation": 2, "dcnn.max_dilation": 2, "dcnn.levels": 0}
+RF_SIZE = 192
+"""Input side on which receptive fields are measured (issue 19's figures use it too)."""
+
+
+def build(model_name: str, n_sources: int, n_times: int, params: dict | None = None) -> Any:
+    """A model of :data:`networks.NETWORK_NAMES`, or ``fusion-narrow`` (see module doc).
+
+    Args:
+        model_name: The name.
+        n_sources: Input sources.
+        n_times: Input dates.
+        params: Config parameters on top of the defaults (and of ``fusion-narrow``'s).
+
+    Returns:
+        The freshly initialised model.
+    """
+    from networks import ModelConfig, build_model
+
+    params = dict(params or {})
+    if model_name == NARROW:
+        return build_model("fusion", n_sources, n_times,
+                           ModelConfig.from_params({**params, **NARROW_PARAMS}))  # fmt: skip
+    return build_model(model_name, n_sources, n_times, ModelConfig.from_params(params))
+
+
+def receptive_side(model_name: str) -> int:
+    """Empirical receptive field (side, px) of a model at its defaults, S=8, T=5."""
+    import torch
+
+    from networks import receptive_field
+
+    torch.manual_seed(0)
+    return receptive_field(build(model_name, SOURCES, TIMES), SOURCES, TIMES, size=RF_SIZE).side
 
 
 def _max_rss_mib() -> float:
@@ -41,8 +86,6 @@ class _Workload:
     def __init__(self, model_name: str, size: int, device: str) -> None:
         import torch
 
-        from networks import build_model
-
         torch.manual_seed(0)
         self.torch = torch
         self.device = torch.device(device)
@@ -50,22 +93,28 @@ class _Workload:
         self.pixels = BATCH * size * size
         self.x = torch.randn(BATCH, SOURCES, TIMES, size, size, device=self.device)
         self.y = (torch.rand(BATCH, size, size, device=self.device) < 0.05).long()
-        self.model = build_model(model_name, SOURCES, TIMES).to(self.device).train()
+        self.model = build(model_name, SOURCES, TIMES).to(self.device).train()
         self.params = sum(p.numel() for p in self.model.parameters())
 
     def step(self) -> float:
-        """One forward+backward pass; returns its wall-clock seconds."""
+        """One forward+backward pass; returns its seconds.
+
+        Wall-clock seconds on CUDA; on CPU the process's CPU seconds, which on a shared
+        machine other processes' load inflates far less than wall time (with more than
+        one thread they add up over the threads).
+        """
         from networks import fusion_loss
 
         cuda = self.device.type == "cuda"
-        start = time.perf_counter()
+        clock = time.perf_counter if cuda else time.process_time
+        start = clock()
         self.model.zero_grad(set_to_none=True)
         with self.torch.autocast(self.device.type, enabled=cuda):
             logits = self.model(self.x)
         fusion_loss(logits, self.y).backward()
         if cuda:
             self.torch.cuda.synchronize()
-        return time.perf_counter() - start
+        return clock() - start
 
 
 def peak_memory(model_name: str, size: int, device: str, threads: int) -> dict:
@@ -117,8 +166,13 @@ def _memory_in_subprocess(model_name: str, args: argparse.Namespace, size: int) 
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _narrow_row(rows: list[dict]) -> dict | None:
+    return next((r for r in rows if r["model"] == NARROW), None)
+
+
 def _records(rows: list[dict], reference: float) -> list[dict[str, Any]]:
     records = []
+    narrow = _narrow_row(rows)
     for row in rows:
         metrics = {
             "params": row["params"],
@@ -127,6 +181,17 @@ def _records(rows: list[dict], reference: float) -> list[dict[str, Any]]:
             "seconds_per_step": row["seconds_per_step"],
             "peak_memory_mib": row["peak_memory_mib"],
         }
+        if "receptive_field_px" in row:
+            metrics["receptive_field_px"] = row["receptive_field_px"]
+        if narrow is not None:
+            metrics["params_ratio_to_fusion_narrow"] = row["params"] / narrow["params"]
+            metrics["pixels_per_s_ratio_to_fusion_narrow"] = (
+                row["pixels_per_s"] / narrow["pixels_per_s"]
+            )
+            if narrow["peak_memory_mib"] > 0:
+                metrics["peak_memory_ratio_to_fusion_narrow"] = (
+                    row["peak_memory_mib"] / narrow["peak_memory_mib"]
+                )
         for metric, value in metrics.items():
             records.append({"dataset": DATASET, "model": row["model"], "metric": metric,
                             "value": value})  # fmt: skip
@@ -144,16 +209,178 @@ def _markdown(rows: list[dict], reference: float, setup: dict[str, Any]) -> str:
         "after warm-up; "
         f"torch {setup['torch']}, {setup['date']}.",
         "",
-        f"| model | parameters | pixels/s | × SegNet | s/step | {memory} (MiB) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        f"| model | parameters | pixels/s | × SegNet | s/step | {memory} (MiB) | "
+        f"receptive field (px, of {RF_SIZE}) | params × narrow | pixels/s × narrow | "
+        "memory × narrow |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
+    narrow = _narrow_row(rows)
+
+    def ratio(row: dict, key: str) -> str:
+        if narrow is None or not narrow[key]:
+            return "-"
+        return f"{row[key] / narrow[key]:.2f}"
+
     for row in rows:
         lines.append(
             f"| {row['model']} | {row['params']:,} | {row['pixels_per_s']:,.0f} | "
             f"{row['pixels_per_s'] / reference:.2f} | {row['seconds_per_step']:.3f} | "
-            f"{row['peak_memory_mib']:,.0f} |"
+            f"{row['peak_memory_mib']:,.0f} | {row.get('receptive_field_px', '-')} | "
+            f"{ratio(row, 'params')} | {ratio(row, 'pixels_per_s')} | "
+            f"{ratio(row, 'peak_memory_mib')} |"
+        )
+    if narrow is not None:
+        lines += [
+            "",
+            f"`{NARROW}`: the fusion network at the defaults before issue 19 (DCNN branch of "
+            "four full-resolution blocks dilated 1, 2, 1, 2); `fusion`: today's defaults "
+            "(dilations 1, 2, 4, 8 on a grid downsampled once, skip decoder). Ratios "
+            "(× narrow) are against it, measured in the same run.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+SCENE_STUDY = Path(__file__).resolve().parents[1] / "studies" / "quickstart.toml"
+SCENE_NARROW = {"dcnn.depth": 2, "dcnn.dilation": 2, "dcnn.max_dilation": 2, "dcnn.levels": 0}
+"""The quickstart's DCNN before issue 19: two full-resolution blocks dilated 1, 2."""
+SCENE_MODELS = ("fusion", NARROW, "unet")
+
+
+def scene_params(study: Path) -> dict[str, Any]:
+    """A study's untuned trial: its ``[model.fixed]`` and every stage's defaults."""
+    from hpo.study import load_study
+
+    spec = load_study(study)
+    defaults = {p: ps.default for st in spec.stages for p, ps in st.params.items()}
+    return {**spec.model.fixed, **defaults}
+
+
+def scene(study: Path, seeds: list[int]) -> list[dict[str, Any]]:
+    """Train the untuned quickstart trial of each of :data:`SCENE_MODELS` on the study's
+    split and score it on the test split (never read while tuning).
+
+    ``fusion`` is the study's trial as shipped, ``fusion-narrow`` the same with the DCNN
+    branch the quickstart had before issue 19 (:data:`SCENE_NARROW`), ``unet`` the U-Net
+    at its defaults with the study's optimizer and head settings. The models of one seed
+    run back to back, so the time ratios see the same background load.
+
+    Returns:
+        One row per (seed, model): train CPU seconds, test F1 at 0.5 and at the
+        validation threshold, test AUC.
+    """
+    import torch
+
+    from hpo.study import ensure_scene, load_study, prepare_final_data
+    from networks import ModelConfig, evaluate, train
+
+    spec = load_study(study)
+    ensure_scene(spec, say=lambda line: print(line, file=sys.stderr))
+    final = prepare_final_data(spec.data, spec.base_dir, seed=spec.seed)
+    base = scene_params(study)
+    torch.set_num_threads(1)
+    rows = []
+    for seed in seeds:
+        for name in SCENE_MODELS:
+            params = dict(base)
+            if name == NARROW:
+                params = {k: v for k, v in params.items() if not k.startswith("dcnn.")}
+                params.update(SCENE_NARROW)
+            config = ModelConfig.from_params(params)
+            # CPU time, not wall time: the machine is shared and training runs on one
+            # thread, so CPU seconds are what a trial costs and what load does not inflate.
+            start = time.process_time()
+            history = train(config, final.train_set, final.val_set, seed=seed,
+                            model="fusion" if name == NARROW else name, device="cpu")  # fmt: skip
+            seconds = time.process_time() - start
+            test = evaluate(
+                history.model, final.test_set, head=config.head,
+                batch_size=config.optim.batch_size, threshold=history.threshold,
+            )  # fmt: skip
+            rows.append({
+                "model": name, "seed": seed, "train_seconds": seconds,
+                "test_f1": test["f1"], "test_f1_at_val_threshold": test["f1_at_threshold"],
+                "test_auc": test["auc"],
+            })  # fmt: skip
+            print(f"seed {seed} {name}: {seconds:.1f} s, test F1 {test['f1']:.3f} "
+                  f"(val threshold {test['f1_at_threshold']:.3f}), AUC {test['auc']:.3f}",
+                  file=sys.stderr)  # fmt: skip
+    return rows
+
+
+def _scene_summary(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Mean and standard deviation over seeds of every metric, and time ratios to narrow."""
+    out: dict[str, dict[str, float]] = {}
+    narrow = {r["seed"]: r["train_seconds"] for r in rows if r["model"] == NARROW}
+    for name in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == name]
+        summary: dict[str, float] = {}
+        for key in ("train_seconds", "test_f1", "test_f1_at_val_threshold", "test_auc"):
+            values = [float(r[key]) for r in mine if r[key] is not None]
+            summary[key] = statistics.fmean(values)
+            summary[key + "_sd"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        if narrow:
+            summary["train_seconds_ratio_to_fusion_narrow"] = statistics.fmean(
+                r["train_seconds"] / narrow[r["seed"]] for r in mine
+            )
+        out[name] = summary
+    return out
+
+
+def _scene_markdown(summary: dict[str, dict[str, float]], setup: dict[str, Any]) -> str:
+    lines = [
+        f"# networks on the quickstart scene ({setup['dataset']})",
+        "",
+        f"The quickstart's untuned trial ({setup['study']}: [model.fixed] and every stage's "
+        f"default), trained on its train split with seeds {setup['seeds']}, scored on its "
+        f"test split; CPU, one thread; torch {setup['torch']}, {setup['date']}. "
+        f"`{NARROW}`: the same trial with the quickstart's DCNN before issue 19 "
+        "(two full-resolution blocks dilated 1, 2); `unet`: the U-Net at its defaults with "
+        "the trial's optimizer and head. Mean ± standard deviation over seeds; time ratios "
+        "are per seed, against fusion-narrow.",
+        "",
+        "| model | test F1 (0.5) | test F1 (val threshold) | test AUC | train CPU s | "
+        "train CPU × narrow |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, m in summary.items():
+        lines.append(
+            f"| {name} | {m['test_f1']:.3f} ± {m['test_f1_sd']:.3f} | "
+            f"{m['test_f1_at_val_threshold']:.3f} ± {m['test_f1_at_val_threshold_sd']:.3f} | "
+            f"{m['test_auc']:.3f} ± {m['test_auc_sd']:.3f} | {m['train_seconds']:.1f} | "
+            f"{m.get('train_seconds_ratio_to_fusion_narrow', float('nan')):.2f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _run_scene(args: argparse.Namespace) -> None:
+    import torch
+
+    seeds = list(range(args.seeds))
+    rows = scene(args.study, seeds)
+    summary = _scene_summary(rows)
+    setup = {
+        "dataset": "quickstart-scene", "study": args.study.name, "seeds": seeds,
+        "device": "cpu", "threads": 1, "torch": str(torch.__version__),
+        "date": datetime.date.today().isoformat(),
+    }  # fmt: skip
+    table = _scene_markdown(summary, setup)
+    print(table)
+    output = args.output if args.output is not None else RESULTS
+    output.mkdir(parents=True, exist_ok=True)
+    records = [
+        {"dataset": setup["dataset"], "model": name, "metric": metric, "value": value}
+        for name, metrics in summary.items()
+        for metric, value in metrics.items()
+    ] + [
+        {"dataset": setup["dataset"], "model": r["model"], "metric": metric, "seed": r["seed"],
+         "value": r[metric]}
+        for r in rows
+        for metric in ("train_seconds", "test_f1", "test_f1_at_val_threshold", "test_auc")
+    ]  # fmt: skip
+    payload = {"setup": setup, "results": records}
+    (output / "networks_scene.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (output / "networks_scene.md").write_text(table)
+    print(f"wrote {output / 'networks_scene.json'} and .md", file=sys.stderr)
 
 
 def _device_name(device: str) -> str:
@@ -178,6 +405,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument(
+        "--scene", action="store_true",
+        help="train fusion, fusion-narrow and unet on a study's scene (writes networks_scene.*)",
+    )  # fmt: skip
+    parser.add_argument("--study", type=Path, default=SCENE_STUDY, help="study of --scene")
+    parser.add_argument("--seeds", type=int, default=3, help="training seeds of --scene")
+    parser.add_argument(
         "--output",
         type=Path,
         default=None,
@@ -191,6 +424,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.child:
         print(json.dumps(peak_memory(args.child, size, args.device, args.threads)))
         return
+    if args.scene:
+        _run_scene(args)
+        return
     if args.device == "cuda":
         import torch
 
@@ -199,11 +435,13 @@ def main(argv: list[str] | None = None) -> None:
 
     from networks import NETWORK_NAMES
 
-    names = list(NETWORK_NAMES)
+    names = [NETWORK_NAMES[0], NARROW, *NETWORK_NAMES[1:]]
     rows = []
     for name in names:
         rows.append({"model": name, **_memory_in_subprocess(name, args, size)})
-        print(f"{name}: {rows[-1]['peak_memory_mib']:,.0f} MiB peak", file=sys.stderr)
+        rows[-1]["receptive_field_px"] = receptive_side(name)
+        print(f"{name}: {rows[-1]['peak_memory_mib']:,.0f} MiB peak, receptive field "
+              f"{rows[-1]['receptive_field_px']} px", file=sys.stderr)  # fmt: skip
     seconds = throughput(names, size, args.device, reps, warmup=1, threads=args.threads)
     for row in rows:
         row["seconds_per_step"] = seconds[row["model"]]

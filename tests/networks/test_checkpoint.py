@@ -48,7 +48,7 @@ def test_trained_fusion_round_trips_to_identical_outputs(scenes, tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["best.pt"]
 
 
-@pytest.mark.parametrize("name", ["segnet", "deeplabv3", "pspnet"])
+@pytest.mark.parametrize("name", ["segnet", "deeplabv3", "pspnet", "unet"])
 def test_baselines_round_trip(name, tmp_path):
     torch.manual_seed(0)
     model = build_model(name, 3, 1).eval()

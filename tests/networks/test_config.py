@@ -26,7 +26,8 @@ TUNED = {
         "enabled",
         "pretrain",
     ],
-    "dcnn": ["depth", "width", "kernel_size", "dilation"],
+    "dcnn": ["depth", "width", "kernel_size", "dilation", "max_dilation", "levels"],
+    "unet": ["channels", "levels"],
     "head": ["dropout", "mse_weight", "pos_weight"],
     "optim": ["lr", "weight_decay", "batch_size", "epochs"],
 }
