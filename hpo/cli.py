@@ -647,6 +647,7 @@ def _print_summary(
     from rich.table import Table
 
     from hpo.progress import format_duration, format_params, format_value
+    from hpo.replicates import search_gain
     from hpo.report import untuned_value
 
     state = "finished" if result.finished else "stopped"
@@ -668,8 +669,10 @@ def _print_summary(
             format_params(ledger.params) if ledger else s.state,
         )
     out.print(table)
-    untuned = untuned_value(result)
-    if untuned is not None:
+    gain = search_gain(result)
+    if gain is not None:
+        out.print(gain.text(spec.metric), soft_wrap=True)
+    elif (untuned := untuned_value(result)) is not None:
         out.print(
             f"untuned defaults (stage {result.stages[0].name}, trial 0): "
             f"{spec.metric} {format_value(untuned)}"
@@ -1123,11 +1126,8 @@ def _cmd_report(args: argparse.Namespace, out: Any, err: Any) -> int:
         out.print(f"  {figure}", soft_wrap=True)
     if report.map is not None:
         out.print(f"map {report.map.path}: {report.map.line()}", soft_wrap=True)
-    if report.untuned is not None and report.best is not None:
-        out.print(
-            f"{metric}: untuned defaults {report.untuned:.4f} -> best {report.best:.4f} "
-            f"({report.best - report.untuned:+.4f})"
-        )
+    if report.gain is not None:
+        out.print(report.gain.text(metric), soft_wrap=True)
     return EXIT_OK
 
 

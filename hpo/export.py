@@ -184,8 +184,10 @@ def _document(result: SearchResult, spec: StudySpec | None, data_hash: str | Non
         "seed": spec.seed if spec is not None else None,
         "direction": result.direction,
         "best_value": result.best_value,
-        # what `hpo predict` would cut at for the tuned model; `hpo train` picks its own
+        "estimate": _estimate(result),
+        # what `hpo predict` would cut at for the tuned model
         "validation_threshold": _validation_threshold(result),
+        "threshold": _threshold_decision(result),
         "finished": result.finished,
         "model": model,
         "data": spec_dict["data"] if spec_dict else None,
@@ -203,16 +205,42 @@ def _document(result: SearchResult, spec: StudySpec | None, data_hash: str | Non
     }
 
 
-def _validation_threshold(result: SearchResult) -> float | None:
-    """The decision threshold the best trial chose on validation in its last epoch.
+def _estimate(result: SearchResult) -> dict[str, Any] | None:
+    """The best value as an estimate: mean, standard error, replicates, the stage's noise."""
+    finished = [s.ledger for s in result.stages if s.ledger is not None]
+    if not finished:
+        return None
+    ledger = finished[-1]
+    return {
+        "value": ledger.value,
+        "se": ledger.se,
+        "n": len(ledger.replicates),
+        "replicates": list(ledger.replicates),
+        "noise_sd": (ledger.noise or {}).get("sd"),
+    }
 
-    A stage's incumbent is a copy of the previous stage's best (``hpo:copied_from``)
-    without a history of its own, so copies are followed back to the trial that ran.
 
-    Returns:
-        The threshold, or ``None`` when no finished stage's trial reported one.
+def _threshold_decision(result: SearchResult) -> dict[str, Any] | None:
+    """The decision threshold chosen on the best trial's replicates, kept only if it holds.
+
+    See :func:`networks.metrics.pooled_threshold`; ``None`` unless the best trial has F1
+    curves of two replicates or more (single runs, searches stored before curves were
+    kept, custom objectives).
     """
-    from hpo.context import HISTORY_ATTR
+    from hpo.objective import CURVE_ATTR
+    from networks.metrics import pooled_threshold
+
+    trial = _best_run_trial(result)
+    curves = trial.user_attrs.get(CURVE_ATTR) if trial is not None else None
+    if not curves or not isinstance(curves[0], list) or len(curves) < 2:
+        # One run cannot show that its cut holds out of sample: the plain behaviour
+        # (that run's validation threshold) stays, as before replicates existed.
+        return None
+    return pooled_threshold(curves)
+
+
+def _best_run_trial(result: SearchResult) -> Any:
+    """The best trial of the last finished stage, copies followed back to the trial that ran."""
     from hpo.ledger import COPIED_ATTR
 
     finished = [s for s in result.stages if s.ledger is not None]
@@ -225,6 +253,24 @@ def _validation_threshold(result: SearchResult) -> float | None:
         study = studies.get(copied.get("study"))
         trials = study.get_trials(deepcopy=False) if study is not None else []
         trial = next((t for t in trials if t.number == copied.get("trial")), None)
+    return trial
+
+
+def _validation_threshold(result: SearchResult) -> float | None:
+    """The decision threshold the best trial chose on validation in its last epoch.
+
+    A stage's incumbent is a copy of the previous stage's best (``hpo:copied_from``)
+    without a history of its own, so copies are followed back to the trial that ran.
+
+    Returns:
+        The threshold, or ``None`` when no finished stage's trial reported one.
+    """
+    from hpo.context import HISTORY_ATTR
+
+    decided = _threshold_decision(result)
+    if decided is not None:
+        return float(decided["threshold"])
+    trial = _best_run_trial(result)
     history = trial.user_attrs.get(HISTORY_ATTR) if trial is not None else None
     value = history[-1].get("threshold") if history else None
     return float(value) if isinstance(value, int | float) else None

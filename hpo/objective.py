@@ -7,10 +7,14 @@ from typing import Any
 
 from hpo.context import TrialContext
 from hpo.errors import HPOError, SpecError
+from hpo.replicates import Scored
 from hpo.spec import METRICS
 
 _MAXIMIZED = METRICS  # every metric a study may name is better when higher
 _MINIMIZED = ("val_loss", "train_loss")
+CURVE_ATTR = "hpo:f1_curve"
+"""Trial user attribute: validation F1 over ``networks.metrics.THRESHOLD_GRID`` (a list of
+curves, one per replicate, for a replicated trial)."""
 
 
 class NetworkObjective:
@@ -81,14 +85,18 @@ class NetworkObjective:
 
         return ModelConfig.from_params(params, self.base_config)
 
-    def __call__(self, params: dict[str, Any], trial: TrialContext) -> float:
+    def __call__(self, params: dict[str, Any], trial: TrialContext) -> Scored:
         """Train once and return the last epoch's validation metric.
+
+        The trial also keeps the trained model's validation F1 at every threshold of
+        ``networks.metrics.THRESHOLD_GRID`` (``hpo:f1_curve``; one curve per replicate),
+        so the exported threshold is chosen on pooled replicates, not on one run.
 
         Raises:
             HPOError: The metric is undefined (e.g. AUC of a single-class validation
                 set); the trial is then FAIL with this reason.
         """
-        from networks import train
+        from networks import evaluate, train
 
         def report(epochs_done: int, metrics: dict[str, Any]) -> bool:
             trial.report(epochs_done, **metrics)
@@ -110,7 +118,10 @@ class NetworkObjective:
                 f"validation {self.metric} is undefined (hint: AUC needs both classes in the "
                 f"validation split; choose metric='f1' or 'miou', or a larger split)"
             )
-        return float(value)
+        if getattr(trial, "stopped", False):  # pruned: a half-trained model's curve
+            return Scored(float(value))
+        curve = evaluate(history.model, val_set, device=self.device, curve=True)["f1_curve"]
+        return Scored(float(value), {CURVE_ATTR: curve})
 
     def _replicate(self, trial: Any) -> tuple[Any, Any, int]:
         """The data sets and seed of this call: the replicate's, or the plain ones."""
@@ -122,4 +133,4 @@ class NetworkObjective:
         return train_set, val_set, int(trial.replicate_seed)
 
 
-__all__ = ["NetworkObjective"]
+__all__ = ["CURVE_ATTR", "NetworkObjective"]

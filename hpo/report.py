@@ -25,6 +25,8 @@ from hpo.atomic import write_text
 from hpo.errors import HPOError
 from hpo.figures import pyplot, save_figure
 from hpo.predict import THRESHOLD_TAG
+from hpo.replicates import Gain, search_gain
+from hpo.replicates import summary as replicate_summary
 
 # fANOVA fits a random forest per stage; below this many trials its importances are noise.
 _MIN_TRIALS_FOR_IMPORTANCE = 4
@@ -75,6 +77,7 @@ class Report:
         figures: The PNG files beside it.
         untuned: The untuned defaults' value (first stage, trial 0), or ``None``.
         best: The best value of the search, or ``None``.
+        gain: Best over untuned with its uncertainty, or ``None``.
         map: The prediction map included, or ``None``.
     """
 
@@ -83,6 +86,7 @@ class Report:
     untuned: float | None = None
     best: float | None = None
     map: MapSummary | None = None
+    gain: Gain | None = None
 
 
 def untuned_value(result: Any) -> float | None:
@@ -159,7 +163,8 @@ def write_report(
     md, prefix = report_paths(out)
     folder = md.parent
     folder.mkdir(parents=True, exist_ok=True)
-    report = Report(md, untuned=untuned_value(result), best=result.best_value)
+    report = Report(md, untuned=untuned_value(result), best=result.best_value,
+                    gain=search_gain(result))
     lines = [f"# {title or f'Layer-wise search {result.study_name}'}", ""]
     lines += _overview(result, metric, report)
     lines += _stage_table(result, metric)
@@ -229,13 +234,14 @@ def _overview(result: Any, metric: str, report: Report) -> list[str]:
         f"stages finished, {result.direction} validation {metric}.",
         "",
     ]
-    untuned, best = report.untuned, report.best
-    if untuned is not None and best is not None:
-        gain = best - untuned
-        relative = f" ({100 * gain / abs(untuned):+.1f} %)" if untuned else ""
+    best = report.best
+    if report.gain is not None:
         lines += [
-            f"**Improvement over the untuned defaults:** {metric} {untuned:.4f} -> "
-            f"{best:.4f}, {gain:+.4f}{relative}.",
+            f"**Improvement over the untuned defaults:** {report.gain.text(metric)}.",
+            "",
+            "Both sides are means over their replicates (± one standard error). The best "
+            "is the winner of a noisy selection, so its value is optimistic; the gain "
+            "that holds on new seeds and the test split is what `hpo train` measures.",
             "",
         ]
     elif best is not None:
@@ -255,7 +261,10 @@ def _stage_table(result: Any, metric: str) -> list[str]:
     for s in result.stages:
         best = s.best_trial
         ledger = (
-            f"trial #{s.ledger.trial_number}, {metric} {_fmt(s.ledger.value)}"
+            f"trial #{s.ledger.trial_number}, {metric} "
+            f"{replicate_summary(s.ledger.value, s.ledger.replicates)}"
+            + (f", {s.ledger.gain['mean']:+.4f} ± {s.ledger.gain['se']:.4f} over the "
+               "incumbent" if s.ledger.gain else "")
             if s.ledger is not None
             else "not written"
         )

@@ -164,6 +164,15 @@ def train_export(
         threshold = threshold_of(
             *split_log_odds(model, final.val_set, config.optim.batch_size)
         )
+    note = "chosen on the validation split"
+    pooled = doc.get("threshold")
+    if isinstance(pooled, dict) and isinstance(pooled.get("threshold"), int | float):
+        # Chosen on tuning's replicates of this configuration and kept only when it beat
+        # 0.5 out of sample there: one run's validation split would fit its noise.
+        threshold = float(pooled["threshold"])
+        note = (f"chosen on {pooled.get('runs')} tuning replicates of this configuration"
+                + ("" if pooled.get("kept") else
+                   "; 0.5, since their best cut did not beat 0.5 out of sample"))
     test = evaluate_split(model, final.test_set, threshold, config.optim.batch_size)
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = networks.save_checkpoint(
@@ -201,9 +210,9 @@ def train_export(
         "tuned": {"metric": doc.get("metric"), "validation_value": doc.get("best_value")},
         "threshold": threshold,
         "threshold_note": (
-            "chosen on the validation split, which was trained on (optimistic)"
-            if train_on == "train+val" and threshold is not None
-            else "chosen on the validation split"
+            f"{note}, which was trained on (optimistic)"
+            if train_on == "train+val" and threshold is not None and pooled is None
+            else note
         ),
         "test": test,
         "test_outside_training": shifted,

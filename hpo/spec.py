@@ -69,6 +69,7 @@ _TOP_KEYS = (
     "stages",
     "refine",
     "compare",
+    "tuning",
 )
 _RUNNER_KEYS = (
     "kind", "cpu", "gpu", "max_concurrent", "address", "max_retries", "asha",
@@ -77,6 +78,7 @@ _RUNNER_KEYS = (
 _ASHA_KEYS = ("grace", "reduction_factor")
 _MODEL_KEYS = ("name", "fixed")
 _REFINE_KEYS = ("enabled", "n_trials")
+_TUNING_KEYS = ("repeats", "folds", "racing", "z")
 _COMPARE_KEYS = ("variants", "trials", "seeds", "splits", "folds", "ensemble")
 _STAGE_KEYS = ("name", "n_random", "n_bayes", "sampler", "max_fail", "params")
 _PARAM_KEYS = {
@@ -251,6 +253,31 @@ class RefineSpec:
 
 
 @dataclass(frozen=True)
+class TuningSpec:
+    """How noisy trials are scored (``[tuning]``).
+
+    Attributes:
+        repeats: Replicates per configuration: the trial's value is their mean (1: one
+            training run, the plain behaviour).
+        folds: k-fold cross-validation over the training units (0: the fixed validation
+            split). Replicate ``r`` validates on fold ``r % folds``; the test split is
+            never part of a fold.
+        racing: Stop replicating a configuration once it trails the stage's best by more
+            than ``z`` standard errors.
+        z: Standard errors of the racing rule.
+    """
+
+    repeats: int = 1
+    folds: int = 0
+    racing: bool = True
+    z: float = 1.0
+
+    def replication(self) -> dict[str, Any]:
+        """The engine's :class:`~hpo.Replication` fields."""
+        return {"repeats": self.repeats, "racing": self.racing, "z": self.z}
+
+
+@dataclass(frozen=True)
 class StudySpec:
     """A validated study file.
 
@@ -272,6 +299,7 @@ class StudySpec:
         cycles: Passes over the stages.
         description: Free text.
         compare: The ``[compare]`` table of ``hpo compare`` (validated there).
+        tuning: Replicates, folds and racing of noisy trials (``[tuning]``).
     """
 
     name: str
@@ -290,6 +318,7 @@ class StudySpec:
     cycles: int = 1
     description: str = ""
     compare: Mapping[str, Any] = field(default_factory=dict)
+    tuning: TuningSpec = field(default_factory=TuningSpec)
 
     @property
     def base_dir(self) -> Path:
@@ -313,6 +342,8 @@ class StudySpec:
             del runner["address"]
         if runner["trial_timeout"] is None:
             del runner["trial_timeout"]
+        # Written only when set, so studies without it keep their fingerprint.
+        tuning = {"tuning": asdict(self.tuning)} if self.tuning != TuningSpec() else {}
         return {
             "name": self.name,
             "description": self.description,
@@ -329,6 +360,7 @@ class StudySpec:
             "stages": [stage.to_dict() for stage in self.stages],
             "refine": asdict(self.refine),
             "compare": _plain(self.compare),
+            **tuning,
         }
 
     def fingerprint(self) -> str:
@@ -462,6 +494,7 @@ def parse_study(
         cycles=r.get(top, "cycles", "", int, 1),
         description=r.get(top, "description", "", str, ""),
         compare=r.table(top.get("compare", {}), "compare", _COMPARE_KEYS),
+        tuning=_parse_tuning(r, top.get("tuning", {}), top.get("data")),
     )
     r.check(
         1 <= spec.cycles <= MAX_CYCLES,
@@ -748,6 +781,24 @@ def _parse_model(r: _Reader, raw: Any) -> ModelSpec:
     t = r.table(raw, "model", _MODEL_KEYS)
     fixed = r.get(t, "fixed", "model", dict, {})
     return ModelSpec(name=r.choice(t, "name", "model", MODELS, "fusion"), fixed=dict(fixed))
+
+
+def _parse_tuning(r: _Reader, raw: Any, data: Any) -> TuningSpec:
+    t = r.table(raw, "tuning", _TUNING_KEYS)
+    folds = r.get(t, "folds", "tuning", int, 0)
+    r.check(folds == 0 or folds >= 2, "tuning.folds", f"folds = {folds}",
+            "use 0 (the fixed validation split) or 2 or more folds")
+    r.check(not (folds and isinstance(data, Mapping) and "folds" in data), "tuning.folds",
+            "[tuning] folds and [data] folds are both set",
+            "keep [tuning] folds (every fold is a replicate of each trial) and drop "
+            "[data] folds / fold")
+    # Folds are the natural replicates: one per fold unless told otherwise.
+    repeats = r.get(t, "repeats", "tuning", int, folds or 1)
+    r.check(1 <= repeats <= 100, "tuning.repeats", f"repeats = {repeats}",
+            "use 1 (one training run per trial) to 100; 3-5 is typical")
+    z = r.number(t, "z", "tuning", 1.0, lambda v: 0 < v <= 10, "a number in (0, 10]")
+    return TuningSpec(repeats=repeats, folds=folds,
+                      racing=r.get(t, "racing", "tuning", bool, True), z=float(z))
 
 
 def _parse_refine(r: _Reader, raw: Any) -> RefineSpec:

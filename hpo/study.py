@@ -19,7 +19,7 @@ import inspect
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -320,6 +320,8 @@ class TuningData:
         norm: Normalization statistics of the training tiles only.
         train_set: Training data set.
         val_set: Validation data set.
+        folds: With ``[tuning] folds``: ``(train_set, val_set)`` of every fold, each
+            normalized on its own training tiles (empty otherwise).
     """
 
     cube: Any
@@ -327,6 +329,7 @@ class TuningData:
     norm: dict[str, Any]
     train_set: Any
     val_set: Any
+    folds: list[tuple[Any, Any]] = field(default_factory=list)
 
     def describe(self) -> str:
         """One line: cube shape and split sizes."""
@@ -363,7 +366,21 @@ def prepare_data(spec: StudySpec) -> TuningData:
         norm=norm,
         train_set=cube.dataset(splits.train, norm=norm),
         val_set=cube.dataset(splits.val, norm=norm, context=cube.context),
+        folds=[_fold_sets(cube, spec, k) for k in range(spec.tuning.folds)],
     )
+
+
+def _fold_sets(cube: Any, spec: StudySpec, fold: int) -> tuple[Any, Any]:
+    """Training and validation sets of one tuning fold (the test split stays out).
+
+    The folds deal the split's own units (patches, groups, spatial blocks), so a grouped
+    or blocked study validates on held-out groups or blocks in every fold.
+    """
+    seed = None if "seed" in spec.data else spec.seed
+    splits = cube.splits(seed=seed, folds=spec.tuning.folds, fold=fold).for_tuning()
+    norm = cube.norm_stats(splits.train)
+    return (cube.dataset(splits.train, norm=norm),
+            cube.dataset(splits.val, norm=norm, context=cube.context))
 
 
 def _cube_and_splits(section: Mapping[str, Any], base_dir: Path, seed: int) -> tuple[Any, Any]:
@@ -561,6 +578,7 @@ def make_objective(spec: StudySpec, tuning: TuningData, *, device: str | None = 
         base_config=ModelConfig.from_params(dict(spec.model.fixed)),
         device=device,
         seed=spec.seed,
+        folds=tuning.folds,
     )
     runner = spec.runner
     if runner.kind == "local" and (runner.trial_timeout is not None or runner.isolate):
@@ -695,6 +713,7 @@ def make_search(
         callbacks=callbacks,
         metric=spec.metric,
         spec_fingerprint=spec.fingerprint(),
+        replication=spec.tuning.replication(),
         **options,
     )
 

@@ -18,7 +18,7 @@ from networks.errors import TrainingError
 from networks.fusion import FusionNet
 from networks.history import METRIC_NAMES, History
 from networks.losses import FusionLoss
-from networks.metrics import SegmentationMeter
+from networks.metrics import SegmentationMeter, f1_curve
 from networks.precision import Precision, resolve_device
 from networks.pretraining import pretrain_dbn
 from networks.registry import build_model
@@ -72,6 +72,7 @@ def evaluate(
     batch_size: int = 8,
     device: str | torch.device | None = None,
     threshold: float | None = None,
+    curve: bool = False,
 ) -> dict[str, Any]:
     """Loss and metrics of a model over a whole data set, without training.
 
@@ -84,6 +85,9 @@ def evaluate(
         threshold: A decision threshold chosen elsewhere (e.g. ``History.threshold``,
             chosen on the validation split); adds ``miou_at_threshold`` and
             ``f1_at_threshold``.
+        curve: Add ``f1_curve``: F1 at every threshold of
+            :data:`networks.metrics.THRESHOLD_GRID` (see
+            :func:`networks.metrics.pooled_threshold`).
 
     Returns:
         ``{"loss", "miou", "f1", "auc", "f1_best", "miou_best", "threshold"}``: ``miou``
@@ -119,6 +123,8 @@ def evaluate(
     if threshold is not None:
         at = meter.at(threshold)
         result["miou_at_threshold"], result["f1_at_threshold"] = at["miou"], at["f1"]
+    if curve:
+        result["f1_curve"] = f1_curve(meter)
     return result
 
 

@@ -87,3 +87,33 @@ def test_undefined_auc_fails_the_trial_with_its_reason(base, name):
 def test_unknown_metric_is_a_spec_error():
     with pytest.raises(SpecError, match="did|use one of"):
         NetworkObjective([], [], metric="accuracy")
+
+
+def test_replicates_train_on_their_folds_with_their_seeds(base, name):
+    from hpo.objective import CURVE_ATTR
+    from hpo.replicates import REPLICATES_ATTR, Replication
+    from networks.metrics import THRESHOLD_GRID
+
+    folds = [(tensors(8, 10), tensors(4, 11)), (tensors(8, 12), tensors(4, 13))]
+    used = []
+
+    class Spy(NetworkObjective):
+        def _replicate(self, trial):
+            chosen = super()._replicate(trial)
+            used.append((trial.replicate, id(chosen[1]), chosen[2]))
+            return chosen
+
+    objective = Spy(tensors(8, 0), tensors(4, 1), base_config=base, metric="f1", folds=folds)
+    stages = [Stage("optim", {"optim.lr": FloatDistribution(1e-4, 1e-1, log=True)},
+                    defaults={"optim.lr": 1e-3}, n_random=1, n_bayes=0)]
+    result = LayerwiseSearch(stages, objective, study_name=name, seed=5,
+                             replication=Replication(repeats=3, racing=False)).run()
+    (trial,) = result.stages[0].study.trials
+    assert len(trial.user_attrs[REPLICATES_ATTR]) == 3
+    curves = trial.user_attrs[CURVE_ATTR]
+    assert len(curves) == 3 and all(len(c) == len(THRESHOLD_GRID) for c in curves)
+    # replicate r validates on fold r % 2, never on the plain validation set
+    assert [(r, v) for r, v, _ in used] == [(0, id(folds[0][1])), (1, id(folds[1][1])),
+                                            (2, id(folds[0][1]))]
+    assert len({s for _, _, s in used}) == 3  # a seed of its own per replicate
+    assert trial.value == pytest.approx(sum(trial.user_attrs[REPLICATES_ATTR]) / 3)

@@ -167,3 +167,30 @@ def test_noise_and_paired_gain_from_replicates():
 def test_bad_repeat_counts_are_named_errors(bad):
     with pytest.raises(SpecError, match="repeats"):
         Replication(repeats=bad)
+
+
+def test_export_records_the_estimate_and_a_pooled_threshold(tmp_path):
+    from hpo.export import export_best, load_export
+    from hpo.objective import CURVE_ATTR
+    from hpo.replicates import Scored
+    from networks.metrics import THRESHOLD_GRID
+
+    grid = np.asarray(THRESHOLD_GRID)
+
+    def objective(params, trial):
+        # Every replicate's F1 peaks at the cut 0.8, well above its F1 at 0.5.
+        value = _noisy(params, trial)
+        return Scored(value, {CURVE_ATTR: list(value - 2 * (grid - 0.8) ** 2)})
+
+    search = LayerwiseSearch([_stage(n_random=3, n_bayes=0)], objective, seed=2,
+                             sampler="random", replication=Replication(repeats=3))
+    search.run()
+    export_best(search, tmp_path / "best.yaml")
+    doc = load_export(tmp_path / "best.yaml")
+    estimate = doc["estimate"]
+    assert estimate["n"] == 3 and len(estimate["replicates"]) == 3
+    assert estimate["value"] == pytest.approx(doc["best_value"])
+    assert estimate["se"] > 0 and estimate["noise_sd"] > 0
+    assert doc["threshold"]["kept"] and doc["threshold"]["runs"] == 3
+    assert doc["validation_threshold"] == pytest.approx(doc["threshold"]["threshold"])
+    assert abs(doc["validation_threshold"] - 0.8) < 0.05

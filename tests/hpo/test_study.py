@@ -151,3 +151,34 @@ def test_data_path_overrides_the_data_folder_or_scene(tmp_path, capsys):
     assert "synthetic" not in spec.data  # the user's data: nothing to generate
     with pytest.raises(SpecError, match="does not exist"):
         load_study(study, data_path=tmp_path / "nope.toml")
+
+
+def test_tuning_folds_replicate_over_folds_and_never_read_the_test_split(tmp_path):
+    text = TINY_STUDY.replace('sampler = "tpe"\n', 'sampler = "tpe"\n\n[tuning]\nfolds = 3\n')
+    spec = load_study(write_study(tmp_path, text))
+    assert spec.tuning.folds == 3 and spec.tuning.repeats == 3  # one replicate per fold
+    ensure_scene(spec)
+    tuning = prepare_data(spec)
+    full = tuning.cube.splits(seed=spec.seed)
+    test = {tuple(t) for t in full.test}
+    seen_val: list[set] = []
+    for train_set, val_set in tuning.folds:
+        train = {tuple(t) for t in train_set.tiles}
+        val = {tuple(t) for t in val_set.tiles}
+        assert train and val and not train & val
+        assert not (train | val) & test  # the test split is never part of a fold
+        seen_val.append(val)
+    assert all(not a & b for i, a in enumerate(seen_val) for b in seen_val[i + 1:])
+    # A search of this study scores each trial over the three folds.
+    assert make_search(spec).replication.repeats == 3
+
+
+@pytest.mark.parametrize(
+    ("table", "match"),
+    [("folds = 1", "tuning.folds"), ("repeats = 0", "tuning.repeats"),
+     ("z = -1", "tuning.z"), ("rounds = 2", "rounds")],
+)
+def test_bad_tuning_table_is_a_named_error(tmp_path, table, match):
+    text = TINY_STUDY.replace('sampler = "tpe"\n', f'sampler = "tpe"\n\n[tuning]\n{table}\n')
+    with pytest.raises(SpecError, match=match):
+        load_study(write_study(tmp_path, text))

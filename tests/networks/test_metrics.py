@@ -159,3 +159,26 @@ def test_a_cut_between_infinite_scores_is_the_neutral_one():
     assert f1 == 1.0 and threshold == 0.5
     f1, threshold = best_f1_threshold(np.array([np.inf, 3.0, -np.inf]), np.array([1, 0, 0]))
     assert f1 == 1.0 and 0.999 < threshold < 1.0  # halfway between +inf and 3 is above 3
+
+
+def test_pooled_threshold_keeps_a_cut_that_holds_on_every_run():
+    from networks.metrics import THRESHOLD_GRID, pooled_threshold
+
+    grid = np.asarray(THRESHOLD_GRID)
+    # Every run peaks at 0.8: F1 0.7 there against 0.5 at the default cut.
+    curves = [list(0.7 - 2 * (grid - 0.8) ** 2 + 0.01 * k) for k in range(4)]
+    decided = pooled_threshold(curves)
+    assert decided["kept"] and abs(decided["threshold"] - 0.8) < 0.05
+    assert decided["gain"] > 0.1
+
+
+def test_pooled_threshold_falls_back_to_half_when_the_peak_is_noise():
+    from networks.metrics import THRESHOLD_GRID, pooled_threshold
+
+    rng = np.random.default_rng(0)
+    # Flat curves plus noise: each run's peak is somewhere else, and none holds out of it.
+    curves = [list(0.6 + 0.02 * rng.standard_normal(len(THRESHOLD_GRID))) for _ in range(5)]
+    decided = pooled_threshold(curves)
+    assert not decided["kept"] and decided["threshold"] == 0.5
+    single = pooled_threshold(curves[:1])
+    assert single["threshold"] == 0.5 and single["gain"] is None
