@@ -142,8 +142,11 @@ class Splits:
                 "n_test": len(self._test)}
 
     def __repr__(self) -> str:
+        extra = "".join(f", {k}={self.info[k]!r}" for k in ("validation", "buffer")
+                        if k in self.info)
         return (f"Splits(train={len(self.train)}, val={len(self.val)}, test={len(self._test)}, "
-                f"method={self.info.get('method')!r}{', withheld' if self.withheld else ''})")
+                f"method={self.info.get('method')!r}{extra}"
+                f"{', withheld' if self.withheld else ''})")
 
 
 def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:

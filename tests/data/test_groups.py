@@ -94,6 +94,18 @@ def test_grouped_folds_never_put_a_group_on_both_sides(tmp_path, seed):
     assert cube.splits(folds=3, fold=2).val == folds[2].val
 
 
+@pytest.mark.parametrize("options", [
+    {"group": REGEX}, {"group": REGEX, "validation": "random"}, {"test": ["west_0", "east_1"]},
+    {}])
+def test_folds_keep_the_test_split_of_the_plain_split(tmp_path, options):
+    # tuning's folds and `hpo train`'s plain split must test on the same patches
+    _folder(tmp_path)
+    cube = _cube(tmp_path, fractions=[0.5, 0.25, 0.25], **options)
+    for seed in range(3):
+        plain = set(cube.splits(seed=seed).test)
+        assert all(set(s.test) == plain for s in cube.fold_splits(2, seed=seed))
+
+
 def test_leave_one_group_out(tmp_path):
     _folder(tmp_path)
     cube = _cube(tmp_path, group=REGEX, test_groups=["west"], folds="groups")
@@ -356,6 +368,7 @@ def test_the_context_is_the_least_buffer_of_a_blocked_scene(cube):
 def test_blocked_folds_deal_blocks_and_random_validation_is_flagged(cube):
     options = dict(patch_size=8, method="blocked", block_size=2, seed=0)
     folds = cube.fold_splits(2, **options)
+    assert all(set(s.test) == set(cube.splits(**options).test) for s in folds)
     blocks = [{(t.row // 16, t.col // 16) for t in s.val} for s in folds]
     assert blocks[0] and blocks[1] and not blocks[0] & blocks[1]
     for s, val_blocks in zip(folds, blocks, strict=True):
