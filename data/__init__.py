@@ -7,6 +7,8 @@ Typical use::
     splits = cube.splits(patch_size=64, method="blocked")
     norm = cube.norm_stats(splits.train)
     train = cube.dataset(splits.train, norm=norm)     # (x, y, valid) samples
+    for fold in cube.fold_splits(5):                  # k-fold validation, one shared test
+        ...                                           # (groups / blocks dealt whole)
 """
 
 from data.build import DEFAULT_BLOCK_SIZE
