@@ -132,7 +132,7 @@ def test_test_groups_make_the_test_split(tmp_path):
     cube = _cube(tmp_path, group=REGEX, test_groups=["north", "west"])
     s = cube.splits()
     assert _ids(cube, s.test) == {f"north_{k}" for k in range(4)} | {"west_0", "west_1"}
-    assert len(_regions(cube, s.val)) == 1  # a group of the remaining two... at least one
+    assert len(_regions(cube, s.val)) == 1  # one of the two remaining groups
     assert not _regions(cube, s.val) & _regions(cube, s.train)
     assert s.info["group_from"].startswith("regex")
 
