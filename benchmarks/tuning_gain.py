@@ -1,0 +1,294 @@
+"""Does tuning's gain hold on seeds and data it never saw? Single-seed vs noise-aware search.
+
+For each data set, the same study is tuned twice at (about) equal training compute:
+
+- ``single``: the plain layer-wise search, one training run per trial (``repeats = 1``);
+- ``noisy``: the noise-aware search (``[tuning] repeats``, racing), with every stage's
+  budget scaled down so that it trains about as many networks.
+
+Then the exported best configuration of each and the untuned defaults are trained again
+with fresh seeds that tuning never used, and scored on the validation split and on the
+test split (which tuning never read). Per data set and method it reports the gain the
+search claimed (best over untuned, as `hpo report` prints it) and the realised gain,
+paired by seed: mean and 95 % confidence interval (Student's t), on validation and test.
+
+    python -m benchmarks.tuning_gain                         # quickstart and blocked
+    python -m benchmarks.tuning_gain --datasets quickstart --seeds 5
+
+Results: ``benchmarks/results/tuning_gain.json`` (one row per data set, method and
+metric) and ``tuning_gain.md``. Not part of CI: about an hour per data set on 2 CPUs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import tomllib
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from hpo.replicates import REPLICATES_ATTR, search_gain
+from hpo.spec import parse_study
+from hpo.study import (
+    data_section,
+    ensure_scene,
+    make_objective,
+    make_search,
+    prepare_data,
+    prepare_final_data,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results"
+# Two-sided 95 % Student's t quantiles by degrees of freedom.
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+        9: 2.262, 10: 2.228, 15: 2.131, 20: 2.086, 30: 2.042}
+
+DATASETS: dict[str, dict[str, Any]] = {
+    # the README's tour: 256 px synthetic scene, random 16 px tiles
+    "quickstart": {"study": "studies/quickstart.toml", "data": {}},
+    # the same scene, spatially blocked: validation and test are other places
+    "synthetic-blocked": {"study": "studies/quickstart.toml",
+                          "data": {"split": "blocked", "block_size": 4}},
+    # two synthetic regions (benchmarks/region_shift.py): tune in a, test in b
+    "region-shift": {"study": "region-shift/grouped.toml", "data": {}},
+}
+
+
+def _noisy(raw: dict[str, Any], repeats: int, scale: float, folds: int = 0) -> None:
+    raw["tuning"] = {"repeats": repeats, "racing": True} | ({"folds": folds} if folds else {})
+    for stage in raw["stages"]:
+        stage["n_random"] = max(2, round(stage["n_random"] * scale))
+        stage["n_bayes"] = max(1, round(stage["n_bayes"] * scale))
+
+
+# How each method changes the study (``raw``) before it is tuned.
+METHODS: dict[str, Any] = {
+    "single": lambda raw, repeats, scale: None,
+    "noisy": _noisy,
+    # validation on random patches of the training region, though the test is elsewhere
+    "random-val": lambda raw, repeats, scale: raw["data"].update(validation="random"),
+    # the default where the test is another region: held-out groups (blocks)
+    "grouped-val": lambda raw, repeats, scale: None,
+    # grouped folds as the replicates of the noise-aware search
+    "grouped-folds": lambda raw, repeats, scale: _noisy(raw, repeats, scale, folds=repeats),
+}
+
+
+def _t95(dof: int) -> float:
+    known = [d for d in _T95 if d <= dof]
+    return _T95[max(known)] if known else _T95[1]
+
+
+def paired(tuned: list[float], base: list[float]) -> dict[str, float]:
+    """Mean paired difference with its 95 % confidence interval."""
+    diffs = [a - b for a, b in zip(tuned, base, strict=True)]
+    mean = statistics.fmean(diffs)
+    half = _t95(len(diffs) - 1) * statistics.stdev(diffs) / math.sqrt(len(diffs))
+    return {"mean": mean, "low": mean - half, "high": mean + half, "n": len(diffs)}
+
+
+def _study(dataset: str, method: str, work: Path, repeats: int, scale: float) -> Any:
+    setup = DATASETS[dataset]
+    path = _region_shift(work) if dataset == "region-shift" else ROOT / setup["study"]
+    raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    raw = copy.deepcopy(raw)
+    raw["name"] = f"gain-{dataset}-{method}"
+    raw["data"].update(setup["data"])
+    METHODS[method](raw, repeats, scale)
+    work.mkdir(parents=True, exist_ok=True)
+    raw["storage"] = f"sqlite:///{work / (raw['name'] + '.db')}"
+    raw["artifacts"] = str(work / "artifacts" / raw["name"])
+    return parse_study(raw, file=path, explicit=("storage", "artifacts"))
+
+
+def _region_shift(work: Path) -> Path:
+    """The region-shift study files, built once under ``work``."""
+    out = work / "region-shift"
+    if not (out / "grouped.toml").is_file():
+        subprocess.run([sys.executable, "-m", "benchmarks.region_shift", str(out)], check=True,
+                       cwd=ROOT)
+    return out / "grouped.toml"
+
+
+def _trainings(result: Any) -> int:
+    """Networks trained by the search: every replicate of every trial that ran."""
+    total = 0
+    for stage in result.stages:
+        for t in stage.study.get_trials(deepcopy=False) if stage.study else []:
+            if "hpo:copied_from" in t.user_attrs:
+                continue
+            total += len(t.user_attrs.get(REPLICATES_ATTR) or [None])
+    return total
+
+
+def tune(dataset: str, method: str, work: Path, repeats: int, scale: float) -> dict[str, Any]:
+    """Tune one study; its best params, the defaults, the claimed gain, the compute."""
+    spec = _study(dataset, method, work, repeats, scale)
+    ensure_scene(spec)
+    started = time.monotonic()
+    tuning = prepare_data(spec)
+    search = make_search(spec, make_objective(spec, tuning, device="cpu"))
+    result = search.run()
+    gain = search_gain(result)
+    defaults = {k: v for stage in spec.stages for k, v in stage.to_stage().defaults.items()}
+    return {
+        "spec": spec,
+        "best": dict(result.best_params),
+        "defaults": defaults,
+        "claimed": gain.delta if gain else None,
+        "claimed_se": gain.se if gain else None,
+        "trainings": _trainings(result),
+        "configurations": sum(s.n_complete for s in result.stages),
+        "seconds": time.monotonic() - started,
+    }
+
+
+def _train_once(job: tuple) -> dict[str, Any]:
+    """One fresh-seed training of one configuration, scored on validation and test."""
+    section, base_dir, split_seed, fixed, params, seed, model = job
+    import networks
+    from networks.config import ModelConfig
+
+    final = prepare_final_data(section, base_dir, seed=split_seed, train_on="train")
+    config = ModelConfig.from_params({**fixed, **params})
+    history = networks.train(config, final.train_set, final.val_set, seed=seed, model=model,
+                             device="cpu")
+    val = networks.evaluate(history.model, final.val_set, device="cpu")
+    test = networks.evaluate(history.model, final.test_set, device="cpu",
+                             threshold=val["threshold"])
+    return {"val_f1": val["f1"], "test_f1": test["f1"], "test_auc": test["auc"],
+            "val_f1_best": val["f1_best"], "test_f1_at_val_threshold": test["f1_at_threshold"]}
+
+
+def evaluate(configs: dict[str, tuple[Any, dict]], seeds: list[int], workers: int
+             ) -> dict[str, list[dict[str, Any]]]:
+    """Every ``name: (spec, params)`` trained with every fresh seed on the spec's data.
+
+    Each method keeps its own study's splits (validation differs between them); the test
+    split is the same, so the test scores pair by seed.
+    """
+    jobs = {(name, s): (data_section(spec), spec.base_dir, spec.seed, dict(spec.model.fixed),
+                        params, s, spec.model.name)
+            for name, (spec, params) in configs.items() for s in seeds}
+    with ProcessPoolExecutor(workers, mp_context=get_context("forkserver")) as pool:
+        done = dict(zip(jobs, pool.map(_train_once, jobs.values()), strict=True))
+    return {name: [done[(name, s)] for s in seeds] for name in configs}
+
+
+def run(datasets: list[str], methods: list[str], seeds: list[int], work: Path, repeats: int,
+        scale: float, workers: int) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for dataset in datasets:
+        tuned = {m: tune(dataset, m, work, repeats, scale) for m in methods}
+        first = tuned[methods[0]]
+        configs = {"untuned": (first["spec"], first["defaults"])} | {
+            m: (t["spec"], t["best"]) for m, t in tuned.items()}
+        scores = evaluate(configs, seeds, workers)
+        for method, t in tuned.items():
+            setup = {"seeds": seeds, "repeats": repeats if method == "noisy" else 1,
+                     "budget_scale": scale if method == "noisy" else 1.0,
+                     "trainings": t["trainings"], "configurations": t["configurations"],
+                     "tuning_seconds": round(t["seconds"], 1)}
+            row = {"benchmark": "tuning_gain", "dataset": dataset, "method": method,
+                   "model": first["spec"].model.name, "setup": setup,
+                   "claimed_gain": t["claimed"], "claimed_gain_se": t["claimed_se"],
+                   "best_params": t["best"]}
+            for metric in ("val_f1", "test_f1", "test_auc", "val_f1_best",
+                           "test_f1_at_val_threshold"):
+                a = [r[metric] for r in scores[method]]
+                b = [r[metric] for r in scores["untuned"]]
+                row[metric] = {"tuned": a, "untuned": b, "gain": paired(a, b)}
+            # how far validation overstates the test, for the tuned configuration
+            row["val_to_test_gap"] = statistics.fmean(
+                r["val_f1"] - r["test_f1"] for r in scores[method])
+            row["versus"] = {
+                other: {metric: paired([r[metric] for r in scores[method]],
+                                       [r[metric] for r in scores[other]])
+                        for metric in ("test_f1", "test_auc", "test_f1_at_val_threshold")}
+                for other in methods if other != method}
+            rows.append(row)
+            print(json.dumps({k: row[k] for k in ("dataset", "method", "claimed_gain")}
+                             | {m: row[m]["gain"] for m in ("val_f1", "test_f1")}), flush=True)
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "# Tuning gain on fresh seeds",
+        "",
+        "Exported best configuration vs the untuned defaults, each trained with the same "
+        "fresh seeds (never used in tuning); gains are paired by seed, mean [95 % CI].",
+        "",
+        "| data set | method | trainings (configs) | claimed gain | realised val F1 gain | "
+        "realised test F1 gain | test AUC gain | val - test F1 |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        def cell(metric: str, r: dict = r) -> str:
+            g = r[metric]["gain"]
+            return f"{g['mean']:+.3f} [{g['low']:+.3f}, {g['high']:+.3f}]"
+
+        claimed = (f"{r['claimed_gain']:+.3f}" if r["claimed_gain"] is not None else "-") + (
+            f" ± {r['claimed_gain_se']:.3f}" if r["claimed_gain_se"] else "")
+        lines.append(
+            f"| {r['dataset']} | {r['method']} | {r['setup']['trainings']} "
+            f"({r['setup']['configurations']}) | {claimed} | {cell('val_f1')} | "
+            f"{cell('test_f1')} | {cell('test_auc')} | {r['val_to_test_gap']:+.3f} |")
+    versus = [(r["dataset"], r["method"], other, pairs)
+              for r in rows for other, pairs in r["versus"].items()]
+    if versus:
+        lines += ["", "Between methods (row minus column method, same seeds, test split):", "",
+                  "| data set | method | versus | test F1 | test AUC | test F1 at val threshold |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for dataset, method, other, g in versus:
+            cells = " | ".join(f"{g[m]['mean']:+.3f} [{g[m]['low']:+.3f}, {g[m]['high']:+.3f}]"
+                               for m in ("test_f1", "test_auc", "test_f1_at_val_threshold"))
+            lines.append(f"| {dataset} | {method} | {other} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--datasets", default="quickstart,synthetic-blocked")
+    p.add_argument("--methods", default="single,noisy")
+    p.add_argument("--seeds", type=int, default=5, help="fresh seeds per configuration")
+    p.add_argument("--repeats", type=int, default=3, help="replicates of the noisy search")
+    p.add_argument("--scale", type=float, default=0.5,
+                   help="stage budgets of the noisy search, relative to the study's")
+    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument("--work", type=Path, default=Path("/tmp/tuning_gain"))
+    p.add_argument("--out", default="tuning_gain", help="results/<out>.json and .md")
+    args = p.parse_args()
+    seeds = [1000 + i for i in range(args.seeds)]
+    rows = run(args.datasets.split(","), args.methods.split(","), seeds, args.work,
+               args.repeats, args.scale, args.workers)
+    target = RESULTS / f"{args.out}.json"
+    # Runs of other data sets or methods stay: each run replaces only its own rows.
+    old = json.loads(target.read_text())["rows"] if target.is_file() else []
+    ran = {(r["dataset"], r["method"]) for r in rows}
+    rows = [r for r in old if (r["dataset"], r["method"]) not in ran] + rows
+    record = {"benchmark": "tuning_gain",
+              "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+              "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                          "load": os.getloadavg()},
+              "rows": rows}
+    RESULTS.mkdir(exist_ok=True)
+    target.write_text(json.dumps(record, indent=1) + "\n")
+    target.with_suffix(".md").write_text(markdown(rows))
+    print(markdown(rows))
+
+
+if __name__ == "__main__":
+    main()
