@@ -437,11 +437,15 @@ def main(argv: list[str] | None = None) -> None:
 
     names = [NETWORK_NAMES[0], NARROW, *NETWORK_NAMES[1:]]
     rows = []
+    # Every memory child first: on Linux a child's peak RSS starts from its parent's
+    # resident size at fork, so a parent that has run a model would hide the children's.
     for name in names:
         rows.append({"model": name, **_memory_in_subprocess(name, args, size)})
-        rows[-1]["receptive_field_px"] = receptive_side(name)
-        print(f"{name}: {rows[-1]['peak_memory_mib']:,.0f} MiB peak, receptive field "
-              f"{rows[-1]['receptive_field_px']} px", file=sys.stderr)  # fmt: skip
+        print(f"{name}: {rows[-1]['peak_memory_mib']:,.0f} MiB peak", file=sys.stderr)
+    for row in rows:
+        row["receptive_field_px"] = receptive_side(row["model"])
+        print(f"{row['model']}: receptive field {row['receptive_field_px']} px",
+              file=sys.stderr)  # fmt: skip
     seconds = throughput(names, size, args.device, reps, warmup=1, threads=args.threads)
     for row in rows:
         row["seconds_per_step"] = seconds[row["model"]]
