@@ -622,6 +622,8 @@ def _rerun_args(args: argparse.Namespace) -> list[str]:
         words += ["--runner", args.runner]
     if args.storage:
         words += ["--storage", args.storage]
+    for folder in args.allow_outside:
+        words += ["--allow-outside", folder]
     return words
 
 
@@ -683,6 +685,8 @@ def _print_summary(
     )
     if args.data_path:
         export += ["--data-path", args.data_path]
+    for folder in args.allow_outside:
+        export += ["--allow-outside", folder]
     out.print(f"export it: [bold]{_command(*export)}[/bold]", soft_wrap=True)
 
 
@@ -1172,8 +1176,27 @@ def _cmd_compare(args: argparse.Namespace, out: Any, err: Any) -> int:
         soft_wrap=True,
     )
     started = time.monotonic()
-    result = run_compare(spec, settings, out_dir, fresh=args.fresh,
-                         say=lambda text: out.print(text, soft_wrap=True, highlight=False))
+    try:
+        result = run_compare(spec, settings, out_dir, fresh=args.fresh,
+                             say=lambda text: out.print(text, soft_wrap=True, highlight=False))
+    except KeyboardInterrupt:
+        # as `hpo tune`: what is finished is stored, the same command (without --fresh)
+        # continues; a trial cut off is recorded as interrupted and runs again
+        again = [args.study]
+        for flag, value in (("--variants", args.variants), ("--trials", args.trials),
+                            ("--seeds", args.seeds), ("-o", args.out),
+                            ("--storage", args.storage), ("--data-path", args.data_path)):
+            if value:
+                again += [flag, *value] if isinstance(value, list) else [flag, str(value)]
+        again += ["--quick"] if args.quick else ["--full"] if args.full else []
+        for folder in args.allow_outside:
+            again += ["--allow-outside", folder]
+        err.print(
+            "hpo: interrupted; finished trials and training runs are stored. Resume with: "
+            f"{_command('hpo', 'compare', *again)}",
+            soft_wrap=True,
+        )
+        return EXIT_INTERRUPTED
     out.print((result.out_dir / TABLE_FILE).read_text(encoding="utf-8"), soft_wrap=True,
               highlight=False, markup=False)
     out.print(f"done in {time.monotonic() - started:.0f}s", soft_wrap=True)

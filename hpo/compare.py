@@ -39,6 +39,7 @@ import numpy as np
 from hpo.atomic import write_json, write_text
 from hpo.budget import plan_stages
 from hpo.errors import SpecError
+from hpo.shift import outside_training, shifted_channels
 from hpo.spec import ModelSpec, RefineSpec, StageSpec, StudySpec
 from hpo.variants import PAPER_VARIANTS, VARIANTS, Variant
 
@@ -300,6 +301,7 @@ def run_compare(
     state["study"] = spec.name
     done = {(r["split"], r["fold"], r["variant"], r["seed"]) for r in state["rows"]}
     st.ensure_scene(spec, say=say)
+    progress = _plan(spec, settings, state, done, say)
     if spec.runner.kind == "local":
         st.set_threads(spec)
     for override in settings.splits:
@@ -332,25 +334,131 @@ def run_compare(
                 if reason is not None:
                     state["skipped"][name] = reason
                     say(f"{where} {name}: skipped ({reason})")
+                    progress.drop(len(seeds) + (settings.trials if variant.tuned else 0))
                     continue
+                # What `hpo train` records too: a test score where the inputs leave the
+                # training range measures extrapolation.
+                shifted = outside_training(final.cube, final.norm, final.source_names,
+                                           final.splits.test)
+                far = shifted_channels(shifted)
+                if far:
+                    say(f"{where} {name}: warning: test inputs far outside the training "
+                        f"range: {far}")
                 params = _tune(vspec, variant, final, state, label, fold, fresh, device, say,
-                               where)
-                for s in seeds:
+                               where, progress)
+                for i, s in enumerate(seeds):
+                    say(f"{where} {name} seed {spec.seed + s}: training (run {i + 1}/"
+                        f"{len(seeds)} of this variant)")
                     probs = (_probs_path(out_dir, label, fold, name, spec.seed + s)
                              if settings.ensemble else None)
                     row = _train_and_test(vspec, params, final, spec.seed + s, device, probs)
-                    row.update(split=label, fold=fold, variant=name)
+                    row.update(split=label, fold=fold, variant=name,
+                               test_outside_training=shifted)
                     state["rows"].append(row)
                     _save(out_dir, state, settings)
+                    progress.unit(row["seconds"])
                     test = row["test"]["at_threshold"] or row["test"]["at_0.5"]
                     say(f"{where} {name} seed {row['seed']}: test F1 {test['f1']:.3f} "
                         f"MIoU {test['miou']:.3f} AUC {_num(test['auc'])} "
-                        f"({row['seconds']:.0f}s)")
+                        f"({row['seconds']:.0f}s) | {progress.status()}")
                 _ensemble_step(state, out_dir, settings, (label, fold, name), members, where,
                                say)
     _save(out_dir, state, settings)
     return CompareResult(state["rows"], state["searches"], state["skipped"],
                          summarize(state["rows"]), out_dir, state["ensembles"])
+
+
+class _Progress:
+    """Model trainings done and to do, and the ETA from the seconds they took.
+
+    A tuning evaluation and a seed's training run count one each.
+    """
+
+    def __init__(self, total: int, seconds_per_unit: float | None) -> None:
+        self.total = total
+        self.done = 0
+        self.busy = 0.0  # seconds of the units done here (failed trials' time included)
+        self.prior = seconds_per_unit  # the pace stored by an earlier run, if any
+        self.started = time.monotonic()
+
+    def unit(self, seconds: float, *, counts: bool = True) -> None:
+        """One training finished (``counts=False``: time spent that finished none)."""
+        self.busy += max(0.0, seconds)
+        self.done += counts
+
+    def drop(self, units: int) -> None:
+        """Units that will not run after all (stored already, or not applicable)."""
+        self.total = max(self.done, self.total - units)
+
+    def status(self) -> str:
+        from hpo.progress import format_duration
+
+        pace = self.busy / self.done if self.done else self.prior
+        eta = format_duration(pace * (self.total - self.done)) if pace is not None else "?"
+        return (f"{self.done}/{self.total} trainings, elapsed "
+                f"{format_duration(time.monotonic() - self.started)}, ETA {eta}")
+
+
+def _plan(
+    spec: StudySpec,
+    settings: CompareSettings,
+    state: Mapping[str, Any],
+    done: set[tuple[Any, ...]],
+    say: Callable[[str], None],
+) -> _Progress:
+    """Count the model trainings still to run and say so.
+
+    With a time estimate when an earlier run of this comparison stored its pace.
+    """
+    from hpo import study as st
+    from hpo.progress import format_duration
+
+    searches = evaluations = runs = 0
+    for override in settings.splits:
+        label = split_label(override)
+        for fold in range(settings.folds) if settings.folds else (None,):
+            for name in settings.variants:
+                variant = VARIANTS[name]
+                runs += sum((label, fold, name, spec.seed + s) not in done
+                            for s in range(settings.seeds))
+                if variant.tuned and not _found(state, label, fold, name):
+                    searches += 1
+                    vspec = variant_spec(spec, variant, settings.trials, {},
+                                         label + (f"-f{fold}" if fold is not None else ""))
+                    evaluations += settings.trials - _stored_evaluations(st, vspec)
+    seconds = sum(s.get("seconds") or 0.0 for s in state["searches"]) + sum(
+        r.get("seconds") or 0.0 for r in state["rows"])
+    units = sum(s.get("evaluations") or 0 for s in state["searches"]) + len(state["rows"])
+    pace = seconds / units if units and seconds else None
+    total = evaluations + runs
+    estimate = (f", about {format_duration(pace * total)} at the stored pace"
+                if pace is not None and total else
+                "; the ETA follows after the first one" if total else "")
+    if total:
+        say(f"plan: {total} model trainings: {evaluations} tuning evaluations in {searches} "
+            f"search(es) and {runs} training run(s){estimate}")
+    else:
+        say("plan: nothing left to train, every run is stored")
+    return _Progress(total, pace)
+
+
+def _stored_evaluations(st: Any, vspec: StudySpec) -> int:
+    """Evaluations a variant's search already holds (copied incumbents not counted)."""
+    from optuna.trial import TrialState
+
+    from hpo.ledger import COPIED_ATTR
+
+    if not st.storage_exists(vspec.storage):
+        return 0
+    try:
+        stages = st.make_search(vspec).status().stages
+    except Exception:  # noqa: BLE001 - an estimate only: a changed spec fails later, named
+        return 0
+    return sum(
+        sum(t.state == TrialState.COMPLETE and COPIED_ATTR not in t.user_attrs
+            for t in s.study.get_trials(deepcopy=False))
+        for s in stages if s.study is not None
+    )
 
 
 def _found(state: Mapping[str, Any], label: str, fold: int | None, name: str) -> bool:
@@ -371,24 +479,46 @@ def _tune(
     device: str | None,
     say: Callable[[str], None],
     where: str,
+    progress: _Progress | None = None,
 ) -> dict[str, Any]:
     """The variant's parameters: its search's best (run or resumed), or the defaults."""
+    from optuna.trial import TrialState
+
     from hpo import study as st
+    from hpo.ledger import COPIED_ATTR
 
     if not variant.tuned:
         return defaults_of(vspec)
+    progress = progress or _Progress(0, None)
     started = time.monotonic()
     # The final data already hold the tuning split (same cube, splits and training-only
     # normalization), so the cube is not prepared and measured a second time.
     tuning = st.TuningData(final.cube, final.splits.for_tuning(), final.norm,
                            final.train_set, final.val_set)
-    search = st.make_search(vspec, st.make_objective(vspec, tuning, device=device))
+    evaluations = sum(s.n_random + s.n_bayes for s in vspec.stages) - (len(vspec.stages) - 1)
+    count = [0]  # evaluations complete, stored ones included
+
+    def on_trial(study: Any, trial: Any) -> None:
+        if COPIED_ATTR in trial.user_attrs:
+            return  # the incumbent handed on: nothing trained
+        took = ((trial.datetime_complete - trial.datetime_start).total_seconds()
+                if trial.datetime_complete and trial.datetime_start else 0.0)
+        complete = trial.state == TrialState.COMPLETE
+        progress.unit(took, counts=complete)
+        if complete:
+            count[0] += 1
+            what = f"trial {count[0]}/{evaluations}: {vspec.metric} {trial.value:.4f}"
+        else:
+            what = f"a trial ended {trial.state.name} (run again)"
+        say(f"{where} {variant.name}: {what} ({took:.0f}s) | {progress.status()}")
+
+    search = st.make_search(vspec, st.make_objective(vspec, tuning, device=device),
+                            callbacks=[on_trial])
     if fresh:
         search.reset()
-    before = sum(s.n_complete for s in search.status().stages)
-    say(f"{where} {variant.name}: tuning {vspec.name} "
-        f"({sum(s.n_random + s.n_bayes for s in vspec.stages)} trials"
-        + (f", {before} stored" if before else "") + ")")
+    count[0] = stored = _stored_evaluations(st, vspec)
+    say(f"{where} {variant.name}: tuning {vspec.name} ({evaluations} evaluations"
+        + (f", {stored} stored" if stored else "") + ")")
     result = search.run()
     seconds = time.monotonic() - started
     record = next((s for s in state["searches"] if s["study"] == vspec.name), None)
@@ -606,6 +736,17 @@ def markdown(state: Mapping[str, Any]) -> str:
                 f"{seconds} | {e['runs']} |"
             )
         lines.append("")
+        shifted: dict[str, float] = {}
+        for row in (r for r in state["rows"] if r["split"] == split):
+            for channel, share in (row.get("test_outside_training") or {}).items():
+                shifted[channel] = max(share, shifted.get(channel, 0.0))
+        if shifted_channels(shifted):
+            lines += [
+                f"Test inputs far outside the training range (share of valid values beyond "
+                f"the training 2-98 % range by more than its width): "
+                f"{shifted_channels(shifted)}; scores there measure extrapolation.",
+                "",
+            ]
         ensembles = [e for e in summarize(state.get("ensembles", [])) if e["split"] == split]
         if ensembles:
             lines += [

@@ -220,3 +220,66 @@ def test_cli_compare_prints_the_table(tmp_path, capsys):
     assert code == 0
     printed = capsys.readouterr().out
     assert "| untuned |" in printed and (out / "compare.json").is_file()
+
+
+def test_compare_shows_progress_and_records_the_test_shift(tmp_path):
+    # Regression (issue 21): 13 silent minutes while a model trained; no estimate; the
+    # out-of-training-range shares that `hpo train` records were missing.
+    spec = load_study(write_study(tmp_path, TINY_STUDY + COMPARE))
+    settings = compare_settings(spec, variants=["fusion", "untuned"], seeds=2)
+    said: list[str] = []
+    result = run_compare(spec, settings, tmp_path / "out", say=said.append)
+    # up front: what is to run, in model trainings (4 evaluations + 2 x 2 seeds)
+    plan = [i for i, line in enumerate(said) if line.startswith("plan:")]
+    assert plan and "8 model trainings" in said[plan[0]], said
+    # every tuning trial and every seed says where the comparison is, with an ETA
+    trials = [line for line in said if "fusion: trial" in line]
+    assert plan[0] < said.index(trials[0])
+    assert len(trials) == 4 and "trial 4/4" in trials[-1], said
+    assert all("ETA" in line for line in trials), trials
+    for variant in ("fusion", "untuned"):
+        for seed in (0, 1):
+            assert any(f"{variant} seed {seed}: training" in line for line in said), said
+    assert "8/8 trainings" in [line for line in said if "seed 1:" in line][-1]
+    for row in result.rows:
+        shares = row["test_outside_training"]
+        assert shares and all(0.0 <= v <= 1.0 for v in shares.values())
+        assert set(shares) <= set(row.get("source_names") or shares)
+    stored = json.loads((tmp_path / "out" / "compare.json").read_text())
+    assert all("test_outside_training" in r for r in stored["rows"])
+    # a rerun with timings stored estimates the time up front
+    stored["rows"] = [r for r in stored["rows"] if r["variant"] != "untuned"]
+    (tmp_path / "out" / "compare.json").write_text(json.dumps(stored))
+    again: list[str] = []
+    run_compare(spec, settings, tmp_path / "out", say=again.append)
+    plan = next(line for line in again if line.startswith("plan:"))
+    assert "2 model trainings" in plan and "about" in plan, plan
+
+
+def test_cli_compare_interrupted_prints_the_resume_command(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from .test_cli import ROOT
+
+    study = write_study(tmp_path, TINY_STUDY + COMPARE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hpo.cli", "compare", str(study), "--variants", "fusion",
+         "-o", str(tmp_path / "cmp")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        for line in proc.stdout:
+            if "fusion: trial 1/" in line:
+                proc.send_signal(signal.SIGINT)
+                break
+        else:
+            pytest.fail(f"no trial finished: {proc.stderr.read()}")
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert f"Resume with: hpo compare {study}" in err and "Traceback" not in err, err
