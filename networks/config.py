@@ -234,7 +234,7 @@ class DCNNConfig(_Group):
     downsampled by a strided encoder whose decoder restores full resolution through skip
     connections (see :class:`networks.dcnn.DCNN`). Landslides are recognised by their
     shape, scarp and runout, tens of pixels across: the defaults give the fusion network
-    an empirical receptive field of about 100 px; ``levels = 0`` with
+    an empirical receptive field of about 90 px (34 px before); ``levels = 0`` with
     ``max_dilation = dilation`` is the narrow layout of earlier versions (13 px).
 
     Attributes:
