@@ -254,7 +254,273 @@ def problems() -> list[Problem]:
             description=f"network4 + eps * ring of bilinear cross-stage terms on unit-scaled "
             f"values, eps = {COUPLED_EPS} (coupling within +-eps)",
         ),
+        cnn4_coupled(),
+        fusion5_coupled(),
     ]
+
+
+# ------------------------------------------------------- network-like problems
+
+
+@dataclass(frozen=True)
+class Param:
+    """One hyperparameter of a network-like problem.
+
+    Args:
+        dist: Its distribution.
+        default: The value used until its stage is tuned (plausible, not optimal).
+        opt: Its value at the problem's optimum.
+        weight: Weight of its own bowl ``weight * du**2`` (``du``: unit-scaled distance
+            to ``opt``, log scale for log parameters); numeric parameters only.
+        costs: Categoricals: the own cost of each choice (0 for ``opt``).
+    """
+
+    dist: BaseDistribution
+    default: Any
+    opt: Any
+    weight: float = 1.0
+    costs: Mapping[Any, float] | None = None
+
+
+RIPPLE = 0.05
+"""Height of each numeric parameter's cosine ripple: local minima every 1/4 of the range."""
+
+
+def _du(dist: BaseDistribution, value: Any, opt: Any) -> Any:
+    """Unit-scaled signed distance of ``value`` from ``opt`` (log scale for log params)."""
+    low, high = float(dist.low), float(dist.high)
+    if dist.log:
+        return (np.log(np.asarray(value, dtype=float)) - math.log(opt)) / math.log(high / low)
+    return (np.asarray(value, dtype=float) - opt) / (high - low)
+
+
+def _cost(table: Mapping[Any, float], value: Any) -> Any:
+    return np.vectorize(lambda v: table[v.item() if hasattr(v, "item") else v],
+                        otypes=[float])(value)
+
+
+def _own_block(params: Mapping[str, Param]) -> Callable[..., Any]:
+    """A stage's own part: a rippled bowl per numeric parameter, a cost per choice.
+
+    Every term is >= 0 and 0 at ``opt``, so the block's minimum is 0 there.
+    """
+
+    def fn(*values: Any) -> Any:
+        total: Any = 0.0
+        for p, v in zip(params.values(), values, strict=True):
+            if isinstance(p.dist, CategoricalDistribution):
+                total = total + _cost(p.costs or {}, v)
+            else:
+                du = _du(p.dist, v, p.opt)
+                total = total + p.weight * du**2 + RIPPLE * (1 - np.cos(8 * math.pi * du))
+        return total
+
+    return fn
+
+
+@dataclass(frozen=True)
+class NetworkProblem(Problem):
+    """A network-like problem: per-stage rippled bowls plus cross-stage interactions.
+
+    Each interaction is a square (of a linear combination of unit-scaled distances to
+    the optimum, or of a discrete mismatch) that is 0 at the optimum, so f* = 0 exactly
+    while each stage's best values move with the values of the stages after it.
+    """
+
+    params: Mapping[str, Param] | None = None
+    interaction: Callable[[Callable[[str], Any], Values], Any] | None = None
+
+    def __call__(self, values: Values) -> Any:
+        total = sum(block(values) for block in self.blocks)
+        assert self.params is not None and self.interaction is not None
+        params = self.params
+
+        def du(name: str) -> Any:
+            p = params[name]
+            return _du(p.dist, values[name], p.opt)
+
+        return total + self.interaction(du, values)
+
+
+def _network_problem(
+    name: str,
+    stages: Mapping[str, Mapping[str, Param]],
+    interaction: Callable[[Callable[[str], Any], Values], Any],
+    description: str,
+) -> NetworkProblem:
+    blocks = tuple(
+        Block(
+            stage,
+            {k: p.dist for k, p in params.items()},
+            {k: p.default for k, p in params.items()},
+            _own_block(params),
+            0.0,
+        )
+        for stage, params in stages.items()
+    )
+    flat = {k: p for params in stages.values() for k, p in params.items()}
+    return NetworkProblem(
+        name,
+        blocks,
+        f_star=0.0,
+        note="0 by construction (every term is >= 0 and 0 at the planted optimum)",
+        description=description,
+        params=flat,
+        interaction=interaction,
+    )
+
+
+def _f(low: float, high: float, log: bool = False) -> FloatDistribution:
+    return FloatDistribution(low, high, log=log)
+
+
+def _i(low: int, high: int, log: bool = False) -> IntDistribution:
+    return IntDistribution(low, high, log=log)
+
+
+def _c(*choices: Any) -> CategoricalDistribution:
+    return CategoricalDistribution(list(choices))
+
+
+def cnn4_coupled() -> NetworkProblem:
+    """4 stages, 20 parameters (7 float, 9 int, 4 categorical), coupled like a network.
+
+    Interactions (``d(x)``: unit-scaled distance of ``x`` to its optimum):
+
+    * learning rate against width, depth and batch (``d(lr) + d(width)/2 + 0.3 d(depth)
+      - d(batch)/2``): at the default lr (20x too small) the architecture stage picks an
+      oversized network;
+    * the DBN's pretraining lr and hidden size against the head's class weight and loss
+      mix (the DBN's best depends on the head);
+    * temporal dropout against the DCNN's dropout (one budget of regularization), LSTM
+      size against the DBN's capacity;
+    * the temporal kernel (categorical) against the DCNN depth: a receptive field of
+      ``depth * (kernel - 1)`` = 24 is best, so at the default depth 4 the kernel 7 wins
+      and then holds depth at 4.
+    """
+    stages = {
+        "temporal": {
+            "conv_channels": Param(_i(8, 128, log=True), 32, 48, 1.0),
+            "lstm_hidden": Param(_i(8, 256, log=True), 16, 64, 1.0),
+            "kernel": Param(_c(3, 5, 7), 3, 5, costs={3: 0.2, 5: 0.0, 7: 0.15}),
+            "t_dropout": Param(_f(0.0, 0.5), 0.1, 0.2, 1.0),
+            "time_pool": Param(_c("mean", "last", "attn"), "last", "attn",
+                               costs={"mean": 0.1, "last": 0.3, "attn": 0.0}),
+        },
+        "dbn": {
+            "n_rbm": Param(_i(1, 4), 2, 3, 1.0),
+            "rbm_hidden": Param(_i(16, 512, log=True), 64, 128, 1.0),
+            "cd_k": Param(_i(1, 5), 1, 2, 0.5),
+            "pretrain_lr": Param(_f(1e-4, 1e-1, log=True), 1e-2, 3e-3, 1.0),
+            "pretrain_epochs": Param(_i(1, 20), 5, 8, 0.5),
+        },
+        "dcnn": {
+            "depth": Param(_i(2, 10), 4, 6, 1.0),
+            "width": Param(_i(8, 256, log=True), 32, 64, 1.0),
+            "activation": Param(_c("relu", "gelu", "tanh", "elu"), "relu", "gelu",
+                                costs={"relu": 0.1, "gelu": 0.0, "tanh": 0.4, "elu": 0.05}),
+            "dropout": Param(_f(0.0, 0.6), 0.0, 0.3, 1.0),
+            "norm": Param(_c("batch", "group", "none"), "none", "batch",
+                          costs={"batch": 0.0, "group": 0.05, "none": 0.3}),
+        },
+        "optim": {
+            "lr": Param(_f(1e-5, 1e-1, log=True), 1e-4, 2e-3, 1.0),
+            "batch": Param(_i(8, 256, log=True), 32, 64, 0.5),
+            "weight_decay": Param(_f(1e-6, 1e-2, log=True), 1e-5, 1e-4, 0.5),
+            "pos_weight": Param(_f(1.0, 30.0, log=True), 1.0, 6.0, 0.5),
+            "mse_weight": Param(_f(0.0, 1.0), 0.5, 0.3, 0.5),
+        },
+    }
+
+    def interaction(d: Callable[[str], Any], v: Values) -> Any:
+        depth = np.asarray(v["depth"], dtype=float)
+        kernel = np.asarray(v["kernel"], dtype=float)
+        return (
+            4 * (d("lr") + 0.5 * d("width") + 0.3 * d("depth") - 0.5 * d("batch")) ** 2
+            + 3 * (d("pretrain_lr") - 0.6 * d("pos_weight") + 0.4 * d("mse_weight")) ** 2
+            + 2 * (d("rbm_hidden") - 0.5 * d("pos_weight")) ** 2
+            + 2 * (d("t_dropout") + 1.2 * d("dropout")) ** 2
+            + 2 * (d("lstm_hidden") - 0.5 * d("rbm_hidden") - 0.3 * d("n_rbm")) ** 2
+            + 0.004 * (depth * (kernel - 1) - 24) ** 2
+        )
+
+    return _network_problem(
+        "cnn4-coupled",
+        stages,
+        interaction,
+        "4 stages (temporal, dbn, dcnn, optim), 20 parameters (7 float, 9 int, "
+        "4 categorical): rippled bowls per stage "
+        "+ lr x width/depth/batch, dbn x head weights, dropout x dropout, lstm x dbn and "
+        "kernel x depth interactions; f* = 0 at a planted optimum",
+    )
+
+
+def fusion5_coupled() -> NetworkProblem:
+    """5 stages, 17 parameters (6 float, 7 int, 4 categorical), the fusion network's order.
+
+    Interactions: the learning rate against batch (linear scaling), width and depth;
+    the DBN's pretraining lr and size against the head's class weight and loss mix;
+    regularization (augmentation + temporal dropout) against the DCNN's width; LSTM
+    size against DCNN depth; the input sources (categorical, stage 1) against the
+    number of RBMs (stage 3): more sources need more RBMs, and at the default of one
+    RBM the optical-only choice wins and then holds the DBN at one RBM.
+    """
+    stages = {
+        "data": {
+            "patch": Param(_c(64, 128, 256), 128, 256, costs={64: 0.3, 128: 0.1, 256: 0.0}),
+            "sources": Param(_c("optical", "optical+dem", "all"), "optical+dem", "all",
+                             costs={"optical": 0.2, "optical+dem": 0.1, "all": 0.0}),
+            "augment": Param(_f(0.0, 1.0), 0.0, 0.6, 1.0),
+        },
+        "temporal": {
+            "lstm_hidden": Param(_i(8, 256, log=True), 16, 48, 1.0),
+            "conv3d": Param(_i(1, 4), 2, 3, 0.5),
+            "downsample": Param(_c(2, 4, 8), 4, 4, costs={2: 0.2, 4: 0.0, 8: 0.1}),
+            "t_dropout": Param(_f(0.0, 0.5), 0.0, 0.25, 1.0),
+        },
+        "dbn": {
+            "n_rbm": Param(_i(1, 4), 1, 2, 0.9),
+            "rbm_hidden": Param(_i(16, 512, log=True), 32, 256, 1.0),
+            "pretrain_lr": Param(_f(1e-4, 1e-1, log=True), 1e-3, 1e-2, 1.0),
+        },
+        "dcnn": {
+            "depth": Param(_i(2, 12), 4, 8, 1.0),
+            "width": Param(_i(8, 256, log=True), 32, 96, 1.0),
+            "activation": Param(_c("relu", "gelu", "tanh"), "relu", "gelu",
+                                costs={"relu": 0.1, "gelu": 0.0, "tanh": 0.4}),
+        },
+        "head": {
+            "lr": Param(_f(1e-5, 1e-1, log=True), 1e-4, 1e-3, 1.0),
+            "class_weight": Param(_f(1.0, 50.0, log=True), 1.0, 10.0, 0.5),
+            "loss_mix": Param(_f(0.0, 1.0), 0.5, 0.2, 0.5),
+            "batch": Param(_i(4, 128, log=True), 16, 32, 0.5),
+        },
+    }
+    need = {"optical": 1, "optical+dem": 2, "all": 2}
+    patch_cells = {64: 4.0, 128: 5.0, 256: 6.0}  # log2(patch / 4)
+
+    def interaction(d: Callable[[str], Any], v: Values) -> Any:
+        n_rbm = np.asarray(v["n_rbm"], dtype=float)
+        down = np.log2(np.asarray(v["downsample"], dtype=float))
+        return (
+            4 * (d("lr") - 0.5 * d("batch") + 0.4 * d("width") + 0.2 * d("depth")) ** 2
+            + 3 * (d("pretrain_lr") - 0.5 * d("class_weight")) ** 2
+            + 2 * (d("rbm_hidden") + 0.5 * d("loss_mix") - 0.3 * d("class_weight")) ** 2
+            + 2 * (d("augment") + d("t_dropout") - 0.5 * d("width")) ** 2
+            + 2 * (d("lstm_hidden") - 0.5 * d("depth")) ** 2
+            + 0.3 * (n_rbm - _cost(need, v["sources"])) ** 2
+            + 0.15 * (_cost(patch_cells, v["patch"]) + 2 - down - 6) ** 2
+        )
+
+    return _network_problem(
+        "fusion5-coupled",
+        stages,
+        interaction,
+        "5 stages (data, temporal, dbn, dcnn, head), 17 parameters (6 float, 7 int, "
+        "4 categorical): rippled bowls per stage + lr x batch/width/depth, dbn x head "
+        "weights, regularization x width, lstm x depth, sources x RBM count and patch x "
+        "downsampling interactions; f* = 0 at a planted optimum",
+    )
 
 
 # ------------------------------------------------------------- numerical optimum

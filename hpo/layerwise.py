@@ -34,7 +34,7 @@ from hpo.ledger import LEDGER_ATTR, Ledger, best_trial, ledger_from_trial, read_
 from hpo.runners import Runner, StageJob, make_runner
 from hpo.runners.base import Objective, as_two_argument
 from hpo.runners.isolated import check_timeout
-from hpo.samplers import SamplerSpec, make_sampler
+from hpo.samplers import SamplerSpec
 from hpo.samplers.phased import StageSampler
 from hpo.space import (
     derive_seed,
@@ -47,6 +47,13 @@ from hpo.space import (
 )
 from hpo.stage import REFINE, Refine, Stage
 from hpo.storage import StorageLike, describe_storage, make_artifact_store, make_storage
+from hpo.strategy import (
+    DEFAULT_STRATEGY,
+    STAGEWISE,
+    bayes_sampler,
+    check_strategy,
+    uses_shared_model,
+)
 
 _log = logging.getLogger("hpo")
 
@@ -199,6 +206,10 @@ class LayerwiseSearch:
             ``None``: no limit. For a runner instance, give it to the runner instead.
         isolate: Local runner: run each trial in its own child process even without a
             timeout, so a trial the OS kills (out of memory) is a FAIL, not a dead driver.
+        strategy: ``shared`` (default): stages on the default ``gp`` sampler share one
+            GP over every trial of the search, the acquisition moving only the active
+            stage (see :mod:`hpo.strategy`); ``stagewise``: the paper's method, each
+            stage modelled on its own trials only.
 
     Raises:
         SpecError: Invalid stages or options.
@@ -227,6 +238,7 @@ class LayerwiseSearch:
         cycle_budget: tuple[int, int] | None = None,
         trial_timeout: float | None = None,
         isolate: bool = False,
+        strategy: str = DEFAULT_STRATEGY,
     ) -> None:
         self.stages = list(stages)
         self.refine = Refine.coerce(refine)
@@ -252,6 +264,7 @@ class LayerwiseSearch:
         self.spec_fingerprint = spec_fingerprint
         self.trial_timeout = check_timeout(trial_timeout, key="trial_timeout")
         self.isolate = bool(isolate)
+        self.strategy = check_strategy(strategy)
         if isinstance(runner, Runner) and (self.trial_timeout is not None or self.isolate):
             raise SpecError(
                 "trial_timeout / isolate given with a runner instance",
@@ -305,6 +318,7 @@ class LayerwiseSearch:
             "spec_fingerprint": self.spec_fingerprint,
             "cycles": self.cycles,
             "cycle_budget": list(self.cycle_budget) if self.cycle_budget else None,
+            "strategy": self.strategy,
         }
         spec["fingerprint"] = fingerprint(spec)
         return _jsonable(spec)
@@ -325,6 +339,10 @@ class LayerwiseSearch:
         else:
             what = _refine_to_dict(self.refine)
             sampler = self.refine.sampler or self.sampler  # type: ignore[union-attr]
+        if uses_shared_model(self.strategy, sampler):
+            # Only where the strategy changes the trials: stage-wise keys stay those of
+            # searches stored before strategies existed, so they resume as they were.
+            later["strategy"] = self.strategy
         return _jsonable(
             {
                 "stage": what,
@@ -504,7 +522,7 @@ class LayerwiseSearch:
         # Later passes draw other random points than the first (which keeps its seed).
         seed = derive_seed(self.seed, stage.name, *([f"c{cycle}"] if cycle > 1 else []))
         sampler = StageSampler(
-            make_sampler(stage.sampler or self.sampler, seed),
+            self._bayes_sampler(index, stage, ledgers, seed),
             n_random=stage.n_random,
             seed=seed,
             incumbent=stage.defaults,
@@ -541,6 +559,23 @@ class LayerwiseSearch:
         if attrs.get(SEARCH_ATTR) != spec:
             study.set_user_attr(SEARCH_ATTR, spec)
         return study
+
+    def _bayes_sampler(
+        self, index: int, stage: Stage, ledgers: Mapping[str, Ledger], seed: int
+    ) -> optuna.samplers.BaseSampler:
+        """The stage's Bayesian sampler, as the search's strategy builds it."""
+        space = {k: d for s in self.stages for k, d in s.space.items()}
+        return bayes_sampler(
+            self.strategy,
+            stage.sampler or self.sampler,
+            seed,
+            space=space,
+            active=stage.space,
+            fixed=self._fixed(index, ledgers),
+            # Every stage study run before this one (all finished: this stage opened
+            # after their barriers), read from the storage when first needed.
+            earlier=lambda: [self._load_stage_study(i) for i in range(index)],
+        )
 
     def _close_stage(self, study: optuna.Study, stage: Stage) -> Ledger:
         """The barrier: once nothing runs, write the ledger (or read another driver's)."""
@@ -680,6 +715,8 @@ class LayerwiseSearch:
         refine = record.get("refine")
         kw.setdefault("cycles", record.get("cycles", 1))
         kw.setdefault("cycle_budget", record.get("cycle_budget"))
+        # Searches stored before strategies existed were tuned stage-wise.
+        kw.setdefault("strategy", record.get("strategy", STAGEWISE))
         return cls(
             [stage_from_dict(d) for d in record["stages"]],
             objective,

@@ -32,6 +32,7 @@ from hpo.errors import SpecError
 from hpo.samplers import SAMPLER_NAMES
 from hpo.space import fingerprint as _hash
 from hpo.stage import Stage
+from hpo.strategy import DEFAULT_STRATEGY, STRATEGIES
 
 METRICS = ("f1", "miou", "auc", "f1_best", "miou_best")
 MODELS = ("fusion", "segnet", "deeplabv3", "pspnet", "unet", "hgb")
@@ -63,6 +64,7 @@ _TOP_KEYS = (
     "metric",
     "sampler",
     "cycles",
+    "strategy",
     "runner",
     "data",
     "model",
@@ -297,6 +299,8 @@ class StudySpec:
         stages: The stages, in tuning order.
         refine: The optional refine stage.
         cycles: Passes over the stages.
+        strategy: How stages are modelled: ``shared`` (one surrogate over all trials) or
+            ``stagewise`` (the paper's method); see :mod:`hpo.strategy`.
         description: Free text.
         compare: The ``[compare]`` table of ``hpo compare`` (validated there).
         tuning: Replicates, folds and racing of noisy trials (``[tuning]``).
@@ -316,6 +320,7 @@ class StudySpec:
     stages: tuple[StageSpec, ...]
     refine: RefineSpec = field(default_factory=RefineSpec)
     cycles: int = 1
+    strategy: str = DEFAULT_STRATEGY
     description: str = ""
     compare: Mapping[str, Any] = field(default_factory=dict)
     tuning: TuningSpec = field(default_factory=TuningSpec)
@@ -354,6 +359,7 @@ class StudySpec:
             "metric": self.metric,
             "sampler": self.sampler,
             "cycles": self.cycles,
+            "strategy": self.strategy,
             "runner": runner,
             "data": _plain(self.data),
             "model": {"name": self.model.name, "fixed": dict(self.model.fixed)},
@@ -492,6 +498,7 @@ def parse_study(
         stages=_parse_stages(r, top.get("stages", _REQUIRED), model),
         refine=_parse_refine(r, top.get("refine", {})),
         cycles=r.get(top, "cycles", "", int, 1),
+        strategy=r.choice(top, "strategy", "", STRATEGIES, DEFAULT_STRATEGY),
         description=r.get(top, "description", "", str, ""),
         compare=r.table(top.get("compare", {}), "compare", _COMPARE_KEYS),
         tuning=_parse_tuning(r, top.get("tuning", {}), top.get("data")),

@@ -714,6 +714,7 @@ def make_search(
         metric=spec.metric,
         spec_fingerprint=spec.fingerprint(),
         replication=spec.tuning.replication(),
+        strategy=spec.strategy,
         **options,
     )
 
