@@ -15,6 +15,7 @@ import logging
 import shlex
 import sys
 import time
+import warnings
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -345,8 +346,6 @@ def _setup_logging(console: Any, debug: bool) -> Any:
         A function that puts the loggers back as they were (``main`` runs in-process in
         tests and notebooks too).
     """
-    import warnings
-
     import optuna
     from rich.logging import RichHandler
 
@@ -1237,6 +1236,12 @@ def _one_line(exc: BaseException) -> str:
     return mask_url(text)
 
 
+def _replay(held: list[warnings.WarningMessage]) -> None:
+    """Issue held-back warnings again, through the filters now in force."""
+    for w in held:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the ``hpo`` command; returns the process exit status."""
     parser = build_parser()
@@ -1250,9 +1255,19 @@ def main(argv: list[str] | None = None) -> int:
     debug = bool(getattr(args, "debug", False))
     out, err = _consoles()
     restore_logging = None
+    held: list[warnings.WarningMessage] = []
     try:
         restore_logging = _setup_logging(out, debug)
-        return int(args.handler(args, out, err))
+        # Libraries' warnings (rasterio's NotGeoreferencedWarning, torch's pickle notice,
+        # numpy's on NaN) are held back: before a one-line error they are noise that hides
+        # it, so they are shown only when the command gets that far (or with --debug).
+        with warnings.catch_warnings(record=True) as caught:
+            try:
+                status = int(args.handler(args, out, err))
+            finally:
+                held = list(caught)
+        _replay(held)
+        return status
     except KeyboardInterrupt:
         print("hpo: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -1264,6 +1279,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - user errors become one line
         status = _exit_status(exc)
         if status is None or debug:
+            _replay(held)
             raise
         print(f"hpo: error: {_one_line(exc)}", file=sys.stderr)
         return status

@@ -779,3 +779,25 @@ def test_cli_error_in_a_real_process_has_no_traceback(tmp_path: Path) -> None:
     assert proc.stdout == ""
     assert_one_line_error(proc.returncode, proc.stderr, str(path), "[runner.cpu]")
     assert proc.returncode == 2
+
+
+def test_cli_library_warnings_do_not_precede_the_one_line_error(tmp_path: Path) -> None:
+    # Regression (issue 21): a library's warning (rasterio's NotGeoreferencedWarning here;
+    # torch's pickle-protocol notice, numpy's on NaN) came before the one-line error.
+    import subprocess
+    import sys
+
+    import rasterio
+
+    path = write_study(tmp_path)
+    with rasterio.open(tmp_path / "scene" / "dem.tif", "w", driver="GTiff", width=SIZE,
+                       height=SIZE, count=1, dtype="float32") as dst:  # no grid at all
+        dst.write(np.ones((1, SIZE, SIZE), np.float32))
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [sys.executable, "-m", "hpo.cli", "tune", str(path), "--plain"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    assert_one_line_error(proc.returncode, proc.stderr, str(tmp_path / "scene" / "dem.tif"),
+                          "no coordinate reference system")
