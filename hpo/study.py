@@ -75,7 +75,7 @@ def load_study(
     explicit = ("storage",) if storage is not None else ()
     spec = load_study_file(path, check_paths=False, explicit=explicit, allow=allow_outside)
     if data_path is not None:
-        spec = _with_data_path(spec, Path(data_path))
+        spec = _with_data_path(spec, Path(data_path), check=check_paths)
     if check_paths and not _scene_ready(spec) and synthetic_settings(spec) is None:
         # raises the spec's own message
         spec = load_study_file(path, check_paths=True, explicit=explicit, allow=allow_outside)
@@ -93,8 +93,12 @@ def load_study(
     return spec
 
 
-def _with_data_path(spec: StudySpec, where: Path) -> StudySpec:
-    """``spec`` with its data folder (or scene file) replaced by ``where``."""
+def _with_data_path(spec: StudySpec, where: Path, *, check: bool = True) -> StudySpec:
+    """``spec`` with its data folder (or scene file) replaced by ``where``.
+
+    With ``check``, ``where`` must exist and hold data (a scene file, or a folder that is
+    not empty); without, it is taken as given (commands that only read results).
+    """
     given = where
     where = where.expanduser().resolve()
     data = dict(spec.data)
@@ -109,15 +113,16 @@ def _with_data_path(spec: StudySpec, where: Path) -> StudySpec:
             hint=hint,
         )
 
-    if ("path" in data or "scene" in data) and not where.exists():
-        raise refuse("no such file or folder", "check the path (relative to the working folder)")
+    if check and ("path" in data or "scene" in data) and not where.exists():
+        raise refuse("not found (it does not exist)",
+                     "check the path (relative to the working folder)")
     if "path" in data:
-        if where.is_dir() and not any(where.iterdir()):
+        if check and where.is_dir() and not any(where.iterdir()):
             raise refuse("the folder is empty", "point it at the folder that holds the data")
         data["path"] = str(where)
     elif "scene" in data:
         scene = where / "scene.toml" if where.is_dir() else where
-        if not scene.is_file():
+        if check and not scene.is_file():
             raise refuse(
                 f"no scene file {scene.name} in the folder",
                 f"pass the scene file itself, or write one with `hpo synth {given}`",

@@ -140,7 +140,8 @@ def test_data_path_overrides_the_data_folder_or_scene(tmp_path, capsys):
     l4s = ROOT / "studies" / "l4s.toml"
     spec = load_study(l4s, check_paths=False, data_path=tmp_path / "mine")
     assert spec.data["path"] == str(tmp_path / "mine")
-    assert main(["tune", str(l4s), "--dry-run", "--data-path", str(tmp_path / "mine")]) == 1
+    # a missing file named on the command line: exit 2, as a missing study file (issue 21)
+    assert main(["tune", str(l4s), "--dry-run", "--data-path", str(tmp_path / "mine")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "mine" in err[0] and "not found" in err[0]
 
