@@ -16,8 +16,10 @@ import dataclasses
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -143,19 +145,29 @@ def train_export(
         say(f"warning: test inputs far outside the training range: {far}")
 
     seeds = [seed + i for i in range(members)]
-    histories = []
-    for i, member_seed in enumerate(seeds):
-        if members > 1:
-            say(f"member {i + 1}/{members}: seed {member_seed}")
-        histories.append(networks.train(
-            config,
-            final.train_set,
-            final.val_set,
-            seed=member_seed,
-            model=model_name,
-            device=device,
-            callbacks=[on_epoch] if on_epoch is not None else (),
-        ))
+    workers = _member_workers(members, device)
+    if workers > 1:
+        say(f"training {members} members, {workers} at a time (one process each)")
+        job = (config, section, base_dir, split_seed, train_on, model_name)
+        histories = []
+        with ProcessPoolExecutor(workers, mp_context=get_context("forkserver")) as pool:
+            for i, done in enumerate(pool.map(_train_member, [(*job, s) for s in seeds])):
+                histories.append(done)
+                say(f"member {i + 1}/{members}: seed {seeds[i]} trained")
+    else:
+        histories = []
+        for i, member_seed in enumerate(seeds):
+            if members > 1:
+                say(f"member {i + 1}/{members}: seed {member_seed}")
+            histories.append(networks.train(
+                config,
+                final.train_set,
+                final.val_set,
+                seed=member_seed,
+                model=model_name,
+                device=device,
+                callbacks=[on_epoch] if on_epoch is not None else (),
+            ))
     history = histories[0]
     if members == 1:
         model, threshold = history.model, _validation_threshold(history)
@@ -288,6 +300,28 @@ def _data(doc: Mapping[str, Any], source: str | None) -> tuple[dict[str, Any], P
     if base is None and source is not None:
         base = Path(source).resolve().parent
     return dict(section), Path(base or ".")
+
+
+def _member_workers(members: int, device: str | None) -> int:
+    """Processes to train ensemble members in: one per CPU this process may use.
+
+    A CPU training run uses one thread (see ``networks.train``), so members train side by
+    side, each in its own process, and give the same models as one after another.
+    """
+    if members < 2 or (device or "cpu") != "cpu":
+        return 1
+    return max(1, min(members, len(os.sched_getaffinity(0))))
+
+
+def _train_member(job: tuple) -> Any:
+    """One ensemble member, in a worker process (the cached cube is memory-mapped)."""
+    import networks
+    from hpo.study import prepare_final_data
+
+    config, section, base_dir, split_seed, train_on, model_name, member_seed = job
+    final = prepare_final_data(section, base_dir, seed=split_seed, train_on=train_on)
+    return networks.train(config, final.train_set, final.val_set, seed=member_seed,
+                          model=model_name, device="cpu")
 
 
 def threshold_of(log_odds: np.ndarray, label: np.ndarray) -> float | None:

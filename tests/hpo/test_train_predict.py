@@ -287,20 +287,21 @@ def test_checkpoint_from_another_model_is_one_line(trained, tmp_path, capsys):
     assert not (tmp_path / "m.tif").exists()
 
     torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
-    assert main(["predict", str(tmp_path / "foreign.pt"), "--scene", scene]) == 1
+    # a file named on the command line that is missing or of another kind: exit 2 (issue 21)
+    assert main(["predict", str(tmp_path / "foreign.pt"), "--scene", scene]) == 2
     assert "not a landslide-hpo checkpoint" in one_error_line(capsys.readouterr().err)
 
     assert (
-        main(["predict", str(trained.run / "model.pt"), "--scene", str(tmp_path / "nowhere")]) == 1
+        main(["predict", str(trained.run / "model.pt"), "--scene", str(tmp_path / "nowhere")]) == 2
     )
     assert "scene not found" in one_error_line(capsys.readouterr().err)
 
 
 def test_train_errors_are_one_line(tmp_path, capsys):
-    assert main(["train", str(tmp_path / "missing.yaml")]) == 1
+    assert main(["train", str(tmp_path / "missing.yaml")]) == 2
     assert "cannot read" in one_error_line(capsys.readouterr().err)
     (tmp_path / "other.yaml").write_text("a: 1\n")
-    assert main(["train", str(tmp_path / "other.yaml")]) == 1
+    assert main(["train", str(tmp_path / "other.yaml")]) == 2
     assert "hpo export" in one_error_line(capsys.readouterr().err)
 
 
@@ -452,3 +453,24 @@ def test_train_warns_when_the_test_split_leaves_the_training_range(tmp_path):
     assert shift["B10"] == pytest.approx(0.282, abs=0.01)
     assert [s for s in said if "far outside the training range: B10 28." in s], said
     assert max(v for k, v in shift.items() if k != "B10") < 0.01
+
+
+def test_members_trained_side_by_side_equal_members_trained_in_turn(trained, monkeypatch):
+    """Members train in worker processes when CPUs allow; each on one thread, so the
+    models are the very ones a sequential run gives."""
+    import torch
+
+    import hpo.retrain
+    from hpo.retrain import train_export
+    from networks import load_checkpoint
+
+    states = {}
+    for workers in (1, 2):
+        monkeypatch.setattr(hpo.retrain, "_member_workers", lambda members, device, w=workers: w)
+        run = train_export(trained.folder / "best.yaml", trained.folder / f"members-{workers}",
+                           members=2, epochs=1, say=lambda text: None)
+        members = load_checkpoint(run.checkpoint).model.members
+        states[workers] = [m.state_dict() for m in members]
+    for a, b in zip(states[1], states[2], strict=True):
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a)
