@@ -24,7 +24,7 @@ import logging
 import math
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from hpo.leases import DRIVER_GONE, FAIL_KIND_ATTR, LEASE_ATTR, Backoff, livenes
 from hpo.runners._ray_trainable import (
     CONFIG_KEY,
     FINAL_KEY,
+    NODE_KEY,
     REPORT_KEY,
     ROW_KEY,
     VALUE_KEY,
@@ -51,6 +52,10 @@ _log = logging.getLogger("hpo")
 
 RETRIES_ATTR = "hpo:retries"
 """User attribute: how often Tune restarted the trial after a crash."""
+NODE_ATTR = "ray:node_id"
+"""User attribute: the Ray node the trial ran on (its last attempt's)."""
+NODES_ATTR = "ray:node_ids"
+"""User attribute of a retried trial that moved: the nodes of its attempts, in order."""
 
 
 @dataclass
@@ -64,6 +69,7 @@ class _Live:
     checkpoint: Any = None
     retries: int = 0
     errored: bool = False
+    nodes: list[str] = field(default_factory=list)
 
 
 class StageRun:
@@ -172,6 +178,7 @@ class StageRun:
             return live
         live.last_report = key
         try:
+            self._record_node(live, result.get(NODE_KEY))
             if FINAL_KEY in result:
                 live.final = json.loads(result[FINAL_KEY])
             elif ROW_KEY in result:
@@ -186,6 +193,16 @@ class StageRun:
         except Exception as exc:  # noqa: BLE001 - never break Tune's loop; surface later
             self._fail(exc)
         return live
+
+    def _record_node(self, live: _Live, node: Any) -> None:
+        """Store the node a trial runs on, once per node (a retry may run elsewhere)."""
+        if not node or (live.nodes and live.nodes[-1] == node):
+            return
+        live.nodes.append(str(node))
+        trial = live.pending.trial
+        trial.set_user_attr(NODE_ATTR, str(node))
+        if len(live.nodes) > 1:
+            trial.set_user_attr(NODES_ATTR, list(live.nodes))
 
     def should_stop(self, trial_id: str, result: dict[str, Any]) -> bool:
         """Whether the stage's pruner stops the trial after this report."""
@@ -566,6 +583,8 @@ def _refuse(job: StageJob, numbers: list[int], what: str) -> None:
 
 
 __all__ = [
+    "NODES_ATTR",
+    "NODE_ATTR",
     "PrunerStopper",
     "RETRIES_ATTR",
     "StageCallback",

@@ -43,6 +43,8 @@ VALUE_KEY = "hpo_value"
 ROW_KEY = "hpo_row"
 REPORT_KEY = "hpo_report"
 FINAL_KEY = "hpo_final"
+NODE_KEY = "hpo_node"
+"""Report key: the id of the Ray node the trial runs on (the driver records it per trial)."""
 STATE_FILE = "hpo_state.pkl"
 ARTIFACT_DIR = "artifacts"
 PENDING_PREFIX = "pending:"
@@ -181,6 +183,7 @@ class WorkerContext(TrialContext):
 
         self._reports += 1
         result[REPORT_KEY] = f"{self._attempt}:{self._reports}"
+        result[NODE_KEY] = _node_id()
         if not (self._state_dirty or self._artifacts_dirty):
             tune.report(result)
             return
@@ -204,6 +207,16 @@ class WorkerContext(TrialContext):
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(str(folder)))
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def _node_id() -> str | None:
+    """The id of the Ray node this worker runs on (``None`` outside Ray)."""
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+    except Exception:  # noqa: BLE001 - only a record of where the trial ran
+        return None
 
 
 def read_checkpoint(folder: str | Path) -> dict[str, Any]:
