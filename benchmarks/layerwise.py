@@ -821,6 +821,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.part == "overhead":
         record = json.loads((RESULTS / "layerwise.json").read_text())
         record["overhead"] = overhead
+        if "methods" in record["settings"]:
+            METHODS[:] = [m for m in ALL_METHODS if m.name in record["settings"]["methods"]]
+        record["goals"] = goals(record["results"], overhead)
         _write(record)
         return
     if args.part == "regret":
