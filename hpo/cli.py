@@ -1046,6 +1046,13 @@ def _cmd_predict(args: argparse.Namespace, out: Any, err: Any) -> int:
     except CheckpointError as exc:  # a file that is no checkpoint is a wrong argument
         raise UsageError(str(exc)) from exc
     started = time.monotonic()
+    scene = Path(args.scene)
+    if not (scene / "scene.toml" if scene.is_dir() else scene).is_file():
+        # a missing --scene is a wrong argument, as a missing checkpoint (exit 2)
+        raise UsageError(
+            f"{args.scene}: scene not found (hint: pass a scene folder, scene.toml or study "
+            "file)"
+        )
     cube = st.open_scene(
         args.scene, cache_dir=args.cache_dir, say=lambda text: out.print(text, soft_wrap=True)
     )
