@@ -173,6 +173,11 @@ def save_checkpoint(
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp's 0600 would survive the rename: give the mode the umask gives new files
+        # (a colleague or a GIS server reads the model too)
+        mask = os.umask(0o022)
+        os.umask(mask)
+        os.fchmod(handle, 0o666 & ~mask)
         with os.fdopen(handle, "wb") as file:
             torch.save(content, file)
             file.flush()

@@ -211,6 +211,22 @@ def test_outputs_follow_the_umask(tmp_path: Path) -> None:
     assert (tmp_path / "private.md").stat().st_mode & 0o777 == 0o600
 
 
+def test_checkpoint_follows_the_umask(tmp_path: Path) -> None:
+    # Regression (issue 21): model.pt was mode 0600 too (networks' own atomic write).
+    from networks import ModelConfig, build_model, save_checkpoint
+
+    config = ModelConfig.from_params({"dcnn.depth": 1, "dcnn.width": 2, "dbn.hidden": "2",
+                                      "temporal.conv_channels": 2, "temporal.lstm_hidden": 2})
+    model = build_model("fusion", 1, 1, config)
+    old = os.umask(0o022)
+    try:
+        save_checkpoint(tmp_path / "model.pt", model, model_name="fusion", config=config,
+                        source_names=["a"])
+    finally:
+        os.umask(old)
+    assert (tmp_path / "model.pt").stat().st_mode & 0o777 == 0o644
+
+
 def test_symlink_made_by_the_user_inside_the_study_folder_is_allowed(
     nested: Path, tmp_path: Path
 ) -> None:
