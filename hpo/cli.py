@@ -407,6 +407,8 @@ def _command(*words: str) -> str:
 
 def _stage_rows(result: Any) -> list[tuple[str, ...]]:
     from hpo.progress import format_params, format_value
+    from hpo.replicates import replicates_of
+    from hpo.replicates import summary as replicate_summary
 
     rows = []
     n = len(result.stages)
@@ -424,7 +426,8 @@ def _stage_rows(result: Any) -> list[tuple[str, ...]]:
                 str(s.n_fail),
                 str(s.n_pruned),
                 str(s.n_running),
-                format_value(value),
+                replicate_summary(value, replicates_of(best)) if best is not None
+                else format_value(value),
                 f"#{best.number}" if best is not None else "-",
                 format_params(best.params) if best is not None else "-",
             )
@@ -436,6 +439,7 @@ def _print_status(console: Any, result: Any, metric: str) -> None:
     from rich.table import Table
 
     from hpo.progress import format_params, format_value
+    from hpo.replicates import search_gain
 
     console.print(
         f"search [bold]{result.study_name}[/bold] in {result.storage} ({result.direction} {metric})"
@@ -463,6 +467,19 @@ def _print_status(console: Any, result: Any, metric: str) -> None:
         f"{format_value(result.best_value)}"
     )
     console.print(f"best params: {format_params(result.best_params)}", soft_wrap=True)
+    gain = search_gain(result)
+    if gain is not None:
+        console.print(gain.text(metric), soft_wrap=True, markup=False)
+    for s in result.stages:
+        noise = s.ledger.noise if s.ledger is not None else None
+        if noise:
+            gained = s.ledger.gain
+            console.print(
+                f"  {s.name}: noise sd {noise['sd']:.4f} per run ({noise['trials']} trials "
+                f"replicated)" + (f"; best {gained['mean']:+.4f} ± {gained['se']:.4f} over its "
+                                  f"incumbent" if gained else ""),
+                soft_wrap=True, markup=False,
+            )
 
 
 # --------------------------------------------------------------------------- tune
@@ -672,7 +689,7 @@ def _print_summary(
     out.print(table)
     gain = search_gain(result)
     if gain is not None:
-        out.print(gain.text(spec.metric), soft_wrap=True)
+        out.print(gain.text(spec.metric), soft_wrap=True, markup=False)
     elif (untuned := untuned_value(result)) is not None:
         out.print(
             f"untuned defaults (stage {result.stages[0].name}, trial 0): "
@@ -1137,7 +1154,7 @@ def _cmd_report(args: argparse.Namespace, out: Any, err: Any) -> int:
     if report.map is not None:
         out.print(f"map {report.map.path}: {report.map.line()}", soft_wrap=True)
     if report.gain is not None:
-        out.print(report.gain.text(metric), soft_wrap=True)
+        out.print(report.gain.text(metric), soft_wrap=True, markup=False)
     return EXIT_OK
 
 

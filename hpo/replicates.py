@@ -200,10 +200,25 @@ class ReplicatedObjective:
         self.seed = int(seed)
 
     def __getattr__(self, name: str) -> Any:
-        # The wrapped objective's attributes (``metric``, ``direction``) stay visible.
-        if name in ("objective", "replication", "seed"):
+        # The wrapped objective's attributes (``metric``, ``direction``, the driver-side
+        # hooks of a progress display) stay visible; dunders are never borrowed.
+        if name.startswith("__") or name in ("objective", "replication", "seed"):
             raise AttributeError(name)
         return getattr(self.objective, name)
+
+    @property
+    def __wrapped__(self) -> Any:
+        """What this wraps, with driver-side layers (e.g. a progress display) peeled off.
+
+        A runner with worker processes keeps such layers (``driver_trial_started`` and
+        ``__wrapped__``) in the driver and ships what they wrap: this objective's replicate
+        loop must go with it, so below such a layer this is the loop around its inner
+        objective.
+        """
+        inner = self.objective
+        if hasattr(inner, "driver_trial_started") and hasattr(inner, "__wrapped__"):
+            return ReplicatedObjective(inner.__wrapped__, self.replication, self.seed)
+        return inner
 
     def __call__(self, params: dict[str, Any], trial: Any) -> Any:
         """Mean over the replicates this configuration earns.

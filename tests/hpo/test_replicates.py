@@ -194,3 +194,46 @@ def test_export_records_the_estimate_and_a_pooled_threshold(tmp_path):
     assert doc["threshold"]["kept"] and doc["threshold"]["runs"] == 3
     assert doc["validation_threshold"] == pytest.approx(doc["threshold"]["threshold"])
     assert abs(doc["validation_threshold"] - 0.8) < 0.05
+
+
+def test_a_parallel_local_runner_ships_the_replicate_loop_to_its_workers():
+    # The progress display wraps the objective in the driver; the workers must still run
+    # every replicate (the loop travels with the objective, the display stays behind).
+    from hpo.runners.local import _driver_side
+
+    class Display:
+        def __init__(self, objective):
+            self.__wrapped__ = objective
+            self.started = 0
+
+        def driver_trial_started(self, params, trial):
+            self.started += 1
+
+        def driver_trial_finished(self, params, trial):
+            pass
+
+        def __call__(self, params, trial):
+            return self.__wrapped__(params, trial)
+
+    from hpo.replicates import ReplicatedObjective
+
+    display = Display(_noisy)
+    wrapped = ReplicatedObjective(display, Replication(repeats=3), seed=0)
+    hooks, inner = _driver_side(wrapped)
+    assert hooks == (wrapped,)
+    assert isinstance(inner, ReplicatedObjective) and inner.objective is _noisy
+    hooks[0].driver_trial_started({}, None)
+    assert display.started == 1
+
+
+def test_replicates_run_in_parallel_worker_processes(tmp_path):
+    from hpo.runners.local import LocalRunner
+
+    stage = _stage(n_random=4, n_bayes=0)
+    result = LayerwiseSearch([stage], _noisy, seed=2, sampler="random",
+                             storage=f"sqlite:///{tmp_path}/p.db", study_name="p",
+                             runner=LocalRunner(workers=2),
+                             replication=Replication(repeats=3, racing=False)).run()
+    trials = result.stages[0].study.trials
+    assert all(len(t.user_attrs[REPLICATES_ATTR]) == 3 for t in trials)
+    assert len(result.stages[0].ledger.replicates) == 3
