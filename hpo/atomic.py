@@ -52,10 +52,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 def _umask() -> int:
     """The process's umask, read without changing it where the system allows."""
     try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
+        for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
     except (OSError, ValueError):
         pass
     # elsewhere the only way to read it is to set it (briefly: the old value goes back)

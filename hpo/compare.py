@@ -347,6 +347,7 @@ def run_compare(
                 params = _tune(vspec, variant, final, state, label, fold, fresh, device, say,
                                where, progress)
                 for i, s in enumerate(seeds):
+                    progress.begin()
                     say(f"{where} {name} seed {spec.seed + s}: training (run {i + 1}/"
                         f"{len(seeds)} of this variant)")
                     probs = (_probs_path(out_dir, label, fold, name, spec.seed + s)
@@ -356,7 +357,7 @@ def run_compare(
                                test_outside_training=shifted)
                     state["rows"].append(row)
                     _save(out_dir, state, settings)
-                    progress.unit(row["seconds"])
+                    progress.unit()
                     test = row["test"]["at_threshold"] or row["test"]["at_0.5"]
                     say(f"{where} {name} seed {row['seed']}: test F1 {test['f1']:.3f} "
                         f"MIoU {test['miou']:.3f} AUC {_num(test['auc'])} "
@@ -377,13 +378,21 @@ class _Progress:
     def __init__(self, total: int, seconds_per_unit: float | None) -> None:
         self.total = total
         self.done = 0
-        self.busy = 0.0  # seconds of the units done here (failed trials' time included)
         self.prior = seconds_per_unit  # the pace stored by an earlier run, if any
         self.started = time.monotonic()
+        self.first: float | None = None  # when the first training began
 
-    def unit(self, seconds: float, *, counts: bool = True) -> None:
-        """One training finished (``counts=False``: time spent that finished none)."""
-        self.busy += max(0.0, seconds)
+    def begin(self) -> None:
+        """Trainings start: the pace is wall time from the first one.
+
+        Trials may run side by side, so their own durations would overstate it.
+        """
+        if self.first is None:
+            self.first = time.monotonic()
+
+    def unit(self, *, counts: bool = True) -> None:
+        """One training finished (``counts=False``: one ended that finished none)."""
+        self.begin()
         self.done += counts
 
     def drop(self, units: int) -> None:
@@ -393,7 +402,8 @@ class _Progress:
     def status(self) -> str:
         from hpo.progress import format_duration
 
-        pace = self.busy / self.done if self.done else self.prior
+        pace = ((time.monotonic() - self.first) / self.done
+                if self.done and self.first is not None else self.prior)
         eta = format_duration(pace * (self.total - self.done)) if pace is not None else "?"
         return (f"{self.done}/{self.total} trainings, elapsed "
                 f"{format_duration(time.monotonic() - self.started)}, ETA {eta}")
@@ -504,7 +514,7 @@ def _tune(
         took = ((trial.datetime_complete - trial.datetime_start).total_seconds()
                 if trial.datetime_complete and trial.datetime_start else 0.0)
         complete = trial.state == TrialState.COMPLETE
-        progress.unit(took, counts=complete)
+        progress.unit(counts=complete)
         if complete:
             count[0] += 1
             what = f"trial {count[0]}/{evaluations}: {vspec.metric} {trial.value:.4f}"
@@ -519,6 +529,7 @@ def _tune(
     count[0] = stored = _stored_evaluations(st, vspec)
     say(f"{where} {variant.name}: tuning {vspec.name} ({evaluations} evaluations"
         + (f", {stored} stored" if stored else "") + ")")
+    progress.begin()
     result = search.run()
     seconds = time.monotonic() - started
     record = next((s for s in state["searches"] if s["study"] == vspec.name), None)
