@@ -21,6 +21,7 @@ import difflib
 import json
 import logging
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -30,7 +31,18 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo.errors import HPOError, SearchNotFoundError, SpecError, StageChangedError
 from hpo.leases import Backoff, Keepalive, reap_stale
-from hpo.ledger import LEDGER_ATTR, Ledger, best_trial, ledger_from_trial, read_ledger, write_ledger
+from hpo.ledger import LEDGER_ATTR, Ledger, ledger_from_trial, read_ledger, write_ledger
+from hpo.replicates import (
+    NOISE_ATTR,
+    ReplicatedObjective,
+    Replication,
+    estimate_best,
+    noise_of,
+    paired_gain,
+    replicates_of,
+    search_gain,
+)
+from hpo.replicates import summary as replicate_summary
 from hpo.runners import Runner, StageJob, make_runner
 from hpo.runners.base import Objective, as_two_argument
 from hpo.runners.isolated import check_timeout
@@ -148,9 +160,10 @@ class SearchResult:
 
     def summary(self) -> str:
         """A plain-text table of the stages, for ``hpo status``."""
-        lines = [f"search {self.study_name} in {self.storage} ({self.direction})"]
+        metric = self.spec.get("metric") or "value"
+        lines = [f"search {self.study_name} in {self.storage} ({self.direction} {metric})"]
         for s in self.stages:
-            value = f"{s.ledger.value:.6g} (#{s.ledger.trial_number})" if s.ledger else (
+            value = _ledger_text(s.ledger) if s.ledger else (
                 f"best so far {s.best_trial.value:.6g} (#{s.best_trial.number})"
                 if s.best_trial is not None and s.best_trial.value is not None
                 else "-"
@@ -161,8 +174,19 @@ class SearchResult:
                 f"{s.n_fail} failed, {s.n_pruned} pruned  {value}"
             )
         best = f"{self.best_value:.6g}" if self.best_value is not None else "-"
-        lines.append(f"best value {best}; best params {self.best_params}")
+        lines.append(f"best {metric} {best}; best params {self.best_params}")
+        gain = search_gain(self)
+        if gain is not None:
+            lines.append(gain.text(metric))
         return "\n".join(lines)
+
+
+def _ledger_text(ledger: Ledger) -> str:
+    """``0.612 ± 0.021 (n=3, #4), +0.030 ± 0.012 over its incumbent``: a ledger entry."""
+    text = f"{replicate_summary(ledger.value, ledger.replicates)} (#{ledger.trial_number})"
+    if ledger.gain:
+        text += f", {ledger.gain['mean']:+.4f} ± {ledger.gain['se']:.4f} over its incumbent"
+    return text
 
 
 class LayerwiseSearch:
@@ -206,6 +230,12 @@ class LayerwiseSearch:
             ``None``: no limit. For a runner instance, give it to the runner instead.
         isolate: Local runner: run each trial in its own child process even without a
             timeout, so a trial the OS kills (out of memory) is a FAIL, not a dead driver.
+        replication: Noisy objectives: a :class:`~hpo.Replication`, a repeat count or a
+            dict. With ``repeats > 1`` every trial is the mean over replicates (the
+            objective reads ``trial.replicate`` / ``trial.replicate_seed``), raced
+            against the stage's best; each stage measures its incumbent afresh with its
+            own replicate seeds; the ledger hands on the best mean among trials with
+            every replicate, with its standard error and the stage's noise.
         strategy: ``shared`` (default): stages on the default ``gp`` sampler share one
             GP over every trial of the search, the acquisition moving only the active
             stage (see :mod:`hpo.strategy`); ``stagewise``: the paper's method, each
@@ -239,6 +269,7 @@ class LayerwiseSearch:
         trial_timeout: float | None = None,
         isolate: bool = False,
         strategy: str = DEFAULT_STRATEGY,
+        replication: Replication | int | Mapping[str, Any] | None = None,
     ) -> None:
         self.stages = list(stages)
         self.refine = Refine.coerce(refine)
@@ -256,7 +287,10 @@ class LayerwiseSearch:
         self.sampler = sampler
         self.runner = runner
         self.seed = int(seed)
-        self.remeasure_incumbent = remeasure_incumbent
+        self.replication = Replication.coerce(replication)
+        # A copied incumbent keeps the value its own stage selected it by (biased up:
+        # it won a noisy race); with replicates every stage measures it afresh.
+        self.remeasure_incumbent = remeasure_incumbent or self.replication.replicated
         self.callbacks = tuple(callbacks)
         self.metric = metric if metric is not None else getattr(objective, "metric", None)
         self.pruner = pruner or optuna.pruners.NopPruner()
@@ -320,6 +354,10 @@ class LayerwiseSearch:
             "cycle_budget": list(self.cycle_budget) if self.cycle_budget else None,
             "strategy": self.strategy,
         }
+        if self.replication.replicated:
+            spec["replication"] = self.replication.to_dict()
+        if self.metric:  # what `hpo status URL` names the values by
+            spec["metric"] = self.metric
         spec["fingerprint"] = fingerprint(spec)
         return _jsonable(spec)
 
@@ -385,6 +423,8 @@ class LayerwiseSearch:
         elif from_stage is not None:
             self.reset(from_stage)
         objective = as_two_argument(self.objective)
+        if self.replication.replicated:
+            objective = ReplicatedObjective(objective, self.replication, self.seed)
         runner = make_runner(self.runner, **self._runner_options())
         keepalive = Keepalive(self.storage, lease_seconds=self.lease_seconds)
         try:
@@ -407,6 +447,7 @@ class LayerwiseSearch:
                         ledgers=dict(ledgers),
                         lease_seconds=self.lease_seconds,
                         callbacks=self.callbacks,
+                        replication=self.replication,
                     )
                     _log.info(
                         "stage %d/%d %s: %d trials (%d random incl. the incumbent)",
@@ -558,6 +599,11 @@ class LayerwiseSearch:
         spec = {**self.spec(), "index": index, "stage": stage.name}
         if attrs.get(SEARCH_ATTR) != spec:
             study.set_user_attr(SEARCH_ATTR, spec)
+        if self.metric and study.metric_names != [self.metric]:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                # optuna-dashboard then labels the value "f1", not "Objective 0".
+                study.set_metric_names([self.metric])
         return study
 
     def _bayes_sampler(
@@ -588,9 +634,7 @@ class LayerwiseSearch:
             trials = study.get_trials(deepcopy=False)
             running = [t.number for t in trials if t.state == TrialState.RUNNING]
             if not running:
-                best = best_trial(trials, study.direction)
-                assert best is not None  # the runner returned with the budget COMPLETE
-                write_ledger(study, ledger_from_trial(stage.name, study.study_name, best))
+                write_ledger(study, self._ledger_of(study, stage, trials))
                 continue  # read back what is stored: every stage reads the storage
             if backoff.waited == 0:
                 _log.info(
@@ -599,6 +643,27 @@ class LayerwiseSearch:
                     study.study_name, running,
                 )
             backoff.sleep()
+
+    def _ledger_of(
+        self, study: optuna.Study, stage: Stage, trials: Sequence[FrozenTrial]
+    ) -> Ledger:
+        """The stage's entry: the best mean over full replicates, never a lucky single run.
+
+        With one replicate per trial this is the best trial (ties: lowest number).
+        """
+        maximize = self.direction == "maximize"
+        best = estimate_best(trials, repeats=self.replication.repeats, maximize=maximize)
+        assert best is not None  # the runner returned with the budget COMPLETE
+        noise = noise_of(trials)
+        if noise is not None:
+            study.set_user_attr(NOISE_ATTR, noise)
+        incumbent = min((t for t in trials if t.state == TrialState.COMPLETE),
+                        key=lambda t: t.number)
+        gain = (paired_gain(replicates_of(best), replicates_of(incumbent))
+                if best.number != incumbent.number else None)
+        if gain is not None and not maximize:
+            gain["mean"] = -gain["mean"]  # positive: better than the incumbent
+        return ledger_from_trial(stage.name, study.study_name, best, noise=noise, gain=gain)
 
     # ------------------------------------------------------------- status and loading
 
@@ -717,6 +782,8 @@ class LayerwiseSearch:
         kw.setdefault("cycle_budget", record.get("cycle_budget"))
         # Searches stored before strategies existed were tuned stage-wise.
         kw.setdefault("strategy", record.get("strategy", STAGEWISE))
+        kw.setdefault("replication", record.get("replication"))
+        kw.setdefault("metric", record.get("metric"))
         return cls(
             [stage_from_dict(d) for d in record["stages"]],
             objective,
@@ -752,7 +819,10 @@ def _stage_result(
     if ledger is not None:
         best = next((t for t in trials if t.number == ledger.trial_number), None)
     else:
-        best = best_trial(trials, study.direction)
+        repeats = int(((study.user_attrs.get(SEARCH_ATTR) or {}).get("replication") or {})
+                      .get("repeats", 1))
+        best = estimate_best(trials, repeats=repeats,
+                             maximize=study.direction == optuna.study.StudyDirection.MAXIMIZE)
     states = [t.state for t in trials]
     return StageResult(
         name=name,
