@@ -1126,7 +1126,8 @@ def _cmd_report(args: argparse.Namespace, out: Any, err: Any) -> int:
     from hpo.errors import SearchNotFoundError
     from hpo.report import write_report
 
-    target = argparse.Namespace(target=args.study, storage=args.storage, study=args.search)
+    target = argparse.Namespace(target=args.study, storage=args.storage, study=args.search,
+                                allow_outside=args.allow_outside)
     spec, url, name = _resolve_target(target)
     if spec is not None:
         if not st.storage_exists(spec.storage):

@@ -165,6 +165,15 @@ def test_allow_outside_on_the_command_line(nested: Path, tmp_path: Path) -> None
     status, out, err = run_cli("tune", str(path), "--dry-run", "--allow-outside", str(outside))
     assert status == 0, err
     assert f"sqlite:///{outside}/x.db" in out and not outside.exists()
+    # every command that reads the study takes it
+    status, _, err = run_cli("status", str(path), "--allow-outside", str(outside))
+    assert status == 0, err
+    for command in (["report", "-o", str(nested / "r")], ["export", "-o", str(nested / "b.yaml")],
+                    ["dashboard"]):
+        status, _, err = run_cli(command[0], str(path), *command[1:],
+                                 "--allow-outside", str(outside))
+        assert_one_line_error(status, err, "no layer-wise search")
+    assert not outside.exists()
 
 
 def test_export_cache_dir_is_held_to_the_same_folders(tmp_path: Path) -> None:
