@@ -80,7 +80,7 @@ _RUNNER_KEYS = (
 _ASHA_KEYS = ("grace", "reduction_factor")
 _MODEL_KEYS = ("name", "fixed")
 _REFINE_KEYS = ("enabled", "n_trials")
-_TUNING_KEYS = ("repeats", "folds", "racing", "z")
+_TUNING_KEYS = ("repeats", "folds", "racing", "z", "prune")
 _COMPARE_KEYS = ("variants", "trials", "seeds", "splits", "folds", "ensemble")
 _STAGE_KEYS = ("name", "n_random", "n_bayes", "sampler", "max_fail", "params")
 _PARAM_KEYS = {
@@ -267,12 +267,17 @@ class TuningSpec:
         racing: Stop replicating a configuration once it trails the stage's best by more
             than ``z`` standard errors.
         z: Standard errors of the racing rule.
+        prune: Stop a trial whose learning curve (its first replicate's) falls below the
+            median of the stage's earlier trials at the same epoch (Optuna's
+            ``MedianPruner``, after half the epochs); it is recorded PRUNED and the stage
+            asks another configuration. Ray's ASHA (``[runner.asha]``) does the same there.
     """
 
     repeats: int = 1
     folds: int = 0
     racing: bool = True
     z: float = 1.0
+    prune: bool = False
 
     def replication(self) -> dict[str, Any]:
         """The engine's :class:`~hpo.Replication` fields."""
@@ -805,7 +810,8 @@ def _parse_tuning(r: _Reader, raw: Any, data: Any) -> TuningSpec:
             "use 1 (one training run per trial) to 100; 3-5 is typical")
     z = r.number(t, "z", "tuning", 1.0, lambda v: 0 < v <= 10, "a number in (0, 10]")
     return TuningSpec(repeats=repeats, folds=folds,
-                      racing=r.get(t, "racing", "tuning", bool, True), z=float(z))
+                      racing=r.get(t, "racing", "tuning", bool, True), z=float(z),
+                      prune=r.get(t, "prune", "tuning", bool, False))
 
 
 def _parse_refine(r: _Reader, raw: Any) -> RefineSpec:

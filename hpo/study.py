@@ -720,8 +720,28 @@ def make_search(
         spec_fingerprint=spec.fingerprint(),
         replication=spec.tuning.replication(),
         strategy=spec.strategy,
+        pruner=make_pruner(spec),
         **options,
     )
+
+
+def make_pruner(spec: StudySpec) -> Any:
+    """``[tuning] prune``: Optuna's median rule on the trials' learning curves, or ``None``.
+
+    Trials may stop after half their epochs (``optim.epochs`` of ``[model.fixed]``, else
+    the network's default) once the stage has as many finished trials as its random
+    phase; earlier, there is no median worth the name.
+    """
+    if not spec.tuning.prune:
+        return None
+    import optuna
+
+    from networks.config import ModelConfig
+
+    epochs = ModelConfig.from_params(dict(spec.model.fixed)).optim.epochs
+    startup = min(stage.n_random for stage in spec.stages)
+    return optuna.pruners.MedianPruner(n_startup_trials=startup,
+                                       n_warmup_steps=max(1, epochs // 2))
 
 
 def stage_names(spec: StudySpec) -> list[str]:

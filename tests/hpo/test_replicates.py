@@ -237,3 +237,41 @@ def test_replicates_run_in_parallel_worker_processes(tmp_path):
     trials = result.stages[0].study.trials
     assert all(len(t.user_attrs[REPLICATES_ATTR]) == 3 for t in trials)
     assert len(result.stages[0].ledger.replicates) == 3
+
+
+def test_the_pruner_stops_a_replicated_trial_on_its_first_replicate():
+    class StopTrialTwo(optuna.pruners.BasePruner):
+        def prune(self, study, trial):
+            return trial.number == 2
+
+    calls = []
+
+    def objective(params, trial):
+        calls.append((trial.number, trial.replicate))
+        for epoch in (1, 2, 3):
+            trial.report(epoch, f1=params["a"] * epoch / 3)
+            if trial.should_stop():
+                break
+        return params["a"]
+
+    stage = Stage("s", {"a": FloatDistribution(0, 1)}, defaults={"a": 0.5},
+                  n_random=3, n_bayes=0)
+    result = LayerwiseSearch([stage], objective, seed=0, metric="f1", pruner=StopTrialTwo(),
+                             replication=Replication(repeats=2, racing=False)).run()
+    trials = result.stages[0].study.trials
+    pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert [t.number for t in pruned] == [2]
+    assert (2, 1) not in calls  # no second replicate for a pruned configuration
+    assert pruned[0].user_attrs["hpo:epochs"] == 1
+    assert result.stages[0].n_complete == 3  # another configuration took its place
+
+
+def test_prune_in_the_study_file_gives_a_median_pruner(tmp_path):
+    from hpo.study import load_study, make_search
+    from tests.hpo.test_cli import TINY_STUDY, write_study
+
+    text = TINY_STUDY.replace('sampler = "tpe"\n', 'sampler = "tpe"\n\n[tuning]\nprune = true\n')
+    search = make_search(load_study(write_study(tmp_path, text), check_paths=False))
+    assert isinstance(search.pruner, optuna.pruners.MedianPruner)
+    plain = make_search(load_study(write_study(tmp_path / "b"), check_paths=False))
+    assert isinstance(plain.pruner, optuna.pruners.NopPruner)
