@@ -334,14 +334,15 @@ def _scene_summary(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 def _scene_markdown(summary: dict[str, dict[str, float]], setup: dict[str, Any]) -> str:
     lines = [
-        f"# networks on the quickstart scene ({setup['dataset']})",
+        f"# networks on {setup['dataset']}: the untuned trial, three models",
         "",
         f"The untuned trial of {setup['study']} ([model.fixed] and every stage's default), "
         f"trained on its train split ({setup.get('split', 'the study')} split) with seeds "
         f"{setup['seeds']}, scored on its test split; CPU, one thread; "
         f"torch {setup['torch']}, {setup['date']}. "
-        f"`{NARROW}`: the same trial with the quickstart's DCNN before issue 19 "
-        "(two full-resolution blocks dilated 1, 2); `unet`: the U-Net at its defaults with "
+        f"`{NARROW}`: the same trial with the DCNN the quickstart had before issue 19 "
+        "(two full-resolution blocks dilated 1, 2; the L4S and Kashmir studies had three); "
+        "`unet`: the U-Net at its defaults with "
         "the trial's optimizer and head. Mean ± standard deviation over seeds; time ratios "
         "are per seed, against fusion-narrow.",
         "",
@@ -359,6 +360,12 @@ def _scene_markdown(summary: dict[str, dict[str, float]], setup: dict[str, Any])
     return "\n".join(lines) + "\n"
 
 
+def _scene_dataset(study: Path, split: str | None) -> str:
+    """The data set's name in the records: the quickstart scene, or the study's data."""
+    name = "quickstart-scene" if study.stem in ("quickstart", "compare-synthetic") else study.stem
+    return name + (f"-{split}" if split else "")
+
+
 def _run_scene(args: argparse.Namespace) -> None:
     import torch
 
@@ -370,7 +377,8 @@ def _run_scene(args: argparse.Namespace) -> None:
         f"-{part}" for part in (args.study.stem, args.split) if part not in (None, "quickstart")
     )
     setup = {
-        "dataset": "quickstart-scene" + suffix, "study": args.study.name, "seeds": seeds,
+        "dataset": _scene_dataset(args.study, args.split), "study": args.study.name,
+        "seeds": seeds,
         "split": args.split or "the study's",
         "device": "cpu", "threads": 1, "torch": str(torch.__version__),
         "date": datetime.date.today().isoformat(),
