@@ -400,6 +400,8 @@ def load_study_file(
         explicit: Keys of :data:`OUTPUT_KEYS` the command line replaces (e.g.
             ``"storage"`` with ``--storage``); the file's value is not used, so it is not
             held to the study's folder.
+        allow: Further folders the study file may write into (``--allow-outside``),
+            besides those of :func:`allowed_outside`.
 
     Returns:
         The validated spec.
@@ -432,8 +434,6 @@ def load_study_file(
         ) from exc
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"not valid TOML: {exc}", file=str(path), hint=hint) from exc
-        allow: Further folders the study file may write into (``--allow-outside``),
-            besides those of :func:`allowed_outside`.
     except OSError as exc:
         raise SpecError(
             f"cannot read: {exc.strerror or exc}", file=str(path), hint="check its permissions"
@@ -447,6 +447,7 @@ def parse_study(
     file: str | Path | None = None,
     check_paths: bool = True,
     explicit: Collection[str] = (),
+    allow: Collection[str | Path] = (),
 ) -> StudySpec:
     """Validate a study given as plain data (a parsed study file or :meth:`StudySpec.to_dict`).
 
@@ -457,6 +458,7 @@ def parse_study(
         check_paths: Check that files the study refers to exist.
         explicit: Keys of :data:`OUTPUT_KEYS` the command line replaces, so not held to
             the study's folder.
+        allow: Further folders output paths may lie in (``--allow-outside``).
 
     Returns:
         The validated spec.
@@ -479,7 +481,6 @@ def parse_study(
     metric = r.choice(top, "metric", "", METRICS, "f1")
     direction = r.choice(top, "direction", "", ("maximize", "minimize"), "maximize")
     r.check(
-    allow: Collection[str | Path] = (),
         direction == "maximize",
         "direction",
         f"{metric} is better when higher, so minimizing it would find the worst model",
@@ -490,7 +491,6 @@ def parse_study(
     spec = StudySpec(
         name=name,
         file=file_path,
-        allow: Further folders output paths may lie in (``--allow-outside``).
         storage=_resolve_storage(r, r.get(top, "storage", "", str, None), base, name),
         artifacts=r.output(r.get(top, "artifacts", "", str, f"artifacts/{name}"), "artifacts"),
         seed=r.number(top, "seed", "", 0, _within(_SEED_RANGE), _range_rule(_SEED_RANGE), int),
@@ -525,6 +525,7 @@ class _Reader:
         file: The study file, as errors name it.
         base: The folder its relative paths refer to.
         explicit: Output keys the command line replaces (not confined).
+        allow: Further folders output paths may lie in.
     """
 
     def __init__(
@@ -537,6 +538,7 @@ class _Reader:
         self.file = file
         self.base = base
         self.explicit = frozenset(explicit)
+        self.allow = allowed_outside(allow)
 
     def fail(self, key: str, message: str, hint: str) -> SpecError:
         return SpecError(message, file=self.file, key=key or None, hint=hint)
@@ -564,14 +566,12 @@ class _Reader:
 
     def get(
         self,
-        allow: Further folders output paths may lie in.
         table: Mapping[str, Any],
         name: str,
         key: str,
         kind: type | tuple[type, ...],
         default: Any = _REQUIRED,
     ) -> Any:
-        self.allow = allowed_outside(allow)
         dotted = _join(key, name)
         if name not in table:
             if default is _REQUIRED:
@@ -674,6 +674,23 @@ class _Reader:
         return value
 
 
+def allowed_outside(extra: Collection[str | Path] = ()) -> list[Path]:
+    """Folders outside the study's own that the user allows it to write into.
+
+    The study file cannot widen them: they come from the command line
+    (``--allow-outside``, passed as ``extra``) and the environment variable
+    :data:`ALLOW_OUTSIDE_ENV` (folders separated by ``os.pathsep``).
+
+    Args:
+        extra: Folders given on the command line.
+
+    Returns:
+        Absolute folders (symbolic links not followed, as output paths are judged).
+    """
+    listed = [p for p in os.environ.get(ALLOW_OUTSIDE_ENV, "").split(os.pathsep) if p.strip()]
+    return [Path(os.path.normpath(Path(p).expanduser().absolute())) for p in [*extra, *listed]]
+
+
 def _parse_runner(r: _Reader, raw: Any) -> RunnerSpec:
     t = r.table(raw, "runner", _RUNNER_KEYS)
     asha = None
@@ -707,23 +724,6 @@ def _parse_runner(r: _Reader, raw: Any) -> RunnerSpec:
         max_concurrent=max_concurrent,
         address=r.get(t, "address", "runner", str, None),
         max_retries=max_retries,
-def allowed_outside(extra: Collection[str | Path] = ()) -> list[Path]:
-    """Folders outside the study's own that the user allows it to write into.
-
-    The study file cannot widen them: they come from the command line
-    (``--allow-outside``, passed as ``extra``) and the environment variable
-    :data:`ALLOW_OUTSIDE_ENV` (folders separated by ``os.pathsep``).
-
-    Args:
-        extra: Folders given on the command line.
-
-    Returns:
-        Absolute folders (symbolic links not followed, as output paths are judged).
-    """
-    listed = [p for p in os.environ.get(ALLOW_OUTSIDE_ENV, "").split(os.pathsep) if p.strip()]
-    return [Path(os.path.normpath(Path(p).expanduser().absolute())) for p in [*extra, *listed]]
-
-
         asha=asha,
         trial_timeout=_float_or_none(
             r.number(t, "trial_timeout", "runner", None, lambda v: v > 0, "a number of seconds > 0")
@@ -1036,6 +1036,33 @@ def _check_model_config(r: _Reader, spec: StudySpec) -> None:
             else f"{where}.{_part(exc.key)}"
         )
         raise r.fail(key, f"the network rejects it: {exc}", exc.hint or "fix the value") from exc
+    # Every value a trial can draw, not only the defaults: a bad choice or bound would
+    # otherwise surface as failed trials mid-search. Ranges are checked at their ends (the
+    # network's own checks are per field and monotone: a lower bound, an upper bound).
+    base = ModelConfig.from_params(dict(spec.model.fixed))
+    for stage in spec.stages:
+        for pname, p in stage.params.items():
+            where = f"stages.{stage.name}.params.{_part(pname)}"
+            values = (
+                [("choices", c) for c in p.choices]
+                if p.type == "categorical"
+                else [("low", p.low), ("high", p.high)]
+            )
+            for field_name, value in values:
+                try:
+                    ModelConfig.from_params({pname: value}, base)
+                except ConfigError as exc:
+                    shown = f"{value!r}" if field_name == "choices" else f"{field_name} = {value}"
+                    raise r.fail(
+                        f"{where}.{field_name}",
+                        f"{shown}: the network rejects it ({exc})",
+                        exc.hint
+                        or (
+                            "remove that choice"
+                            if field_name == "choices"
+                            else "narrow the range to values the network accepts"
+                        ),
+                    ) from exc
 
 
 def _resolve_storage(r: _Reader, url: str | None, base: Path, name: str) -> str:
@@ -1087,33 +1114,6 @@ def _on_grid(span: float, step: float) -> bool:
 
 def _part(name: str) -> str:
     """A key part as TOML writes it: dotted parameter names are quoted."""
-    # Every value a trial can draw, not only the defaults: a bad choice or bound would
-    # otherwise surface as failed trials mid-search. Ranges are checked at their ends (the
-    # network's own checks are per field and monotone: a lower bound, an upper bound).
-    base = ModelConfig.from_params(dict(spec.model.fixed))
-    for stage in spec.stages:
-        for pname, p in stage.params.items():
-            where = f"stages.{stage.name}.params.{_part(pname)}"
-            values = (
-                [("choices", c) for c in p.choices]
-                if p.type == "categorical"
-                else [("low", p.low), ("high", p.high)]
-            )
-            for field_name, value in values:
-                try:
-                    ModelConfig.from_params({pname: value}, base)
-                except ConfigError as exc:
-                    shown = f"{value!r}" if field_name == "choices" else f"{field_name} = {value}"
-                    raise r.fail(
-                        f"{where}.{field_name}",
-                        f"{shown}: the network rejects it ({exc})",
-                        exc.hint
-                        or (
-                            "remove that choice"
-                            if field_name == "choices"
-                            else "narrow the range to values the network accepts"
-                        ),
-                    ) from exc
     return name if re.fullmatch(r"[A-Za-z0-9_\-]+", name) else f'"{name}"'
 
 
