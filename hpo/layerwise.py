@@ -381,6 +381,10 @@ class LayerwiseSearch:
             # Only where the strategy changes the trials: stage-wise keys stay those of
             # searches stored before strategies existed, so they resume as they were.
             later["strategy"] = self.strategy
+        if self.replication.replicated:
+            # Trials of another replicate count are not comparable (their means are
+            # estimates of different precision): changing it is a change of the stage.
+            later["replication"] = self.replication.to_dict()
         return _jsonable(
             {
                 "stage": what,

@@ -275,3 +275,15 @@ def test_prune_in_the_study_file_gives_a_median_pruner(tmp_path):
     assert isinstance(search.pruner, optuna.pruners.MedianPruner)
     plain = make_search(load_study(write_study(tmp_path / "b"), check_paths=False))
     assert isinstance(plain.pruner, optuna.pruners.NopPruner)
+
+
+def test_changing_the_replicates_of_a_stored_stage_is_a_named_error(tmp_path):
+    from hpo import StageChangedError
+
+    url = f"sqlite:///{tmp_path}/c.db"
+    stage = _stage(n_random=2, n_bayes=0)
+    LayerwiseSearch([stage], _noisy, storage=url, study_name="c", sampler="random",
+                    replication=3).run()
+    with pytest.raises(StageChangedError, match="replication"):
+        LayerwiseSearch([stage], _noisy, storage=url, study_name="c", sampler="random",
+                        replication=5).run()
