@@ -250,7 +250,7 @@ class DCNNConfig(_Group):
         levels: Stride-2 downsampling steps before the body (0 = full resolution). Each
             doubles the reach of the body at a quarter of its cost; the decoder up-samples
             and fuses the encoder's feature map of every level (skip connections), so
-            small landslides keep their outline. Any input size works.
+            small landslides keep their outline. Any input size works. At most 8.
 
     A stored configuration written before ``max_dilation`` and ``levels`` existed (a
     checkpoint or an export whose ``dcnn`` group names ``dilation`` but neither of them)
@@ -265,7 +265,7 @@ class DCNNConfig(_Group):
     kernel_size: int = _param(3, low=1, odd=True)
     dilation: int = _param(2, low=1)
     max_dilation: int = _param(8, low=1)
-    levels: int = _param(1, low=0)
+    levels: int = _param(1, low=0, high=8)
 
     def dilations(self) -> tuple[int, ...]:
         """The dilation of every block of the body, first block first.
@@ -387,12 +387,13 @@ class UNetConfig(_Group):
             every level below.
         levels: Stride-2 max-pooling steps of the encoder and up-sampling steps of the
             decoder (the U-Net's depth); the receptive field roughly doubles with each.
+            At most 8 (inputs are padded to a multiple of ``2 ** levels``).
     """
 
     GROUP: ClassVar[str] = "unet"
 
     channels: int = _param(24, low=1)
-    levels: int = _param(3, low=1)
+    levels: int = _param(3, low=1, high=8)
 
 
 _GROUP_TYPES: dict[str, type[_Group]] = {

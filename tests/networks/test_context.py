@@ -212,3 +212,13 @@ def test_new_configs_are_not_taken_for_old_ones():
     again = ModelConfig.from_params({"dcnn.dilation": 3}, base=base)
     assert again.dcnn.levels == 2 and again.dcnn.max_dilation == 8
     assert ModelConfig.from_dict({"dcnn": {"depth": 6}}).dcnn.levels == 1
+
+
+@pytest.mark.parametrize("key", ["dcnn.levels", "unet.levels"])
+def test_levels_out_of_range_are_named_errors(key):
+    from networks import ConfigError
+
+    with pytest.raises(ConfigError, match=key):
+        ModelConfig.from_params({key: 9})
+    with pytest.raises(ConfigError, match="dcnn.max_dilation"):
+        ModelConfig.from_params({"dcnn.max_dilation": 0})
