@@ -1021,7 +1021,8 @@ def _cmd_train(args: argparse.Namespace, out: Any, err: Any) -> int:
         f"trained {m['model']} on {m['train_on']} in {format_duration(run.seconds)} "
         f"({trained}); test split ({m['test']['pixels']} valid pixels):"
     )
-    for key, label in (("at_0.5", "threshold 0.5"), ("at_threshold", "validation threshold")):
+    chosen = f"{m.get('threshold_source', 'validation')} threshold"
+    for key, label in (("at_0.5", "threshold 0.5"), ("at_threshold", chosen)):
         row = m["test"].get(key)
         if row:
             name = f"{label} {row['threshold']:.3f}" if "threshold" in row else label

@@ -176,9 +176,10 @@ def train_export(
         threshold = threshold_of(
             *split_log_odds(model, final.val_set, config.optim.batch_size)
         )
-    note = "chosen on the validation split"
+    note, source = "chosen on the validation split", "validation"
     pooled = doc.get("threshold")
     if isinstance(pooled, dict) and isinstance(pooled.get("threshold"), int | float):
+        source = "tuning replicates"
         # Chosen on tuning's replicates of this configuration and kept only when it beat
         # 0.5 out of sample there: one run's validation split would fit its noise.
         threshold = float(pooled["threshold"])
@@ -221,6 +222,7 @@ def train_export(
         "split": final.splits.to_dict(),
         "tuned": {"metric": doc.get("metric"), "validation_value": doc.get("best_value")},
         "threshold": threshold,
+        "threshold_source": source,
         "threshold_note": (
             f"{note}, which was trained on (optimistic)"
             if train_on == "train+val" and threshold is not None and pooled is None
