@@ -706,6 +706,17 @@ def _print_summary(
     out.print(f"export it: [bold]{_command(*export)}[/bold]", soft_wrap=True)
 
 
+def _replicates_line(tuning: dict[str, Any]) -> str:
+    """How a trial is scored, in one line of ``--dry-run``."""
+    if tuning["repeats"] == 1:
+        return ("trials: one training run each ([tuning] repeats = 3 scores each as the mean "
+                "of 3 and measures the noise)")
+    over = f"folds (replicate r on fold r % {tuning['folds']})" if tuning["folds"] else "seeds"
+    racing = f"raced at z = {tuning['z']:g}" if tuning["racing"] else "not raced"
+    return (f"trials: mean of up to {tuning['repeats']} replicates over {over}, {racing}"
+            + (", median pruning" if tuning["prune"] else ""))
+
+
 def _dry_run(spec: Any, out: Any) -> int:
     from hpo import study as st
     from hpo.progress import format_params
@@ -736,6 +747,7 @@ def _dry_run(spec: Any, out: Any) -> int:
         f"objective: validation {plan['metric']} ({plan['direction']}), seed "
         f"{plan['seed']}, sampler {plan['sampler']}, cycles {plan['cycles']}"
     )
+    out.print(_replicates_line(plan["tuning"]), soft_wrap=True, markup=False)
     data = plan["data"]
     options = ", ".join(
         f"{k} {v}" for k, v in data.items() if k not in ("scene", "scene_exists", "synthetic")

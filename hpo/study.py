@@ -912,6 +912,7 @@ def plan(spec: StudySpec) -> dict[str, Any]:
         "runs": runs,
         "total_trials": total,
         "validation": validation_of(spec),
+        "tuning": dataclasses.asdict(spec.tuning),
     }
 
 

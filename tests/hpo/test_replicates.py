@@ -287,3 +287,17 @@ def test_changing_the_replicates_of_a_stored_stage_is_a_named_error(tmp_path):
     with pytest.raises(StageChangedError, match="replication"):
         LayerwiseSearch([stage], _noisy, storage=url, study_name="c", sampler="random",
                         replication=5).run()
+
+
+def test_dry_run_says_how_trials_are_scored(tmp_path, capsys):
+    from hpo.cli import main
+    from tests.hpo.test_cli import TINY_STUDY, write_study
+
+    text = TINY_STUDY.replace('sampler = "tpe"\n',
+                              'sampler = "tpe"\n\n[tuning]\nfolds = 3\nprune = true\n')
+    assert main(["tune", str(write_study(tmp_path, text)), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "trials: mean of up to 3 replicates over folds (replicate r on fold r % 3), " \
+           "raced at z = 1, median pruning" in out
+    assert main(["tune", str(write_study(tmp_path / "b")), "--dry-run"]) == 0
+    assert "trials: one training run each" in capsys.readouterr().out
