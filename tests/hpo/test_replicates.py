@@ -301,3 +301,12 @@ def test_dry_run_says_how_trials_are_scored(tmp_path, capsys):
            "raced at z = 1, median pruning" in out
     assert main(["tune", str(write_study(tmp_path / "b")), "--dry-run"]) == 0
     assert "trials: one training run each" in capsys.readouterr().out
+
+
+def test_stage_studies_name_their_metric_for_the_dashboard(tmp_path):
+    url = f"sqlite:///{tmp_path}/m.db"
+    LayerwiseSearch([_stage(n_random=1, n_bayes=0)], _noisy, storage=url, study_name="m",
+                    metric="f1").run()
+    study = optuna.load_study(study_name="m.01.pick", storage=url)
+    assert study.metric_names == ["f1"]  # optuna-dashboard shows "f1", not "Objective 0"
+    assert LayerwiseSearch.load(url, "m").status().spec["metric"] == "f1"
