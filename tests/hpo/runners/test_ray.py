@@ -485,3 +485,27 @@ def test_fractional_logical_gpus_pack_four_trials_at_once(tmp_path, name):
     values = [t.value for t in result.stages[0].study.trials]
     assert values == [4.0] * 4  # every trial saw the four running together
     assert {s["gpus"] for s in _read(starts)} <= {"0", "1"}  # Ray gave each a GPU share
+
+
+def test_replicated_trials_on_ray_record_their_replicates_and_race(tmp_path, name):
+    from hpo.replicates import RACED_ATTR, REPLICATES_ATTR, Replication
+
+    def objective(params, trial):
+        # x near 0 is hopeless; each replicate adds a little seeded noise
+        noise = (trial.replicate_seed % 100) / 1000
+        trial.report(1, value=params["x"] + noise)
+        return params["x"] + noise
+
+    stage = Stage("s", {"x": FloatDistribution(0, 1)}, defaults={"x": 0.9},
+                  n_random=4, n_bayes=0)
+    result = LayerwiseSearch([stage], objective, storage=f"sqlite:///{tmp_path / 'r.db'}",
+                             study_name=name, runner=RayRunner(cpu=1, max_concurrent=2),
+                             seed=1, sampler="random",
+                             replication=Replication(repeats=3, z=0.5)).run()
+    trials = result.stages[0].study.trials
+    incumbent = trials[0]
+    assert len(incumbent.user_attrs[REPLICATES_ATTR]) == 3  # every replicate, on a worker
+    assert incumbent.value == pytest.approx(sum(incumbent.user_attrs[REPLICATES_ATTR]) / 3)
+    low = [t for t in trials if t.params["x"] < 0.5]
+    assert low and all(t.user_attrs.get(RACED_ATTR) for t in low)  # raced out on Ray too
+    assert len(result.stages[0].ledger.replicates) == 3
