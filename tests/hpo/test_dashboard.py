@@ -7,6 +7,7 @@ test skips with a reason where it is absent.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -44,7 +45,8 @@ def finished_search(tmp_path: Path) -> str:
     """A finished two-stage search in SQLite (a cheap objective: no training)."""
     url = f"sqlite:///{tmp_path / 'dash.db'}"
     LayerwiseSearch(
-        two_stages(n_random=2, n_bayes=1), quadratic, storage=url, study_name="dash", seed=0
+        two_stages(n_random=2, n_bayes=1), quadratic, storage=url, study_name="dash", seed=0,
+        metric="f1",
     ).run()
     return url
 
@@ -90,6 +92,7 @@ def test_headless_chromium_sees_every_stage_study(finished_search, tmp_path):
     try:
         wait_until_serving(page, proc)
         dom = chromium(tmp_path, "--dump-dom", page)
+        analytics = chromium(tmp_path, "--dump-dom", f"{page}/studies/1/analytics")
     finally:
         proc.terminate()
         out, _ = proc.communicate(timeout=30)
@@ -100,3 +103,7 @@ def test_headless_chromium_sees_every_stage_study(finished_search, tmp_path):
     assert dom.returncode == 0, dom.stderr[-2000:]
     for name in ("dash.01.first", "dash.02.second"):
         assert name in dom.stdout, f"{name} is not on the rendered page"
+    # The stage study's value is named by the search's metric, not "Objective 0".
+    text = re.sub(r"<[^>]*>", " ", analytics.stdout)
+    assert "EDF for f1" in text, text[-2000:]
+    assert "Objective 0" not in text
