@@ -29,8 +29,8 @@ from hpo.samplers.shared import SharedGPSampler
 STAGEWISE = "stagewise"
 SHARED = "shared"
 STRATEGIES = (STAGEWISE, SHARED)
-DEFAULT_STRATEGY = STAGEWISE
-"""The engine's default (chosen by ``benchmarks/layerwise.py``; see docs/results.md)."""
+DEFAULT_STRATEGY = SHARED
+"""The engine's default, chosen by ``benchmarks/layerwise.py`` (docs/results.md, section 4)."""
 
 FIXED_ATTR = "hpo:fixed"  # the same key as hpo.layerwise.FIXED_ATTR (no import cycle)
 
