@@ -7,6 +7,7 @@ from collections.abc import Callable
 import optuna
 
 from hpo.errors import SpecError
+from hpo.samplers.shared import SharedGPSampler
 
 SamplerSpec = str | Callable[[int], optuna.samplers.BaseSampler]
 """A sampler name (``random``, ``tpe``, ``gp``, ``skopt``) or a callable ``seed -> sampler``."""
@@ -63,4 +64,4 @@ def make_sampler(spec: SamplerSpec, seed: int) -> optuna.samplers.BaseSampler:
     )
 
 
-__all__ = ["SAMPLER_NAMES", "SamplerSpec", "make_sampler"]
+__all__ = ["SAMPLER_NAMES", "SamplerSpec", "SharedGPSampler", "make_sampler"]
