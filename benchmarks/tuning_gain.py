@@ -62,7 +62,8 @@ DATASETS: dict[str, dict[str, Any]] = {
     "synthetic-blocked": {"study": "studies/quickstart.toml",
                           "data": {"split": "blocked", "block_size": 4}},
     # two synthetic regions (benchmarks/region_shift.py): tune in a, test in b
-    "region-shift": {"study": "region-shift/grouped.toml", "data": {}},
+    "region-shift": {"study": "region-shift/grouped.toml", "data": {}, "shift": "strong"},
+    "region-shift-mild": {"study": "region-shift/grouped.toml", "data": {}, "shift": "mild"},
 }
 
 
@@ -101,7 +102,8 @@ def paired(tuned: list[float], base: list[float]) -> dict[str, float]:
 
 def _study(dataset: str, method: str, work: Path, repeats: int, scale: float) -> Any:
     setup = DATASETS[dataset]
-    path = _region_shift(work) if dataset == "region-shift" else ROOT / setup["study"]
+    path = (_region_shift(work / dataset, setup["shift"]) if "shift" in setup
+            else ROOT / setup["study"])
     raw = tomllib.loads(path.read_text(encoding="utf-8"))
     raw = copy.deepcopy(raw)
     raw["name"] = f"gain-{dataset}-{method}"
@@ -113,12 +115,11 @@ def _study(dataset: str, method: str, work: Path, repeats: int, scale: float) ->
     return parse_study(raw, file=path, explicit=("storage", "artifacts"))
 
 
-def _region_shift(work: Path) -> Path:
-    """The region-shift study files, built once under ``work``."""
-    out = work / "region-shift"
+def _region_shift(out: Path, shift: str) -> Path:
+    """The region-shift study files, built once in ``out``."""
     if not (out / "grouped.toml").is_file():
-        subprocess.run([sys.executable, "-m", "benchmarks.region_shift", str(out)], check=True,
-                       cwd=ROOT)
+        subprocess.run([sys.executable, "-m", "benchmarks.region_shift", str(out), "--shift",
+                        shift], check=True, cwd=ROOT)
     return out / "grouped.toml"
 
 

@@ -239,7 +239,8 @@ class LayerwiseSearch:
         strategy: ``shared`` (default): stages on the default ``gp`` sampler share one
             GP over every trial of the search, the acquisition moving only the active
             stage (see :mod:`hpo.strategy`); ``stagewise``: the paper's method, each
-            stage modelled on its own trials only.
+            stage modelled on its own trials only. ``None``: ``shared``, except that a
+            search stored before strategies existed goes on stage-wise.
 
     Raises:
         SpecError: Invalid stages or options.
@@ -268,7 +269,7 @@ class LayerwiseSearch:
         cycle_budget: tuple[int, int] | None = None,
         trial_timeout: float | None = None,
         isolate: bool = False,
-        strategy: str = DEFAULT_STRATEGY,
+        strategy: str | None = None,
         replication: Replication | int | Mapping[str, Any] | None = None,
     ) -> None:
         self.stages = list(stages)
@@ -298,7 +299,9 @@ class LayerwiseSearch:
         self.spec_fingerprint = spec_fingerprint
         self.trial_timeout = check_timeout(trial_timeout, key="trial_timeout")
         self.isolate = bool(isolate)
-        self.strategy = check_strategy(strategy)
+        # None: the default for a new search; a stored one keeps the method it began with
+        self._strategy_given = strategy is not None
+        self.strategy = check_strategy(strategy) if strategy is not None else DEFAULT_STRATEGY
         if isinstance(runner, Runner) and (self.trial_timeout is not None or self.isolate):
             raise SpecError(
                 "trial_timeout / isolate given with a runner instance",
@@ -426,6 +429,7 @@ class LayerwiseSearch:
             self.reset()
         elif from_stage is not None:
             self.reset(from_stage)
+        self.strategy = self._stored_strategy()
         objective = as_two_argument(self.objective)
         if self.replication.replicated:
             objective = ReplicatedObjective(objective, self.replication, self.seed)
@@ -472,6 +476,29 @@ class LayerwiseSearch:
             keepalive.close()
             runner.close()
         return self.status()
+
+    def _stored_strategy(self) -> str:
+        """The strategy to run: a search stored before strategies existed stays stage-wise.
+
+        Its stage keys have no ``strategy``; running it on with the shared model would
+        change every stored stage (a :class:`StageChangedError`), so an upgrade keeps the
+        method the search was tuned with. A strategy named explicitly is held to: a
+        stored search of another one is then a :class:`StageChangedError`.
+        """
+        if self._strategy_given or self.strategy == STAGEWISE or not self._slots:
+            return self.strategy
+        try:
+            first = optuna.load_study(study_name=self.stage_study_name(0), storage=self.storage,
+                                      sampler=optuna.samplers.RandomSampler())
+        except KeyError:
+            return self.strategy  # a new search
+        key = first.user_attrs.get(STAGE_KEY_ATTR)
+        sampler = self._slots[0].stage.sampler or self.sampler
+        if key and "strategy" not in key and uses_shared_model(self.strategy, sampler):
+            _log.info("%s was stored before search strategies existed: it goes on stage-wise",
+                      self.study_name)
+            return STAGEWISE
+        return self.strategy
 
     def _runner_options(self) -> dict[str, Any]:
         """The fault settings for a runner built from its name (only those that are set)."""

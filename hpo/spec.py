@@ -32,7 +32,7 @@ from hpo.errors import SpecError
 from hpo.samplers import SAMPLER_NAMES
 from hpo.space import fingerprint as _hash
 from hpo.stage import Stage
-from hpo.strategy import DEFAULT_STRATEGY, STRATEGIES
+from hpo.strategy import STRATEGIES
 
 METRICS = ("f1", "miou", "auc", "f1_best", "miou_best")
 MODELS = ("fusion", "segnet", "deeplabv3", "pspnet", "unet", "hgb")
@@ -305,7 +305,9 @@ class StudySpec:
         refine: The optional refine stage.
         cycles: Passes over the stages.
         strategy: How stages are modelled: ``shared`` (one surrogate over all trials) or
-            ``stagewise`` (the paper's method); see :mod:`hpo.strategy`.
+            ``stagewise`` (the paper's method); see :mod:`hpo.strategy`. ``None`` (left
+            out): ``shared`` for a new search, while a search stored before strategies
+            existed goes on stage-wise.
         description: Free text.
         compare: The ``[compare]`` table of ``hpo compare`` (validated there).
         tuning: Replicates, folds and racing of noisy trials (``[tuning]``).
@@ -325,7 +327,7 @@ class StudySpec:
     stages: tuple[StageSpec, ...]
     refine: RefineSpec = field(default_factory=RefineSpec)
     cycles: int = 1
-    strategy: str = DEFAULT_STRATEGY
+    strategy: str | None = None
     description: str = ""
     compare: Mapping[str, Any] = field(default_factory=dict)
     tuning: TuningSpec = field(default_factory=TuningSpec)
@@ -364,7 +366,7 @@ class StudySpec:
             "metric": self.metric,
             "sampler": self.sampler,
             "cycles": self.cycles,
-            "strategy": self.strategy,
+            **({"strategy": self.strategy} if self.strategy is not None else {}),
             "runner": runner,
             "data": _plain(self.data),
             "model": {"name": self.model.name, "fixed": dict(self.model.fixed)},
@@ -503,7 +505,7 @@ def parse_study(
         stages=_parse_stages(r, top.get("stages", _REQUIRED), model),
         refine=_parse_refine(r, top.get("refine", {})),
         cycles=r.get(top, "cycles", "", int, 1),
-        strategy=r.choice(top, "strategy", "", STRATEGIES, DEFAULT_STRATEGY),
+        strategy=r.choice(top, "strategy", "", STRATEGIES) if "strategy" in top else None,
         description=r.get(top, "description", "", str, ""),
         compare=r.table(top.get("compare", {}), "compare", _COMPARE_KEYS),
         tuning=_parse_tuning(r, top.get("tuning", {}), top.get("data")),

@@ -310,3 +310,24 @@ def test_stage_studies_name_their_metric_for_the_dashboard(tmp_path):
     study = optuna.load_study(study_name="m.01.pick", storage=url)
     assert study.metric_names == ["f1"]  # optuna-dashboard shows "f1", not "Objective 0"
     assert LayerwiseSearch.load(url, "m").status().spec["metric"] == "f1"
+
+
+def test_a_search_stored_before_strategies_resumes_stage_wise(tmp_path):
+    # The shared model is the default now; a stored stage-wise search must resume as it was.
+    url = f"sqlite:///{tmp_path}/old.db"
+    stages = [Stage("s1", {"a": FloatDistribution(0, 1)}, defaults={"a": 0.5},
+                    n_random=2, n_bayes=1),
+              Stage("s2", {"b": FloatDistribution(0, 1)}, defaults={"b": 0.5},
+                    n_random=2, n_bayes=1)]
+
+    def objective(params):
+        return params["a"] + params.get("b", 0.5)
+
+    LayerwiseSearch(stages[:1], objective, storage=url, study_name="old",
+                    strategy="stagewise").run()
+    # What a search of an older version stored: its keys carry no strategy.
+    study = optuna.load_study(study_name="old.01.s1", storage=url)
+    key = study.user_attrs["hpo:stage_key"]
+    assert "strategy" not in key
+    resumed = LayerwiseSearch(stages, objective, storage=url, study_name="old").run()
+    assert resumed.finished and resumed.stages[0].ledger is not None
