@@ -73,6 +73,8 @@ SEARCH_ATTR = "hpo:search"
 STAGE_KEY_ATTR = "hpo:stage_key"
 FIXED_ATTR = "hpo:fixed"
 SPACE_ATTR = "hpo:stage"
+DECLINED_ATTR = "hpo:declined"
+"""Stage user attribute: the best trial that did not beat the incumbent by ``switch_z`` se."""
 DIRECTIONS = ("maximize", "minimize")
 
 
@@ -694,6 +696,14 @@ class LayerwiseSearch:
                 if best.number != incumbent.number else None)
         if gain is not None and not maximize:
             gain["mean"] = -gain["mean"]  # positive: better than the incumbent
+        if gain is not None and gain["mean"] <= self.replication.switch_z * gain["se"]:
+            # Not measurably better than what the stage started from: the best of noisy
+            # means is biased up, so the incumbent is handed on.
+            study.set_user_attr(DECLINED_ATTR, {"trial": best.number, **gain})
+            _log.info("%s: best trial %d beats the incumbent by %+.4g ± %.2g, under %g se: "
+                      "the incumbent is handed on", study.study_name, best.number,
+                      gain["mean"], gain["se"], self.replication.switch_z)
+            best, gain = incumbent, None
         return ledger_from_trial(stage.name, study.study_name, best, noise=noise, gain=gain)
 
     # ------------------------------------------------------------- status and loading

@@ -80,7 +80,7 @@ _RUNNER_KEYS = (
 _ASHA_KEYS = ("grace", "reduction_factor")
 _MODEL_KEYS = ("name", "fixed")
 _REFINE_KEYS = ("enabled", "n_trials")
-_TUNING_KEYS = ("repeats", "folds", "racing", "z", "prune")
+_TUNING_KEYS = ("repeats", "folds", "racing", "z", "switch_z", "prune")
 _COMPARE_KEYS = ("variants", "trials", "seeds", "splits", "folds", "ensemble")
 _STAGE_KEYS = ("name", "n_random", "n_bayes", "sampler", "max_fail", "params")
 _PARAM_KEYS = {
@@ -267,6 +267,8 @@ class TuningSpec:
         racing: Stop replicating a configuration once it trails the stage's best by more
             than ``z`` standard errors.
         z: Standard errors of the racing rule.
+        switch_z: Standard errors of its paired gain by which a stage's best must beat the
+            stage's incumbent to be handed on instead of it.
         prune: Stop a trial whose learning curve (its first replicate's) falls below the
             median of the stage's earlier trials at the same epoch (Optuna's
             ``MedianPruner``, after half the epochs); it is recorded PRUNED and the stage
@@ -277,11 +279,13 @@ class TuningSpec:
     folds: int = 0
     racing: bool = True
     z: float = 1.0
+    switch_z: float = 2.0
     prune: bool = False
 
     def replication(self) -> dict[str, Any]:
         """The engine's :class:`~hpo.Replication` fields."""
-        return {"repeats": self.repeats, "racing": self.racing, "z": self.z}
+        return {"repeats": self.repeats, "racing": self.racing, "z": self.z,
+                "switch_z": self.switch_z}
 
 
 @dataclass(frozen=True)
@@ -811,9 +815,11 @@ def _parse_tuning(r: _Reader, raw: Any, data: Any) -> TuningSpec:
     r.check(1 <= repeats <= 100, "tuning.repeats", f"repeats = {repeats}",
             "use 1 (one training run per trial) to 100; 3-5 is typical")
     z = r.number(t, "z", "tuning", 1.0, lambda v: 0 < v <= 10, "a number in (0, 10]")
+    switch_z = r.number(t, "switch_z", "tuning", 2.0, lambda v: 0 < v <= 10,
+                        "a number in (0, 10]")
     return TuningSpec(repeats=repeats, folds=folds,
                       racing=r.get(t, "racing", "tuning", bool, True), z=float(z),
-                      prune=r.get(t, "prune", "tuning", bool, False))
+                      switch_z=float(switch_z), prune=r.get(t, "prune", "tuning", bool, False))
 
 
 def _parse_refine(r: _Reader, raw: Any) -> RefineSpec:

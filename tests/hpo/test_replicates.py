@@ -331,3 +331,34 @@ def test_a_search_stored_before_strategies_resumes_stage_wise(tmp_path):
     assert "strategy" not in key
     resumed = LayerwiseSearch(stages, objective, storage=url, study_name="old").run()
     assert resumed.finished and resumed.stages[0].ledger is not None
+
+
+def test_a_stage_hands_on_another_configuration_only_when_it_measurably_wins():
+    # "edge" is a little better on average than the incumbent, well within the noise;
+    # "clear" is better by many standard errors.
+    means = {"incumbent": (0.50, 0.10), "edge": (0.52, 0.10), "clear": (0.80, 0.02)}
+
+    def objective(params, trial):
+        mean, sd = means[params["kind"]]
+        # each configuration's own noise (not shared through the replicate's seed)
+        rng = np.random.default_rng([trial.replicate_seed, list(means).index(params["kind"])])
+        return mean + sd * float(rng.standard_normal())
+
+    def run(choices, **kw):
+        stage = Stage("s", {"kind": CategoricalDistribution(choices)},
+                      defaults={"kind": "incumbent"}, n_random=4, n_bayes=0)
+        search = LayerwiseSearch([stage], objective, seed=1, sampler="random",
+                                 replication=Replication(repeats=4, racing=False, **kw))
+        return search.run().stages[0]
+
+    # seed 1: "edge" has the better mean of this stage's four seeds, within the noise
+    assert run(["incumbent", "edge"], switch_z=1e-9).ledger.params == {"kind": "edge"}
+    close = run(["incumbent", "edge"])
+    declined = close.study.user_attrs["hpo:declined"]
+    assert close.ledger.params == {"kind": "incumbent"} and close.ledger.gain is None
+    assert 0 < declined["mean"] <= 2.0 * declined["se"]
+    clear = run(["incumbent", "clear"])
+    assert clear.ledger.params == {"kind": "clear"}
+    assert clear.ledger.gain["mean"] > 2.0 * clear.ledger.gain["se"]
+    with pytest.raises(SpecError, match="switch_z"):
+        Replication(repeats=2, switch_z=0)
