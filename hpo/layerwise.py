@@ -41,6 +41,7 @@ from hpo.replicates import (
     paired_gain,
     replicates_of,
     search_gain,
+    switch_bar,
 )
 from hpo.replicates import summary as replicate_summary
 from hpo.runners import Runner, StageJob, make_runner
@@ -696,13 +697,14 @@ class LayerwiseSearch:
                 if best.number != incumbent.number else None)
         if gain is not None and not maximize:
             gain["mean"] = -gain["mean"]  # positive: better than the incumbent
-        if gain is not None and gain["mean"] <= self.replication.switch_z * gain["se"]:
+        bar = switch_bar(self.replication.switch_z, gain["n"]) if gain is not None else 0.0
+        if gain is not None and gain["mean"] <= bar * gain["se"]:
             # Not measurably better than what the stage started from: the best of noisy
             # means is biased up, so the incumbent is handed on.
             study.set_user_attr(DECLINED_ATTR, {"trial": best.number, **gain})
-            _log.info("%s: best trial %d beats the incumbent by %+.4g ± %.2g, under %g se: "
+            _log.info("%s: best trial %d beats the incumbent by %+.4g ± %.2g, under %.3g se: "
                       "the incumbent is handed on", study.study_name, best.number,
-                      gain["mean"], gain["se"], self.replication.switch_z)
+                      gain["mean"], gain["se"], bar)
             best, gain = incumbent, None
         return ledger_from_trial(stage.name, study.study_name, best, noise=noise, gain=gain)
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
+from scipy import stats
 
 from hpo.errors import HPOError, SpecError
 from hpo.space import derive_seed
@@ -48,11 +49,12 @@ class Replication:
         racing: Stop replicating a configuration once it cannot beat the stage's best.
         z: How many standard errors a configuration must trail the best by before
             racing drops it (larger: fewer configurations dropped, more compute).
-        switch_z: How many standard errors of its paired gain the stage's best must beat
-            the stage's incumbent by to replace it in the ledger. The best of several noisy
-            means is biased up (on the quickstart each stage's best beat its incumbent by
-            0.07-0.12 F1 at 1.4-2.7 se, and lost it again with fresh seeds); below the bar
-            the incumbent is handed on.
+        switch_z: How sure (a normal quantile, read through Student's t with the
+            replicates' degrees of freedom, see :func:`switch_bar`) the stage's best must
+            be of its paired gain over the stage's incumbent to replace it in the ledger.
+            The best of several noisy means is biased up (on the quickstart each stage's
+            best beat its incumbent by 0.07-0.12 F1 at 1.4-2.7 se, and lost it again with
+            fresh seeds); below the bar the incumbent is handed on.
 
     Raises:
         SpecError: ``repeats`` below 1, or ``z`` / ``switch_z`` not positive.
@@ -341,6 +343,17 @@ def paired_gain(best: Sequence[float], base: Sequence[float]) -> dict[str, Any] 
             "n": k}
 
 
+def switch_bar(z: float, n: int) -> float:
+    """Standard errors a paired gain over ``n`` replicates must exceed to count.
+
+    ``z`` is read as a normal quantile (2: 97.7 % one-sided) and turned into Student's t
+    quantile with ``n - 1`` degrees of freedom: the standard error of three paired
+    differences is itself a rough guess (on the quickstart, a learning rate that beat its
+    incumbent by 5.6 se over three seeds lost on five fresh ones).
+    """
+    return float(stats.t.ppf(stats.norm.cdf(z), max(1, n - 1)))
+
+
 def race_bar(
     trials: Sequence[FrozenTrial], replication: Replication, *, maximize: bool
 ) -> RaceBar | None:
@@ -436,4 +449,5 @@ __all__ = [
     "replicates_of",
     "search_gain",
     "summary",
+    "switch_bar",
 ]
