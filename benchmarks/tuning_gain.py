@@ -198,8 +198,10 @@ def run(datasets: list[str], methods: list[str], seeds: list[int], work: Path, r
             m: (t["spec"], t["best"]) for m, t in tuned.items()}
         scores = evaluate(configs, seeds, workers)
         for method, t in tuned.items():
-            setup = {"seeds": seeds, "repeats": repeats if method == "noisy" else 1,
-                     "budget_scale": scale if method == "noisy" else 1.0,
+            tuning = t["spec"].tuning
+            setup = {"seeds": seeds, "repeats": tuning.repeats, "folds": tuning.folds,
+                     "switch_z": getattr(tuning, "switch_z", None) if tuning.repeats > 1 else None,
+                     "budget_scale": scale if method in ("noisy", "grouped-folds") else 1.0,
                      "trainings": t["trainings"], "configurations": t["configurations"],
                      "tuning_seconds": round(t["seconds"], 1)}
             row = {"benchmark": "tuning_gain", "dataset": dataset, "method": method,
@@ -246,9 +248,9 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {r['dataset']} | {r['method']} | {r['setup']['trainings']} "
             f"({r['setup']['configurations']}) | {claimed} | {cell('val_f1')} | "
-            f"{cell('test_f1')} | {cell('test_auc')} | {r['val_to_test_gap']:+.3f} |")
+            f"{cell('test_f1')} | {cell('test_auc')} | {r.get('val_to_test_gap', math.nan):+.3f} |")
     versus = [(r["dataset"], r["method"], other, pairs)
-              for r in rows for other, pairs in r["versus"].items()]
+              for r in rows for other, pairs in r.get("versus", {}).items()]
     if versus:
         lines += ["", "Between methods (row minus column method, same seeds, test split):", "",
                   "| data set | method | versus | test F1 | test AUC | test F1 at val threshold |",
