@@ -137,6 +137,30 @@ class _TrialInfo:
     race: dict[str, Any] | None = None
 
 
+def _trial_info(trial: Any, *, environ: dict[str, str], threads: int | None) -> _TrialInfo:
+    """The child's view of ``trial``, run in this process's directory and path.
+
+    Args:
+        trial: The trial's context in the driver (missing attributes take defaults).
+        environ: The environment the child runs the objective in.
+        threads: Torch threads for the child (None: leave torch's default).
+    """
+    return _TrialInfo(
+        number=int(getattr(trial, "number", -1)),
+        stage=str(getattr(trial, "stage", "")),
+        metric=getattr(trial, "metric", None),
+        cwd=os.getcwd(),
+        sys_path=list(sys.path),
+        environ=environ,
+        threads=threads,
+        # A retried Ray trial resumes from these (see TrialContext.save_state).
+        history=tuple(getattr(trial, "history", ()) or ()),
+        restored_state=getattr(trial, "restored_state", None),
+        ledgers=tuple((getattr(trial, "ledgers", None) or {}).items()),
+        race=getattr(trial, "race", None),
+    )
+
+
 class IsolatedObjective:
     """An objective whose trials run in a worker process, with an optional timeout.
 
@@ -193,20 +217,7 @@ class IsolatedObjective:
             TrialFaultError: Timed out, killed, or exited without a result.
             Exception: Whatever the objective raised (re-raised here when it pickles).
         """
-        info = _TrialInfo(
-            number=int(getattr(trial, "number", -1)),
-            stage=str(getattr(trial, "stage", "")),
-            metric=getattr(trial, "metric", None),
-            cwd=os.getcwd(),
-            sys_path=list(sys.path),
-            environ=dict(os.environ),
-            threads=_torch_threads(),
-            # A retried Ray trial resumes from these (see TrialContext.save_state).
-            history=tuple(getattr(trial, "history", ()) or ()),
-            restored_state=getattr(trial, "restored_state", None),
-            ledgers=tuple((getattr(trial, "ledgers", None) or {}).items()),
-            race=getattr(trial, "race", None),
-        )
+        info = _trial_info(trial, environ=dict(os.environ), threads=_torch_threads())
         trial_payload = _dumps((dict(params), info), "the trial's parameters")
         try:
             worker = self._send(trial_payload, info)
@@ -430,19 +441,7 @@ class WorkerPool:
         if threads is not None:
             # Read by torch (OpenMP) when the objective first imports it in the worker.
             environ["OMP_NUM_THREADS"] = str(threads)
-        info = _TrialInfo(
-            number=int(getattr(trial, "number", -1)),
-            stage=str(getattr(trial, "stage", "")),
-            metric=getattr(trial, "metric", None),
-            cwd=os.getcwd(),
-            sys_path=list(sys.path),
-            environ=environ,
-            threads=threads,
-            history=tuple(getattr(trial, "history", ()) or ()),
-            restored_state=getattr(trial, "restored_state", None),
-            ledgers=tuple((getattr(trial, "ledgers", None) or {}).items()),
-            race=getattr(trial, "race", None),
-        )
+        info = _trial_info(trial, environ=environ, threads=threads)
         trial_payload = _dumps((dict(params), info), "the trial's parameters")
         for attempt in (1, 2):
             if slot.worker is None or not slot.worker.alive():
