@@ -20,17 +20,9 @@ import optuna  # noqa: E402
 from optuna.distributions import FloatDistribution  # noqa: E402
 
 from hpo import LayerwiseSearch, LocalRunner, Stage  # noqa: E402
+from tests.hpo._driver import append_line  # noqa: E402
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-def append_line(path: Path, line: str) -> None:
-    """Append one line (O_APPEND writes of one short line are atomic between processes)."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-    try:
-        os.write(fd, (line + "\n").encode())
-    finally:
-        os.close(fd)
 
 
 class Slow:

@@ -29,18 +29,11 @@ from hpo.runners.isolated import KILLED, TIMED_OUT
 from hpo.runners.local import default_workers, machine_cpus
 from hpo.spec import parse_study
 from hpo.study import make_runner
+from tests.hpo._driver import append_line
 from tests.hpo.conftest import name  # noqa: F401 - the fixture
 
 ROOT = Path(__file__).resolve().parents[3]
 DRIVER = Path(__file__).with_name("_parallel_driver.py")
-
-
-def _append(path: Path, line: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-    try:
-        os.write(fd, (line + "\n").encode())
-    finally:
-        os.close(fd)
 
 
 class Fit:
@@ -67,7 +60,7 @@ class Fit:
             loss.backward()
             optimizer.step()
         time.sleep(self.pause)
-        _append(self.log, f"{os.getpid()} {start} {time.time()} {torch.get_num_threads()}")
+        append_line(self.log, f"{os.getpid()} {start} {time.time()} {torch.get_num_threads()}")
         return float(((x @ w - y) ** 2).mean().detach())
 
 
