@@ -13,6 +13,9 @@ from hpo.ledger import COPIED_ATTR
 from hpo.samplers.shared import SharedGPSampler
 from hpo.strategy import STRATEGIES, stage_history
 
+# The coupled objective whose lock-in the cycles remedy (see test_cycles).
+from tests.hpo.test_cycles import Recorder, coupled
+
 LABELS = ["first", "second", "first.c2", "second.c2"]
 
 
@@ -23,26 +26,6 @@ def stages(sampler: str | None = None) -> list[Stage]:
         Stage("second", {"b": FloatDistribution(-3.0, 3.0)}, defaults={"b": 0.0},
               n_random=3, n_bayes=4, sampler=sampler),
     ]
-
-
-def coupled(params: dict) -> float:
-    """Maximum 0 at a = b = 2; the best ``a`` is wherever ``b`` is (see test_cycles)."""
-    return -((params["a"] - params["b"]) ** 2) - (params["b"] - 2.0) ** 2
-
-
-class Recorder:
-    """Records every call's params; raises KeyboardInterrupt at one call."""
-
-    def __init__(self, interrupt_at: int | None = None) -> None:
-        self.calls: list[dict] = []
-        self.interrupt_at = interrupt_at
-
-    def __call__(self, params: dict) -> float:
-        if len(self.calls) == self.interrupt_at:
-            self.interrupt_at = None
-            raise KeyboardInterrupt
-        self.calls.append(dict(params))
-        return coupled(params)
 
 
 def search(url: str | None, name: str, objective=coupled, **kw) -> LayerwiseSearch:
