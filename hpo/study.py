@@ -371,21 +371,25 @@ def prepare_data(spec: StudySpec) -> TuningData:
         norm=norm,
         train_set=cube.dataset(splits.train, norm=norm),
         val_set=cube.dataset(splits.val, norm=norm, context=cube.context),
-        folds=[_fold_sets(cube, spec, k) for k in range(spec.tuning.folds)],
+        folds=_fold_sets(cube, spec) if spec.tuning.folds else [],
     )
 
 
-def _fold_sets(cube: Any, spec: StudySpec, fold: int) -> tuple[Any, Any]:
-    """Training and validation sets of one tuning fold (the test split stays out).
+def _fold_sets(cube: Any, spec: StudySpec) -> list[tuple[Any, Any]]:
+    """Training and validation sets of every tuning fold (the test split stays out).
 
-    The folds deal the split's own units (patches, groups, spatial blocks), so a grouped
-    or blocked study validates on held-out groups or blocks in every fold.
+    ``Cube.fold_splits`` deals the split's own units (patches, groups, spatial blocks) and
+    holds the fold out as validation whatever the study's ``fold_role``, so every fold
+    keeps the plain split's test split.
     """
     seed = None if "seed" in spec.data else spec.seed
-    splits = cube.splits(seed=seed, folds=spec.tuning.folds, fold=fold).for_tuning()
-    norm = cube.norm_stats(splits.train)
-    return (cube.dataset(splits.train, norm=norm),
-            cube.dataset(splits.val, norm=norm, context=cube.context))
+    sets = []
+    for splits in cube.fold_splits(spec.tuning.folds, seed=seed):
+        splits = splits.for_tuning()
+        norm = cube.norm_stats(splits.train)
+        sets.append((cube.dataset(splits.train, norm=norm),
+                     cube.dataset(splits.val, norm=norm, context=cube.context)))
+    return sets
 
 
 def _cube_and_splits(section: Mapping[str, Any], base_dir: Path, seed: int) -> tuple[Any, Any]:

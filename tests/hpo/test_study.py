@@ -163,8 +163,12 @@ def test_data_path_overrides_the_data_folder_or_scene(tmp_path, capsys):
         load_study(study, data_path=tmp_path / "nope.toml")
 
 
-def test_tuning_folds_replicate_over_folds_and_never_read_the_test_split(tmp_path):
+@pytest.mark.parametrize("data", ["", 'fold_role = "test"\n'])
+def test_tuning_folds_replicate_over_folds_and_never_read_the_test_split(tmp_path, data):
+    # A [data] fold_role of "test" (for outer cross-validation) must not turn the tuning
+    # folds into test folds: their training would then hold the plain split's test tiles.
     text = TINY_STUDY.replace('sampler = "tpe"\n', 'sampler = "tpe"\n\n[tuning]\nfolds = 3\n')
+    text = text.replace('cache_dir = "cubes"\n', f'cache_dir = "cubes"\n{data}')
     spec = load_study(write_study(tmp_path, text))
     assert spec.tuning.folds == 3 and spec.tuning.repeats == 3  # one replicate per fold
     ensure_scene(spec)
