@@ -439,7 +439,7 @@ def _print_status(console: Any, result: Any, metric: str) -> None:
     from rich.table import Table
 
     from hpo.progress import format_params, format_value
-    from hpo.replicates import search_gain
+    from hpo.replicates import gain_text, search_gain
 
     console.print(
         f"search [bold]{result.study_name}[/bold] in {result.storage} ({result.direction} {metric})"
@@ -476,8 +476,8 @@ def _print_status(console: Any, result: Any, metric: str) -> None:
             gained = s.ledger.gain
             console.print(
                 f"  {s.name}: noise sd {noise['sd']:.4f} per run ({noise['trials']} trials "
-                f"replicated)" + (f"; best {gained['mean']:+.4f} ± {gained['se']:.4f} over its "
-                                  f"incumbent" if gained else ""),
+                f"replicated)" + (f"; best {gain_text(gained)} over its incumbent"
+                                  if gained else ""),
                 soft_wrap=True, markup=False,
             )
 

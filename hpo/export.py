@@ -176,6 +176,7 @@ def _document(result: SearchResult, spec: StudySpec | None, data_hash: str | Non
     if config is not None:
         model["config"] = config
     spec_dict = spec.to_dict() if spec is not None else None
+    decided = _threshold_decision(result)
     return {
         "format": EXPORT_FORMAT,
         "search": result.study_name,
@@ -186,8 +187,8 @@ def _document(result: SearchResult, spec: StudySpec | None, data_hash: str | Non
         "best_value": result.best_value,
         "estimate": _estimate(result),
         # what `hpo predict` would cut at for the tuned model
-        "validation_threshold": _validation_threshold(result),
-        "threshold": _threshold_decision(result),
+        "validation_threshold": _validation_threshold(result, decided),
+        "threshold": decided,
         "finished": result.finished,
         "model": model,
         "data": spec_dict["data"] if spec_dict else None,
@@ -256,18 +257,21 @@ def _best_run_trial(result: SearchResult) -> Any:
     return trial
 
 
-def _validation_threshold(result: SearchResult) -> float | None:
-    """The decision threshold the best trial chose on validation in its last epoch.
+def _validation_threshold(result: SearchResult, decided: dict[str, Any] | None) -> float | None:
+    """The threshold to cut at: the pooled decision, else the best trial's last epoch's.
 
     A stage's incumbent is a copy of the previous stage's best (``hpo:copied_from``)
     without a history of its own, so copies are followed back to the trial that ran.
+
+    Args:
+        result: The search.
+        decided: :func:`_threshold_decision` of the search (``None`` for single runs).
 
     Returns:
         The threshold, or ``None`` when no finished stage's trial reported one.
     """
     from hpo.context import HISTORY_ATTR
 
-    decided = _threshold_decision(result)
     if decided is not None:
         return float(decided["threshold"])
     trial = _best_run_trial(result)

@@ -37,6 +37,7 @@ from hpo.replicates import (
     ReplicatedObjective,
     Replication,
     estimate_best,
+    gain_text,
     noise_of,
     paired_gain,
     replicates_of,
@@ -188,7 +189,7 @@ def _ledger_text(ledger: Ledger) -> str:
     """``0.612 ± 0.021 (n=3, #4), +0.030 ± 0.012 over its incumbent``: a ledger entry."""
     text = f"{replicate_summary(ledger.value, ledger.replicates)} (#{ledger.trial_number})"
     if ledger.gain:
-        text += f", {ledger.gain['mean']:+.4f} ± {ledger.gain['se']:.4f} over its incumbent"
+        text += f", {gain_text(ledger.gain)} over its incumbent"
     return text
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.replicates import replicates_of
+from hpo.replicates import replicates_of, standard_error
 
 LEDGER_ATTR = "hpo:ledger"
 COPIED_ATTR = "hpo:copied_from"
@@ -54,12 +54,7 @@ class Ledger:
     @property
     def se(self) -> float | None:
         """Standard error of :attr:`value` over its replicates (``None`` below two)."""
-        n = len(self.replicates)
-        if n < 2:
-            return None
-        mean = sum(self.replicates) / n
-        var = sum((v - mean) ** 2 for v in self.replicates) / (n - 1)
-        return math.sqrt(var / n)
+        return standard_error(self.replicates)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-able form stored in the study's user attributes."""

@@ -339,8 +339,19 @@ def paired_gain(best: Sequence[float], base: Sequence[float]) -> dict[str, Any] 
     if k < 2:
         return None
     diffs = [b - a for b, a in zip(best[:k], base[:k], strict=True)]
-    return {"mean": statistics.fmean(diffs), "se": statistics.stdev(diffs) / math.sqrt(k),
-            "n": k}
+    return {"mean": statistics.fmean(diffs), "se": standard_error(diffs), "n": k}
+
+
+def standard_error(values: Sequence[float]) -> float | None:
+    """Standard error of the mean of ``values`` (``None`` below two values)."""
+    if len(values) < 2:
+        return None
+    return statistics.stdev(values) / math.sqrt(len(values))
+
+
+def gain_text(gain: Mapping[str, Any]) -> str:
+    """``+0.0730 ± 0.0130``: a paired gain (``mean``, ``se``) as the toolkit prints it."""
+    return f"{gain['mean']:+.4f} ± {gain['se']:.4f}"
 
 
 def switch_bar(z: float, n: int) -> float:
@@ -393,10 +404,10 @@ class Gain:
     @property
     def se(self) -> float | None:
         """Standard error of :attr:`delta`; ``None`` unless both sides have 2+ values."""
-        if len(self.best) < 2 or len(self.untuned) < 2:
+        best, untuned = standard_error(self.best), standard_error(self.untuned)
+        if best is None or untuned is None:
             return None
-        return math.sqrt(statistics.variance(self.best) / len(self.best)
-                         + statistics.variance(self.untuned) / len(self.untuned))
+        return math.hypot(best, untuned)
 
     def text(self, metric: str) -> str:
         """``f1: untuned defaults 0.55 ± 0.02 (n=3) -> best 0.61 ± 0.03 (n=3), +0.06 ± 0.04``."""
@@ -409,14 +420,25 @@ class Gain:
                 f"measures it)")
 
 
-def search_gain(result: Any) -> Gain | None:
-    """The :class:`Gain` of a :class:`~hpo.SearchResult`, ``None`` before both are measured."""
+def untuned_trial(result: Any) -> FrozenTrial | None:
+    """Trial 0 of a :class:`~hpo.SearchResult`'s first stage, which measures the defaults.
+
+    ``None`` until it is COMPLETE.
+    """
     first = result.stages[0].study if result.stages else None
-    finished = [s.ledger for s in result.stages if s.ledger is not None]
-    if first is None or not finished:
+    if first is None:
         return None
     zero = next((t for t in first.get_trials(deepcopy=False) if t.number == 0), None)
     if zero is None or zero.state != TrialState.COMPLETE or zero.value is None:
+        return None
+    return zero
+
+
+def search_gain(result: Any) -> Gain | None:
+    """The :class:`Gain` of a :class:`~hpo.SearchResult`, ``None`` before both are measured."""
+    zero = untuned_trial(result)
+    finished = [s.ledger for s in result.stages if s.ledger is not None]
+    if zero is None or not finished:
         return None
     best = finished[-1]
     return Gain(tuple(replicates_of(zero)), tuple(best.replicates or [best.value]))
@@ -424,10 +446,8 @@ def search_gain(result: Any) -> Gain | None:
 
 def summary(value: float, values: Sequence[float]) -> str:
     """``0.6123 ± 0.0210 (n=3)``: a value with its standard error over replicates."""
-    if len(values) < 2:
-        return f"{value:.4f}"
-    se = statistics.stdev(values) / math.sqrt(len(values))
-    return f"{value:.4f} ± {se:.4f} (n={len(values)})"
+    se = standard_error(values)
+    return f"{value:.4f}" if se is None else f"{value:.4f} ± {se:.4f} (n={len(values)})"
 
 
 __all__ = [
@@ -442,12 +462,15 @@ __all__ = [
     "Gain",
     "estimate_best",
     "full_trials",
+    "gain_text",
     "noise_of",
     "paired_gain",
     "race_bar",
     "replicate_seed",
     "replicates_of",
     "search_gain",
+    "standard_error",
     "summary",
     "switch_bar",
+    "untuned_trial",
 ]

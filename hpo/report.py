@@ -25,7 +25,7 @@ from hpo.atomic import write_text
 from hpo.errors import HPOError
 from hpo.figures import pyplot, save_figure
 from hpo.predict import THRESHOLD_TAG
-from hpo.replicates import Gain, search_gain
+from hpo.replicates import Gain, gain_text, search_gain, untuned_trial
 from hpo.replicates import summary as replicate_summary
 
 # fANOVA fits a random forest per stage; below this many trials its importances are noise.
@@ -98,11 +98,8 @@ def untuned_value(result: Any) -> float | None:
     Returns:
         The value, or ``None`` before it was measured.
     """
-    first = result.stages[0].study if result.stages else None
-    if first is None:
-        return None
-    zero = next((t for t in first.get_trials(deepcopy=False) if t.number == 0), None)
-    return zero.value if zero is not None and zero.state == TrialState.COMPLETE else None
+    zero = untuned_trial(result)
+    return zero.value if zero is not None else None
 
 
 def report_paths(out: str | Path) -> tuple[Path, str]:
@@ -263,8 +260,7 @@ def _stage_table(result: Any, metric: str) -> list[str]:
         ledger = (
             f"trial #{s.ledger.trial_number}, {metric} "
             f"{replicate_summary(s.ledger.value, s.ledger.replicates)}"
-            + (f", {s.ledger.gain['mean']:+.4f} ± {s.ledger.gain['se']:.4f} over the "
-               "incumbent" if s.ledger.gain else "")
+            + (f", {gain_text(s.ledger.gain)} over the incumbent" if s.ledger.gain else "")
             if s.ledger is not None
             else "not written"
         )
