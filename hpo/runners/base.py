@@ -481,7 +481,9 @@ class StageJob:
             artifact_store=self.artifact_store,
             ledgers=self.ledgers,
         )
-        if phase != INCUMBENT:  # the incumbent gets every replicate: it measures the noise
+        # The incumbent gets every replicate (it measures the noise); a plain search reads
+        # nothing more per trial.
+        if phase != INCUMBENT and self.replication.replicated and self.replication.racing:
             maximize = self.study.direction == optuna.study.StudyDirection.MAXIMIZE
             bar = race_bar(self.study.get_trials(deepcopy=False), self.replication,
                            maximize=maximize)
