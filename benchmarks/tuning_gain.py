@@ -200,7 +200,7 @@ def run(datasets: list[str], methods: list[str], seeds: list[int], work: Path, r
         for method, t in tuned.items():
             tuning = t["spec"].tuning
             setup = {"seeds": seeds, "repeats": tuning.repeats, "folds": tuning.folds,
-                     "switch_z": getattr(tuning, "switch_z", None) if tuning.repeats > 1 else None,
+                     "switch_z": tuning.switch_z if tuning.repeats > 1 else None,
                      "budget_scale": scale if method in ("noisy", "grouped-folds") else 1.0,
                      "trainings": t["trainings"], "configurations": t["configurations"],
                      "tuning_seconds": round(t["seconds"], 1)}
