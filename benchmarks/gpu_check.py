@@ -192,8 +192,8 @@ def most_at_once(spans: list[tuple[float, float]]) -> int:
 def check_ray(data: tuple, sizes: dict[str, Any], device: str,
               train_s: float | None) -> dict[str, Any]:
     """Part 2: fractional-GPU trials through the ray runner."""
-    from hpo.context import HISTORY_ATTR
-    from hpo.runners.ray import RayRunner
+    from hpo.engine.context import HISTORY_ATTR
+    from hpo.engine.runners.ray.runner import RayRunner
 
     # Two threads per trial where the machine has the cores for 4 trials; a small
     # machine (the rehearsal) shares its cores.

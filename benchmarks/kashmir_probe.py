@@ -61,7 +61,7 @@ def _test_scores(model: Any, final: Any, halo: int, threshold: float | None) -> 
     test pixels themselves (the meter's ``f1_best``).
     """
     from data.splits import Tile
-    from hpo.predict import landslide_log_odds
+    from hpo.study.predict import landslide_log_odds
     from networks import SegmentationMeter, model_device
 
     cube = final.cube
@@ -85,8 +85,8 @@ def run_probe(spec: Any, name: str, seeds: int) -> dict[str, Any]:
     """Train one probe's configuration ``seeds`` times; its test metrics per seed."""
     import networks
     from hpo import study as st
-    from hpo.compare import defaults_of
-    from hpo.retrain import _validation_threshold
+    from hpo.study.compare import defaults_of
+    from hpo.study.retrain import _validation_threshold
     from networks.config import ModelConfig
 
     data, params, train_on, model = PROBES[name]

@@ -72,9 +72,9 @@ from benchmarks._functions import (
     problems,
     stagewise_optimum,
 )
-from hpo.budget import RANDOM_SHARE, REFINE_SHARE, n_random, plan_stages
-from hpo.samplers.shared import TIMES as SURROGATE
-from hpo.samplers.shared import SharedGPSampler
+from hpo.engine.budget import RANDOM_SHARE, REFINE_SHARE, n_random, plan_stages
+from hpo.engine.samplers.shared import TIMES as SURROGATE
+from hpo.engine.samplers.shared import SharedGPSampler
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BO_SAMPLERS = ("gp", "tpe", "skopt")
@@ -139,7 +139,7 @@ def pass_plan(total: int, dims: Sequence[int], share: float = SECOND_PASS_SHARE)
     The second pass gives every stage the same ``k = floor(share * total / stages)``
     Bayesian evaluations after its copied incumbent (``cycle_budget = (1, k)``: no
     random phase, the incumbent is free); the first pass gets the rest, split as
-    :func:`hpo.budget.plan_stages` splits a one-pass budget.
+    :func:`hpo.engine.budget.plan_stages` splits a one-pass budget.
     """
     k = max(1, int(share * total) // len(dims))
     stages, _ = plan_stages(total - k * len(dims), dims, False)

@@ -26,7 +26,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from hpo.compare import (
+from hpo.study import ensure_scene, load_study
+from hpo.study.compare import (
     RESULTS_FILE,
     CompareSettings,
     compare_settings,
@@ -34,8 +35,7 @@ from hpo.compare import (
     split_label,
     summarize,
 )
-from hpo.compare import _save as save_state
-from hpo.study import ensure_scene, load_study
+from hpo.study.compare import _save as save_state
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -84,8 +84,8 @@ def run_config(name: str, address: str, nodes: int, trials: int, steps: int,
     from optuna.distributions import FloatDistribution
 
     from hpo import LayerwiseSearch, Stage
-    from hpo.runners._ray_searcher import NODE_ATTR
-    from hpo.runners.ray import RayRunner
+    from hpo.engine.runners.ray.runner import RayRunner
+    from hpo.engine.runners.ray.searcher import NODE_ATTR
 
     print(f"{name}: {trials} trials ...", file=sys.stderr, flush=True)
     stage = Stage("fit", {"lr": FloatDistribution(1e-3, 1e-2, log=True)},

@@ -133,7 +133,7 @@ def timed_stage(
 def _runner(kind: str) -> Any:
     if kind == "local":
         return "local"
-    from hpo.runners.ray import RayRunner
+    from hpo.engine.runners.ray.runner import RayRunner
 
     return RayRunner(cpu=1, max_concurrent=1, reuse_actors=kind == "ray-reuse",
                      log_to_driver=False)

@@ -76,12 +76,12 @@ BASE = "ray-c1"
 def make_objective(folder: Path, epochs: int) -> Any:
     """The network objective on the seeded synthetic cube, prepared under ``folder``."""
     from hpo import NetworkObjective
-    from hpo.spec import parse_study
     from hpo.study import ensure_scene, prepare_data
+    from hpo.study.schema import parse_study
     from networks.config import ModelConfig
 
     # The study only carries the data: a study's metric cannot be val_loss, so the
-    # objective is built here rather than by hpo.study.make_objective.
+    # objective is built here rather than by hpo.study.tune.make_objective.
     raw = {
         "name": "ray-scaling",
         "seed": 0,
@@ -104,7 +104,7 @@ def make_objective(folder: Path, epochs: int) -> Any:
 def _runner(cpu: int | None, concurrent: int) -> Any:
     if cpu is None:
         return "local"
-    from hpo.runners.ray import RayRunner
+    from hpo.engine.runners.ray.runner import RayRunner
 
     return RayRunner(cpu=cpu, max_concurrent=concurrent, log_to_driver=False)
 

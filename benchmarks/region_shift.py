@@ -209,7 +209,7 @@ def check(out: Path) -> dict[str, Any]:
     """
     import data
     from hpo import study as st
-    from hpo.cli import main
+    from hpo.cli.main import main
 
     report: dict[str, Any] = {}
     for variant in ("grouped", "random"):

@@ -38,8 +38,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from hpo.replicates import REPLICATES_ATTR, search_gain
-from hpo.spec import parse_study
+from hpo.engine.replicates import REPLICATES_ATTR, search_gain
 from hpo.study import (
     data_section,
     ensure_scene,
@@ -48,6 +47,7 @@ from hpo.study import (
     prepare_data,
     prepare_final_data,
 )
+from hpo.study.schema import parse_study
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"

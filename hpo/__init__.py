@@ -1,5 +1,9 @@
 """Layer-wise hyperparameter optimization: stages tuned in order, random then Bayesian.
 
+Two parts: :mod:`hpo.engine`, the generic layer-wise search on Optuna, and
+:mod:`hpo.study`, the landslide application that joins it to ``networks`` and ``data``;
+:mod:`hpo.cli` is the ``hpo`` command.
+
 The public API::
 
     from hpo import Stage, LayerwiseSearch, TrialContext
@@ -7,36 +11,43 @@ The public API::
 
 from typing import Any
 
-from hpo.context import TrialContext
-from hpo.errors import (
+from hpo.engine import (
     ExportError,
     HPOError,
+    LayerwiseSearch,
+    Ledger,
+    LocalRunner,
+    Refine,
+    Runner,
     SearchNotFoundError,
+    SearchResult,
     SpecError,
+    Stage,
     StageChangedError,
     StageFailedError,
+    StageResult,
     StorageError,
+    TrialContext,
     TrialFaultError,
+    make_artifact_store,
+    make_runner,
+    make_sampler,
+    make_storage,
+    mask_url,
 )
-from hpo.layerwise import LayerwiseSearch, SearchResult, StageResult
-from hpo.ledger import Ledger
-from hpo.objective import NetworkObjective
-from hpo.runners import LocalRunner, Runner, make_runner
-from hpo.samplers import make_sampler
-from hpo.spec import StudySpec, load_study_file
-from hpo.stage import Refine, Stage
-from hpo.storage import make_artifact_store, make_storage, mask_url
+from hpo.study.objective import NetworkObjective
+from hpo.study.schema import StudySpec, load_study_file
 
 # Imported on first use: they pull in scikit-optimize, torch or matplotlib, which commands
 # such as `hpo status` never need.
 _LAZY = {
-    "SkoptSampler": "hpo.samplers.skopt",
-    "export_best": "hpo.export",
-    "load_export": "hpo.export",
-    "train_export": "hpo.retrain",
-    "predict_scene": "hpo.predict",
-    "outside_training": "hpo.shift",
-    "write_report": "hpo.report",
+    "SkoptSampler": "hpo.engine.samplers.skopt",
+    "export_best": "hpo.study.export",
+    "load_export": "hpo.study.export",
+    "train_export": "hpo.study.retrain",
+    "predict_scene": "hpo.study.predict",
+    "outside_training": "data.shift",
+    "write_report": "hpo.study.report",
 }
 
 

@@ -96,7 +96,7 @@ def main() -> None:
     )
     result = search.run()
     if args.export is not None:
-        from hpo.export import export_best
+        from hpo.study.export import export_best
 
         append_line(args.calls, f"export-start {pid}")
         export_best(search, args.export)

@@ -15,7 +15,7 @@ What the audit counts:
   COMPLETE trials than the budget (one driver: none may run at the barrier);
 - **corrupt**: an export file that is not a whole, valid export after a kill; a ledger
   that differs from the one recomputed from the stored trials with the engine's own rule
-  (:func:`hpo.ledger.best_trial`), or that changed once written; a stage whose incumbent
+  (:func:`hpo.engine.ledger.best_trial`), or that changed once written; a stage whose incumbent
   does not carry the previous stage's ledger; a COMPLETE trial without an evaluation.
 
 Evaluations that finished while their driver was killed before it stored them are not
@@ -43,11 +43,11 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
-from hpo.export import EXPORT_FORMAT
-from hpo.layerwise import SEARCH_ATTR, LayerwiseSearch
-from hpo.ledger import COPIED_ATTR, LEDGER_ATTR, best_trial, ledger_from_trial, read_ledger
-from hpo.runners.base import PHASE_ATTR
-from hpo.storage import make_storage
+from hpo.engine.ledger import COPIED_ATTR, LEDGER_ATTR, best_trial, ledger_from_trial, read_ledger
+from hpo.engine.runners.job import PHASE_ATTR
+from hpo.engine.search import SEARCH_ATTR, LayerwiseSearch
+from hpo.engine.storage import make_storage
+from hpo.study.export import EXPORT_FORMAT
 
 DRIVER = Path(__file__).resolve().parents[1] / "hpo" / "_driver.py"
 DEFAULTS = {"x": 0.0, "n": 5, "lr": 0.01, "act": "relu"}  # two_stages() in tests/hpo
@@ -403,7 +403,7 @@ class Auditor:
 
 
 def _temp_files(export: Path) -> list[Path]:
-    # hpo.atomic writes beside the file as .<stem>.<random>.tmp<suffix>
+    # hpo.engine.atomic writes beside the file as .<stem>.<random>.tmp<suffix>
     return list(export.parent.glob(f".{export.stem}.*.tmp{export.suffix}"))
 
 

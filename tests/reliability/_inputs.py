@@ -14,7 +14,7 @@ import numpy as np
 import rasterio
 from affine import Affine
 
-from hpo.cli import main
+from hpo.cli.main import main
 
 CRS = "EPSG:32643"
 ORIGIN = (340_000.0, 3_820_000.0)  # top-left corner, UTM 43N

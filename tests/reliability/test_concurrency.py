@@ -13,9 +13,9 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from hpo import LayerwiseSearch, Runner, Stage
-from hpo.leases import FAIL_KIND_ATTR, FAIL_REASON_ATTR
-from hpo.samplers import make_sampler
-from hpo.samplers.phased import StageSampler
+from hpo.engine.leases import FAIL_KIND_ATTR, FAIL_REASON_ATTR
+from hpo.engine.samplers import make_sampler
+from hpo.engine.samplers.phased import StageSampler
 from tests.hpo.conftest import name, pg_url, redis_url  # noqa: F401 - the fixtures
 from tests.reliability._chaos import Plan, concurrent_search
 
@@ -120,7 +120,7 @@ def _open_at(url: str, start: float, results) -> None:  # noqa: ANN001 - a proce
     while time.time() < start:
         time.sleep(0.001)
     try:
-        from hpo.storage import make_storage
+        from hpo.engine.storage import make_storage
 
         optuna.create_study(storage=make_storage(url), study_name="s", load_if_exists=True)
         results.put("ok")

@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 
 import data
 from data.errors import EmptyLayerError, InvalidGeometryError, RasterTooLargeError
-from hpo.errors import SpecError
-from hpo.spec import load_study_file
+from hpo.engine.errors import SpecError
+from hpo.study.schema import load_study_file
 from networks import CheckpointError, ModelConfig, build_model, load_checkpoint, save_checkpoint
 from tests.reliability._inputs import (
     ORIGIN,
@@ -770,7 +770,7 @@ def test_cli_error_in_a_real_process_has_no_traceback(tmp_path: Path) -> None:
     )
     root = Path(__file__).resolve().parents[2]
     proc = subprocess.run(
-        [sys.executable, "-m", "hpo.cli", "tune", str(path), "--dry-run"],
+        [sys.executable, "-m", "hpo.cli.main", "tune", str(path), "--dry-run"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -795,7 +795,7 @@ def test_cli_library_warnings_do_not_precede_the_one_line_error(tmp_path: Path) 
         dst.write(np.ones((1, SIZE, SIZE), np.float32))
     root = Path(__file__).resolve().parents[2]
     proc = subprocess.run(
-        [sys.executable, "-m", "hpo.cli", "tune", str(path), "--plain"],
+        [sys.executable, "-m", "hpo.cli.main", "tune", str(path), "--plain"],
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(root)},
     )

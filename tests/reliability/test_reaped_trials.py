@@ -18,7 +18,7 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
 from hpo import LayerwiseSearch, Stage
-from hpo.leases import DRIVER_GONE, FAIL_KIND_ATTR, reap_stale
+from hpo.engine.leases import DRIVER_GONE, FAIL_KIND_ATTR, reap_stale
 from tests.hpo.conftest import name  # noqa: F401 - the fixture
 
 

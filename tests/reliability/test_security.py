@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from hpo.errors import ExportError, SpecError, StorageError
-from hpo.spec import OUTPUT_KEYS, load_study_file
-from hpo.storage import make_storage
+from hpo.engine.errors import ExportError, SpecError, StorageError
+from hpo.engine.storage import make_storage
+from hpo.study.schema import OUTPUT_KEYS, load_study_file
 from tests.reliability._inputs import STUDY, assert_one_line_error, run_cli, write_study
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,7 +53,7 @@ def test_study_file_strings_are_never_run(tmp_path: Path) -> None:
 
 
 def test_export_file_is_read_with_safe_yaml(tmp_path: Path) -> None:
-    from hpo.export import load_export
+    from hpo.study.export import load_export
 
     marker = tmp_path / "code_ran"
     path = tmp_path / "best.yaml"
@@ -178,7 +178,7 @@ def test_allow_outside_on_the_command_line(nested: Path, tmp_path: Path) -> None
 
 def test_export_cache_dir_is_held_to_the_same_folders(tmp_path: Path) -> None:
     # Regression: an edited export could write its cube anywhere.
-    from hpo.retrain import _check_cache_dir, train_export
+    from hpo.study.retrain import _check_cache_dir, train_export
     from networks import ModelConfig
 
     outside = tmp_path / "elsewhere"
@@ -205,7 +205,7 @@ def test_export_cache_dir_is_held_to_the_same_folders(tmp_path: Path) -> None:
 def test_outputs_follow_the_umask(tmp_path: Path) -> None:
     # Regression: every atomically written output was mode 0600 (the temporary file's), so
     # a GIS server or a colleague could not read map.tif, model.pt, metrics.json, ...
-    from hpo.atomic import atomic_path, write_text
+    from hpo.engine.atomic import atomic_path, write_text
 
     old = os.umask(0o022)
     try:
@@ -384,7 +384,7 @@ def test_dashboard_listens_on_loopback_only_by_default(tmp_path: Path) -> None:
     optuna.create_study(storage=f"sqlite:///{db}", study_name="dash")
     port = _closed_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hpo.cli", "dashboard", f"sqlite:///{db}", "--port", str(port)],
+        [sys.executable, "-m", "hpo.cli.main", "dashboard", f"sqlite:///{db}", "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -465,10 +465,10 @@ def _only(folder: Path) -> list[str]:
 def test_export_crash_mid_write_keeps_the_old_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import hpo.atomic
-    from hpo.export import export_best
-    from hpo.layerwise import LayerwiseSearch
-    from hpo.spec import parse_study
+    import hpo.engine.atomic
+    from hpo.engine.search import LayerwiseSearch
+    from hpo.study.export import export_best
+    from hpo.study.schema import parse_study
 
     spec = parse_study(
         json.loads(json.dumps(_study_dict())), file=tmp_path / "s.toml", check_paths=False
@@ -485,7 +485,7 @@ def test_export_crash_mid_write_keeps_the_old_file(
     out = tmp_path / "out"
     out.mkdir()
     (out / "best.yaml").write_text("old: export\n")
-    _half_writer(monkeypatch, hpo.atomic)
+    _half_writer(monkeypatch, hpo.engine.atomic)
     with pytest.raises(ExportError, match="No space left"):
         export_best(result, out / "best.yaml", spec=spec)
     assert (out / "best.yaml").read_text() == "old: export\n"
@@ -497,7 +497,7 @@ def test_atomic_text_write_crash_keeps_the_old_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, crash: type[BaseException]
 ) -> None:
     """The helper every report, metrics file and export goes through; Ctrl-C included."""
-    import hpo.atomic
+    import hpo.engine.atomic
 
     target = tmp_path / "report.md"
     target.write_text("old report\n")
@@ -505,9 +505,9 @@ def test_atomic_text_write_crash_keeps_the_old_file(
     def crashing_fsync(fd: int) -> None:
         raise crash()
 
-    monkeypatch.setattr(hpo.atomic.os, "fsync", crashing_fsync)
+    monkeypatch.setattr(hpo.engine.atomic.os, "fsync", crashing_fsync)
     with pytest.raises(crash):
-        hpo.atomic.write_json(target, {"new": "report" * 1000})
+        hpo.engine.atomic.write_json(target, {"new": "report" * 1000})
     assert target.read_text() == "old report\n"
     assert _only(tmp_path) == ["report.md"]
 

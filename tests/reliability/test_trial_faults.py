@@ -21,11 +21,11 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
 from hpo import HPOError, LayerwiseSearch, LocalRunner, SpecError, Stage, StageFailedError
-from hpo.context import HISTORY_ATTR
-from hpo.leases import FAIL_KIND_ATTR, FAIL_REASON_ATTR, LEASE_ATTR
-from hpo.runners.isolated import KILLED, TIMED_OUT, IsolatedObjective, isolated
-from hpo.spec import parse_study
+from hpo.engine.context import HISTORY_ATTR
+from hpo.engine.leases import FAIL_KIND_ATTR, FAIL_REASON_ATTR, LEASE_ATTR
+from hpo.engine.runners.isolated import KILLED, TIMED_OUT, IsolatedObjective, isolated
 from hpo.study import make_runner
+from hpo.study.schema import parse_study
 from tests.hpo.conftest import name  # noqa: F401 - the fixture
 from tests.reliability._chaos import Plan, finish, kill, read_lines, start_driver
 

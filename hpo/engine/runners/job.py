@@ -1,0 +1,615 @@
+"""The runner interface: how a stage's trials are executed, and the job a runner is given.
+
+A :class:`StageJob` holds everything about one stage that does not depend on where a
+trial runs: asking the stage study for a trial (the incumbent copy included), turning an
+objective's result into COMPLETE / FAIL / PRUNED, telling the study, keeping RUNNING
+trials alive, the budget and ``max_fail``. A :class:`Runner` only decides where and how
+many trials run at once. The local runner runs them one by one in this process; a
+parallel runner asks several trials, evaluates them elsewhere and tells each outcome.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import time
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import FrozenTrial, TrialState
+
+from hpo.engine.context import EPOCHS_ATTR, TrialContext
+from hpo.engine.errors import StageFailedError, TrialFaultError
+from hpo.engine.leases import (
+    DRIVER_GONE,
+    FAIL_KIND_ATTR,
+    FAIL_REASON_ATTR,
+    Keepalive,
+    liveness_mode,
+    reap_stale,
+)
+from hpo.engine.ledger import COPIED_ATTR, Ledger, best_trial
+from hpo.engine.progress import format_duration
+from hpo.engine.replicates import Replication, Scored, race_bar
+from hpo.engine.samplers.phased import BAYES, INCUMBENT, StageSampler, phase_of
+from hpo.engine.stage import Stage
+
+_log = logging.getLogger("hpo")
+
+PHASE_ATTR = "hpo:phase"
+OBJECTIVE_FAILED = "objective"
+INTERRUPTED = "interrupted"
+DUPLICATE = "duplicate"
+"""``hpo:fail_kind`` of a trial not run: another driver had just proposed the same point."""
+_MAX_DUPLICATES = 3  # then a repeated point is run: the sampler insists (a tiny space)
+
+Objective = Callable[..., Any]
+"""``objective(params)`` or ``objective(params, trial: TrialContext)`` -> a float."""
+
+
+def as_two_argument(objective: Objective) -> Callable[[dict[str, Any], TrialContext], Any]:
+    """Wrap a one-argument objective so every objective takes ``(params, trial)``."""
+    try:
+        positional = [
+            p
+            for p in inspect.signature(objective).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+        ]
+    except (TypeError, ValueError):  # some builtins have no signature: assume (params)
+        positional = []
+    if len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in positional):
+        return objective
+    return _OneArgument(objective)
+
+
+class _OneArgument:
+    """A one-argument objective taking ``(params, trial)``.
+
+    A class rather than a lambda: it pickles whenever the objective does (isolated
+    trials, Ray workers).
+    """
+
+    def __init__(self, objective: Objective) -> None:
+        self.objective = objective
+        self.__wrapped__ = objective
+
+    def __call__(self, params: dict[str, Any], trial: Any) -> Any:
+        return self.objective(params)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a trial ended.
+
+    Args:
+        state: COMPLETE, FAIL or PRUNED.
+        value: The objective value (COMPLETE only).
+        reason: Why it failed or was pruned.
+        epochs: Epochs it reached, when it reported any.
+        kind: For FAIL, whose fault: ``objective`` failures, ``timeout`` and ``killed``
+            (an isolated trial's process, see :mod:`hpo.engine.runners.isolated`) count towards
+            ``max_fail``; ``interrupted`` (Ctrl-C) and ``duplicate`` (another driver's
+            trial had the same point) ones do not.
+        attrs: User attributes to store on the trial (e.g. its replicate values).
+    """
+
+    state: TrialState
+    value: float | None = None
+    reason: str | None = None
+    epochs: int | None = None
+    kind: str = "objective"
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+
+
+def outcome_of(result: Any, context: TrialContext | None = None) -> Outcome:
+    """Classify an objective's return value: a finite float is COMPLETE, else FAIL.
+
+    A trial whose context was told to stop (pruner, scheduler) is PRUNED whatever it
+    returned, so an early value never competes with full-budget results. A
+    :class:`~hpo.engine.replicates.Scored` result brings user attributes for the trial.
+
+    Args:
+        result: What the objective returned.
+        context: The trial's context.
+
+    Returns:
+        The outcome.
+    """
+    epochs = context.epochs if context is not None and context.history else None
+    if context is not None and context.stopped:
+        return Outcome(TrialState.PRUNED, reason="stopped early by the pruner", epochs=epochs)
+    if result is None:
+        return Outcome(TrialState.FAIL, reason="objective returned None", epochs=epochs)
+    attrs = dict(result.attrs) if isinstance(result, Scored) else {}
+    try:
+        value = float(result)
+    except (TypeError, ValueError):
+        return Outcome(
+            TrialState.FAIL,
+            reason=f"objective returned {type(result).__name__}, not a number",
+            epochs=epochs,
+        )
+    if not math.isfinite(value):
+        return Outcome(TrialState.FAIL, reason=f"objective returned {value}", epochs=epochs)
+    return Outcome(TrialState.COMPLETE, value=value, epochs=epochs, attrs=attrs)
+
+
+def outcome_of_exception(exc: BaseException, context: TrialContext | None = None) -> Outcome:
+    """Classify an exception raised by an objective (``optuna.TrialPruned`` is PRUNED)."""
+    epochs = context.epochs if context is not None and context.history else None
+    if isinstance(exc, optuna.TrialPruned):
+        return Outcome(TrialState.PRUNED, reason="pruned", epochs=epochs)
+    if isinstance(exc, TrialFaultError):  # the reason already says what happened
+        return Outcome(TrialState.FAIL, reason=exc.reason, epochs=epochs, kind=exc.kind)
+    return Outcome(TrialState.FAIL, reason=f"{type(exc).__name__}: {exc}", epochs=epochs)
+
+
+@dataclass
+class PendingTrial:
+    """A trial asked from the stage study and not yet told.
+
+    Args:
+        trial: The Optuna trial.
+        params: Every stage's parameters merged.
+        context: The objective's trial context.
+        phase: ``incumbent``, ``random`` or ``bayes``.
+    """
+
+    trial: optuna.Trial
+    params: dict[str, Any]
+    context: TrialContext
+    phase: str
+
+    @property
+    def number(self) -> int:
+        """The trial's number in the stage study."""
+        return self.trial.number
+
+
+@dataclass
+class Counts:
+    """A stage's trials by state (``fail`` counts only the objective's failures)."""
+
+    complete: int = 0
+    running: int = 0
+    waiting: int = 0
+    fail: int = 0
+    pruned: int = 0
+    total: int = 0
+    reasons: list[str] = field(default_factory=list)
+
+
+@dataclass
+class StageJob:
+    """One stage, ready to be run by a runner.
+
+    Args:
+        study: The stage study (its sampler does incumbent / random / Bayesian phases).
+        stage: The stage being tuned.
+        fixed: The other stages' parameters (ledger values or defaults).
+        objective: The objective, taking ``(params, trial)``.
+        keepalive: Renews heartbeats or leases of this driver's trials.
+        order: Parameter names in stage order, for the merged dict.
+        copy_from: The previous stage's ledger entry; trial 0 is then a copy of it
+            instead of a measurement.
+        metric: The metric reported as intermediate value.
+        artifact_store: The search's artifact store.
+        ledgers: Finished stages' entries (for artifacts).
+        lease_seconds: How long a driver's lease lasts.
+        callbacks: ``callback(study, frozen_trial)`` after every told trial.
+        replication: How trials are replicated; with racing, each new trial's context
+            carries the bar it races against (``context.race``).
+    """
+
+    study: optuna.Study
+    stage: Stage
+    fixed: Mapping[str, Any]
+    objective: Callable[[dict[str, Any], TrialContext], Any]
+    keepalive: Keepalive
+    order: Sequence[str] = ()
+    copy_from: Ledger | None = None
+    metric: str | None = None
+    artifact_store: Any = None
+    ledgers: Mapping[str, Ledger] = field(default_factory=dict)
+    lease_seconds: float = 60.0
+    callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = ()
+    replication: Replication = field(default_factory=Replication)
+    _started: float = field(default_factory=time.monotonic, init=False)
+    _told: int = field(default=0, init=False)
+    _last_reap: float = field(default=-math.inf, init=False)
+    _last_counts: Counts = field(default_factory=Counts, init=False)
+    _asking: int | None = field(default=None, init=False)
+    _duplicates: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.study.sampler, StageSampler):
+            # Keep a trial alive from its creation, not from the end of its sampling: a
+            # Bayesian sampler may take longer than a lease, and another driver would
+            # fail the trial as orphaned meanwhile.
+            self.study.sampler.on_trial = self._asked
+
+    @property
+    def budget(self) -> int:
+        """COMPLETE trials the stage needs."""
+        return self.stage.budget
+
+    @property
+    def max_fail(self) -> int:
+        """Failed trials after which the stage stops (the stage's, or max(5, budget))."""
+        return self.stage.max_fail or max(5, self.budget)
+
+    def counts(self) -> Counts:
+        """Count the stage's trials as stored now; reasons of the objective's failures."""
+        counts = Counts()
+        trials = self.study.get_trials(deepcopy=False)
+        counts.total = len(trials)
+        for t in trials:
+            if t.state == TrialState.COMPLETE:
+                counts.complete += 1
+            elif t.state == TrialState.RUNNING:
+                counts.running += 1
+            elif t.state == TrialState.WAITING:
+                counts.waiting += 1
+            elif t.state == TrialState.PRUNED:
+                counts.pruned += 1
+            elif t.state == TrialState.FAIL and t.user_attrs.get(FAIL_KIND_ATTR) not in (
+                DRIVER_GONE, INTERRUPTED, DUPLICATE
+            ):
+                counts.fail += 1
+                counts.reasons.append(t.user_attrs.get(FAIL_REASON_ATTR, "no reason recorded"))
+        return counts
+
+    def poll(self) -> Counts:
+        """Fail trials of dead drivers, then count the stage's trials.
+
+        Raises:
+            StageFailedError: ``max_fail`` trials have failed.
+        """
+        counts = self.counts()
+        # Reaping costs queries; it only matters when it can free a slot now, or at the
+        # keepalive's pace (other drivers' trials cannot go stale faster than that).
+        now = time.monotonic()
+        if self.open_slots(counts) == 0 or now - self._last_reap >= self.keepalive.interval:
+            self._last_reap = now
+            if self._reap():
+                counts = self.counts()
+        if counts.fail >= self.max_fail:
+            raise StageFailedError(self.stage.name, counts.fail, counts.reasons)
+        self._last_counts = counts
+        return counts
+
+    def _reap(self) -> bool:
+        reaped = reap_stale(self.study, lease_seconds=self.lease_seconds)
+        for orphan in reaped:
+            if orphan.user_attrs.get(PHASE_ATTR, INCUMBENT) == INCUMBENT and (
+                orphan.number == 0 or PHASE_ATTR in orphan.user_attrs
+            ):
+                self._requeue_incumbent(orphan, "lost with its driver")
+        return bool(reaped)
+
+    def _requeue_incumbent(self, lost: FrozenTrial, why: str) -> None:
+        # Every stage starts from a measured point, so a lost incumbent is measured again.
+        # Only the driver that failed it gets here (failing is atomic), so it is queued
+        # once; the next ask of any driver pops it.
+        _log.warning(
+            "%s: the incumbent (trial %d) was %s; queued again",
+            self.study.study_name, lost.number, why,
+        )
+        self.study.enqueue_trial(
+            {k: v for k, v in self.stage.defaults.items() if k in self.stage.space},
+            user_attrs={PHASE_ATTR: INCUMBENT},
+            skip_if_exists=False,
+        )
+
+    def is_done(self, counts: Counts) -> bool:
+        """Whether the stage has its full budget COMPLETE."""
+        return counts.complete >= self.budget
+
+    def open_slots(self, counts: Counts) -> int:
+        """How many more trials may start without going over the budget.
+
+        RUNNING trials (of any driver) count as if they will complete; when they fail,
+        their slots open again.
+        """
+        return max(0, self.budget - counts.complete - counts.running)
+
+    def ask(self) -> PendingTrial | None:
+        """Start a trial; ``None`` when there is nothing to run (ask again).
+
+        Trial 0 is the incumbent: the previous stage's best, told at once with its stored
+        value (marked ``hpo:copied_from``) unless it is to be measured. ``None`` also
+        when another driver failed the new trial as orphaned while it was being asked.
+        """
+        self._asking = None
+        try:
+            with warnings.catch_warnings():
+                # Optuna warns that its heartbeat expects study.optimize; we renew it.
+                warnings.filterwarnings("ignore", message="Heartbeat of storage")
+                trial = self.study.ask(fixed_distributions=dict(self.stage.space))
+        except UpdateFinishedTrialError:
+            # The driver stalled past the grace period while it sampled (a machine far
+            # too busy): another driver failed the new trial meanwhile.
+            if self._asking is not None:
+                self.keepalive.discard(self._asking)
+            _log.warning("%s: a new trial was failed by another driver while it was asked; "
+                         "asking again", self.study.study_name)
+            return None
+        self.keepalive.add(trial._trial_id)
+        try:
+            pending = self._start(trial)
+            if pending is not None and self._proposed_twice(trial, pending.phase):
+                return None
+            return pending
+        except UpdateFinishedTrialError:
+            self.keepalive.discard(trial._trial_id)
+            _log.warning("%s trial %d was failed by another driver while it was asked; "
+                         "asking again", self.study.study_name, trial.number)
+            return None
+
+    def _asked(self, trial_id: int) -> None:
+        """The stage sampler's hook: a trial was created and is about to be sampled."""
+        self._asking = trial_id
+        self.keepalive.add(trial_id)
+
+    def _proposed_twice(self, trial: optuna.Trial, phase: str) -> bool:
+        """Fail ``trial`` when an earlier trial in flight with it has its very point.
+
+        Drivers leave a stage's barrier together and ask at once; a trial's point is
+        stored only when its sampling ends, so samplers that see the same stage reach
+        the same optimum (GP on a narrow space: the same corner, four times). Once its
+        own point is stored, a trial waits (briefly) for the points of the earlier
+        trials still being sampled; if one of the earlier trials that were in flight
+        when it was created (RUNNING, or finished since) has the same point, it yields:
+        FAIL of kind ``duplicate`` (not counted by ``max_fail``), and the sampler, now
+        seeing that point, is asked again. The earliest trial of a group always runs.
+
+        A point already COMPLETE in the stage (a Bayesian sampler sure of its optimum, GP
+        on a narrow stage, proposes it again) would teach nothing: the trial is failed as
+        ``duplicate`` too, and a random point of the stage space not yet measured is
+        queued for the next ask. Only where every point of a small discrete space is
+        measured does the repeat run.
+        """
+        if phase != BAYES:
+            return False  # random points differ by trial number
+        from hpo.engine.space import derive_seed
+
+        def key(point: Mapping[str, Any]) -> tuple:
+            return tuple(sorted(point.items()))
+
+        measured = {
+            key(t.params)
+            for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.number < trial.number
+        }
+        if key(trial.params) in measured:
+            # Seeded by stage and trial number: every driver and every resume draws alike.
+            draw = optuna.samplers.RandomSampler(
+                seed=derive_seed(0, self.study.study_name, "redraw", trial.number)
+            )
+            for _ in range(64):
+                point = {
+                    name: draw.sample_independent(self.study, trial, name, dist)
+                    for name, dist in self.stage.space.items()
+                }
+                if key(point) not in measured:
+                    self._tell(trial, Outcome(
+                        TrialState.FAIL,
+                        reason="not run: its point is already complete in this stage; a "
+                        "random point was queued instead",
+                        kind=DUPLICATE,
+                    ))
+                    self.study.enqueue_trial(
+                        point, user_attrs={PHASE_ATTR: BAYES}, skip_if_exists=False
+                    )
+                    return True
+        if liveness_mode(self.study._storage) == "none":
+            return False  # in memory: one driver, nothing proposed at the same moment
+        last = self._last_counts
+        if last.running == 0 and last.waiting == 0 and trial.number == last.total:
+            # Nothing was in flight at the last poll and no trial was created since (this
+            # is the next number): the sampler saw every earlier point. One driver alone
+            # always takes this path, so it pays no extra read per trial.
+            return False
+        deadline = time.monotonic() + min(10.0, self.lease_seconds / 2)
+        while True:
+            earlier = [
+                t
+                for t in self.study.get_trials(deepcopy=False)
+                if t.number < trial.number
+                and (
+                    t.state == TrialState.RUNNING
+                    or (
+                        t.state == TrialState.COMPLETE
+                        and t.datetime_complete is not None
+                        and t.datetime_complete >= trial.datetime_start
+                    )
+                )
+            ]
+            sampling = [t for t in earlier if t.state == TrialState.RUNNING
+                        and set(t.params) != set(self.stage.space)]
+            if not sampling or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        twins = [t.number for t in earlier if t.params == trial.params]
+        if not twins or self._duplicates >= _MAX_DUPLICATES:
+            self._duplicates = 0
+            return False
+        self._duplicates += 1
+        self._tell(trial, Outcome(
+            TrialState.FAIL,
+            reason=f"not run: trial {twins[0]} has the same point (proposed at the same "
+            f"moment by another driver)",
+            kind=DUPLICATE,
+        ))
+        return True
+
+    def _start(self, trial: optuna.Trial) -> PendingTrial | None:
+        # A re-queued incumbent carries its phase; only look when something was queued
+        # (a read per trial otherwise). Other trials' phase follows from their number and
+        # is written only for the incumbent, to keep a trial's commits few.
+        phase = trial.user_attrs.get(PHASE_ATTR) if self._last_counts.waiting else None
+        if phase is None:
+            phase = phase_of(trial.number, self.stage.n_random)
+            if phase == INCUMBENT:
+                trial.set_user_attr(PHASE_ATTR, phase)
+        if phase == INCUMBENT and self.copy_from is not None:
+            source = self.copy_from
+            trial.set_user_attr(
+                COPIED_ATTR,
+                {
+                    "study": source.study_name,
+                    "trial": source.trial_number,
+                    "artifacts": source.artifacts,
+                },
+            )
+            self._tell(trial, Outcome(TrialState.COMPLETE, value=source.value))
+            return None
+        params = {**self.fixed, **trial.params}
+        if self.order:
+            params = {name: params[name] for name in self.order if name in params}
+        context = TrialContext(
+            trial,
+            params=params,
+            stage=self.stage.name,
+            metric=self.metric,
+            artifact_store=self.artifact_store,
+            ledgers=self.ledgers,
+        )
+        # The incumbent gets every replicate (it measures the noise); a plain search reads
+        # nothing more per trial.
+        if phase != INCUMBENT and self.replication.replicated and self.replication.racing:
+            maximize = self.study.direction == optuna.study.StudyDirection.MAXIMIZE
+            bar = race_bar(self.study.get_trials(deepcopy=False), self.replication,
+                           maximize=maximize)
+            context.race = bar.to_dict() if bar is not None else None
+        return PendingTrial(trial, params, context, phase)
+
+    def evaluate(self, pending: PendingTrial) -> Outcome:
+        """Run the objective in this process and classify what happened.
+
+        ``KeyboardInterrupt`` marks the trial FAIL and propagates.
+        """
+        try:
+            result = self.objective(pending.params, pending.context)
+        except KeyboardInterrupt:
+            self.tell(pending, Outcome(TrialState.FAIL, reason="interrupted", kind=INTERRUPTED))
+            raise
+        except Exception as exc:  # noqa: BLE001 - any error of the objective fails the trial
+            _log.warning(
+                "%s trial %d failed: %s: %s",
+                self.study.study_name, pending.number, type(exc).__name__, exc,
+                exc_info=_log.isEnabledFor(logging.DEBUG),
+            )
+            return outcome_of_exception(exc, pending.context)
+        return outcome_of(result, pending.context)
+
+    def tell(self, pending: PendingTrial, outcome: Outcome) -> FrozenTrial | None:
+        """Record a trial's outcome in the stage study.
+
+        Returns:
+            The finished trial, or ``None`` when another driver had already failed it
+            (its lease expired while it ran).
+        """
+        frozen = self._tell(pending.trial, outcome)
+        if frozen is not None and outcome.kind == INTERRUPTED and pending.phase == INCUMBENT:
+            self._requeue_incumbent(frozen, "interrupted")
+        return frozen
+
+    def _tell(self, trial: optuna.Trial, outcome: Outcome) -> FrozenTrial | None:
+        try:
+            if outcome.reason is not None:
+                trial.set_user_attr(FAIL_REASON_ATTR, outcome.reason)
+            if outcome.state == TrialState.FAIL:
+                trial.set_user_attr(FAIL_KIND_ATTR, outcome.kind)
+            if outcome.epochs is not None:
+                trial.set_user_attr(EPOCHS_ATTR, outcome.epochs)
+            for key, value in outcome.attrs.items():
+                trial.set_user_attr(key, value)
+            values = outcome.value if outcome.state == TrialState.COMPLETE else None
+            try:
+                frozen = self.study.tell(trial, values, state=outcome.state)
+            except ValueError:
+                # Optuna refuses to tell a trial that is finished already ("Cannot tell a
+                # FAIL trial"): the same case as the error below, caught one step earlier.
+                if not self.study._storage.get_trial(trial._trial_id).state.is_finished():
+                    raise
+                raise UpdateFinishedTrialError(f"trial {trial.number} is finished") from None
+        except UpdateFinishedTrialError:
+            _log.warning(
+                "%s trial %d was failed by another driver (its lease expired); result dropped",
+                self.study.study_name, trial.number,
+            )
+            return None
+        finally:
+            self.keepalive.discard(trial._trial_id)
+        self._told += 1
+        self._log_progress(frozen, outcome)
+        for callback in self.callbacks:
+            callback(self.study, frozen)
+        return frozen
+
+    def _log_progress(self, frozen: FrozenTrial, outcome: Outcome) -> None:
+        if not _log.isEnabledFor(logging.INFO):
+            return
+        trials = self.study.get_trials(deepcopy=False)
+        done = sum(t.state == TrialState.COMPLETE for t in trials)
+        best = best_trial(trials, self.study.direction)
+        per_trial = (time.monotonic() - self._started) / max(1, self._told)
+        eta = max(0, self.budget - done) * per_trial
+        what = f"{outcome.value:.6g}" if outcome.value is not None else outcome.reason
+        best_text = f"best {best.value:.6g} (#{best.number})" if best else "no best yet"
+        _log.info(
+            "%s trial %d %s %s | %d/%d complete, %s, ETA %s",
+            self.study.study_name, frozen.number, outcome.state.name, what, done,
+            self.budget, best_text, format_duration(eta),
+        )
+
+
+class Runner(ABC):
+    """Executes a stage's trials until the stage has its budget COMPLETE.
+
+    A runner must: :meth:`StageJob.poll` the stage and ask trials only while
+    :meth:`StageJob.open_slots` is positive (other drivers' RUNNING trials count);
+    evaluate each trial's merged parameters with the objective, reporting through the
+    trial's :class:`~hpo.TrialContext` (or the equivalent); tell every outcome with
+    :meth:`StageJob.tell` (PRUNED for trials stopped early, with ``hpo:epochs``); and
+    return once :meth:`StageJob.is_done`. When no slot is open and the stage is not
+    done, it waits (other drivers' trials may complete or fail), polling with a backoff.
+    """
+
+    name: str = "runner"
+
+    @abstractmethod
+    def run_stage(self, job: StageJob) -> None:
+        """Run the stage's trials until its budget is COMPLETE.
+
+        Args:
+            job: The stage.
+
+        Raises:
+            StageFailedError: ``max_fail`` trials failed.
+        """
+
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+        """Release what the runner holds (workers, clusters); called once per search."""
+
+
+__all__ = [
+    "Counts",
+    "DUPLICATE",
+    "Objective",
+    "Outcome",
+    "PHASE_ATTR",
+    "PendingTrial",
+    "Runner",
+    "StageJob",
+    "as_two_argument",
+    "outcome_of",
+    "outcome_of_exception",
+]

@@ -1,0 +1,979 @@
+"""The layer-wise engine: stages in order, each random search then Bayesian optimization.
+
+Every stage is its own Optuna study ``<study_name>.<NN>.<stage>`` in one storage. Its
+user attributes hold the search (``hpo:search``), the stage's identity
+(``hpo:stage_key``, to detect a changed spec), the values of the other stages'
+parameters (``hpo:fixed``) and, once the stage is finished, its ledger entry
+(``hpo:ledger``). Everything a driver needs is read back from the storage, so a crash,
+a second driver or a later run continue from the same state.
+
+With ``cycles > 1`` the stages run again, pass after pass. Each run of a stage (a
+*slot*) is its own study; ``NN`` numbers the slots in run order and passes after the
+first add ``.c<k>`` (``demo.01.optim``, ``demo.02.temporal``, ``demo.03.optim.c2``,
+``demo.04.temporal.c2``, then ``demo.05.refine``). Stage names cannot contain a dot, so
+the suffix is unambiguous; the slots are still found through ``hpo:search`` (its
+``index``), never by parsing names.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import math
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from hpo.engine.errors import HPOError, SearchNotFoundError, SpecError, StageChangedError
+from hpo.engine.leases import Backoff, Keepalive, reap_stale
+from hpo.engine.ledger import LEDGER_ATTR, Ledger, ledger_from_trial, read_ledger, write_ledger
+from hpo.engine.replicates import (
+    NOISE_ATTR,
+    ReplicatedObjective,
+    Replication,
+    estimate_best,
+    gain_text,
+    noise_of,
+    paired_gain,
+    replicates_of,
+    search_gain,
+    switch_bar,
+)
+from hpo.engine.replicates import summary as replicate_summary
+from hpo.engine.runners import Runner, StageJob, make_runner
+from hpo.engine.runners.isolated import check_timeout
+from hpo.engine.runners.job import Objective, as_two_argument
+from hpo.engine.samplers import SamplerSpec
+from hpo.engine.samplers.phased import StageSampler
+from hpo.engine.space import (
+    derive_seed,
+    describe_change,
+    fingerprint,
+    narrow,
+    sampler_label,
+    stage_from_dict,
+    stage_to_dict,
+)
+from hpo.engine.stage import REFINE, Refine, Stage
+from hpo.engine.storage import StorageLike, describe_storage, make_artifact_store, make_storage
+from hpo.engine.strategy import (
+    DEFAULT_STRATEGY,
+    STAGEWISE,
+    bayes_sampler,
+    check_strategy,
+    uses_shared_model,
+)
+
+_log = logging.getLogger("hpo")
+
+SEARCH_ATTR = "hpo:search"
+STAGE_KEY_ATTR = "hpo:stage_key"
+FIXED_ATTR = "hpo:fixed"
+SPACE_ATTR = "hpo:stage"
+DECLINED_ATTR = "hpo:declined"
+"""Stage user attribute: the best trial that did not beat the incumbent by ``switch_z`` se."""
+DIRECTIONS = ("maximize", "minimize")
+
+
+@dataclass
+class StageResult:
+    """One stage study (one pass of a stage) as stored.
+
+    Args:
+        name: The slot's label: the stage name in the first pass, ``<stage>.c<k>`` in
+            pass ``k`` (what ``from_stage`` takes), ``refine`` for the refine stage.
+        index: Position in run order (0-based; the refine stage comes last).
+        study_name: The stage study's name.
+        study: The stage study (``None`` while the stage has not started).
+        state: ``finished`` (ledger written), ``open`` (started) or ``pending``.
+        ledger: The ledger entry of a finished stage.
+        best_trial: The ledger's trial, or the best trial so far of an open stage.
+        budget: COMPLETE trials the stage needs.
+        n_complete: COMPLETE trials (the copied incumbent included).
+        n_running: RUNNING trials.
+        n_fail: FAIL trials (objective failures and dead drivers).
+        n_pruned: PRUNED trials.
+        cycle: The pass (1 for the first; the refine stage counts as the last pass).
+        stage: The stage's own name (``name`` without the pass suffix).
+    """
+
+    name: str
+    index: int
+    study_name: str
+    study: optuna.Study | None
+    state: str
+    ledger: Ledger | None
+    best_trial: FrozenTrial | None
+    budget: int
+    n_complete: int = 0
+    n_running: int = 0
+    n_fail: int = 0
+    n_pruned: int = 0
+    cycle: int = 1
+    stage: str = ""
+
+    def __post_init__(self) -> None:
+        self.stage = self.stage or self.name
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """One run of a stage: the stage with this pass's budget, and the pass's number."""
+
+    stage: Stage
+    cycle: int
+
+    @property
+    def label(self) -> str:
+        """``<stage>`` in the first pass, ``<stage>.c<k>`` in pass ``k``."""
+        return self.stage.name if self.cycle == 1 else f"{self.stage.name}.c{self.cycle}"
+
+
+@dataclass
+class SearchResult:
+    """A layer-wise search as stored: its stages and its merged best configuration.
+
+    Args:
+        study_name: The search's name.
+        storage: The storage, password masked.
+        direction: ``maximize`` or ``minimize``.
+        stages: Every stage, the refine stage last when there is one.
+        best_params: All parameters: finished stages at their ledger values, the others
+            at their defaults.
+        best_value: The value of the last finished stage's ledger entry.
+        spec: The search's definition, as stored in ``hpo:search``.
+    """
+
+    study_name: str
+    storage: str
+    direction: str
+    stages: list[StageResult]
+    best_params: dict[str, Any]
+    best_value: float | None
+    spec: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        """Whether every stage has its ledger entry."""
+        return all(s.state == "finished" for s in self.stages)
+
+    def summary(self) -> str:
+        """A plain-text table of the stages, for ``hpo status``."""
+        metric = self.spec.get("metric") or "value"
+        lines = [f"search {self.study_name} in {self.storage} ({self.direction} {metric})"]
+        for s in self.stages:
+            value = _ledger_text(s.ledger) if s.ledger else (
+                f"best so far {s.best_trial.value:.6g} (#{s.best_trial.number})"
+                if s.best_trial is not None and s.best_trial.value is not None
+                else "-"
+            )
+            lines.append(
+                f"  {s.index + 1:02d} {s.name:<16} {s.state:<8} "
+                f"{s.n_complete}/{s.budget} complete, {s.n_running} running, "
+                f"{s.n_fail} failed, {s.n_pruned} pruned  {value}"
+            )
+        best = f"{self.best_value:.6g}" if self.best_value is not None else "-"
+        lines.append(f"best {metric} {best}; best params {self.best_params}")
+        gain = search_gain(self)
+        if gain is not None:
+            lines.append(gain.text(metric))
+        return "\n".join(lines)
+
+
+def _ledger_text(ledger: Ledger) -> str:
+    """``0.612 ± 0.021 (n=3, #4), +0.030 ± 0.012 over its incumbent``: a ledger entry."""
+    text = f"{replicate_summary(ledger.value, ledger.replicates)} (#{ledger.trial_number})"
+    if ledger.gain:
+        text += f", {gain_text(ledger.gain)} over its incumbent"
+    return text
+
+
+class LayerwiseSearch:
+    """Tunes stages in order: per stage, random search then Bayesian optimization.
+
+    Args:
+        stages: The stages, in tuning order; parameter names must be unique across them.
+        objective: ``objective(params)`` or ``objective(params, trial)`` returning the
+            value to optimize; ``params`` holds every stage's parameters. ``None`` for a
+            search only inspected (status, export, report).
+        direction: ``maximize`` or ``minimize``.
+        storage: Storage URL (see :func:`hpo.make_storage`), Optuna storage, or ``None``
+            for in memory.
+        study_name: The search's name; stage studies are ``<study_name>.<NN>.<stage>``.
+        sampler: Bayesian sampler of stages that name none: ``gp``, ``tpe``, ``skopt``,
+            ``random`` or a callable ``seed -> BaseSampler``.
+        runner: ``local``, ``ray`` or a :class:`~hpo.engine.runners.Runner`.
+        seed: Seed of the whole search; each stage's seed derives from it and its name.
+        refine: Optional last stage over all parameters near the incumbent: a
+            :class:`~hpo.Refine`, its Bayesian budget, or a dict of its fields.
+        remeasure_incumbent: Evaluate each stage's incumbent again instead of copying
+            the previous stage's best (noisy objectives).
+        artifact_store: A folder or Optuna artifact store for trial artifacts.
+        callbacks: ``callback(study, frozen_trial)`` after every finished trial.
+        metric: The metric whose per-epoch values are the trials' intermediate values;
+            ``None`` takes the objective's ``metric`` attribute when it has one.
+        pruner: An Optuna pruner for :meth:`TrialContext.should_stop`; ``None``: never.
+        lease_seconds: After how long without a heartbeat or lease renewal a RUNNING
+            trial counts as orphaned (its driver gone) and is marked FAIL.
+        spec_fingerprint: Fingerprint of the study file, stored for provenance.
+        cycles: Passes over the stages. Pass ``k > 1`` re-tunes every stage with all
+            other stages at their latest ledger values (earlier stages at this pass's,
+            later ones at the previous pass's), starting from the incumbent copied in
+            as its first trial. The refine stage, if any, runs after the last pass.
+        cycle_budget: ``(n_random, n_bayes)`` of every stage in passes after the first
+            (``n_random`` counts the copied incumbent); ``None`` repeats each stage's
+            own budget.
+        trial_timeout: Seconds a trial may run; one past it is killed and recorded FAIL
+            ``timed out after N s``. The local runner then runs each trial in a child
+            process (the objective must pickle); the ray runner limits each Tune trial.
+            ``None``: no limit. For a runner instance, give it to the runner instead.
+        isolate: Local runner: run each trial in its own child process even without a
+            timeout, so a trial the OS kills (out of memory) is a FAIL, not a dead driver.
+        replication: Noisy objectives: a :class:`~hpo.Replication`, a repeat count or a
+            dict. With ``repeats > 1`` every trial is the mean over replicates (the
+            objective reads ``trial.replicate`` / ``trial.replicate_seed``), raced
+            against the stage's best; each stage measures its incumbent afresh with its
+            own replicate seeds; the ledger hands on the best mean among trials with
+            every replicate, with its standard error and the stage's noise.
+        strategy: ``shared`` (default): stages on the default ``gp`` sampler share one
+            GP over every trial of the search, the acquisition moving only the active
+            stage (see :mod:`hpo.engine.strategy`); ``stagewise``: the paper's method, each
+            stage modelled on its own trials only. ``None``: ``shared``, except that a
+            search stored before strategies existed goes on stage-wise.
+
+    Raises:
+        SpecError: Invalid stages or options.
+    """
+
+    def __init__(
+        self,
+        stages: Sequence[Stage],
+        objective: Objective | None = None,
+        *,
+        direction: str = "maximize",
+        storage: StorageLike = None,
+        study_name: str = "search",
+        sampler: SamplerSpec = "gp",
+        runner: str | Runner = "local",
+        seed: int = 0,
+        refine: Refine | int | Mapping[str, Any] | None = None,
+        remeasure_incumbent: bool = False,
+        artifact_store: Any = None,
+        callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
+        metric: str | None = None,
+        pruner: optuna.pruners.BasePruner | None = None,
+        lease_seconds: float = 60.0,
+        spec_fingerprint: str | None = None,
+        cycles: int = 1,
+        cycle_budget: tuple[int, int] | None = None,
+        trial_timeout: float | None = None,
+        isolate: bool = False,
+        strategy: str | None = None,
+        replication: Replication | int | Mapping[str, Any] | None = None,
+    ) -> None:
+        self.stages = list(stages)
+        self.refine = Refine.coerce(refine)
+        _validate(self.stages, self.refine, direction, study_name, lease_seconds)
+        self.cycles = _check_cycles(cycles)
+        self.cycle_budget = _check_cycle_budget(cycle_budget)
+        self._slots = [
+            _Slot(stage if cycle == 1 else self._later_pass(stage), cycle)
+            for cycle in range(1, self.cycles + 1)
+            for stage in self.stages
+        ]
+        self.objective = objective
+        self.direction = direction
+        self.study_name = study_name
+        self.sampler = sampler
+        self.runner = runner
+        self.seed = int(seed)
+        self.replication = Replication.coerce(replication)
+        # A copied incumbent keeps the value its own stage selected it by (biased up:
+        # it won a noisy race); with replicates every stage measures it afresh.
+        self.remeasure_incumbent = remeasure_incumbent or self.replication.replicated
+        self.callbacks = tuple(callbacks)
+        self.metric = metric if metric is not None else getattr(objective, "metric", None)
+        self.pruner = pruner or optuna.pruners.NopPruner()
+        self.lease_seconds = float(lease_seconds)
+        self.spec_fingerprint = spec_fingerprint
+        self.trial_timeout = check_timeout(trial_timeout, key="trial_timeout")
+        self.isolate = bool(isolate)
+        # None: the default for a new search; a stored one keeps the method it began with
+        self._strategy_given = strategy is not None
+        self.strategy = check_strategy(strategy) if strategy is not None else DEFAULT_STRATEGY
+        if isinstance(runner, Runner) and (self.trial_timeout is not None or self.isolate):
+            raise SpecError(
+                "trial_timeout / isolate given with a runner instance",
+                key="trial_timeout",
+                hint="pass them to the runner, e.g. LocalRunner(trial_timeout=600)",
+            )
+        interval = max(1, int(self.lease_seconds // 4))
+        self.storage = make_storage(
+            storage,
+            heartbeat_interval=interval,
+            grace_period=max(interval + 1, math.ceil(self.lease_seconds)),
+        )
+        self.artifact_store = make_artifact_store(artifact_store)
+
+    # ----------------------------------------------------------------- names and specs
+
+    @property
+    def stage_names(self) -> list[str]:
+        """Stage labels in run order (``<stage>.c<k>`` in pass ``k > 1``), ``refine`` last."""
+        return [s.label for s in self._slots] + ([REFINE] if self.refine else [])
+
+    def stage_study_name(self, index: int) -> str:
+        """The study name of the stage at ``index`` (0-based, in run order)."""
+        return f"{self.study_name}.{index + 1:02d}.{self.stage_names[index]}"
+
+    def _later_pass(self, stage: Stage) -> Stage:
+        """A stage as tuned in passes after the first: with the per-pass budget, if any."""
+        if self.cycle_budget is None:
+            return stage
+        n_random, n_bayes = self.cycle_budget
+        return replace(stage, n_random=n_random, n_bayes=n_bayes)
+
+    def _name_at(self, index: int) -> str:
+        """The stage name (the ledger's key) of the slot at ``index``."""
+        return self._slots[index].stage.name if index < len(self._slots) else REFINE
+
+    def _cycle_at(self, index: int) -> int:
+        return self._slots[index].cycle if index < len(self._slots) else self.cycles
+
+    def spec(self) -> dict[str, Any]:
+        """The search's definition as stored in every stage study (``hpo:search``)."""
+        spec = {
+            "version": 1,
+            "name": self.study_name,
+            "direction": self.direction,
+            "seed": self.seed,
+            "sampler": sampler_label(self.sampler),
+            "stages": [stage_to_dict(s) for s in self.stages],
+            "refine": _refine_to_dict(self.refine),
+            "remeasure_incumbent": self.remeasure_incumbent,
+            "spec_fingerprint": self.spec_fingerprint,
+            "cycles": self.cycles,
+            "cycle_budget": list(self.cycle_budget) if self.cycle_budget else None,
+            "strategy": self.strategy,
+        }
+        if self.replication.replicated:
+            spec["replication"] = self.replication.to_dict()
+        if self.metric:  # what `hpo status URL` names the values by
+            spec["metric"] = self.metric
+        spec["fingerprint"] = fingerprint(spec)
+        return _jsonable(spec)
+
+    def _stage_key(self, index: int) -> dict[str, Any]:
+        # What a stage's trials depend on; the previous stage's key is chained in, so a
+        # change upstream changes every key after it.
+        # The first pass's keys carry no pass number, so they are the keys of a search
+        # without cycles: adding passes to a finished search keeps its finished stages.
+        previous = fingerprint(self._stage_key(index - 1)) if index else None
+        later: dict[str, Any] = {}
+        if index < len(self._slots):
+            slot = self._slots[index]
+            what: Any = stage_to_dict(slot.stage)  # the spec's defaults, this pass's budget
+            sampler = slot.stage.sampler or self.sampler
+            if slot.cycle > 1:
+                later["cycle"] = slot.cycle
+        else:
+            what = _refine_to_dict(self.refine)
+            sampler = self.refine.sampler or self.sampler  # type: ignore[union-attr]
+        if uses_shared_model(self.strategy, sampler):
+            # Only where the strategy changes the trials: stage-wise keys stay those of
+            # searches stored before strategies existed, so they resume as they were.
+            later["strategy"] = self.strategy
+        if self.replication.replicated:
+            # Trials of another replicate count are not comparable (their means are
+            # estimates of different precision): changing it is a change of the stage.
+            later["replication"] = self.replication.to_dict()
+        return _jsonable(
+            {
+                "stage": what,
+                "direction": self.direction,
+                "seed": self.seed,
+                "sampler": sampler_label(sampler),
+                "remeasure_incumbent": self.remeasure_incumbent,
+                "previous": previous,
+                **later,
+            }
+        )
+
+    # ----------------------------------------------------------------------- running
+
+    def run(self, *, fresh: bool = False, from_stage: str | None = None) -> SearchResult:
+        """Run the search, resuming whatever the storage already holds.
+
+        Finished stages are skipped; the open stage completes its budget (trials of dead
+        drivers are failed first); then the remaining stages run.
+
+        Args:
+            fresh: Delete this search's stage studies first and start over.
+            from_stage: Delete the stage studies from this stage on and re-tune them.
+
+        Returns:
+            The search as stored at the end.
+
+        Raises:
+            HPOError: No objective (a loaded search).
+            StageChangedError: A stored stage was tuned with a different spec.
+            StageFailedError: A stage reached ``max_fail`` failed trials.
+        """
+        if self.objective is None:
+            raise HPOError(
+                "this search has no objective (hint: LayerwiseSearch.load() is for status "
+                "and export; build the search with an objective to run it)"
+            )
+        if fresh:
+            self.reset()
+        elif from_stage is not None:
+            self.reset(from_stage)
+        self.strategy = self._stored_strategy()
+        objective = as_two_argument(self.objective)
+        if self.replication.replicated:
+            objective = ReplicatedObjective(objective, self.replication, self.seed)
+        runner = make_runner(self.runner, **self._runner_options())
+        keepalive = Keepalive(self.storage, lease_seconds=self.lease_seconds)
+        try:
+            ledgers: dict[str, Ledger] = {}
+            for index in range(len(self.stage_names)):
+                stage = self._stage_at(index, ledgers)
+                study = self._open_stage(index, stage, ledgers)
+                ledger = read_ledger(study)
+                if ledger is None:
+                    job = StageJob(
+                        study=study,
+                        stage=stage,
+                        fixed=self._fixed(index, ledgers),
+                        objective=objective,
+                        keepalive=keepalive,
+                        order=self._order(),
+                        copy_from=self._copy_source(index, ledgers),
+                        metric=self.metric,
+                        artifact_store=self.artifact_store,
+                        ledgers=dict(ledgers),
+                        lease_seconds=self.lease_seconds,
+                        callbacks=self.callbacks,
+                        replication=self.replication,
+                    )
+                    _log.info(
+                        "stage %d/%d %s: %d trials (%d random incl. the incumbent)",
+                        index + 1, len(self.stage_names), self.stage_names[index],
+                        stage.budget, stage.n_random,
+                    )
+                    runner.run_stage(job)
+                    ledger = self._close_stage(study, stage)
+                else:
+                    _log.info(
+                        "stage %s finished earlier: %.6g (trial %d)",
+                        self.stage_names[index], ledger.value, ledger.trial_number,
+                    )
+                # Keyed by stage name: a later pass replaces the earlier one's entry, so
+                # every later slot sees each stage at its latest tuned values.
+                ledgers[stage.name] = ledger
+        finally:
+            keepalive.close()
+            runner.close()
+        return self.status()
+
+    def _stored_strategy(self) -> str:
+        """The strategy to run: a search stored before strategies existed stays stage-wise.
+
+        Its stage keys have no ``strategy``; running it on with the shared model would
+        change every stored stage (a :class:`StageChangedError`), so an upgrade keeps the
+        method the search was tuned with. A strategy named explicitly is held to: a
+        stored search of another one is then a :class:`StageChangedError`.
+        """
+        if self._strategy_given or self.strategy == STAGEWISE or not self._slots:
+            return self.strategy
+        try:
+            first = optuna.load_study(study_name=self.stage_study_name(0), storage=self.storage,
+                                      sampler=optuna.samplers.RandomSampler())
+        except KeyError:
+            return self.strategy  # a new search
+        key = first.user_attrs.get(STAGE_KEY_ATTR)
+        sampler = self._slots[0].stage.sampler or self.sampler
+        if key and "strategy" not in key and uses_shared_model(self.strategy, sampler):
+            _log.info("%s was stored before search strategies existed: it goes on stage-wise",
+                      self.study_name)
+            return STAGEWISE
+        return self.strategy
+
+    def _runner_options(self) -> dict[str, Any]:
+        """The fault settings for a runner built from its name (only those that are set)."""
+        options: dict[str, Any] = {}
+        if self.trial_timeout is not None:
+            options["trial_timeout"] = self.trial_timeout
+        if self.isolate and self.runner == "local":  # ray trials run in workers anyway
+            options["isolate"] = True
+        return options
+
+    def _stage_at(self, index: int, ledgers: Mapping[str, Ledger]) -> Stage:
+        """The stage as tuned at ``index``; a later pass starts from its ledger values."""
+        if index >= len(self._slots):
+            return self._refine_stage(ledgers)
+        slot = self._slots[index]
+        if slot.cycle == 1:
+            return slot.stage
+        # The incumbent (trial 0) of a later pass is the stage's latest tuned values.
+        return replace(slot.stage, defaults=dict(ledgers[slot.stage.name].params))
+
+    def _order(self) -> list[str]:
+        return [name for stage in self.stages for name in stage.space]
+
+    def _fixed(self, index: int, ledgers: Mapping[str, Ledger]) -> dict[str, Any]:
+        """Values of every parameter outside stage ``index``: ledger or default."""
+        if index >= len(self._slots):
+            return {}  # refine tunes all parameters
+        fixed: dict[str, Any] = {}
+        for other in self.stages:
+            if other.name == self._name_at(index):
+                continue
+            entry = ledgers.get(other.name)
+            fixed.update(entry.params if entry else other.defaults)
+        return fixed
+
+    def _merged(self, ledgers: Mapping[str, Ledger]) -> dict[str, Any]:
+        merged: dict[str, Any] = {}
+        for stage in self.stages:
+            entry = ledgers.get(stage.name)
+            merged.update(entry.params if entry else stage.defaults)
+        if REFINE in ledgers:
+            merged.update(ledgers[REFINE].params)
+        return merged
+
+    def _copy_source(self, index: int, ledgers: Mapping[str, Ledger]) -> Ledger | None:
+        if index == 0 or self.remeasure_incumbent:
+            return None  # the first stage measures its defaults
+        # The slot just before is the last one tuned: its value is the incumbent's.
+        return ledgers[self._name_at(index - 1)]
+
+    def _refine_stage(self, ledgers: Mapping[str, Ledger]) -> Stage:
+        """The refine stage: all parameters, narrowed around the stored incumbent."""
+        refine = self.refine
+        assert refine is not None  # only reached when the search has a refine stage
+        incumbent = self._merged(ledgers)
+        sign = -1 if self.direction == "maximize" else 1
+        space = {}
+        for stage in self.stages:
+            # Every pass of the stage: its best trials may come from any of them.
+            trials = [
+                t
+                for index, slot in enumerate(self._slots)
+                if slot.stage.name == stage.name
+                for t in self._load_stage_study(index).get_trials(
+                    deepcopy=False, states=(TrialState.COMPLETE,)
+                )
+            ]
+            top = sorted(trials, key=lambda t: (sign * t.value, t.number))[: refine.top_k]
+            for name, dist in stage.space.items():
+                seen = [t.params[name] for t in top if name in t.params]
+                space[name] = narrow(
+                    dist,
+                    incumbent[name],
+                    width=refine.width,
+                    min_int_steps=refine.min_int_steps,
+                    seen=seen,
+                )
+        return Stage(
+            name=REFINE,
+            space=space,
+            defaults=incumbent,
+            n_random=refine.n_random,
+            n_bayes=refine.n_bayes,
+            sampler=refine.sampler,
+            max_fail=refine.max_fail,
+        )
+
+    def _open_stage(
+        self, index: int, stage: Stage, ledgers: Mapping[str, Ledger]
+    ) -> optuna.Study:
+        """Create or load a stage study and check it was made by the same spec."""
+        cycle = self._cycle_at(index)
+        # Later passes draw other random points than the first (which keeps its seed).
+        seed = derive_seed(self.seed, stage.name, *([f"c{cycle}"] if cycle > 1 else []))
+        sampler = StageSampler(
+            self._bayes_sampler(index, stage, ledgers, seed),
+            n_random=stage.n_random,
+            seed=seed,
+            incumbent=stage.defaults,
+        )
+        name = self.stage_study_name(index)
+        study = optuna.create_study(
+            storage=self.storage,
+            study_name=name,
+            direction=self.direction,
+            sampler=sampler,
+            pruner=self.pruner,
+            load_if_exists=True,
+        )
+        key = self._stage_key(index)
+        fixed = _jsonable(self._fixed(index, ledgers))
+        attrs = study.user_attrs
+        stored = attrs.get(STAGE_KEY_ATTR)
+        if stored is None:
+            # A new stage (or one whose creator died before this): idempotent writes, so
+            # two drivers creating it at once agree. The key goes last: a driver that
+            # sees it also sees the rest.
+            study.set_user_attr(FIXED_ATTR, fixed)
+            study.set_user_attr(SPACE_ATTR, _jsonable(stage_to_dict(stage)))
+            study.set_user_attr(STAGE_KEY_ATTR, key)
+        elif stored != key:
+            raise StageChangedError(self.stage_names[index], describe_change(stored, key))
+        elif LEDGER_ATTR not in attrs and attrs.get(FIXED_ATTR) != fixed:
+            raise StageChangedError(
+                self.stage_names[index],
+                "other stages' values: "
+                + describe_change(attrs.get(FIXED_ATTR) or {}, fixed),
+            )
+        spec = {**self.spec(), "index": index, "stage": stage.name}
+        if attrs.get(SEARCH_ATTR) != spec:
+            study.set_user_attr(SEARCH_ATTR, spec)
+        if self.metric and study.metric_names != [self.metric]:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                # optuna-dashboard then labels the value "f1", not "Objective 0".
+                study.set_metric_names([self.metric])
+        return study
+
+    def _bayes_sampler(
+        self, index: int, stage: Stage, ledgers: Mapping[str, Ledger], seed: int
+    ) -> optuna.samplers.BaseSampler:
+        """The stage's Bayesian sampler, as the search's strategy builds it."""
+        space = {k: d for s in self.stages for k, d in s.space.items()}
+        return bayes_sampler(
+            self.strategy,
+            stage.sampler or self.sampler,
+            seed,
+            space=space,
+            active=stage.space,
+            fixed=self._fixed(index, ledgers),
+            # Every stage study run before this one (all finished: this stage opened
+            # after their barriers), read from the storage when first needed.
+            earlier=lambda: [self._load_stage_study(i) for i in range(index)],
+        )
+
+    def _close_stage(self, study: optuna.Study, stage: Stage) -> Ledger:
+        """The barrier: once nothing runs, write the ledger (or read another driver's)."""
+        backoff = Backoff(first=0.2, longest=5.0)
+        while True:
+            ledger = read_ledger(study)
+            if ledger is not None:
+                return ledger
+            reap_stale(study, lease_seconds=self.lease_seconds)
+            trials = study.get_trials(deepcopy=False)
+            running = [t.number for t in trials if t.state == TrialState.RUNNING]
+            if not running:
+                write_ledger(study, self._ledger_of(study, stage, trials))
+                continue  # read back what is stored: every stage reads the storage
+            if backoff.waited == 0:
+                _log.info(
+                    "%s: budget complete; waiting for RUNNING trials %s of other drivers "
+                    "before writing the ledger",
+                    study.study_name, running,
+                )
+            backoff.sleep()
+
+    def _ledger_of(
+        self, study: optuna.Study, stage: Stage, trials: Sequence[FrozenTrial]
+    ) -> Ledger:
+        """The stage's entry: the best mean over full replicates, never a lucky single run.
+
+        With one replicate per trial this is the best trial (ties: lowest number).
+        """
+        maximize = self.direction == "maximize"
+        best = estimate_best(trials, repeats=self.replication.repeats, maximize=maximize)
+        assert best is not None  # the runner returned with the budget COMPLETE
+        noise = noise_of(trials)
+        if noise is not None:
+            study.set_user_attr(NOISE_ATTR, noise)
+        incumbent = min((t for t in trials if t.state == TrialState.COMPLETE),
+                        key=lambda t: t.number)
+        gain = (paired_gain(replicates_of(best), replicates_of(incumbent))
+                if best.number != incumbent.number else None)
+        if gain is not None and not maximize:
+            gain["mean"] = -gain["mean"]  # positive: better than the incumbent
+        bar = switch_bar(self.replication.switch_z, gain["n"]) if gain is not None else 0.0
+        if gain is not None and gain["mean"] <= bar * gain["se"]:
+            # Not measurably better than what the stage started from: the best of noisy
+            # means is biased up, so the incumbent is handed on.
+            study.set_user_attr(DECLINED_ATTR, {"trial": best.number, **gain})
+            _log.info("%s: best trial %d beats the incumbent by %+.4g ± %.2g, under %.3g se: "
+                      "the incumbent is handed on", study.study_name, best.number,
+                      gain["mean"], gain["se"], bar)
+            best, gain = incumbent, None
+        return ledger_from_trial(stage.name, study.study_name, best, noise=noise, gain=gain)
+
+    # ------------------------------------------------------------- status and loading
+
+    def _load_stage_study(self, index: int) -> optuna.Study:
+        return optuna.load_study(
+            study_name=self.stage_study_name(index),
+            storage=self.storage,
+            sampler=optuna.samplers.RandomSampler(),
+        )
+
+    def status(self) -> SearchResult:
+        """The search as stored now (works without an objective).
+
+        Returns:
+            Every stage's state, ledger and counts, and the merged best configuration.
+        """
+        results = []
+        ledgers: dict[str, Ledger] = {}
+        for index, label in enumerate(self.stage_names):
+            try:
+                study: optuna.Study | None = self._load_stage_study(index)
+            except KeyError:
+                study = None
+            budget = (
+                self._slots[index].stage.budget
+                if index < len(self._slots)
+                else self.refine.n_random + self.refine.n_bayes  # type: ignore[union-attr]
+            )
+            result = _stage_result(
+                label, index, self.stage_study_name(index), study, budget,
+                stage=self._name_at(index), cycle=self._cycle_at(index),
+            )
+            if result.ledger is not None:
+                ledgers[result.stage] = result.ledger  # in run order: the latest pass wins
+            results.append(result)
+        finished = [r.ledger for r in results if r.ledger is not None]
+        return SearchResult(
+            study_name=self.study_name,
+            storage=describe_storage(self.storage),
+            direction=self.direction,
+            stages=results,
+            best_params=self._merged(ledgers),
+            best_value=finished[-1].value if finished else None,
+            spec=self.spec(),
+        )
+
+    def reset(self, from_stage: str | None = None) -> list[str]:
+        """Delete stage studies so they are tuned again.
+
+        Args:
+            from_stage: Delete this stage's study and every later one (in run order; a
+                stage name means its first pass, ``<stage>.c<k>`` its pass ``k``);
+                ``None`` deletes every study of this search (also those of stages no
+                longer in the spec).
+
+        Returns:
+            Names of the deleted studies.
+
+        Raises:
+            SpecError: ``from_stage`` is not a stage of this search.
+        """
+        names = self.stage_names
+        if from_stage is not None and from_stage not in names:
+            close = difflib.get_close_matches(from_stage, names, n=1)
+            raise SpecError(
+                f"no stage {from_stage!r}",
+                key="from_stage",
+                hint=f"did you mean {close[0]!r}?" if close else f"stages: {', '.join(names)}",
+            )
+        start = names.index(from_stage) if from_stage is not None else 0
+        deleted = []
+        for summary in self.storage.get_all_studies():
+            record = summary.user_attrs.get(SEARCH_ATTR) or {}
+            if record.get("name") != self.study_name or record.get("index", -1) < start:
+                continue
+            optuna.delete_study(study_name=summary.study_name, storage=self.storage)
+            deleted.append(summary.study_name)
+        if deleted:
+            _log.info("deleted stage studies %s", sorted(deleted))
+        return sorted(deleted)
+
+    @classmethod
+    def load(
+        cls, storage: StorageLike, study_name: str, objective: Objective | None = None, **kw: Any
+    ) -> LayerwiseSearch:
+        """Rebuild a search from its stage studies' ``hpo:search`` attribute.
+
+        Args:
+            storage: The storage URL or object.
+            study_name: The search's name.
+            objective: Optional objective, to run the search again.
+            **kw: Options not stored (runner, callbacks, pruner, artifact_store, ...).
+
+        Returns:
+            The search, e.g. for :meth:`status`.
+
+        Raises:
+            SearchNotFoundError: No stage study of that search is in the storage.
+        """
+        opened = make_storage(storage)
+        records = [
+            (s.user_attrs[SEARCH_ATTR], s._study_id)
+            for s in opened.get_all_studies()
+            if (s.user_attrs.get(SEARCH_ATTR) or {}).get("name") == study_name
+        ]
+        if not records:
+            raise SearchNotFoundError(study_name, describe_storage(opened))
+        # The latest stage's record; on equal index (a study left over from an earlier
+        # shape of the search, e.g. a refine stage before passes were added) the newest.
+        record = max(records, key=lambda r: (r[0].get("index", 0), r[1]))[0]
+        sampler = record.get("sampler") or "gp"
+        if sampler.startswith("callable:"):
+            sampler = kw.pop("sampler", "gp")  # a callable cannot be stored
+        refine = record.get("refine")
+        kw.setdefault("cycles", record.get("cycles", 1))
+        kw.setdefault("cycle_budget", record.get("cycle_budget"))
+        # Searches stored before strategies existed were tuned stage-wise.
+        kw.setdefault("strategy", record.get("strategy", STAGEWISE))
+        kw.setdefault("replication", record.get("replication"))
+        kw.setdefault("metric", record.get("metric"))
+        return cls(
+            [stage_from_dict(d) for d in record["stages"]],
+            objective,
+            direction=record["direction"],
+            storage=opened,
+            study_name=study_name,
+            sampler=kw.pop("sampler", sampler),
+            seed=record["seed"],
+            refine=_refine_from_dict(refine),
+            remeasure_incumbent=record.get("remeasure_incumbent", False),
+            spec_fingerprint=record.get("spec_fingerprint"),
+            **kw,
+        )
+
+
+def _stage_result(
+    name: str,
+    index: int,
+    study_name: str,
+    study: optuna.Study | None,
+    budget: int,
+    *,
+    stage: str,
+    cycle: int,
+) -> StageResult:
+    if study is None:
+        return StageResult(
+            name, index, study_name, None, "pending", None, None, budget,
+            cycle=cycle, stage=stage,
+        )
+    trials = study.get_trials(deepcopy=False)
+    ledger = read_ledger(study)
+    if ledger is not None:
+        best = next((t for t in trials if t.number == ledger.trial_number), None)
+    else:
+        repeats = int(((study.user_attrs.get(SEARCH_ATTR) or {}).get("replication") or {})
+                      .get("repeats", 1))
+        best = estimate_best(trials, repeats=repeats,
+                             maximize=study.direction == optuna.study.StudyDirection.MAXIMIZE)
+    states = [t.state for t in trials]
+    return StageResult(
+        name=name,
+        index=index,
+        study_name=study_name,
+        study=study,
+        state="finished" if ledger else "open",
+        ledger=ledger,
+        best_trial=best,
+        budget=budget,
+        n_complete=states.count(TrialState.COMPLETE),
+        n_running=states.count(TrialState.RUNNING),
+        n_fail=states.count(TrialState.FAIL),
+        n_pruned=states.count(TrialState.PRUNED),
+        cycle=cycle,
+        stage=stage,
+    )
+
+
+def _validate(
+    stages: Sequence[Stage],
+    refine: Refine | None,
+    direction: str,
+    study_name: str,
+    lease_seconds: float,
+) -> None:
+    if not stages:
+        raise SpecError("a search needs at least one stage", key="stages", hint="add a stage")
+    seen_stages: set[str] = set()
+    owner: dict[str, str] = {}
+    for stage in stages:
+        if not isinstance(stage, Stage):
+            raise SpecError(
+                f"{stage!r} is not a Stage", key="stages", hint="build stages with hpo.Stage"
+            )
+        if stage.name in seen_stages:
+            raise SpecError(f"two stages named {stage.name!r}", key=f"stages.{stage.name}")
+        if stage.name == REFINE and refine is not None:
+            raise SpecError(
+                "a stage is named 'refine' and the search has a refine stage",
+                key=f"stages.{stage.name}",
+                hint="rename the stage",
+            )
+        seen_stages.add(stage.name)
+        for pname in stage.space:
+            if pname in owner:
+                raise SpecError(
+                    f"parameter {pname!r} is in stages {owner[pname]!r} and {stage.name!r}",
+                    key=f"stages.{stage.name}.{pname}",
+                    hint="each parameter belongs to exactly one stage",
+                )
+            owner[pname] = stage.name
+    if direction not in DIRECTIONS:
+        raise SpecError(
+            f"direction {direction!r}", key="direction", hint="use 'maximize' or 'minimize'"
+        )
+    if not isinstance(study_name, str) or not study_name.strip():
+        raise SpecError("empty study name", key="name", hint="name the search")
+    if lease_seconds < 1:
+        raise SpecError(
+            f"lease_seconds={lease_seconds}", key="lease_seconds", hint="use at least 1 second"
+        )
+
+
+def _check_cycles(cycles: int) -> int:
+    if isinstance(cycles, bool) or not isinstance(cycles, int) or cycles < 1:
+        raise SpecError(f"cycles = {cycles!r}", key="cycles", hint="use 1 or more passes")
+    return cycles
+
+
+def _check_cycle_budget(budget: Sequence[int] | None) -> tuple[int, int] | None:
+    if budget is None:
+        return None
+    if (
+        isinstance(budget, str | bytes)
+        or len(budget) != 2
+        or not all(isinstance(n, int) and not isinstance(n, bool) for n in budget)
+        or budget[0] < 1
+        or budget[1] < 0
+    ):
+        raise SpecError(
+            f"cycle_budget = {budget!r}",
+            key="cycle_budget",
+            hint="give (n_random, n_bayes) with n_random >= 1 (the copied incumbent "
+            "counts) and n_bayes >= 0, or None to repeat each stage's budget",
+        )
+    return int(budget[0]), int(budget[1])
+
+
+def _refine_to_dict(refine: Refine | None) -> dict[str, Any] | None:
+    if refine is None:
+        return None
+    return {**asdict(refine), "sampler": sampler_label(refine.sampler)}
+
+
+def _refine_from_dict(data: Mapping[str, Any] | None) -> Refine | None:
+    if not data:
+        return None
+    sampler = data.get("sampler")
+    if isinstance(sampler, str) and sampler.startswith("callable:"):
+        sampler = None  # a callable cannot be stored; the search's sampler stands in
+    return Refine(**{**data, "sampler": sampler})
+
+
+def _jsonable(value: Any) -> Any:
+    # Values come back from the storage as JSON: compare like with like.
+    return json.loads(json.dumps(value, default=str))
+
+
+__all__ = ["FIXED_ATTR", "LayerwiseSearch", "SEARCH_ATTR", "SearchResult", "StageResult"]

@@ -1,0 +1,396 @@
+"""Study files: validation errors name file, key and hint; valid files round-trip."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+from hpo.engine.errors import SpecError
+from hpo.study.schema import StudySpec, load_study_file, parse_study
+
+REPO = Path(__file__).resolve().parents[3]
+HAS_NETWORKS = importlib.util.find_spec("networks.config") is not None
+HAS_DATA_SCENE = importlib.util.find_spec("data.scene") is not None
+
+BASE = """\
+name = "demo"
+seed = 3
+sampler = "gp"
+
+[runner]
+kind = "local"
+cpu = 1
+
+[data]
+format = "geotiff"
+dates = ["2008", "2011"]
+
+[model]
+name = "fusion"
+
+[model.fixed]
+"optim.epochs" = 2
+
+[[stages]]
+name = "optim"
+n_random = 2
+n_bayes = 1
+
+[stages.params."optim.lr"]
+type = "float"
+low = 1e-4
+high = 1e-2
+log = true
+default = 1e-3
+
+[[stages]]
+name = "temporal"
+n_random = 2
+n_bayes = 2
+sampler = "tpe"
+
+[stages.params."temporal.lstm_hidden"]
+type = "int"
+low = 8
+high = 64
+step = 8
+default = 32
+
+[stages.params."temporal.conv_layers"]
+type = "categorical"
+choices = [1, 2]
+default = 1
+"""
+
+
+def _write(tmp_path: Path, text: str, name: str = "demo.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _edit(old: str, new: str) -> str:
+    assert old in BASE, old
+    return BASE.replace(old, new, 1)
+
+
+# (replace this, with that) -> (dotted key, message fragment, hint fragment)
+ERRORS = {
+    "misspelled stage key": (
+        ("n_random = 2\nn_bayes = 2", "n_randon = 2\nn_bayes = 2"),
+        "stages.temporal.n_randon",
+        "unknown key 'n_randon' in [stages.temporal]",
+        "did you mean 'n_random'?",
+    ),
+    "misspelled top key": (
+        ('sampler = "gp"', 'samplr = "gp"'),
+        "samplr",
+        "unknown key 'samplr'",
+        "did you mean 'sampler'?",
+    ),
+    "misspelled runner key": (
+        ("cpu = 1", "cpus = 1"),
+        "runner.cpus",
+        "unknown key 'cpus' in [runner]",
+        "did you mean 'cpu'?",
+    ),
+    "wrong type": (
+        ("n_random = 2\nn_bayes = 1", 'n_random = "2"\nn_bayes = 1'),
+        "stages.optim.n_random",
+        "expected an integer, got a string",
+        "write n_random as an integer",
+    ),
+    "bool is not an int": (
+        ("n_random = 2\nn_bayes = 1", "n_random = true\nn_bayes = 1"),
+        "stages.optim.n_random",
+        "expected an integer",
+        "integer",
+    ),
+    "low above high": (
+        ("low = 8\nhigh = 64", "low = 80\nhigh = 64"),
+        'stages.temporal.params."temporal.lstm_hidden".low',
+        "low = 80 > high = 64",
+        "swap low and high",
+    ),
+    "log with low <= 0": (
+        ("low = 1e-4", "low = 0.0"),
+        'stages.optim.params."optim.lr".low',
+        "log scale needs low > 0",
+        "remove log = true",
+    ),
+    "default outside range": (
+        ("default = 1e-3", "default = 0.5"),
+        'stages.optim.params."optim.lr".default',
+        "default 0.5 is outside [0.0001, 0.01]",
+        "inside the range",
+    ),
+    "default off the step grid": (
+        ("default = 32", "default = 30"),
+        'stages.temporal.params."temporal.lstm_hidden".default',
+        "not on the step grid",
+        "step grid",
+    ),
+    "high not on the step grid": (
+        ("high = 64\nstep = 8", "high = 60\nstep = 8"),
+        'stages.temporal.params."temporal.lstm_hidden".high',
+        "not a multiple of step = 8",
+        "set high to low + a multiple of 8",
+    ),
+    "float bounds for an int": (
+        ("low = 8\nhigh = 64", "low = 8.5\nhigh = 64"),
+        'stages.temporal.params."temporal.lstm_hidden".low',
+        "expected an integer, got a number",
+        "integer",
+    ),
+    "empty choices": (
+        ("choices = [1, 2]", "choices = []"),
+        'stages.temporal.params."temporal.conv_layers".choices',
+        "empty choices",
+        "at least one choice",
+    ),
+    "default not a choice": (
+        ("choices = [1, 2]\ndefault = 1", 'choices = [1, 2]\ndefault = "1"'),
+        'stages.temporal.params."temporal.conv_layers".default',
+        "is not one of the choices",
+        '32 and "32" differ',
+    ),
+    "unknown parameter type": (
+        ('type = "float"', 'type = "flaot"'),
+        'stages.optim.params."optim.lr".type',
+        "'flaot' is not one of float, int, categorical",
+        "did you mean 'float'?",
+    ),
+    "choices on a numeric parameter": (
+        ("default = 1e-3", "default = 1e-3\nchoices = [1]"),
+        'stages.optim.params."optim.lr".choices',
+        "unknown key 'choices'",
+        "valid keys",
+    ),
+    "no default": (
+        ("log = true\ndefault = 1e-3\n", "log = true\n"),
+        'stages.optim.params."optim.lr".default',
+        "has no default",
+        "every parameter needs a default",
+    ),
+    "duplicate stage names": (
+        ('name = "temporal"', 'name = "optim"'),
+        "stages.optim",
+        "stage name 'optim' is used twice",
+        "unique name",
+    ),
+    "parameter tuned twice": (
+        ('[stages.params."temporal.conv_layers"]', '[stages.params."optim.lr"]'),
+        'stages.temporal.params."optim.lr"',
+        "already tuned in stage 'optim'",
+        "one stage only",
+    ),
+    "parameter tuned and fixed": (
+        ('"optim.epochs" = 2', '"optim.lr" = 0.01'),
+        'stages.optim.params."optim.lr"',
+        "also in [model.fixed]",
+        "either tuned or fixed",
+    ),
+    "unknown metric": (
+        ("seed = 3", 'seed = 3\nmetric = "f2"'),
+        "metric",
+        "'f2' is not one of f1, miou, auc",
+        "did you mean 'f1'?",
+    ),
+    "minimizing a score": (
+        ("seed = 3", 'seed = 3\ndirection = "minimize"'),
+        "direction",
+        "better when higher",
+        "remove direction",
+    ),
+    "unknown sampler": (
+        ('sampler = "tpe"', 'sampler = "tpee"'),
+        "stages.temporal.sampler",
+        "'tpee' is not one of",
+        "did you mean 'tpe'?",
+    ),
+    "unknown runner kind": (
+        ('kind = "local"', 'kind = "rey"'),
+        "runner.kind",
+        "'rey' is not one of local, ray",
+        "did you mean 'ray'?",
+    ),
+    "non-positive cpu": (
+        ("cpu = 1", "cpu = 0"),
+        "runner.cpu",
+        "cpu = 0",
+        "a number > 0",
+    ),
+    "data without format or scene": (
+        ('format = "geotiff"\n', ""),
+        "data",
+        "neither 'scene' nor 'format'",
+        "scene.toml",
+    ),
+    "missing scene file": (
+        ('format = "geotiff"', 'scene = "scenes/none.toml"'),
+        "data.scene",
+        "does not exist",
+        "hpo synth",
+    ),
+    "unknown storage scheme": (
+        ("seed = 3", 'seed = 3\nstorage = "mongodb://host/db"'),
+        "storage",
+        "unknown storage scheme 'mongodb'",
+        "sqlite:///file.db",
+    ),
+    "bad cycles": (
+        ("seed = 3", "seed = 3\ncycles = 0"),
+        "cycles",
+        "cycles = 0",
+        "1 or more",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ERRORS))
+def test_error_names_file_key_and_hint(tmp_path: Path, case: str) -> None:
+    (old, new), key, message, hint = ERRORS[case]
+    path = _write(tmp_path, _edit(old, new))
+    with pytest.raises(SpecError) as info:
+        load_study_file(path)
+    err = info.value
+    assert err.file == str(path.resolve())
+    assert err.key == key
+    assert message in str(err)
+    assert hint in err.hint
+    assert str(path.resolve()) in str(err) and f"[{key}]" in str(err)  # the one-line form
+
+
+@pytest.mark.skipif(not HAS_NETWORKS, reason="networks.config is not importable")
+def test_unknown_network_parameter_suggests_the_nearest(tmp_path: Path) -> None:
+    path = _write(tmp_path, BASE.replace('"optim.lr"', '"optim.lrr"'))
+    with pytest.raises(SpecError) as info:
+        load_study_file(path)
+    assert info.value.key == 'stages.optim.params."optim.lrr"'
+    assert info.value.hint == "did you mean 'optim.lr'?"
+
+
+@pytest.mark.skipif(not HAS_NETWORKS, reason="networks.config is not importable")
+def test_default_the_network_rejects_is_named(tmp_path: Path) -> None:
+    text = BASE + '\n[stages.params."dcnn.kernel_size"]\ntype = "int"\nlow = 1\nhigh = 7\n'
+    path = _write(tmp_path, text + "default = 4\n")  # kernel sizes must be odd
+    with pytest.raises(SpecError) as info:
+        load_study_file(path)
+    assert info.value.key == 'stages.temporal.params."dcnn.kernel_size".default'
+    assert "the network rejects it" in str(info.value)
+
+
+@pytest.mark.skipif(not HAS_DATA_SCENE, reason="data.scene is not importable")
+def test_unknown_data_format_suggests_the_nearest(tmp_path: Path) -> None:
+    path = _write(tmp_path, _edit('format = "geotiff"', 'format = "geotif"'))
+    with pytest.raises(SpecError) as info:
+        load_study_file(path)
+    assert info.value.key == "data.format"
+    assert info.value.hint == "did you mean 'geotiff'?"
+
+
+def test_stages_must_be_an_array_of_tables(tmp_path: Path) -> None:
+    raw = {"data": {"format": "geotiff"}, "stages": {"name": "optim"}}
+    with pytest.raises(SpecError) as info:
+        parse_study(raw, file=tmp_path / "s.toml")
+    assert info.value.key == "stages" and "double brackets" in info.value.hint
+    assert info.value.file == str((tmp_path / "s.toml").resolve())
+
+
+def test_missing_file_and_bad_toml(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="study file not found"):
+        load_study_file(tmp_path / "nope.toml")
+    with pytest.raises(SpecError, match="not valid TOML") as info:
+        load_study_file(_write(tmp_path, "name = \n"))
+    assert info.value.file == str((tmp_path / "demo.toml").resolve())
+
+
+def test_valid_file_defaults_and_stages(tmp_path: Path) -> None:
+    spec = load_study_file(_write(tmp_path, BASE))
+    assert (spec.name, spec.seed, spec.metric, spec.direction) == ("demo", 3, "f1", "maximize")
+    assert spec.storage == f"sqlite:///{tmp_path.resolve() / 'demo.db'}"
+    assert spec.artifacts == tmp_path.resolve() / "artifacts" / "demo"
+    assert spec.runner.kind == "local" and spec.runner.asha is None
+    assert spec.refine.enabled is False and spec.cycles == 1
+    assert spec.data == {"format": "geotiff", "dates": ["2008", "2011"]}
+    assert spec.model.fixed == {"optim.epochs": 2}
+    optim, temporal = spec.to_stages()
+    assert optim.space == {"optim.lr": FloatDistribution(1e-4, 1e-2, log=True)}
+    assert optim.defaults == {"optim.lr": 1e-3} and optim.budget == 3 and optim.sampler is None
+    assert temporal.space["temporal.lstm_hidden"] == IntDistribution(8, 64, step=8)
+    assert temporal.space["temporal.conv_layers"] == CategoricalDistribution([1, 2])
+    assert temporal.sampler == "tpe" and temporal.budget == 4
+
+
+def test_round_trip_through_to_dict(tmp_path: Path) -> None:
+    spec = load_study_file(_write(tmp_path, BASE))
+    again = parse_study(spec.to_dict(), file=spec.file)
+    assert again == spec
+    assert again.to_dict() == spec.to_dict()
+
+
+def test_fingerprint_ignores_where_and_how_but_not_what(tmp_path: Path) -> None:
+    spec = load_study_file(_write(tmp_path, BASE))
+    moved = _edit("cpu = 1", "cpu = 4").replace(
+        "seed = 3", 'seed = 3\nstorage = "postgresql://u@db/x"\nartifacts = "elsewhere"'
+    )
+    assert load_study_file(_write(tmp_path, moved, "b.toml")).fingerprint() == spec.fingerprint()
+    bigger = _edit("n_random = 2\nn_bayes = 1", "n_random = 2\nn_bayes = 5")
+    assert load_study_file(_write(tmp_path, bigger, "c.toml")).fingerprint() != spec.fingerprint()
+    assert spec.fingerprint() == load_study_file(spec.file).fingerprint()  # stable
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("sqlite:///runs/x.db", "sqlite:///{base}/runs/x.db"),
+        ("sqlite:///{base}/abs/x.db", "sqlite:///{base}/abs/x.db"),
+        ("x.db", "sqlite:///{base}/x.db"),
+        ("journal://logs/x.log", "journal://{base}/logs/x.log"),
+        ("journal://{base}/abs/x.log", "journal://{base}/abs/x.log"),
+        ("postgresql://user:secret@host/db", "postgresql://user:secret@host/db"),
+        ("redis://localhost:6379/0", "redis://localhost:6379/0"),
+    ],
+)
+def test_storage_paths_resolve_against_the_study_file(
+    tmp_path: Path, url: str, expected: str
+) -> None:
+    url = url.format(base=tmp_path.resolve())  # absolute paths must stay in the study's folder
+    spec = load_study_file(_write(tmp_path, _edit("seed = 3", f'seed = 3\nstorage = "{url}"')))
+    assert spec.storage == expected.format(base=tmp_path.resolve())
+
+
+def test_runner_section_with_asha(tmp_path: Path) -> None:
+    text = _edit(
+        'kind = "local"\ncpu = 1',
+        'kind = "ray"\ncpu = 2\ngpu = 0.25\nmax_concurrent = 4\naddress = "ray://head:10001"\n'
+        "max_retries = 1\n[runner.asha]\ngrace = 2\nreduction_factor = 4",
+    )
+    runner = load_study_file(_write(tmp_path, text)).runner
+    assert (runner.kind, runner.cpu, runner.gpu, runner.max_concurrent) == ("ray", 2.0, 0.25, 4)
+    assert runner.address == "ray://head:10001" and runner.max_retries == 1
+    assert (runner.asha.grace, runner.asha.reduction_factor) == (2, 4.0)
+
+
+def test_quickstart_loads(tmp_path: Path) -> None:
+    spec = load_study_file(REPO / "studies" / "quickstart.toml", check_paths=False)
+    assert isinstance(spec, StudySpec) and spec.name == "quickstart"
+    # What the README promises of it (issue 7): the fusion network's layer-wise search,
+    # at least 5 stages of at least 4 random + 4 Bayesian trials, optimizer first.
+    stages = spec.to_stages()
+    assert spec.model.name == "fusion" and len(stages) >= 5
+    assert all(s.n_random >= 4 and s.n_bayes >= 4 for s in stages)
+    assert all(name.startswith("optim.") for name in stages[0].space)
+    assert spec.storage == f"sqlite:///{REPO / 'studies' / 'quickstart.db'}"
+    # With its scene in place (relative to the study file) it loads with path checks on.
+    (tmp_path / "studies").mkdir()
+    copy = tmp_path / "studies" / "quickstart.toml"
+    shutil.copy(REPO / "studies" / "quickstart.toml", copy)
+    scene = tmp_path / ".cache" / "quickstart-scene" / "scene.toml"
+    scene.parent.mkdir(parents=True)
+    scene.write_text('[data]\nformat = "geotiff"\n')
+    assert load_study_file(copy).to_dict()["data"] == spec.to_dict()["data"]
