@@ -1,39 +1,121 @@
-"""Every tunable hyperparameter of the networks, grouped by the tuning stage that owns it."""
+"""Every tunable hyperparameter of the networks, grouped by the tuning stage that owns it.
+
+Each group is a frozen pydantic dataclass: its fields' types, bounds and literals are the
+one check of a value, whether it comes from a study file, an Optuna trial, an export or a
+checkpoint; a bad value raises :class:`~networks.errors.ConfigError` naming the dotted key.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
+import functools
 import numbers
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
-from networks.errors import ConfigError
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic.dataclasses import dataclass as typed_dataclass
+
+from networks.errors import ConfigError, explain, invalid
 
 VisibleUnits = Literal["gaussian", "bernoulli"]
 Schedule = Literal["constant", "cosine", "onecycle"]
 
-_TRUE = {"true", "yes", "on", "1"}
-_FALSE = {"false", "no", "off", "0"}
+
+def parse_sizes(value: Any) -> Any:
+    """Read a sequence of sizes in any of its written forms: the one converter of them.
+
+    Lists are how study files and exports write sizes (``[64, 32]``); ``"64,32"`` is how
+    an Optuna trial holds one (its categorical choices must be plain values, see
+    :func:`sizes_text`) and how study files, searches and exports of earlier versions
+    wrote them; a single integer is one size.
+
+    Args:
+        value: ``[64, 32]``, ``(64, 32)``, ``"64,32"`` (also ``"64 32"``, ``"64x32"``) or ``64``.
+
+    Returns:
+        The sizes as a list (each one still to be checked as a size).
+
+    Raises:
+        PydanticCustomError: The value is no sequence of sizes (read by
+            :func:`~networks.errors.explain`).
+    """
+    if isinstance(value, str):
+        parts = [p for p in re.split(r"[,\sx\-]+", value.strip()) if p]
+        if not all(p.isdigit() for p in parts):
+            raise invalid(f"expected integers, got {value!r}", _SIZES_HINT)
+        return [int(p) for p in parts]
+    if _is_integer(value):
+        return [int(value)]
+    if isinstance(value, Iterable) and not isinstance(value, Mapping):
+        # numpy arrays and their integer scalars read as plain integers
+        return [int(v) if _is_integer(v) else v for v in value]
+    raise invalid(f"expected a sequence of integers, got {value!r}", _SIZES_HINT)
 
 
-def _param(
-    default: Any,
-    *,
-    low: float | None = None,
-    high: float | None = None,
-    low_open: bool = False,
-    high_open: bool = False,
-    odd: bool = False,
-) -> Any:
-    """A dataclass field whose value range is checked by ``_Group.__post_init__``."""
-    bounds = {"low": low, "high": high, "low_open": low_open, "high_open": high_open, "odd": odd}
-    if isinstance(default, tuple):
-        return field(default_factory=lambda: default, metadata=bounds)
-    return field(default=default, metadata=bounds)
+def sizes_text(sizes: Sequence[int]) -> str:
+    """A sequence of sizes as one plain value (``(64, 32)`` -> ``"64,32"``).
+
+    Optuna's categorical choices must be ``None``, booleans, numbers or strings, so a
+    search holds a choice of sizes in this form; :func:`parse_sizes` reads it back.
+    """
+    return ",".join(str(int(s)) for s in sizes)
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _number(value: Any) -> Any:
+    """Refuse booleans as numbers (``True`` as a layer count is surely a mistake)."""
+    if isinstance(value, bool):
+        raise invalid(f"expected a number, got {value!r}")
+    if _is_integer(value):
+        return int(value)
+    if isinstance(value, numbers.Real) and not isinstance(value, float):
+        return float(value)
+    return value
+
+
+def _odd(value: int) -> int:
+    if value % 2 == 0:
+        raise invalid(
+            f"must be odd, got {value}", "odd kernels keep the map size with symmetric padding"
+        )
+    return value
+
+
+_SIZES_HINT = 'e.g. [64, 32] (or "64,32")'
+Int = Annotated[int, BeforeValidator(_number)]
+Float = Annotated[float, BeforeValidator(_number)]
+Positive = Annotated[Int, Field(ge=1)]
+Odd = Annotated[Int, Field(ge=1), AfterValidator(_odd)]
+Sizes = Annotated[tuple[Positive, ...], BeforeValidator(parse_sizes), Field(min_length=1)]
+OddSizes = Annotated[tuple[Odd, ...], BeforeValidator(parse_sizes), Field(min_length=1)]
+
+_G = TypeVar("_G", bound=type)
+
+
+def _group(cls: _G) -> _G:
+    """``cls`` as a frozen, typed config group whose invalid values raise ConfigError."""
+    typed = typed_dataclass(frozen=True, config=ConfigDict(extra="forbid", allow_inf_nan=False))
+    kind = typed(cls)
+    validate = kind.__init__
+
+    @functools.wraps(validate)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            validate(self, *args, **kwargs)
+        except ValidationError as exc:
+            issue = explain(exc, kind)
+            key = f"{kind.GROUP}.{issue.loc[0]}" if issue.loc else kind.GROUP
+            raise ConfigError(issue.message, key=key, hint=issue.hint) from exc
+
+    kind.__init__ = __init__
+    return kind
 
 
 def _nearest(word: str, choices: list[str]) -> str | None:
@@ -43,115 +125,13 @@ def _nearest(word: str, choices: list[str]) -> str | None:
 
 def _did_you_mean(word: str, choices: list[str]) -> str:
     near = _nearest(word, choices)
-    if near is not None:
-        return f"did you mean {near!r}?"
-    return "valid names: " + ", ".join(choices)
-
-
-def _coerce_scalar(value: Any, kind: type, key: str) -> Any:
-    """Cast ``value`` to ``kind`` (bool, int, float) without silently losing information."""
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, numbers.Integral) and int(value) in (0, 1):
-            return bool(value)
-        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-            return value.strip().lower() in _TRUE
-        raise ConfigError(f"expected a boolean, got {value!r}", key=key, hint="use true or false")
-    # bool is an int subclass; True as a layer count is almost certainly a mistake.
-    if isinstance(value, bool):
-        raise ConfigError(f"expected a number, got {value!r}", key=key)
-    if kind is int:
-        if isinstance(value, numbers.Integral):
-            return int(value)
-        if isinstance(value, numbers.Real) and float(value).is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                pass
-        raise ConfigError(f"expected an integer, got {value!r}", key=key)
-    if isinstance(value, numbers.Real):
-        result = float(value)
-    elif isinstance(value, str):
-        try:
-            result = float(value.strip())
-        except ValueError:
-            raise ConfigError(f"expected a number, got {value!r}", key=key) from None
-    else:
-        raise ConfigError(f"expected a number, got {value!r}", key=key)
-    if not math.isfinite(result):
-        raise ConfigError(f"expected a finite number, got {value!r}", key=key)
-    return result
-
-
-def _coerce(value: Any, hint: Any, key: str) -> Any:
-    """Cast ``value`` to the annotated type ``hint`` of the field named ``key``."""
-    if get_origin(hint) is Literal:
-        choices = [str(c) for c in get_args(hint)]
-        if not isinstance(value, str) or value not in choices:
-            raise ConfigError(
-                f"{value!r} is not one of {choices}",
-                key=key,
-                hint=_did_you_mean(str(value), choices),
-            )
-        return value
-    if get_origin(hint) is tuple:
-        if isinstance(value, str):
-            # Optuna's categorical choices cannot be tuples, so sizes also come as "64,32".
-            parts = [p for p in re.split(r"[,\sx\-]+", value.strip()) if p]
-        elif isinstance(value, numbers.Integral) and not isinstance(value, bool):
-            parts = [value]
-        elif isinstance(value, Iterable) and not isinstance(value, Mapping):
-            parts = list(value)  # lists from YAML/JSON, tuples, numpy arrays
-        else:
-            raise ConfigError(
-                f"expected a sequence of integers, got {value!r}",
-                key=key,
-                hint='e.g. [64, 32] or "64,32"',
-            )
-        return tuple(_coerce_scalar(p, int, key) for p in parts)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"expected a string, got {value!r}", key=key)
-        return value
-    return _coerce_scalar(value, hint, key)
-
-
-def _check_range(value: Any, meta: Mapping[str, Any], key: str) -> None:
-    items = value if isinstance(value, tuple) else (value,)
-    if isinstance(value, tuple) and not value:
-        raise ConfigError("must not be empty", key=key, hint="give at least one size")
-    low, high = meta.get("low"), meta.get("high")
-    for item in items:
-        if low is not None and (item <= low if meta["low_open"] else item < low):
-            op = ">" if meta["low_open"] else ">="
-            raise ConfigError(f"must be {op} {low}, got {item!r}", key=key)
-        if high is not None and (item >= high if meta["high_open"] else item > high):
-            op = "<" if meta["high_open"] else "<="
-            raise ConfigError(f"must be {op} {high}, got {item!r}", key=key)
-        if meta.get("odd") and item % 2 == 0:
-            raise ConfigError(
-                f"must be odd, got {item!r}",
-                key=key,
-                hint="odd kernels keep the map size with symmetric padding",
-            )
+    return f"did you mean {near!r}?" if near is not None else "valid names: " + ", ".join(choices)
 
 
 class _Group:
-    """Shared behaviour of the config groups: casting and range checks at construction."""
+    """Shared behaviour of the config groups."""
 
     GROUP: ClassVar[str]
-
-    def __post_init__(self) -> None:
-        hints = get_type_hints(type(self))
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            key = f"{self.GROUP}.{f.name}"
-            value = _coerce(getattr(self, f.name), hints[f.name], key)
-            _check_range(value, f.metadata, key)
-            # Frozen dataclasses only allow assignment through object.__setattr__.
-            object.__setattr__(self, f.name, value)
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -159,7 +139,7 @@ class _Group:
         return [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
 
 
-@dataclass(frozen=True)
+@_group
 class TemporalConfig(_Group):
     """CNN-LSTM temporal fusion module (tuning stage ``temporal``).
 
@@ -179,15 +159,15 @@ class TemporalConfig(_Group):
     GROUP: ClassVar[str] = "temporal"
 
     enabled: bool = True
-    conv_channels: int = _param(16, low=1)
-    conv_layers: int = _param(1, low=1)
-    kernel_size: int = _param(3, low=1, odd=True)
-    downsample: int = _param(4, low=1)
-    lstm_hidden: int = _param(32, low=1)
-    lstm_layers: int = _param(1, low=1)
+    conv_channels: Positive = 16
+    conv_layers: Positive = 1
+    kernel_size: Odd = 3
+    downsample: Positive = 4
+    lstm_hidden: Positive = 32
+    lstm_layers: Positive = 1
 
 
-@dataclass(frozen=True)
+@_group
 class DBNConfig(_Group):
     """Deep Belief Network branch of the spatial fusion module (tuning stage ``dbn``).
 
@@ -216,17 +196,17 @@ class DBNConfig(_Group):
 
     enabled: bool = True
     pretrain: bool = True
-    hidden: tuple[int, ...] = _param((32, 16), low=1)
+    hidden: Sizes = (32, 16)
     visible: VisibleUnits = "gaussian"
-    cd_k: int = _param(1, low=1)
-    pretrain_epochs: int = _param(3, low=1)
-    pretrain_lr: float = _param(0.01, low=0.0, low_open=True)
-    pretrain_batch_size: int = _param(64, low=1)
-    max_pixels: int = _param(20_000, low=1)
-    warmup_epochs: int = _param(1, low=0)
+    cd_k: Positive = 1
+    pretrain_epochs: Positive = 3
+    pretrain_lr: Annotated[Float, Field(gt=0.0)] = 0.01
+    pretrain_batch_size: Positive = 64
+    max_pixels: Positive = 20_000
+    warmup_epochs: Annotated[Int, Field(ge=0)] = 1
 
 
-@dataclass(frozen=True)
+@_group
 class DCNNConfig(_Group):
     """Deep 2-D CNN branch of the spatial fusion module (tuning stage ``dcnn``).
 
@@ -260,12 +240,12 @@ class DCNNConfig(_Group):
 
     GROUP: ClassVar[str] = "dcnn"
 
-    depth: int = _param(4, low=1)
-    width: int = _param(32, low=1)
-    kernel_size: int = _param(3, low=1, odd=True)
-    dilation: int = _param(2, low=1)
-    max_dilation: int = _param(8, low=1)
-    levels: int = _param(1, low=0, high=8)
+    depth: Positive = 4
+    width: Positive = 32
+    kernel_size: Odd = 3
+    dilation: Positive = 2
+    max_dilation: Positive = 8
+    levels: Annotated[Int, Field(ge=0, le=8)] = 1
 
     def dilations(self) -> tuple[int, ...]:
         """The dilation of every block of the body, first block first.
@@ -279,7 +259,7 @@ class DCNNConfig(_Group):
         return tuple(cycle[i % len(cycle)] for i in range(self.depth))
 
 
-@dataclass(frozen=True)
+@_group
 class HeadConfig(_Group):
     """Feature reconstruction, classifier and loss (tuning stage ``head``).
 
@@ -303,15 +283,15 @@ class HeadConfig(_Group):
 
     GROUP: ClassVar[str] = "head"
 
-    dropout: float = _param(0.1, low=0.0, high=1.0, high_open=True)
-    mse_weight: float = _param(1.0, low=0.0)
-    pos_weight: float = _param(3.0, low=0.0, low_open=True)
-    dice_weight: float = _param(0.0, low=0.0)
-    positive_tiles: float = _param(0.0, low=0.0, high=1.0, high_open=True)
-    focal_gamma: float = _param(0.0, low=0.0)
+    dropout: Annotated[Float, Field(ge=0.0, lt=1.0)] = 0.1
+    mse_weight: Annotated[Float, Field(ge=0.0)] = 1.0
+    pos_weight: Annotated[Float, Field(gt=0.0)] = 3.0
+    dice_weight: Annotated[Float, Field(ge=0.0)] = 0.0
+    positive_tiles: Annotated[Float, Field(ge=0.0, lt=1.0)] = 0.0
+    focal_gamma: Annotated[Float, Field(ge=0.0)] = 0.0
 
 
-@dataclass(frozen=True)
+@_group
 class OptimConfig(_Group):
     """Adam optimiser and training length (tuning stage ``optim``).
 
@@ -333,16 +313,16 @@ class OptimConfig(_Group):
 
     GROUP: ClassVar[str] = "optim"
 
-    lr: float = _param(3e-3, low=0.0, low_open=True)
-    weight_decay: float = _param(0.0, low=0.0)
-    batch_size: int = _param(4, low=1)
-    epochs: int = _param(10, low=1)
+    lr: Annotated[Float, Field(gt=0.0)] = 3e-3
+    weight_decay: Annotated[Float, Field(ge=0.0)] = 0.0
+    batch_size: Positive = 4
+    epochs: Positive = 10
     schedule: Schedule = "onecycle"
-    grad_clip: float = _param(1.0, low=0.0)
+    grad_clip: Annotated[Float, Field(ge=0.0)] = 1.0
     augment: bool = True
 
 
-@dataclass(frozen=True)
+@_group
 class BoostConfig(_Group):
     """Per-pixel gradient boosting, the classical floor ``hgb`` (tuning stage ``boost``).
 
@@ -365,17 +345,17 @@ class BoostConfig(_Group):
 
     GROUP: ClassVar[str] = "boost"
 
-    learning_rate: float = _param(0.1, low=0.0, low_open=True)
-    max_iter: int = _param(100, low=1)
-    max_leaf_nodes: int = _param(31, low=2)
-    min_samples_leaf: int = _param(20, low=1)
-    l2_regularization: float = _param(0.0, low=0.0)
-    max_pixels: int = _param(200_000, low=2)
-    windows: tuple[int, ...] = _param((3, 7), low=1, odd=True)
-    pos_weight: float = _param(1.0, low=0.0, low_open=True)
+    learning_rate: Annotated[Float, Field(gt=0.0)] = 0.1
+    max_iter: Positive = 100
+    max_leaf_nodes: Annotated[Int, Field(ge=2)] = 31
+    min_samples_leaf: Positive = 20
+    l2_regularization: Annotated[Float, Field(ge=0.0)] = 0.0
+    max_pixels: Annotated[Int, Field(ge=2)] = 200_000
+    windows: OddSizes = (3, 7)
+    pos_weight: Annotated[Float, Field(gt=0.0)] = 1.0
 
 
-@dataclass(frozen=True)
+@_group
 class UNetConfig(_Group):
     """The U-Net baseline (model ``unet``); the other models ignore this group.
 
@@ -392,8 +372,8 @@ class UNetConfig(_Group):
 
     GROUP: ClassVar[str] = "unet"
 
-    channels: int = _param(24, low=1)
-    levels: int = _param(3, low=1, high=8)
+    channels: Positive = 24
+    levels: Annotated[Int, Field(ge=1, le=8)] = 3
 
 
 _GROUP_TYPES: dict[str, type[_Group]] = {
@@ -570,6 +550,20 @@ class ModelConfig:
     def param_names(cls) -> list[str]:
         """All dotted parameter names (``"temporal.enabled"``, ...), in declaration order."""
         return [f"{g}.{n}" for g, kind in _GROUP_TYPES.items() for n in kind.field_names()]
+
+    @classmethod
+    def sequence_params(cls) -> frozenset[str]:
+        """Dotted names of the fields that hold a sequence of sizes (``"dbn.hidden"``, ...).
+
+        Their values are lists in study files and exports, and ``"64,32"`` in an Optuna
+        trial (see :func:`sizes_text`); :func:`parse_sizes` reads every form.
+        """
+        return frozenset(
+            f"{g}.{f.name}"
+            for g, kind in _GROUP_TYPES.items()
+            for f in dataclasses.fields(kind)  # type: ignore[arg-type]
+            if isinstance(f.default, tuple)
+        )
 
     @classmethod
     def _resolve(cls, key: str) -> str:
