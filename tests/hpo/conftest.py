@@ -7,9 +7,10 @@ import uuid
 
 import optuna
 import pytest
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from hpo import Stage
+# The engine tests' search, shared with the chaos kit's driver (re-exported for the tests).
+from benchmarks.reliability.chaos_kit import quadratic as quadratic
+from benchmarks.reliability.chaos_kit import two_stages as two_stages
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -56,40 +57,3 @@ def redis_url():
 def name() -> str:
     """A unique search name (server storages are shared between tests and people)."""
     return f"t{uuid.uuid4().hex[:10]}"
-
-
-def two_stages(n_random: int = 3, n_bayes: int = 2, sampler: str | None = "tpe") -> list[Stage]:
-    """Two small stages: a float and an int, then a log float and a categorical."""
-    return [
-        Stage(
-            "first",
-            {"x": FloatDistribution(-5.0, 5.0), "n": IntDistribution(1, 9)},
-            defaults={"x": 0.0, "n": 5},
-            n_random=n_random,
-            n_bayes=n_bayes,
-            sampler=sampler,
-        ),
-        Stage(
-            "second",
-            {
-                "lr": FloatDistribution(1e-4, 1.0, log=True),
-                "act": CategoricalDistribution(["relu", "tanh", "gelu"]),
-            },
-            defaults={"lr": 0.01, "act": "relu"},
-            n_random=n_random,
-            n_bayes=n_bayes,
-            sampler=sampler,
-        ),
-    ]
-
-
-def quadratic(params: dict) -> float:
-    """A separable quadratic with its maximum 1.0 at x=1, n=3, lr=0.1, act=tanh."""
-    import math
-
-    return (
-        -((params["x"] - 1.0) ** 2)
-        - 0.1 * (params["n"] - 3) ** 2
-        - (math.log10(params["lr"]) + 1.0) ** 2
-        + (1.0 if params["act"] == "tanh" else 0.0)
-    )

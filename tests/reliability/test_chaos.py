@@ -1,8 +1,8 @@
 """Chaos: a layer-wise search whose driver is SIGKILLed at random moments, restarted
 each time until it completes, loses and duplicates nothing and corrupts no file.
 
-The short CI version of ``benchmarks/chaos.py``; the harness and the audit (what counts
-as lost, duplicated, corrupt) are in ``tests/reliability/_chaos.py``.
+The short CI version of ``benchmarks/reliability/chaos.py``; the harness and the audit (what counts
+as lost, duplicated, corrupt) are in ``benchmarks/reliability/chaos_kit.py``.
 """
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ import random
 
 import pytest
 
+from benchmarks.reliability.chaos_kit import Plan, chaos_search, storage_url
 from tests.hpo.conftest import pg_url  # noqa: F401 - the fixture
-from tests.reliability._chaos import Plan, chaos_search, storage_url
 
 # Trials long enough that random kills land in them, short enough for CI.
 PLAN = Plan(n_random=3, n_bayes=1, refine=None, sleep=0.15)
 SEEDS = {"sqlite": 11, "journal": 12, "postgres": 13}
 # Kills of a finished search while it exports (each life imports torch for the export's
-# network config: seconds); one storage is enough in CI, benchmarks/chaos.py does more.
+# network config: seconds); one storage is enough in CI, benchmarks/reliability/chaos.py does more.
 EXPORT_KILLS = {"sqlite": 1, "journal": 0, "postgres": 0}
 
 

@@ -1,6 +1,6 @@
 """Several drivers on one search (real processes): nothing lost or duplicated, no stage
 over budget beyond the trials running at its barrier, every driver ends with the same
-ledger. The short version of ``benchmarks/concurrency.py`` (N = 2, 4, 8)."""
+ledger. The short version of ``benchmarks/reliability/concurrency.py`` (N = 2, 4, 8)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from benchmarks.reliability.chaos_kit import Plan, concurrent_search
 from hpo import LayerwiseSearch, Runner, Stage
 from hpo.engine.leases import FAIL_KIND_ATTR, FAIL_REASON_ATTR
 from hpo.engine.samplers import make_sampler
 from hpo.engine.samplers.phased import StageSampler
 from tests.hpo.conftest import name, pg_url, redis_url  # noqa: F401 - the fixtures
-from tests.reliability._chaos import Plan, concurrent_search
 
 DRIVERS = 4
 PLAN = Plan(n_random=3, n_bayes=3, refine=2, sleep=0.1, lease=5)

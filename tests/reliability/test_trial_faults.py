@@ -20,6 +20,7 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
+from benchmarks.reliability.chaos_kit import Plan, finish, kill, read_lines, start_driver
 from hpo import HPOError, LayerwiseSearch, LocalRunner, SpecError, Stage, StageFailedError
 from hpo.engine.context import HISTORY_ATTR
 from hpo.engine.leases import FAIL_KIND_ATTR, FAIL_REASON_ATTR, LEASE_ATTR
@@ -27,7 +28,6 @@ from hpo.engine.runners.isolated import KILLED, TIMED_OUT, IsolatedObjective, is
 from hpo.study import make_runner
 from hpo.study.schema import parse_study
 from tests.hpo.conftest import name  # noqa: F401 - the fixture
-from tests.reliability._chaos import Plan, finish, kill, read_lines, start_driver
 
 ROOT = Path(__file__).resolve().parents[2]
 FAULTS = ["ok", "raise", "nan", "inf", "hang", "oom", "exit"]

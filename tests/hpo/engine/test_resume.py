@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
+from benchmarks.reliability.chaos_kit import DRIVER
 from hpo import LayerwiseSearch
 from hpo.engine.leases import DRIVER_GONE, FAIL_KIND_ATTR
 from hpo.engine.ledger import COPIED_ATTR
 
-DRIVER = Path(__file__).with_name("_driver.py")
-BUDGET = 6  # two_stages(n_random=3, n_bayes=3) in _driver.py
+BUDGET = 6  # two_stages(n_random=3, n_bayes=3) in the driver
 
 
 def start_driver(url: str, name: str, calls: Path, sleep: float, lease: float = 2):

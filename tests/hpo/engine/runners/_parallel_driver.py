@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 import optuna  # noqa: E402
 from optuna.distributions import FloatDistribution  # noqa: E402
 
+from benchmarks.reliability.chaos_kit import append_line  # noqa: E402
 from hpo import LayerwiseSearch, LocalRunner, Stage  # noqa: E402
-from tests.hpo._driver import append_line  # noqa: E402
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

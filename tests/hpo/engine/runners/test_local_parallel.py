@@ -22,6 +22,7 @@ from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 from rich.console import Console
 
+from benchmarks.reliability.chaos_kit import append_line
 from hpo import LayerwiseSearch, LocalRunner, SpecError, Stage
 from hpo.engine.leases import FAIL_KIND_ATTR, FAIL_REASON_ATTR
 from hpo.engine.progress import TuneProgress
@@ -29,7 +30,6 @@ from hpo.engine.runners.isolated import KILLED, TIMED_OUT
 from hpo.engine.runners.local import default_workers, machine_cpus
 from hpo.study import make_runner
 from hpo.study.schema import parse_study
-from tests.hpo._driver import append_line
 from tests.hpo.conftest import name  # noqa: F401 - the fixture
 
 ROOT = Path(__file__).resolve().parents[3]

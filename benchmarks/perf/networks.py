@@ -13,18 +13,18 @@ dilation pyramid on a downsampled grid) and ``fusion-narrow``, the defaults befo
 the same run. Every row also carries the model's empirical receptive field (the side of
 the input region whose gradient reaches the centre output pixel of a 192-px input).
 
-    python -m benchmarks.networks            # full run, writes benchmarks/results/networks.*
-    python -m benchmarks.networks --quick    # 32 x 32, seconds; prints the table only
-    python -m benchmarks.networks --device cuda
-    python -m benchmarks.networks --scene    # quickstart scene: train time and test F1 of
-                                             # fusion, fusion-narrow and unet, 3 seeds
-    python -m benchmarks.networks --scene --study studies/compare-synthetic.toml --split blocked
+    python -m benchmarks.perf.networks          # full run, writes benchmarks/results/networks.*
+    python -m benchmarks.perf.networks --quick  # 32 x 32, seconds; prints the table only
+    python -m benchmarks.perf.networks --device cuda
+    python -m benchmarks.perf.networks --scene  # quickstart scene: train time and test F1 of
+                                                # fusion, fusion-narrow and unet, 3 seeds
+    python -m benchmarks.perf.networks --scene --study studies/compare-synthetic.toml \
+        --split blocked
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import platform
 import resource
@@ -32,12 +32,16 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from benchmarks._harness import Row, Run, add_common_flags, results_dir
+
 DATASET = "synthetic-random"
 BATCH, SOURCES, TIMES = 4, 8, 5
-RESULTS = Path(__file__).resolve().parent / "results"
+UNITS = {"pixels_per_s": "px/s", "seconds_per_step": "s", "peak_memory_mib": "MiB",
+         "receptive_field_px": "px", "train_seconds": "CPU s", "train_seconds_sd": "CPU s"}
 NARROW = "fusion-narrow"
 """The fusion network at the defaults before its DCNN branch got context."""
 NARROW_PARAMS = {"dcnn.depth": 4, "dcnn.dilation": 2, "dcnn.max_dilation": 2, "dcnn.levels": 0}
@@ -158,7 +162,7 @@ def throughput(
 
 def _memory_in_subprocess(model_name: str, args: argparse.Namespace, size: int) -> dict:
     command = [
-        sys.executable, "-m", "benchmarks.networks", "--child", model_name,
+        sys.executable, "-m", "benchmarks.perf.networks", "--child", model_name,
         "--device", args.device, "--threads", str(args.threads), "--size", str(size),
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -172,6 +176,7 @@ def _narrow_row(rows: list[dict]) -> dict | None:
 
 
 def _records(rows: list[dict], reference: float) -> list[dict[str, Any]]:
+    """The result rows (as dicts) of the size / speed / memory run."""
     records = []
     narrow = _narrow_row(rows)
     for row in rows:
@@ -194,16 +199,14 @@ def _records(rows: list[dict], reference: float) -> list[dict[str, Any]]:
                     row["peak_memory_mib"] / narrow["peak_memory_mib"]
                 )
         for metric, value in metrics.items():
-            records.append({"dataset": DATASET, "model": row["model"], "metric": metric,
-                            "value": value})  # fmt: skip
+            records.append(asdict(Row("networks", DATASET, row["model"], metric, value,
+                                      UNITS.get(metric, ""))))  # fmt: skip
     return records
 
 
 def _markdown(rows: list[dict], reference: float, setup: dict[str, Any]) -> str:
     memory = "peak CUDA memory" if setup["device"] == "cuda" else "peak RSS delta"
     lines = [
-        f"# networks benchmark ({DATASET})",
-        "",
         f"Batch {BATCH} of (S={SOURCES}, T={TIMES}, {setup['size']}, {setup['size']}), "
         f"forward + backward, device {setup['device']} ({setup['device_name']}), "
         f"{setup['threads']} thread(s), median of {setup['reps']} round-robin repetitions "
@@ -241,7 +244,7 @@ def _markdown(rows: list[dict], reference: float, setup: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-SCENE_STUDY = Path(__file__).resolve().parents[1] / "studies" / "quickstart.toml"
+SCENE_STUDY = Path(__file__).resolve().parents[2] / "studies" / "quickstart.toml"
 SCENE_NARROW = {"dcnn.depth": 2, "dcnn.dilation": 2, "dcnn.max_dilation": 2, "dcnn.levels": 0}
 """The quickstart's DCNN before issue 19: two full-resolution blocks dilated 1, 2."""
 SCENE_MODELS = ("fusion", NARROW, "unet")
@@ -334,8 +337,6 @@ def _scene_summary(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 def _scene_markdown(summary: dict[str, dict[str, float]], setup: dict[str, Any]) -> str:
     lines = [
-        f"# networks on {setup['dataset']}: the untuned trial, three models",
-        "",
         f"The untuned trial of {setup['study']} ([model.fixed] and every stage's default), "
         f"trained on its train split ({setup.get('split', 'the study')} split) with seeds "
         f"{setup['seeds']}, scored on its test split; CPU, one thread; "
@@ -366,42 +367,49 @@ def _scene_dataset(study: Path, split: str | None) -> str:
     return name + (f"-{split}" if split else "")
 
 
+def scene_rows(
+    dataset: str, summary: dict[str, dict[str, float]], runs: list[dict[str, Any]]
+) -> list[Row]:
+    """The scene's rows: the summary over seeds, then every (seed, model) run."""
+    n_seeds = len({r["seed"] for r in runs})
+    rows = [
+        Row("networks-scene", dataset, name, metric, value, UNITS.get(metric, ""),
+            {"seeds": n_seeds})
+        for name, metrics in summary.items()
+        for metric, value in metrics.items()
+    ]  # fmt: skip
+    return rows + [
+        Row("networks-scene", dataset, r["model"], metric, r[metric], UNITS.get(metric, ""),
+            {"seed": r["seed"]})
+        for r in runs
+        for metric in ("train_seconds", "test_f1", "test_f1_at_val_threshold", "test_auc")
+    ]  # fmt: skip
+
+
 def _run_scene(args: argparse.Namespace) -> None:
     import torch
 
-    seeds = list(range(args.seeds))
+    seeds = list(range(args.seed, args.seed + args.seeds))
     rows = scene(args.study, seeds, args.split)
     summary = _scene_summary(rows)
     # The quickstart's own split keeps the plain name; other studies and splits say theirs.
     suffix = "".join(
         f"-{part}" for part in (args.study.stem, args.split) if part not in (None, "quickstart")
     )
+    recorder = Run("networks_scene" + suffix, results_dir(args))
     setup = {
         "dataset": _scene_dataset(args.study, args.split), "study": args.study.name,
         "seeds": seeds,
         "split": args.split or "the study's",
         "device": "cpu", "threads": 1, "torch": str(torch.__version__),
-        "date": datetime.date.today().isoformat(),
+        "date": recorder.machine["utc"][:10],
     }  # fmt: skip
     table = _scene_markdown(summary, setup)
     print(table)
-    output = args.output if args.output is not None else RESULTS
-    output.mkdir(parents=True, exist_ok=True)
-    records = [
-        {"dataset": setup["dataset"], "model": name, "metric": metric, "value": value}
-        for name, metrics in summary.items()
-        for metric, value in metrics.items()
-    ] + [
-        {"dataset": setup["dataset"], "model": r["model"], "metric": metric, "seed": r["seed"],
-         "value": r[metric]}
-        for r in rows
-        for metric in ("train_seconds", "test_f1", "test_f1_at_val_threshold", "test_auc")
-    ]  # fmt: skip
-    payload = {"setup": setup, "results": records}
-    stem = "networks_scene" + suffix
-    (output / f"{stem}.json").write_text(json.dumps(payload, indent=2) + "\n")
-    (output / f"{stem}.md").write_text(table)
-    print(f"wrote {output / stem}.json and .md", file=sys.stderr)
+    recorder.write(
+        scene_rows(setup["dataset"], summary, rows), settings=setup, markdown=table,
+        title=f"networks on {setup['dataset']}: the untuned trial, three models",
+    )  # fmt: skip
 
 
 def _device_name(device: str) -> str:
@@ -415,11 +423,11 @@ def _device_name(device: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     """Run the benchmark (see the module docstring)."""
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.networks",
+        prog="python -m benchmarks.perf.networks",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--quick", action="store_true", help="32 x 32 inputs, fewer reps")
+    add_common_flags(parser)  # --quick: 32 x 32 inputs, fewer reps; --seed: --scene's first
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--reps", type=int, default=None, help="timed repetitions per model")
@@ -433,13 +441,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=3, help="training seeds of --scene")
     parser.add_argument("--split", choices=["random", "blocked"], default=None,
                         help="--scene: replace the study's split")  # fmt: skip
-    parser.add_argument(
-        "--output",
-        type=Path,
-        default=None,
-        help="folder for networks.json / networks.md (default: "
-        "benchmarks/results for a full run, none for --quick)",
-    )
     args = parser.parse_args(argv)
     size = args.size or (32 if args.quick else 128)
     reps = args.reps or (3 if args.quick else 5)
@@ -458,6 +459,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from networks import NETWORK_NAMES
 
+    recorder = Run("networks", results_dir(args))
     names = [NETWORK_NAMES[0], NARROW, *NETWORK_NAMES[1:]]
     rows = []
     # Every memory child first: on Linux a child's peak RSS starts from its parent's
@@ -480,17 +482,12 @@ def main(argv: list[str] | None = None) -> None:
         "dataset": DATASET, "batch": BATCH, "sources": SOURCES, "times": TIMES, "size": size,
         "device": args.device, "device_name": _device_name(args.device),
         "threads": args.threads, "reps": reps, "torch": str(torch.__version__),
-        "date": datetime.date.today().isoformat(),
+        "date": recorder.machine["utc"][:10],
     }  # fmt: skip
     table = _markdown(rows, reference, setup)
     print(table)
-    output = args.output if args.output is not None else (None if args.quick else RESULTS)
-    if output is not None:
-        output.mkdir(parents=True, exist_ok=True)
-        payload = {"setup": setup, "results": _records(rows, reference)}
-        (output / "networks.json").write_text(json.dumps(payload, indent=2) + "\n")
-        (output / "networks.md").write_text(table)
-        print(f"wrote {output / 'networks.json'} and {output / 'networks.md'}", file=sys.stderr)
+    recorder.write([Row(**r) for r in _records(rows, reference)], settings=setup,
+                   markdown=table, title=f"networks benchmark ({DATASET})")
 
 
 if __name__ == "__main__":

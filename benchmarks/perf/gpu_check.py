@@ -19,8 +19,8 @@ that fails is recorded with its error and the other still runs; the results are 
 after each part, so a run killed at its time limit keeps what it finished. Exits 1 when
 a part failed. Without a CUDA GPU it says so and exits 0.
 
-    python -m benchmarks.gpu_check             # writes benchmarks/results/gpu_check.json
-    python -m benchmarks.gpu_check --rehearse  # the same path on CPU with a logical GPU
+    python -m benchmarks.perf.gpu_check             # writes benchmarks/results/gpu_check.json
+    python -m benchmarks.perf.gpu_check --rehearse  # the same path on CPU with a logical GPU
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from benchmarks.ray_runner import RESULTS, quiet, random_tiles, timed_stage
+from benchmarks._harness import RESULTS, Row, Run, add_common_flags, melt
+from benchmarks.perf.ray_runner import quiet, random_tiles, timed_stage
 from hpo import NetworkObjective
 
 MODEL = "fusion"
@@ -293,12 +294,38 @@ def _summary(record: dict[str, Any], device: str) -> str:
     return "\n".join(lines)
 
 
+def to_rows(record: dict[str, Any]) -> list[Row]:
+    """Per part (``train`` on the device and on the CPU, ``ray``) and measure.
+
+    A part that failed is one row, its ``error``.
+    """
+    shape = record["setup"]["sizes"]["shape"]
+    dataset = "random-tiles-" + "x".join(str(n) for n in shape)
+    parts = []
+    for name in ("train", "ray"):
+        part = record.get(name)
+        if part is None:
+            continue
+        if "error" in part:
+            parts.append({"part": name, "model": MODEL, "error": part["error"]})
+        elif name == "train":
+            parts += [{**part[on], "part": "train", "model": MODEL, "on": on}
+                      for on in ("device", "cpu")]  # fmt: skip
+            parts.append({"part": "train", "model": MODEL, "on": "ratio",
+                          "cpu_vs_device_epoch": part["cpu_vs_device_epoch"]})
+        else:
+            parts.append({**part, "part": "ray", "model": MODEL})
+    return melt("gpu_check", parts, dataset=dataset, model_key="model",
+                setup_keys=("part", "on", "device", "threads"))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the check on a CUDA GPU; say so and return (exit 0) without one."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common_flags(parser, seed=None)  # --quick: the rehearsal's sizes on the GPU
     parser.add_argument("--rehearse", action="store_true",
                         help="run the GPU path on CPU with a logical GPU (tests this script; "
-                             "writes nothing)")
+                             "writes only with --out)")
     args = parser.parse_args(argv)
     import torch
 
@@ -310,18 +337,20 @@ def main(argv: list[str] | None = None) -> None:
         return
     quiet()
     device = "cpu" if args.rehearse else "cuda"
-    sizes = SIZES["rehearse" if args.rehearse else "gpu"]
+    sizes = SIZES["rehearse" if args.rehearse or args.quick else "gpu"]
+    recorder = Run("gpu_check", args.out if args.out or args.rehearse or args.quick
+                   else RESULTS)
     data = (random_tiles(sizes["train"], 0, sizes["shape"]),
             random_tiles(sizes["val"], 1, sizes["shape"]))
     start = time.perf_counter()
     record: dict[str, Any] = {"setup": {**_setup(device), "sizes": sizes}}
-    out = RESULTS / "gpu_check.json"
 
     def save() -> None:
         record["total_s"] = time.perf_counter() - start
-        if not args.rehearse:
-            RESULTS.mkdir(exist_ok=True)
-            out.write_text(json.dumps(record, indent=2) + "\n")
+        recorder.write(to_rows(record), settings=record["setup"],
+                       details={"total_s": record["total_s"]},
+                       markdown="```\n" + _summary(record, device) + "\n```\n",
+                       title="gpu_check: CUDA training and fractional-GPU Ray trials")
 
     _run_part(record, "train", check_train, data, sizes, device)
     save()
@@ -331,8 +360,6 @@ def main(argv: list[str] | None = None) -> None:
     # The summary last: a caller that keeps only the output's tail still sees it.
     print(json.dumps(record, indent=2))
     print(_summary(record, device))
-    if not args.rehearse:
-        print(f"wrote {out}")
     if any("error" in record[part] for part in ("train", "ray")):
         sys.exit(1)
 

@@ -17,20 +17,18 @@ Per configuration: trials per hour over the stage's wall time (Tune's experiment
 and end and the workers' start included: what a short stage gets) and in steady state
 (from the completion of the first ``concurrency`` trials to the last one), the median
 trial time, and the ratios to ``ray-c1``. Ray's own cost per trial against the local
-runner on a near-zero objective comes from :mod:`benchmarks.ray_runner` in the same run.
+runner on a near-zero objective comes from :mod:`benchmarks.perf.ray_runner` in the same run.
 
 The machine's load averages before and after are recorded: on a shared machine the
 figures are only as good as the cores were idle.
 
-    python -m benchmarks.ray_scaling            # writes benchmarks/results/ray_scaling.*
-    python -m benchmarks.ray_scaling --quick    # 3 shorter trials each; prints the table only
+    python -m benchmarks.perf.ray_scaling            # writes benchmarks/results/ray_scaling.*
+    python -m benchmarks.perf.ray_scaling --quick    # 3 shorter trials each; prints the table only
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
 import platform
 import statistics
@@ -40,7 +38,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.ray_runner import RESULTS, compare, empty_objective, start_ray, timed_stage
+from benchmarks._harness import Row, Run, add_common_flags, melt, results_dir
+from benchmarks.perf.ray_runner import compare, empty_objective, start_ray, timed_stage
 
 # The [data] section of the study: a 128 x 128 px scene with 3 dates, 16 px tiles
 # (38 training and 13 validation tiles), built once per run.
@@ -165,8 +164,6 @@ def _markdown(rows: list[dict], ratios: dict[str, float], cost: list[dict],
     load = "/".join(f"{x:.1f}" for x in setup["load_before"])
     load_after = "/".join(f"{x:.1f}" for x in setup["load_after"])
     lines = [
-        "# ray runner scaling: trials per hour with real trainings",
-        "",
         f"Data set `{setup['dataset']}`, model `{setup['model']}` ({setup['epochs']} epochs, "
         f"{setup['train_tiles']} training / {setup['val_tiles']} validation tiles), metric "
         f"`{setup['metric']}`; one Ray instance of 2 CPUs for all configurations (started "
@@ -205,7 +202,7 @@ def _markdown(rows: list[dict], ratios: dict[str, float], cost: list[dict],
         f"({ratios['c1_2threads_vs_c1_steady']:.2f}× steady). Ray c1 vs local: "
         f"{ratios['c1_vs_local']:.2f}× ({ratios['c1_vs_local_steady']:.2f}× steady).",
         "",
-        "Ray's cost per trial on a near-zero objective (`benchmarks/ray_runner.py`, "
+        "Ray's cost per trial on a near-zero objective (`benchmarks/perf/ray_runner.py`, "
         "sequential, actors reused):",
         "",
         "| runner | trials | per trial (s) | × local | steady (s) | × local |",
@@ -220,12 +217,21 @@ def _markdown(rows: list[dict], ratios: dict[str, float], cost: list[dict],
     return "\n".join(lines) + "\n"
 
 
+def to_rows(results: list[dict], ratios: dict[str, float], cost: list[dict]) -> list[Row]:
+    """Per configuration and measure, the ratios, and Ray's cost per trial (``empty``)."""
+    rows = melt("ray_scaling", results, dataset=DATASET, model_key="config",
+                setup_keys=("runner", "cpu_per_trial", "threads_per_trial", "concurrent"))
+    rows += [Row("ray_scaling", DATASET, "ratios", k, v) for k, v in ratios.items()]
+    return rows + melt("ray_scaling-cost", cost, dataset="", dataset_key="objective",
+                       model_key="runner")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the benchmark; write the results unless ``--quick``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="3 shorter trials per configuration; write nothing")
+    add_common_flags(parser, seed=None)  # --quick: 3 shorter trials per configuration
     args = parser.parse_args(argv)
+    recorder = Run("ray_scaling", results_dir(args))
     trials, epochs, empty_trials = (3, 3, 10) if args.quick else (8, 8, 30)
     start = time.perf_counter()
     load_before = os.getloadavg()
@@ -257,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
         "machine": platform.machine(),
         "ray": ray.__version__,
         "torch": torch.__version__,
-        "date": datetime.date.today().isoformat(),
+        "date": recorder.machine["utc"][:10],
         "ray_init_s": ray_init,
         "load_before": load_before,
         "load_after": os.getloadavg(),
@@ -266,12 +272,8 @@ def main(argv: list[str] | None = None) -> None:
     }
     table = _markdown(rows, ratios, cost, setup)
     print(table)
-    if not args.quick:
-        RESULTS.mkdir(exist_ok=True)
-        record = {"dataset": DATASET, "model": MODEL, "metric": METRIC, "setup": setup,
-                  "results": rows, "ratios": ratios, "ray_cost_per_trial": cost}
-        (RESULTS / "ray_scaling.json").write_text(json.dumps(record, indent=2) + "\n")
-        (RESULTS / "ray_scaling.md").write_text(table)
+    recorder.write(to_rows(rows, ratios, cost), settings=setup, markdown=table,
+                   title="ray runner scaling: trials per hour with real trainings")
 
 
 if __name__ == "__main__":

@@ -12,12 +12,14 @@ and the patches have groups), ``random.toml`` on random patches of region ``a``
 (``validation = "random"``, flagged by the dry run). The lead's tuning comparison runs on
 these; this script only builds them and checks them with ``hpo tune --dry-run``.
 
-    python -m benchmarks.region_shift OUT_DIR            # size 256, 32-px patches
-    python -m benchmarks.region_shift OUT_DIR --size 192 --tile 32 --block 2
+    python -m benchmarks.experiments.region_shift OUT_DIR            # size 256, 32-px patches
+    python -m benchmarks.experiments.region_shift OUT_DIR --size 192 --tile 32 --block 2
     hpo tune OUT_DIR/grouped.toml ; hpo tune OUT_DIR/random.toml    # the comparison
 
-It writes ``OUT_DIR/summary.json``: per region the input statistics that differ (to show
-the shift is real), and per study the validation the dry run reports and the split sizes.
+It writes ``OUT_DIR/region_shift.json`` and ``.md`` (the benchmarks' result schema; ``--out``
+puts them elsewhere): per region the input statistics that differ (to show the shift is
+real), and per study the validation the dry run reports and the split sizes.
+``--quick`` builds 128-px regions.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from benchmarks._harness import Row, Run, add_common_flags, rows_of
 
 # region b: the same physics with other settings, so that what fits region a misfits b
 REGION_B: dict[str, Any] = {
@@ -238,30 +242,57 @@ def check(out: Path) -> dict[str, Any]:
     return report
 
 
+def to_rows(summary: dict[str, Any]) -> list[Row]:
+    """Per region its patches, landslide share and input means; per study its split sizes."""
+    dataset = f"region-shift-{summary['shift']}"
+    rows = []
+    for region, r in summary["regions"].items():
+        values = {"patches": r["patches"], "landslide_share": r["landslide_share"],
+                  **{f"mean_{k}": v for k, v in r["means"].items()}}
+        rows += rows_of("region_shift", dataset, f"region {region}", values)
+    for variant, r in summary["studies"].items():
+        for split, counts in r["patches"].items():
+            rows += [Row("region_shift", dataset, f"{variant}.toml", f"{split}_patches", n, "",
+                         {"region": region, "validation": r["validation"]})
+                     for region, n in counts.items()]  # fmt: skip
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     """Build the region-shift data set and dry-run its two studies."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out", type=Path, help="folder to write the data set and studies into")
-    parser.add_argument("--size", type=int, default=256, help="scene side per region (px)")
+    parser.add_argument("folder", type=Path, metavar="OUT_DIR",
+                        help="folder to write the data set and studies into")
+    add_common_flags(parser, seed=None)
+    parser.add_argument("--size", type=int, default=None,
+                        help="scene side per region (px; default 256, --quick 128)")
     parser.add_argument("--tile", type=int, default=32, help="patch side (px)")
     parser.add_argument("--block", type=int, default=2, help="patches per validation block side")
     parser.add_argument("--shift", choices=sorted(SHIFTS), default="strong",
                         help="how far region b departs from region a")
     args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    summary = {"dataset": "synthetic two-region patches", "size": args.size, "tile": args.tile,
+    size = args.size or (128 if args.quick else 256)
+    recorder = Run("region_shift", args.out or args.folder)
+    args.folder.mkdir(parents=True, exist_ok=True)
+    summary = {"dataset": "synthetic two-region patches", "size": size, "tile": args.tile,
                "block": args.block, "shift": args.shift, "region_b_overrides": SHIFTS[args.shift],
-               "regions": build(args.out, size=args.size, tile=args.tile, block=args.block,
+               "regions": build(args.folder, size=size, tile=args.tile, block=args.block,
                                 shift=args.shift)}
-    summary["studies"] = check(args.out)
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    summary["studies"] = check(args.folder)
     for region, s in summary["regions"].items():
         print(f"region {region}: {s['patches']} patches, landslides {s['landslide_share']:.2%}, "
               + ", ".join(f"{k} {v}" for k, v in s["means"].items()))
     for variant, s in summary["studies"].items():
         print(f"{variant}: " + " | ".join(s["dry_run"]))
         print(f"  patches {s['patches']}")
-    print(f"wrote {args.out / 'summary.json'}; tune with: hpo tune {args.out / 'grouped.toml'}")
+    recorder.write(
+        to_rows(summary),
+        settings={k: summary[k] for k in ("dataset", "size", "tile", "block", "shift",
+                                          "region_b_overrides")},
+        details={"dry_run": {v: s["dry_run"] for v, s in summary["studies"].items()}},
+        title="region shift: the two-region data set and its studies",
+    )
+    print(f"tune with: hpo tune {args.folder / 'grouped.toml'}")
 
 
 if __name__ == "__main__":

@@ -12,8 +12,8 @@ test split (which tuning never read). Per data set and method it reports the gai
 search claimed (best over untuned, as `hpo report` prints it) and the realised gain,
 paired by seed: mean and 95 % confidence interval (Student's t), on validation and test.
 
-    python -m benchmarks.tuning_gain                         # quickstart and blocked
-    python -m benchmarks.tuning_gain --datasets quickstart --seeds 5
+    python -m benchmarks.experiments.tuning_gain                         # quickstart and blocked
+    python -m benchmarks.experiments.tuning_gain --datasets quickstart --seeds 5
 
 Results: ``benchmarks/results/tuning_gain.json`` (one row per data set, method and
 metric) and ``tuning_gain.md``. Not part of CI: about an hour per data set on 2 CPUs.
@@ -23,11 +23,9 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime
 import json
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -38,6 +36,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from benchmarks._harness import ROOT, Row, Run, add_common_flags, results_dir
 from hpo.engine.replicates import REPLICATES_ATTR, search_gain
 from hpo.study import (
     data_section,
@@ -49,8 +48,6 @@ from hpo.study import (
 )
 from hpo.study.schema import parse_study
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = Path(__file__).resolve().parent / "results"
 # Two-sided 95 % Student's t quantiles by degrees of freedom.
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
         9: 2.262, 10: 2.228, 15: 2.131, 20: 2.086, 30: 2.042}
@@ -61,7 +58,7 @@ DATASETS: dict[str, dict[str, Any]] = {
     # the same scene, spatially blocked: validation and test are other places
     "synthetic-blocked": {"study": "studies/quickstart.toml",
                           "data": {"split": "blocked", "block_size": 4}},
-    # two synthetic regions (benchmarks/region_shift.py): tune in a, test in b
+    # two synthetic regions (benchmarks/experiments/region_shift.py): tune in a, test in b
     "region-shift": {"study": "region-shift/grouped.toml", "data": {}, "shift": "strong"},
     "region-shift-mild": {"study": "region-shift/grouped.toml", "data": {}, "shift": "mild"},
 }
@@ -118,8 +115,8 @@ def _study(dataset: str, method: str, work: Path, repeats: int, scale: float) ->
 def _region_shift(out: Path, shift: str) -> Path:
     """The region-shift study files, built once in ``out``."""
     if not (out / "grouped.toml").is_file():
-        subprocess.run([sys.executable, "-m", "benchmarks.region_shift", str(out), "--shift",
-                        shift], check=True, cwd=ROOT)
+        subprocess.run([sys.executable, "-m", "benchmarks.experiments.region_shift", str(out),
+                        "--shift", shift], check=True, cwd=ROOT)
     return out / "grouped.toml"
 
 
@@ -208,8 +205,7 @@ def run(datasets: list[str], methods: list[str], seeds: list[int], work: Path, r
                    "model": first["spec"].model.name, "setup": setup,
                    "claimed_gain": t["claimed"], "claimed_gain_se": t["claimed_se"],
                    "best_params": t["best"]}
-            for metric in ("val_f1", "test_f1", "test_auc", "val_f1_best",
-                           "test_f1_at_val_threshold"):
+            for metric in GAINS:
                 a = [r[metric] for r in scores[method]]
                 b = [r[metric] for r in scores["untuned"]]
                 row[metric] = {"tuned": a, "untuned": b, "gain": paired(a, b)}
@@ -227,10 +223,35 @@ def run(datasets: list[str], methods: list[str], seeds: list[int], work: Path, r
     return rows
 
 
+GAINS = ("val_f1", "test_f1", "test_auc", "val_f1_best", "test_f1_at_val_threshold")
+
+
+def to_rows(runs: list[dict[str, Any]]) -> list[Row]:
+    """Per data set and method: the claimed gain, each realised gain (mean, 95 % CI) and
+    each gain against the other methods; the model is the network, the method in setup."""
+    rows = []
+    for r in runs:
+        setup = {"method": r["method"], **r["setup"]}
+        values: dict[str, Any] = {"claimed_gain": r["claimed_gain"],
+                                  "claimed_gain_se": r["claimed_gain_se"]}
+        for metric in (m for m in GAINS if m in r):
+            g = r[metric]["gain"]
+            values |= {f"{metric}_gain": g["mean"], f"{metric}_gain_low": g["low"],
+                       f"{metric}_gain_high": g["high"]}
+        if "val_to_test_gap" in r:
+            values["val_to_test_gap"] = r["val_to_test_gap"]
+        for other, pairs in r.get("versus", {}).items():
+            for metric, g in pairs.items():
+                values |= {f"{metric}_vs_{other}": g["mean"],
+                           f"{metric}_vs_{other}_low": g["low"],
+                           f"{metric}_vs_{other}_high": g["high"]}
+        rows += [Row("tuning_gain", r["dataset"], r["model"], k, v, "", setup)
+                 for k, v in values.items()]
+    return rows
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "# Tuning gain on fresh seeds",
-        "",
         "Exported best configuration vs the untuned defaults, each trained with the same "
         "fresh seeds (never used in tuning); gains are paired by seed, mean [95 % CI].",
         "",
@@ -263,7 +284,9 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def main() -> None:
+    """Tune, retrain on fresh seeds, and merge the rows into ``<out>/<name>.json``."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_common_flags(p, seed=None)  # --quick: 2 fresh seeds; --seeds counts from 1000
     p.add_argument("--datasets", default="quickstart,synthetic-blocked")
     p.add_argument("--methods", default="single,noisy")
     p.add_argument("--seeds", type=int, default=5, help="fresh seeds per configuration")
@@ -272,25 +295,21 @@ def main() -> None:
                    help="stage budgets of the noisy search, relative to the study's")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--work", type=Path, default=Path("/tmp/tuning_gain"))
-    p.add_argument("--out", default="tuning_gain", help="results/<out>.json and .md")
+    p.add_argument("--name", default="tuning_gain", help="results file: <out>/<name>.json, .md")
     args = p.parse_args()
-    seeds = [1000 + i for i in range(args.seeds)]
-    rows = run(args.datasets.split(","), args.methods.split(","), seeds, args.work,
+    recorder = Run(args.name, results_dir(args))
+    seeds = [1000 + i for i in range(2 if args.quick else args.seeds)]
+    runs = run(args.datasets.split(","), args.methods.split(","), seeds, args.work,
                args.repeats, args.scale, args.workers)
-    target = RESULTS / f"{args.out}.json"
+    target = recorder.out / f"{args.name}.json" if recorder.out else None
     # Runs of other data sets or methods stay: each run replaces only its own rows.
-    old = json.loads(target.read_text())["rows"] if target.is_file() else []
-    ran = {(r["dataset"], r["method"]) for r in rows}
-    rows = [r for r in old if (r["dataset"], r["method"]) not in ran] + rows
-    record = {"benchmark": "tuning_gain",
-              "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-              "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                          "load": os.getloadavg()},
-              "rows": rows}
-    RESULTS.mkdir(exist_ok=True)
-    target.write_text(json.dumps(record, indent=1) + "\n")
-    target.with_suffix(".md").write_text(markdown(rows))
-    print(markdown(rows))
+    old = (json.loads(target.read_text())["details"]["runs"]
+           if target is not None and target.is_file() else [])
+    ran = {(r["dataset"], r["method"]) for r in runs}
+    runs = [r for r in old if (r["dataset"], r["method"]) not in ran] + runs
+    print(markdown(runs))
+    recorder.write(to_rows(runs), details={"runs": runs}, markdown=markdown(runs),
+                   title="Tuning gain on fresh seeds")
 
 
 if __name__ == "__main__":

@@ -9,8 +9,9 @@ ranking, not in thresholding. For the networks, ``halo`` gives the same metrics 
 test tile is predicted with 32 px of surrounding input (as ``hpo predict`` maps do), to
 measure what the tile edges cost.
 
-    python -m benchmarks.kashmir_probe               # writes benchmarks/results/kashmir_probe.*
-    python -m benchmarks.kashmir_probe --seeds 1 --probes defaults hgb
+    python -m benchmarks.experiments.kashmir_probe    # writes benchmarks/results/kashmir_probe.*
+    python -m benchmarks.experiments.kashmir_probe --seeds 1 --probes defaults hgb
+    python -m benchmarks.experiments.kashmir_probe --quick   # the defaults, 1 seed; prints
 
 Probes named with ``--probes`` replace their own rows of the recorded table; the others stay.
 """
@@ -18,7 +19,6 @@ Probes named with ``--probes`` replace their own rows of the recorded table; the
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import platform
 import statistics
@@ -26,10 +26,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks._harness import Row, Run, add_common_flags, results_dir
+
 DATASET = "kashmir-inventory-sepwc"
-STUDY = Path(__file__).resolve().parents[1] / "studies" / "kashmir.toml"
-RESULTS = Path(__file__).resolve().parent / "results"
+STUDY = Path(__file__).resolve().parents[2] / "studies" / "kashmir.toml"
 HALO = 32
+TITLE = "Kashmir, factors only: one choice at a time (test split, mean ± std over seeds)"
 # every DEM derivative of data.terrain, at gully, hillslope and valley-side scales
 TERRAIN = {"derive": ["slope", "aspect", "curvature", "roughness", "tpi"], "tpi_radii": [4, 16, 64]}
 # name -> (data overrides, parameter overrides, train_on, model)
@@ -61,8 +63,8 @@ def _test_scores(model: Any, final: Any, halo: int, threshold: float | None) -> 
     test pixels themselves (the meter's ``f1_best``).
     """
     from data.splits import Tile
-    from hpo.study.predict import landslide_log_odds
     from networks import SegmentationMeter, model_device
+    from networks.inference import landslide_log_odds
 
     cube = final.cube
     height, width = cube.labels.shape[-2:]
@@ -86,8 +88,8 @@ def run_probe(spec: Any, name: str, seeds: int) -> dict[str, Any]:
     import networks
     from hpo import study as st
     from hpo.study.compare import defaults_of
-    from hpo.study.retrain import _validation_threshold
     from networks.config import ModelConfig
+    from networks.metrics import validation_threshold
 
     data, params, train_on, model = PROBES[name]
     # context 0: the probes measure tiles cut from the map; `halo` is what context adds.
@@ -99,7 +101,7 @@ def run_probe(spec: Any, name: str, seeds: int) -> dict[str, Any]:
         started = time.monotonic()
         history = networks.train(config, final.train_set, final.val_set, seed=seed, model=model,
                                  device="cpu")
-        threshold = _validation_threshold(history)
+        threshold = validation_threshold(history)
         run = {"seed": seed, "threshold": threshold, "seconds": 0.0}
         run |= _test_scores(history.model.eval(), final, 0, threshold)
         if model != "hgb":  # the floor's window statistics already read past the tile
@@ -134,40 +136,51 @@ def markdown(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def to_rows(records: list[dict[str, Any]]) -> list[Row]:
+    """Per probe, seed and metric (the probe, its seed and what it trained on in setup)."""
+    return [
+        Row("kashmir_probe", DATASET, record["model"], metric, value,
+            "s" if metric == "seconds" else "",
+            {"probe": record["probe"], "seed": run["seed"], "train_on": record["train_on"]})
+        for record in records
+        for run in record["runs"]
+        for metric, value in run.items()
+        if metric != "seed"
+    ]  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the probes and write ``kashmir_probe.{json,md}``."""
     from hpo import study as st
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--probes", nargs="+", choices=list(PROBES), default=list(PROBES))
-    parser.add_argument("--no-record", action="store_true", help="print only")
+    add_common_flags(parser, seed=None)  # --quick: the defaults probe, one seed
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per probe (default 3)")
+    parser.add_argument("--probes", nargs="+", choices=list(PROBES), default=None)
     args = parser.parse_args(argv)
+    seeds = args.seeds or (1 if args.quick else 3)
+    probes = args.probes or (["defaults"] if args.quick else list(PROBES))
+    recorder = Run("kashmir_probe", results_dir(args))
     import torch
 
     torch.set_num_threads(1)
     spec = st.load_study(STUDY)
     started = time.monotonic()
-    fresh = {name: run_probe(spec, name, args.seeds) for name in args.probes}
+    fresh = {name: run_probe(spec, name, seeds) for name in probes}
     print(markdown(list(fresh.values())))
-    if args.no_record:
+    if recorder.out is None:
         return
-    recorded = RESULTS / "kashmir_probe.json"
-    kept = ({r["probe"]: r for r in json.loads(recorded.read_text())["probes"]}
+    recorded = recorder.out / "kashmir_probe.json"
+    kept = ({r["probe"]: r for r in json.loads(recorded.read_text())["details"]["probes"]}
             if recorded.exists() else {})
     records = [fresh.get(name) or kept[name] for name in PROBES if name in fresh or name in kept]
     table = markdown(records)
     setup = {"dataset": DATASET, "study": "studies/kashmir.toml", "metric": "test F1, AUC",
-             "seeds": args.seeds, "halo_px": HALO, "machine": f"{platform.machine()}, 1 thread",
-             "date": datetime.datetime.now().isoformat(timespec="seconds"),
-             "probes_run": list(fresh),
+             "seeds": seeds, "halo_px": HALO, "machine": f"{platform.machine()}, 1 thread",
+             "date": recorder.machine["utc"], "probes_run": list(fresh),
              "invocation_seconds": round(time.monotonic() - started, 1)}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "kashmir_probe.json").write_text(
-        json.dumps({"setup": setup, "probes": records}, indent=2) + "\n")
-    (RESULTS / "kashmir_probe.md").write_text(
-        "# Kashmir, factors only: one choice at a time (test split, mean ± std over seeds)\n\n"
-        + table)
+    recorder.write(to_rows(records), settings=setup, details={"probes": records},
+                   markdown=table, title=TITLE)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
-"""A search driver run as a subprocess by the resume, multi-driver and reliability tests.
+"""A search driver run as a subprocess by the chaos and concurrency benchmarks and tests.
 
-Usage: python _driver.py STORAGE NAME CALLS_FILE SLEEP LEASE_SECONDS [options]
+Started by :mod:`benchmarks.reliability.chaos_kit` (and the resume and multi-driver tests)
+as a script, so a SIGKILL takes one process.
+
+Usage: python benchmarks/reliability/driver.py STORAGE NAME CALLS_FILE SLEEP LEASE_SECONDS [options]
 
 Every objective call appends ``start <stage> <trial> <pid>`` to CALLS_FILE, sleeps, then
 appends ``done <stage> <trial> <value>``; after the engine has stored a trial's outcome
@@ -25,19 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import optuna  # noqa: E402
 
+from benchmarks.reliability.chaos_kit import append_line, quadratic, two_stages  # noqa: E402
 from hpo import LayerwiseSearch  # noqa: E402
-from tests.hpo.conftest import quadratic, two_stages  # noqa: E402
+from hpo.study.export import export_best  # noqa: E402
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-def append_line(path: Path, line: str) -> None:
-    """Append one line; O_APPEND writes of one short line are atomic between processes."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-    try:
-        os.write(fd, (line + "\n").encode())
-    finally:
-        os.close(fd)
 
 
 class Objective:
@@ -96,8 +91,6 @@ def main() -> None:
     )
     result = search.run()
     if args.export is not None:
-        from hpo.study.export import export_best
-
         append_line(args.calls, f"export-start {pid}")
         export_best(search, args.export)
         append_line(args.calls, f"export-done {pid}")

@@ -13,14 +13,13 @@ Both write the same .npy files; the script checks they are equal. Reported: inpu
 (input bytes on disk / build seconds), peak RSS (VmHWM), disk used. The inputs are read right after
 being written, so both builds read from a warm page cache.
 
-    python -m benchmarks.data                       # 2048 4096 8192
-    python -m benchmarks.data --sizes 2048 4096
+    python -m benchmarks.perf.data                       # 2048 4096 8192
+    python -m benchmarks.perf.data --sizes 2048 4096
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import platform
@@ -35,7 +34,10 @@ from typing import Any
 
 import numpy as np
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from benchmarks._harness import Row, Run, add_common_flags, melt, results_dir
+
+DATASET = "synthetic-uint16-geotiff-stack"
+TITLE = "Data: cube build"
 DATES = ["2008", "2011", "2014", "2017", "2020"]
 BANDS = ["blue", "green", "red", "nir"]
 STATIC = {"dem": None, "slope": None, "lithology": [1, 2, 3, 4, 5], "landcover": [1, 2, 3, 4]}
@@ -168,12 +170,12 @@ def _run(mode: str, root: Path, out: Path, block_size: int) -> dict[str, Any]:
     cmd = [
         sys.executable,
         "-m",
-        "benchmarks.data",
+        "benchmarks.perf.data",
         "--child",
         mode,
         "--root",
         str(root),
-        "--out",
+        "--build-to",
         str(out),
         "--block-size",
         str(block_size),
@@ -207,11 +209,11 @@ def _ram_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def bench_size(size: int, workdir: Path, block_size: int) -> dict[str, Any]:
+def bench_size(size: int, workdir: Path, block_size: int, seed: int = 0) -> dict[str, Any]:
     """Write one stack, build it both ways, measure, clean up."""
     root = workdir / f"stack_{size}"
     t0 = time.perf_counter()
-    section = write_stack(root, size)
+    section = write_stack(root, size, seed)
     (root / "section.json").write_text(json.dumps(section))
     write_s = time.perf_counter() - t0
     input_bytes = sum(p.stat().st_size for p in root.rglob("*.tif"))
@@ -276,9 +278,24 @@ def _table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def to_rows(results: list[dict[str, Any]]) -> list[Row]:
+    """Per size: the stack's measures, then each build's (a skipped build says why)."""
+    records = []
+    for r in results:
+        stack = {k: v for k, v in r.items() if k not in ("windowed", "naive")}
+        records.append({"model": "stack", **stack})
+        records += [{"model": build, "size": r["size"], **r[build]}
+                    for build in ("windowed", "naive")]  # fmt: skip
+    return melt("data", records, dataset=DATASET, model_key="model",
+                setup_keys=("size", "layers"))
+
+
 def main(argv: list[str] | None = None) -> None:
+    """Run the benchmark (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096, 8192])
+    add_common_flags(parser)  # --quick: one 1024 x 1024 stack
+    parser.add_argument("--sizes", type=int, nargs="+", default=None,
+                        help="stack sides (default 2048 4096 8192)")
     parser.add_argument("--block-size", type=int, default=512)
     parser.add_argument(
         "--workdir",
@@ -288,48 +305,39 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--child", choices=["windowed", "naive"], help=argparse.SUPPRESS)
     parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--build-to", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        _child(args.child, args.root, args.out, args.block_size)
+        _child(args.child, args.root, args.build_to, args.block_size)
         return
+    sizes = args.sizes or ([1024] if args.quick else [2048, 4096, 8192])
+    recorder = Run("data", results_dir(args))
     workdir = Path(tempfile.mkdtemp(prefix="bench-data-", dir=args.workdir))
     results = []
     try:
-        for size in args.sizes:
-            results.append(bench_size(size, workdir, args.block_size))
+        for size in sizes:
+            results.append(bench_size(size, workdir, args.block_size, args.seed))
             print(_table(results[-1:]), flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    report = {
-        "benchmark": "data cube build",
-        "date": datetime.date.today().isoformat(),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "ram_gib": round(_ram_bytes() / 2**30, 1),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+    settings = {
+        "ram_gib": round(_ram_bytes() / 2**30, 1),
+        "platform": platform.platform(),
         "block_size": args.block_size,
         "dates": len(DATES),
         "optical_bands": len(BANDS),
         "static_layers": len(STATIC),
-        "results": results,
+        "seed": args.seed,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "data.json").write_text(json.dumps(report, indent=1) + "\n")
     md = (
-        f"# Data: cube build ({report['date']}, {report['machine']['cpus']} CPUs, "
-        f"{report['machine']['ram_gib']} GiB RAM, block {args.block_size} rows)\n\n"
+        f"{settings['ram_gib']} GiB RAM, block {args.block_size} rows. "
         f"uint16 GeoTIFF stack, {len(BANDS)} optical bands x {len(DATES)} dates + "
         f"{len(STATIC)} static layers -> float32 cube on disk. MB/s = input MB / build "
         "seconds; peak RSS per build in a fresh subprocess; disk = inputs + outputs.\n\n"
         + _table(results)
         + "\n"
     )
-    (RESULTS / "data.md").write_text(md)
-    print(f"wrote {RESULTS / 'data.json'} and {RESULTS / 'data.md'}")
-
+    recorder.write(to_rows(results), settings=settings, markdown=md, title=TITLE)
 
 if __name__ == "__main__":
     main()

@@ -1,17 +1,11 @@
-"""Layer-wise search against joint search on layered test functions, and the engine's cost.
+"""Layer-wise search against joint search on layered test functions (issue 5, "Benchmark").
 
-Two measurements (issue 5, "Benchmark"):
-
-1. **Regret.** On problems that are sums of one block per stage (see
-   ``benchmarks/_functions.py``), at equal numbers of objective evaluations: layer-wise
-   search (random then gp / tpe / skopt, each with and without ``refine``) against plain
-   Optuna studies on the joint space (random, TPE, GP, skopt). Regret = best value found
-   - f*, as the median and IQR over seeds, and the best-so-far curve against
-   evaluations.
-2. **Overhead.** Milliseconds per trial of ``LayerwiseSearch.run()`` against a bare
-   ``study.optimize`` with the same sampler, parameters and SQLite storage (both opened
-   by ``hpo.make_storage``), on a free objective, interleaved in one process (first,
-   before the regret runs start their second process).
+**Regret.** On problems that are sums of one block per stage (see
+``benchmarks/experiments/_functions.py``), at equal numbers of objective evaluations:
+layer-wise search (random then gp / tpe / skopt, each with and without ``refine``) against
+plain Optuna studies on the joint space (random, TPE, GP, skopt). Regret = best value
+found - f*, as the median and IQR over seeds, and the best-so-far curve against
+evaluations. The engine's own cost per trial is :mod:`benchmarks.perf.overhead`.
 
 Runtime: the regret runs share one queue between this process and one child, seed by
 seed; no run starts after ``--time-limit`` minutes and only seeds that every cell
@@ -29,43 +23,44 @@ Budget rules (the same for every method, so the comparison is at equal evaluatio
   the measured defaults or the copied incumbent; joint: the defaults enqueued), then
   the Bayesian sampler from ``hpo.make_sampler`` (``joint-random``: random throughout).
 
-    python -m benchmarks.layerwise                 # full run, 2 processes
-    python -m benchmarks.layerwise --quick         # about a minute, prints the tables only
-    python -m benchmarks.layerwise --part overhead # only the overhead (a quiet machine)
-    python -m benchmarks.layerwise --part regret --time-limit 0   # only the regret runs
-    python -m benchmarks.layerwise --seeds 10 --budgets 60 120 \
-        --problems network4 network4-coupled       # the 4-stage problems (~3x the cost)
+    python -m benchmarks.experiments.layerwise             # full run, 2 processes
+    python -m benchmarks.experiments.layerwise --quick     # about a minute, prints the tables
+    python -m benchmarks.experiments.layerwise --time-limit 0   # every seed, however long
+    python -m benchmarks.experiments.layerwise --report    # rebuild layerwise.md and the plot
+    python -m benchmarks.experiments.layerwise --seeds 10 --budgets 60 120 \
+        --problems network4 network4-coupled   # the 4-stage problems (~3x the cost)
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import logging
 import math
 import multiprocessing as mp
 import platform
-import statistics
-import tempfile
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
-from optuna.distributions import (
-    BaseDistribution,
-    CategoricalDistribution,
-    FloatDistribution,
-    IntDistribution,
-)
 
 import hpo
-from benchmarks._functions import (
+from benchmarks._harness import (
+    RESULTS,
+    Row,
+    Run,
+    add_common_flags,
+    load_average,
+    results_dir,
+    rows_of,
+    write_record,
+)
+from benchmarks.experiments._functions import (
     Problem,
     basin_floors,
     numerical_optimum,
@@ -74,9 +69,8 @@ from benchmarks._functions import (
 )
 from hpo.engine.budget import RANDOM_SHARE, REFINE_SHARE, n_random, plan_stages
 from hpo.engine.samplers.shared import TIMES as SURROGATE
-from hpo.engine.samplers.shared import SharedGPSampler
 
-RESULTS = Path(__file__).resolve().parent / "results"
+TITLE = "Layer-wise vs joint search (benchmarks/experiments/layerwise.py)"
 BO_SAMPLERS = ("gp", "tpe", "skopt")
 
 
@@ -399,105 +393,6 @@ def complete_seeds(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in runs if r["seed"] in keep]
 
 
-# ------------------------------------------------------------------- overhead
-
-
-def suggest(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
-    """What a user writes in a bare optuna objective for one distribution."""
-    if isinstance(dist, CategoricalDistribution):
-        return trial.suggest_categorical(name, dist.choices)
-    if isinstance(dist, IntDistribution):
-        return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
-    assert isinstance(dist, FloatDistribution)
-    return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
-
-
-def _engine(url: str, problem: Problem, sampler: str, n_trials: int, seed: int) -> None:
-    # One stage over the same parameters; trial 0 measures the defaults, then the sampler.
-    # "shared": the shared-surrogate strategy's GP (one stage: no other studies to read).
-    stage = hpo.Stage(
-        "all", problem.space, defaults=problem.defaults, n_random=1, n_bayes=n_trials - 1
-    )
-    hpo.LayerwiseSearch(
-        [stage],
-        problem,
-        direction="minimize",
-        storage=url,
-        sampler="gp" if sampler == "shared" else sampler,
-        seed=seed,
-        study_name="overhead",
-        strategy="shared" if sampler == "shared" else "stagewise",
-    ).run()
-
-
-def _bare(url: str, problem: Problem, sampler: str, n_trials: int, seed: int) -> None:
-    space = problem.space
-    bo = (
-        SharedGPSampler(space=space, active=space, fixed={}, seed=seed)
-        if sampler == "shared"
-        else hpo.make_sampler(sampler, seed)
-    )
-    study = optuna.create_study(storage=hpo.make_storage(url), direction="minimize", sampler=bo)
-    study.enqueue_trial(problem.defaults)  # as the engine's trial 0
-    study.optimize(
-        lambda t: problem({k: suggest(t, k, d) for k, d in space.items()}), n_trials=n_trials
-    )
-
-
-def measure_overhead(
-    problem: Problem, samplers: Iterable[str], n_trials: int, reps: int
-) -> dict[str, Any]:
-    """ms/trial of the engine and a bare study, interleaved (ABBA order) in this process."""
-    out: dict[str, Any] = {
-        "problem": problem.name,
-        "n_trials": n_trials,
-        "reps": reps,
-        "storage": "sqlite (temp file, hpo.make_storage: WAL, synchronous=NORMAL)",
-        "samplers": {},
-    }
-    runners = {"engine": _engine, "bare": _bare}
-    for sampler in samplers:
-        ms: dict[str, list[float]] = {"engine": [], "bare": []}
-        fit: dict[str, list[float]] = {"engine": [], "bare": []}  # surrogate ms/trial
-        for rep in range(reps):
-            # Alternate who goes first, so drift in machine load hits both alike.
-            order = ("engine", "bare") if rep % 2 == 0 else ("bare", "engine")
-            for kind in order:
-                with tempfile.TemporaryDirectory() as tmp:
-                    url = f"sqlite:///{tmp}/overhead.db"
-                    SURROGATE.reset()
-                    start = time.perf_counter()
-                    runners[kind](url, problem, sampler, n_trials, rep)
-                    ms[kind].append(1e3 * (time.perf_counter() - start) / n_trials)
-                    fit[kind].append(
-                        1e3 * (SURROGATE.fit + SURROGATE.acquisition) / n_trials
-                    )
-        # The shared surrogate's own time is counted apart: the ratio compares the rest
-        # (the same sampler runs in both, so its cost is not the engine's).
-        ratios = [
-            (e - fe) / (b - fb)
-            for e, b, fe, fb in zip(
-                ms["engine"], ms["bare"], fit["engine"], fit["bare"], strict=True
-            )
-        ]
-        out["samplers"][sampler] = {
-            "surrogate_ms_per_trial": statistics.median(fit["engine"] + fit["bare"]),
-            "engine_ms_per_trial": statistics.median(ms["engine"]),
-            "bare_ms_per_trial": statistics.median(ms["bare"]),
-            "ratio": statistics.median(ratios),  # of paired (same rep) ratios
-            "ratio_min": min(ratios),
-            "ratio_max": max(ratios),
-            "engine_ms_all": ms["engine"],
-            "bare_ms_all": ms["bare"],
-        }
-        print(
-            f"  overhead {sampler}: engine {statistics.median(ms['engine']):.1f} ms/trial, "
-            f"bare {statistics.median(ms['bare']):.1f} ms/trial, "
-            f"ratio {statistics.median(ratios):.2f}"
-        )
-    return out
-
-
 # ------------------------------------------------------------------ reporting
 
 
@@ -627,7 +522,7 @@ DEFAULT_PROBLEMS = [
 SEPARABLE = ("branin+hartmann3", "network4")
 
 
-def goals(rows: list[dict[str, Any]], overhead: dict[str, Any]) -> dict[str, Any]:
+def goals(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Issue 22's goals, checked on the medians (where the cells were run)."""
     med = {(r["problem"], r["method"], r["budget"]): r["median"] for r in rows}
     out: dict[str, Any] = {}
@@ -647,17 +542,13 @@ def goals(rows: list[dict[str, Any]], overhead: dict[str, Any]) -> dict[str, Any
                 if new60 is not None and tpe120 is not None:
                     out[key] = {"goal": "new@60 <= joint-tpe@120", "new@60": new60,
                                 "joint-tpe@120": tpe120, "met": new60 <= tpe120}
-    shared = overhead.get("samplers", {}).get("shared")
-    if shared:
-        out["overhead"] = {"goal": "engine / bare (surrogate excluded) <= 1.15",
-                           "value": shared["ratio"], "met": shared["ratio"] <= 1.15}
     return out
 READING = "## Reading"
 
 
-def write_markdown(path: Path, record: dict[str, Any]) -> None:
-    """The generated part of layerwise.md; a hand-written '## Reading' section is kept."""
-    old = path.read_text() if path.exists() else ""
+def markdown(record: dict[str, Any], old: str) -> str:
+    """layerwise.md below its title: the generated part, then the '## Reading' section of
+    ``old`` (the file as it was: that section is written by hand)."""
     reading = old[old.index(READING) :] if READING in old else f"{READING}\n\n(to write)\n"
     s = record["settings"]
     tables = markdown_tables(record["results"], s["budgets"])
@@ -668,11 +559,8 @@ def write_markdown(path: Path, record: dict[str, Any]) -> None:
         else ""
     )
     lines = [
-        "# Layer-wise vs joint search (benchmarks/layerwise.py)",
-        "",
-        f"{record['date']}, {record['machine']}, optuna {record['versions']['optuna']}; "
-        f"wall {record['wall_seconds'] / 60:.1f} min. Regenerate with "
-        "`python -m benchmarks.layerwise`; the Reading section below is kept.",
+        f"{record['machine']}; wall {record['wall_seconds'] / 60:.1f} min. Regenerate with "
+        "`python -m benchmarks.experiments.layerwise`; the Reading section below is kept.",
         "",
         f"Final regret (best value - f*, minimize), median [q25, q75] over {s['seeds']} "
         f"seeds{cut}, at equal objective evaluations; bold = best median of the column. "
@@ -713,27 +601,8 @@ def write_markdown(path: Path, record: dict[str, Any]) -> None:
         "![regret against evaluations](layerwise_regret.png)",
         "",
         *_goal_lines(record.get("goals", {}), s.get("new_default", NEW_DEFAULT)),
-        "## Engine overhead",
-        "",
-        f"`LayerwiseSearch.run()` (one stage over the {record['overhead']['problem']} "
-        f"parameters, trial 0 the defaults) against `study.optimize` with the same "
-        f"sampler from `hpo.make_sampler` (defaults enqueued), "
-        f"{record['overhead']['n_trials']} trials, {record['overhead']['storage']}, "
-        f"free objective, {record['overhead']['reps']} interleaved repetitions "
-        "(alternating order). Ratio = median of paired ratios (goal <= 1.15); `shared` is "
-        "the shared-surrogate strategy's GP in both, its fitting and acquisition time "
-        "(surrogate ms/trial) subtracted from both sides of the ratio.",
-        "",
-        "| sampler | engine ms/trial | bare ms/trial | ratio [min, max] | surrogate ms/trial |",
-        "|---|---|---|---|---|",
     ]
-    for name, o in record["overhead"]["samplers"].items():
-        lines.append(
-            f"| {name} | {o['engine_ms_per_trial']:.1f} | {o['bare_ms_per_trial']:.1f}"
-            f" | {o['ratio']:.2f} [{o['ratio_min']:.2f}, {o['ratio_max']:.2f}] |"
-            f" {o.get('surrogate_ms_per_trial', 0.0):.1f} |"
-        )
-    path.write_text("\n".join(lines) + "\n\n" + reading)
+    return "\n".join(lines) + "\n\n" + reading
 
 
 def _goal_lines(checked: dict[str, Any], new: str) -> list[str]:
@@ -755,11 +624,7 @@ def _goal_lines(checked: dict[str, Any], new: str) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="2 seeds, budget 16, short overhead; prints, writes nothing",
-    )
+    add_common_flags(parser, seed=None)  # --quick: 2 seeds, budget 16
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--budgets", type=int, nargs="+", default=[30, 60, 120])
     parser.add_argument(
@@ -784,8 +649,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="run the Optuna-GP methods (layerwise-gp*, joint-gp) only on these problems "
         "(they take minutes per run on the 17-20-parameter problems); default: all",
     )
-    parser.add_argument("--overhead-trials", type=int, default=60)
-    parser.add_argument("--overhead-reps", type=int, default=8)
     parser.add_argument(
         "--time-limit",
         type=float,
@@ -794,51 +657,21 @@ def main(argv: Sequence[str] | None = None) -> None:
         "(0: no limit)",
     )
     parser.add_argument(
-        "--part",
-        choices=("all", "regret", "overhead"),
-        default="all",
-        help="run one measurement only; the other is kept from results/layerwise.json "
-        "(the overhead wants a quiet machine, the regret runs an hour)",
-    )
-    parser.add_argument(
         "--report",
         action="store_true",
-        help="only rebuild layerwise.md and the plot from results/layerwise.json",
+        help="only rebuild layerwise.md and the plot from <out>/layerwise.json",
     )
     args = parser.parse_args(argv)
     METHODS[:] = [m for m in ALL_METHODS if m.name in args.methods]
     if args.report:
-        record = json.loads((RESULTS / "layerwise.json").read_text())
-        if "methods" in record["settings"]:
-            METHODS[:] = [m for m in ALL_METHODS if m.name in record["settings"]["methods"]]
-        record["goals"] = goals(record["results"], record["overhead"])
-        record["settings"]["new_default"] = NEW_DEFAULT
-        record["settings"]["candidates"] = list(CANDIDATES)
-        _write(record)
+        _report(args.out or RESULTS)
         return
+    recorder = Run("layerwise", results_dir(args))
     if args.quick:
         args.seeds, args.budgets = 2, [16]
-        args.overhead_trials, args.overhead_reps = 20, 2
     start = time.perf_counter()
-    # The deadline counts from here: the overhead measurement uses part of the time.
     deadline = time.monotonic() + 60 * args.time_limit if args.time_limit else math.inf
     _quiet()
-    # Measured first, alone: the regret runs' second process would add noise to it.
-    if args.part != "regret":
-        overhead = measure_overhead(
-            PROBLEMS["network4"], ("random", "tpe", "shared"), args.overhead_trials,
-            args.overhead_reps,
-        )
-    if args.part == "overhead":
-        record = json.loads((RESULTS / "layerwise.json").read_text())
-        record["overhead"] = overhead
-        if "methods" in record["settings"]:
-            METHODS[:] = [m for m in ALL_METHODS if m.name in record["settings"]["methods"]]
-        record["goals"] = goals(record["results"], overhead)
-        _write(record)
-        return
-    if args.part == "regret":
-        overhead = json.loads((RESULTS / "layerwise.json").read_text())["overhead"]
     n_dense = 2**12 if args.quick else 2**15
     tasks = task_order(args.problems, args.budgets, args.seeds, n_dense, args.gp_problems)
     print(f"{len(tasks)} tasks on 2 processes, none started after {args.time_limit:g} min")
@@ -855,14 +688,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows = summarize(runs, f_star)
     print(markdown_tables(rows, args.budgets))
     print(f"wall {wall / 60:.1f} min")
-    if args.quick:
+    if recorder.out is None:
         return
     record = {
-        "benchmark": "layerwise",
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {mp.cpu_count()} cores shared with other work, "
         "2 processes",
-        "versions": {"python": platform.python_version(), "optuna": optuna.__version__},
         "wall_seconds": wall,
         "settings": {
             "seeds": n_seeds,
@@ -887,18 +717,56 @@ def main(argv: Sequence[str] | None = None) -> None:
         },
         "problems": {n: _problem_record(n, f_star[n], optima.get(n)) for n in args.problems},
         "results": rows,
-        "overhead": overhead,
-        "goals": goals(rows, overhead),
+        "goals": goals(rows),
     }
-    _write(record)
+    _write(recorder.out, record, {**recorder.machine, "load_after": load_average()},
+           recorder.command)
 
 
-def _write(record: dict[str, Any]) -> None:
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "layerwise.json").write_text(json.dumps(record, indent=1) + "\n")
-    write_markdown(RESULTS / "layerwise.md", record)
-    plot(record["results"], RESULTS / "layerwise_regret.png")
-    print(f"wrote {RESULTS}/layerwise.json, layerwise.md, layerwise_regret.png")
+DETAILS = ("machine", "wall_seconds", "problems", "results", "goals")
+"""The record's parts kept in the JSON's ``details`` (``results`` with the curves)."""
+
+
+def to_rows(results: list[dict[str, Any]], checked: dict[str, Any]) -> list[Row]:
+    """Per problem, method and budget the final regret (median, quartiles) and the time
+    per run; per problem and candidate whether its goal is met."""
+    rows = []
+    for r in results:
+        values = {"regret_median": r["median"], "regret_q25": r["q25"], "regret_q75": r["q75"],
+                  "seconds_per_run": r["seconds_per_run"],
+                  "surrogate_seconds_per_run": r.get("surrogate_seconds_per_run", 0.0)}
+        rows += rows_of("layerwise", r["problem"], r["method"], values,
+                        {"seconds_per_run": "s", "surrogate_seconds_per_run": "s"},
+                        {"budget": r["budget"], "seeds": r["n_seeds"]})
+    for key, g in checked.items():
+        problem, method = key.split(" / ")
+        rows.append(Row("layerwise", problem, method, "goal_met", g["met"], "",
+                        {k: v for k, v in g.items() if k != "met"}))
+    return rows
+
+
+def _write(out: Path, record: dict[str, Any], machine: dict[str, Any], command: str) -> None:
+    md = out / "layerwise.md"
+    write_record(
+        out, "layerwise", to_rows(record["results"], record["goals"]), machine=machine,
+        command=command, settings=record["settings"],
+        details={k: record[k] for k in DETAILS},
+        markdown=markdown(record, md.read_text() if md.exists() else ""), title=TITLE,
+    )  # fmt: skip
+    plot(record["results"], out / "layerwise_regret.png")
+    print(f"wrote {out}/layerwise.json, layerwise.md, layerwise_regret.png")
+
+
+def _report(out: Path) -> None:
+    """Rebuild layerwise.md and the plot from ``out/layerwise.json`` (goals rechecked)."""
+    saved = json.loads((out / "layerwise.json").read_text())
+    record = {"settings": saved["settings"], **saved["details"]}
+    if "methods" in record["settings"]:
+        METHODS[:] = [m for m in ALL_METHODS if m.name in record["settings"]["methods"]]
+    record["goals"] = goals(record["results"])
+    record["settings"]["new_default"] = NEW_DEFAULT
+    record["settings"]["candidates"] = list(CANDIDATES)
+    _write(out, record, saved["machine"], saved["command"])
 
 
 def _problem_record(name: str, f_star: float, optimum: dict[str, Any] | None) -> dict[str, Any]:

@@ -21,16 +21,14 @@ The cluster's nodes share this machine's cores with whatever else runs on it; th
 averages before and after are recorded, and 2 nodes can at most double the rate when
 two cores are free.
 
-    python -m benchmarks.ray_cluster            # writes benchmarks/results/ray_cluster.*
-    python -m benchmarks.ray_cluster --quick    # fewer trials; prints the table only
+    python -m benchmarks.perf.ray_cluster            # writes benchmarks/results/ray_cluster.*
+    python -m benchmarks.perf.ray_cluster --quick    # fewer trials; prints the table only
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
-import datetime
-import json
 import os
 import platform
 import shutil
@@ -41,12 +39,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from benchmarks._harness import Row, Run, add_common_flags, melt, results_dir
+
 DATASET = "seeded-regression-512x64"
 METHOD = "ray runner, sgd least squares (fixed steps)"
 METRIC = "trials_per_hour"
 STEPS = 4000  # ~2.5 s of one core per trial on an idle machine
 BASE = "1 node"
+TITLE = "ray runner on a multi-node Ray cluster: trials per hour, 1 node vs 2 nodes"
 
 
 class FixedWork:
@@ -134,8 +134,6 @@ def _markdown(rows: list[dict], setup: dict[str, Any]) -> str:
     load_after = "/".join(f"{x:.1f}" for x in setup["load_after"])
     base = next(r for r in rows if r["config"] == BASE)
     lines = [
-        "# ray runner on a multi-node Ray cluster: trials per hour, 1 node vs 2 nodes",
-        "",
         f"A Ray cluster on this machine (`ray.cluster_utils.Cluster`, separate raylets), "
         f"1 CPU per node, joined by the driver with `address`; `cpu = 1` per trial. Trials: "
         f"{setup['method']} on `{setup['dataset']}`, {setup['steps']} steps each (fixed "
@@ -180,12 +178,20 @@ def _markdown(rows: list[dict], setup: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def to_rows(results: list[dict], ratios: dict[str, float]) -> list[Row]:
+    """Per configuration and measure (trials per node in ``setup``), and the ratios."""
+    rows = melt("ray_cluster", results, dataset=DATASET, model_key="config",
+                setup_keys=("nodes", "cpu_per_node", "cpu_per_trial", "concurrent",
+                            "trials_per_node"))  # fmt: skip
+    return rows + [Row("ray_cluster", DATASET, "ratios", k, v) for k, v in ratios.items()]
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the benchmark; write the results unless ``--quick``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="6 shorter trials per configuration; write nothing")
+    add_common_flags(parser, seed=None)  # --quick: 6 shorter trials per configuration
     args = parser.parse_args(argv)
+    recorder = Run("ray_cluster", results_dir(args))
     trials, steps = (6, STEPS // 4) if args.quick else (24, STEPS)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import logging
@@ -235,7 +241,7 @@ def main(argv: list[str] | None = None) -> None:
         "machine": platform.machine(),
         "ray": ray.__version__,
         "torch": torch.__version__,
-        "date": datetime.date.today().isoformat(),
+        "date": recorder.machine["utc"][:10],
         "cluster_start_s": cluster_start,
         "node_start_s": node_start,
         "load_before": load_before,
@@ -246,12 +252,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     table = _markdown(rows, setup)
     print(table)
-    if not args.quick:
-        RESULTS.mkdir(exist_ok=True)
-        record = {"dataset": DATASET, "method": METHOD, "metric": METRIC, "setup": setup,
-                  "results": rows, "ratios": ratios}
-        (RESULTS / "ray_cluster.json").write_text(json.dumps(record, indent=2) + "\n")
-        (RESULTS / "ray_cluster.md").write_text(table)
+    recorder.write(to_rows(rows, ratios), settings=setup, markdown=table, title=TITLE)
 
 
 if __name__ == "__main__":

@@ -2,13 +2,13 @@
 
 ``hpo compare`` runs the variants one after another; on a machine with many cores (or a
 GPU) this script runs them side by side, each (split, variant) a job with its own SQLite
-storage and results folder under ``--out``, and merges the jobs into one ``compare.json``
+storage and results folder under ``--runs``, and merges the jobs into one ``compare.json``
 / ``compare.md`` per study, plus ``benchmarks/results/paper_tables.json`` and ``.md``
-with the paper's figures beside (DESIGN.md, quoting the paper's Table 2). A rerun
-resumes every job where it stopped.
+(``--out``; a ``--quick`` run writes them only with ``--out``) with the paper's figures
+beside (DESIGN.md, quoting the paper's Table 2). A rerun resumes every job where it stopped.
 
-    python -m benchmarks.paper_tables studies/compare-synthetic.toml --jobs 8
-    python -m benchmarks.paper_tables studies/compare-l4s.toml --quick --jobs 2
+    python -m benchmarks.experiments.paper_tables studies/compare-synthetic.toml --jobs 8
+    python -m benchmarks.experiments.paper_tables studies/compare-l4s.toml --quick --jobs 2
 """
 
 from __future__ import annotations
@@ -26,18 +26,12 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from benchmarks._harness import Row, Run, add_common_flags, results_dir
 from hpo.study import ensure_scene, load_study
-from hpo.study.compare import (
-    RESULTS_FILE,
-    CompareSettings,
-    compare_settings,
-    run_compare,
-    split_label,
-    summarize,
-)
-from hpo.study.compare import _save as save_state
+from hpo.study.compare import CompareSettings, compare_settings, run_compare, split_label
+from hpo.study.compare_tables import RESULTS_FILE, save_state, summarize
 
-RESULTS = Path(__file__).resolve().parent / "results"
+TITLE = "The paper's comparison (benchmarks/experiments/paper_tables.py)"
 
 # The paper's Table 2 (MIoU, F1, AUC), as DESIGN.md quotes it.
 PAPER = {
@@ -162,19 +156,28 @@ def _by_split(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return tables
 
 
-def write_results(records: dict[str, dict[str, Any]]) -> None:
-    """``paper_tables.json`` (merged with other data sets' earlier records) and ``.md``."""
-    path = RESULTS / "paper_tables.json"
-    doc = json.loads(path.read_text()) if path.is_file() else {"benchmark": "paper_tables",
-                                                                 "datasets": {}}
-    doc["datasets"].update(records)
-    RESULTS.mkdir(exist_ok=True)
-    path.write_text(json.dumps(doc, indent=1) + "\n")
-    lines = ["# The paper's comparison (benchmarks/paper_tables.py)", "",
-             "Test-split metrics, mean ± std over training seeds (and folds); F1 and MIoU "
+def to_rows(datasets: dict[str, dict[str, Any]]) -> list[Row]:
+    """Per data set, split, variant and metric: mean and std over seeds (and folds)."""
+    rows = []
+    for name, rec in datasets.items():
+        kinds = {"runs": rec["tables"], "ensembles": rec.get("ensemble_tables", {})}
+        cells = [(kind, split, variant, m) for kind, tables in kinds.items()
+                 for split, table in tables.items() for variant, m in table.items()]
+        for kind, split, variant, m in cells:
+            setup = {"split": split, "of": kind, "runs": m["runs"]}
+            for metric, stat in ((k, v) for k, v in m.items() if k != "runs"):
+                rows += [Row("paper_tables", name, variant, metric, stat["mean"], "", setup),
+                         Row("paper_tables", name, variant, f"{metric}_std", stat["std"], "",
+                             setup)]  # fmt: skip
+    return rows
+
+
+def markdown(datasets: dict[str, dict[str, Any]]) -> str:
+    """Every data set's tables beside the paper's figures."""
+    lines = ["Test-split metrics, mean ± std over training seeds (and folds); F1 and MIoU "
              "at the threshold chosen on validation. Paper: Li, Han and Li, Table 2, as "
              "DESIGN.md quotes it (their data, not these).", ""]
-    for name, rec in doc["datasets"].items():
+    for name, rec in datasets.items():
         s = rec["settings"]
         lines += [f"## {name}", "",
                   f"{rec['date']}, {rec['machine']}, {rec['device']}; {s['trials']} "
@@ -207,7 +210,17 @@ def write_results(records: dict[str, dict[str, Any]]) -> None:
         for variant, reason in rec["skipped"].items():
             lines.append(f"- {variant}: not run ({reason})")
         lines.append("")
-    (RESULTS / "paper_tables.md").write_text("\n".join(lines))
+    return "\n".join(lines)
+
+
+def write_results(recorder: Run, records: dict[str, dict[str, Any]]) -> None:
+    """``paper_tables.json`` (merged with other data sets' earlier records) and ``.md``."""
+    path = recorder.out / "paper_tables.json" if recorder.out else None
+    datasets = (json.loads(path.read_text())["details"]["datasets"]
+                if path is not None and path.is_file() else {})
+    datasets.update(records)
+    recorder.write(to_rows(datasets), details={"datasets": datasets},
+                   markdown=markdown(datasets), title=TITLE)
 
 
 def _cell(stat: dict[str, Any]) -> str:
@@ -221,24 +234,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--variants", nargs="+")
     parser.add_argument("--trials", type=int)
     parser.add_argument("--seeds", type=int)
-    budget = parser.add_mutually_exclusive_group()
-    budget.add_argument("--quick", action="store_true")
-    budget.add_argument("--full", action="store_true")
+    add_common_flags(parser, seed=None)  # --quick: hpo compare --quick's budgets
+    parser.add_argument("--full", action="store_true", help="hpo compare --full's budgets")
     parser.add_argument("--device", help="cpu or cuda (default: CUDA when available)")
-    parser.add_argument("--out", default="runs/paper-tables", help="jobs' folders")
+    parser.add_argument("--runs", default="runs/paper-tables", help="jobs' folders")
     parser.add_argument("--note", default="",
                         help="recorded with the results, e.g. where earlier runs of the "
                         "resumed jobs ran")
-    parser.add_argument("--no-record", action="store_true",
-                        help="do not write benchmarks/results/paper_tables.*")
     args = parser.parse_args(argv)
+    if args.quick and args.full:
+        parser.error("--quick and --full exclude each other")
+    recorder = Run("paper_tables", results_dir(args))
     records = {}
     for study in args.studies:
         spec = load_study(study)
         settings = compare_settings(spec, variants=args.variants, trials=args.trials,
                                     seeds=args.seeds, quick=args.quick, full=args.full)
         ensure_scene(spec)  # once, before the jobs read it
-        out = Path(args.out) / spec.name
+        out = Path(args.runs) / spec.name
         jobs = jobs_of(study, settings, out, args.jobs, args.device)
         print(f"{spec.name}: {len(jobs)} jobs, {args.jobs} at once, "
               f"{jobs[0].threads} threads each")
@@ -258,8 +271,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         records[spec.name] = record_of(state, study, sum(walls), args.jobs, args.device)
         records[spec.name]["invocations"] = len(walls)
         records[spec.name]["note"] = args.note
-    if not args.no_record:
-        write_results(records)
+    write_results(recorder, records)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
 """Kill search drivers with SIGKILL at random moments and audit what the storage kept.
 
-Shared by ``tests/reliability`` (short runs) and ``benchmarks/chaos.py`` /
-``benchmarks/concurrency.py`` (long runs). The driver is ``tests/hpo/_driver.py``: a
-layer-wise search on a cheap objective that logs every evaluation (``start`` / ``done``),
-every stored outcome (``told``) and its export (``export-start`` / ``export-done``) to a
-side log, so the audit can tell finished work from what the storage holds.
+Shared by ``tests/reliability`` (short runs) and ``benchmarks/reliability/chaos.py`` /
+``benchmarks/reliability/concurrency.py`` (long runs). The driver is
+``benchmarks/reliability/driver.py``: a layer-wise search (:func:`two_stages` of
+:func:`quadratic`, also the engine tests' search) on a cheap objective that logs every
+evaluation (``start`` / ``done``), every stored outcome (``told``) and its export
+(``export-start`` / ``export-done``) to a side log, so the audit can tell finished work
+from what the storage holds.
 
 What the audit counts:
 
@@ -25,6 +27,7 @@ lost trials (nothing was stored); they are counted as ``unrecorded``.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import signal
@@ -41,16 +44,62 @@ from urllib.parse import parse_qsl, urlsplit
 
 import optuna
 import yaml
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
 from hpo.engine.ledger import COPIED_ATTR, LEDGER_ATTR, best_trial, ledger_from_trial, read_ledger
 from hpo.engine.runners.job import PHASE_ATTR
 from hpo.engine.search import SEARCH_ATTR, LayerwiseSearch
+from hpo.engine.stage import Stage
 from hpo.engine.storage import make_storage
 from hpo.study.export import EXPORT_FORMAT
 
-DRIVER = Path(__file__).resolve().parents[1] / "hpo" / "_driver.py"
-DEFAULTS = {"x": 0.0, "n": 5, "lr": 0.01, "act": "relu"}  # two_stages() in tests/hpo
+DRIVER = Path(__file__).resolve().with_name("driver.py")
+DEFAULTS = {"x": 0.0, "n": 5, "lr": 0.01, "act": "relu"}  # the defaults of two_stages()
+
+
+def two_stages(n_random: int = 3, n_bayes: int = 2, sampler: str | None = "tpe") -> list[Stage]:
+    """Two small stages: a float and an int, then a log float and a categorical."""
+    return [
+        Stage(
+            "first",
+            {"x": FloatDistribution(-5.0, 5.0), "n": IntDistribution(1, 9)},
+            defaults={"x": 0.0, "n": 5},
+            n_random=n_random,
+            n_bayes=n_bayes,
+            sampler=sampler,
+        ),
+        Stage(
+            "second",
+            {
+                "lr": FloatDistribution(1e-4, 1.0, log=True),
+                "act": CategoricalDistribution(["relu", "tanh", "gelu"]),
+            },
+            defaults={"lr": 0.01, "act": "relu"},
+            n_random=n_random,
+            n_bayes=n_bayes,
+            sampler=sampler,
+        ),
+    ]
+
+
+def quadratic(params: dict) -> float:
+    """A separable quadratic with its maximum 1.0 at x=1, n=3, lr=0.1, act=tanh."""
+    return (
+        -((params["x"] - 1.0) ** 2)
+        - 0.1 * (params["n"] - 3) ** 2
+        - (math.log10(params["lr"]) + 1.0) ** 2
+        + (1.0 if params["act"] == "tanh" else 0.0)
+    )
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line; O_APPEND writes of one short line are atomic between processes."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,10 @@
 Per storage (SQLite, journal file, PostgreSQL, Redis; a server that is not reachable is
 skipped and says so), searches run one after another until the time budget is spent.
 Each search (two stages and a refine stage of the engine tests' quadratic, every trial
-sleeping ``--sleep`` s) is driven by ``tests/hpo/_driver.py``; every life of the driver
+sleeping ``--sleep`` s) is driven by ``benchmarks/reliability/driver.py``; every life of the driver
 is SIGKILLed at a random moment and the driver restarted, until a life completes and
 exports the best configuration; then more lives are killed while they export. After
-every kill and at the end the harness (``tests/reliability/_chaos.py``) audits the
+every kill and at the end the harness (``benchmarks/reliability/chaos_kit.py``) audits the
 storage, the side log of evaluations and the export file.
 
 Reported per storage and objective: kills survived, driver lives, searches completed,
@@ -19,35 +19,28 @@ its side log: ``startup`` (imports, storage, waiting for orphaned trials), ``tri
 (ledger write, next stage), ``export``, ``exit``). Storages run at once, one thread
 each: the drivers mostly sleep.
 
-    python -m benchmarks.chaos --minutes 12      # writes benchmarks/results/chaos.*
-    python -m benchmarks.chaos --minutes 1 --quick --storages sqlite
+    python -m benchmarks.reliability.chaos --minutes 12   # writes benchmarks/results/chaos.*
+    python -m benchmarks.reliability.chaos --minutes 1 --quick --storages sqlite
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
-import json
-import os
-import platform
 import random
 import socket
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks._harness import Row, Run, add_common_flags, results_dir, rows_of
+from benchmarks.reliability.chaos_kit import Plan, Tally, chaos_search, storage_url
 
-from tests.reliability._chaos import Plan, Tally, chaos_search, storage_url  # noqa: E402
-
-RESULTS = ROOT / "benchmarks" / "results"
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379/0"
+TITLE = "chaos: SIGKILLed drivers, per storage"
 STORAGES = ("sqlite", "journal", "postgres", "redis")
 PORTS = {"postgres": 5432, "redis": 6379}
 
@@ -91,6 +84,23 @@ def run_storage(kind: str, plan: Plan, seconds: float, seed: int, folder: Path,
     return record
 
 
+COUNTS = ("kills", "lives", "searches", "complete", "lost", "duplicated", "corrupt",
+          "unrecorded", "temp_files")
+
+
+def to_rows(results: dict[str, Any]) -> list[Row]:
+    """One row per storage / objective and count (kills per moment as ``kills_at_<moment>``)."""
+    rows: list[Row] = []
+    for key, r in results.items():
+        kind, objective = key.split("/", 1)
+        values = {name: r[name] for name in COUNTS}
+        values |= {f"kills_at_{m}": n for m, n in sorted(r["moments"].items())}
+        values |= {"wall": r["wall_s"], "median_search": r["median_search_s"]}
+        rows += rows_of("chaos", objective, kind, values,
+                        {"wall": "s", "median_search": "s"}, {"storage": kind})
+    return rows
+
+
 def table(results: dict[str, Any], skipped: dict[str, str]) -> str:
     """The markdown table of the results."""
     moments = sorted({m for r in results.values() for m in r["moments"]})
@@ -118,14 +128,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="kill window after a life's first side-log line (s)")
     parser.add_argument("--export-kills", type=int, default=2,
                         help="kills of export-only lives per finished search")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="print only, write nothing")
+    add_common_flags(parser)
     args = parser.parse_args(argv)
+    recorder = Run("chaos", results_dir(args))
 
     plan = Plan(n_random=3, n_bayes=3, refine=3, sleep=args.sleep, lease=1.0)
     skipped = {k: why for k in args.storages if (why := reachable(k))}
     kinds = [k for k in args.storages if k not in skipped]
-    load_before = os.getloadavg()
     results: dict[str, Any] = {}
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="hpo-chaos-") as tmp:
@@ -149,17 +158,13 @@ def main(argv: list[str] | None = None) -> None:
               for name in ("kills", "lives", "searches", "complete", "lost", "duplicated",
                            "corrupt", "unrecorded")}
     md = "\n\n".join([
-        "# chaos: SIGKILLed drivers, per storage",
         f"Each search: two stages of {plan.n_random} random + {plan.n_bayes} Bayesian trials "
         f"(TPE) and a refine stage of 1 + {plan.refine}, every trial sleeping {plan.sleep:g} s"
         f", lease {plan.lease:g} s; each driver life killed with SIGKILL uniform(0, "
         f"{args.max_delay:g} s) after its first side-log line (15 % of lives: uniform(0, 2 s)"
         f" after it started), the window growing by half after a life that stored nothing; "
         f"{args.export_kills} more kills per search while a finished search exports. "
-        f"{args.minutes:g} min per storage, storages at once; {os.cpu_count()} CPUs "
-        f"({platform.machine()}), load average {load_before[0]:.1f}/{load_before[1]:.1f}/"
-        f"{load_before[2]:.1f} before and {os.getloadavg()[0]:.1f} after; "
-        f"{datetime.date.today()}; total {wall:.0f} s.",
+        f"{args.minutes:g} min per storage, storages at once; total {wall:.0f} s.",
         table(results, skipped),
         f"Total: **{totals['kills']} kills** survived over {totals['searches']} searches "
         f"({totals['complete']} COMPLETE trials): **{totals['lost']} lost, "
@@ -177,24 +182,15 @@ def main(argv: list[str] | None = None) -> None:
         "(its own name always held a whole file).",
     ]) + "\n"
     print(md)
-    if not args.quick:
-        RESULTS.mkdir(exist_ok=True)
-        record = {
-            "benchmark": "chaos",
-            "date": str(datetime.date.today()),
-            "settings": {"plan": dataclasses.asdict(plan), "minutes_per_storage": args.minutes,
-                         "max_delay_s": args.max_delay, "export_kills": args.export_kills,
-                         "seed": args.seed},
-            "machine": {"cpus": os.cpu_count(), "load_before": load_before,
-                        "load_after": os.getloadavg()},
-            "wall_s": round(wall, 1),
-            "results": results,
-            "skipped": skipped,
-            "totals": totals,
-        }
-        (RESULTS / "chaos.json").write_text(json.dumps(record, indent=2) + "\n")
-        (RESULTS / "chaos.md").write_text(md)
-
+    recorder.write(
+        to_rows(results),
+        settings={"plan": dataclasses.asdict(plan), "minutes_per_storage": args.minutes,
+                  "max_delay_s": args.max_delay, "export_kills": args.export_kills,
+                  "seed": args.seed},
+        details={"wall_s": round(wall, 1), "skipped": skipped, "totals": totals,
+                 "problems": {k: r["problems"] for k, r in results.items()}},
+        markdown=md, title=TITLE,
+    )
 
 if __name__ == "__main__":
     main()

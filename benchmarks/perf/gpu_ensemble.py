@@ -13,8 +13,8 @@ It needs torch and this repository only (no Optuna, Ray or rasterio: ``ray_runne
 imports them only inside its functions), so it runs on a
 bare GPU machine. Without CUDA it runs on the CPU and says so.
 
-    python -m benchmarks.gpu_ensemble          # writes benchmarks/results/gpu_ensemble.json
-    python -m benchmarks.gpu_ensemble --quick  # tiny sizes, nothing written
+    python -m benchmarks.perf.gpu_ensemble          # writes benchmarks/results/gpu_ensemble.json
+    python -m benchmarks.perf.gpu_ensemble --quick  # tiny sizes, prints only
 """
 
 from __future__ import annotations
@@ -29,9 +29,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.ray_runner import random_tiles
+from benchmarks._harness import Row, Run, add_common_flags, results_dir, rows_of
+from benchmarks.perf.ray_runner import random_tiles
 
-RESULTS = Path(__file__).resolve().parent / "results"
+SETUP_KEYS = ("benchmark", "date", "device", "dataset", "model", "metric", "sizes", "torch")
+UNITS = {"forward_seconds_member": "s", "forward_seconds_ensemble": "s",
+         "peak_gpu_mib": "MiB", "train_seconds_per_member": "s", "round_trip_max_abs_diff": ""}
 FULL = {"members": 3, "epochs": 6, "train": 64, "val": 16, "shape": (6, 3, 64, 64)}
 QUICK = {"members": 2, "epochs": 1, "train": 4, "val": 2, "shape": (3, 2, 16, 16)}
 _PASSES = 10
@@ -103,10 +106,25 @@ def run(sizes: dict[str, Any], device: str) -> dict[str, Any]:
     }
 
 
+def to_rows(record: dict[str, Any]) -> list[Row]:
+    """One row per measure; per-member lists as one row per member (``setup`` member)."""
+    measures = {k: v for k, v in record.items() if k not in SETUP_KEYS}
+    lists = {k: measures.pop(k) for k in ("train_seconds_per_member", "val_auc_members")}
+    on = {"device": record["device"]}
+    rows = rows_of("gpu_ensemble", record["dataset"], record["model"], measures, UNITS, on)
+    for metric, values in lists.items():
+        for member, value in enumerate(values):
+            rows += rows_of("gpu_ensemble", record["dataset"], record["model"],
+                            {metric: value}, UNITS, {**on, "member": member})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
+    """Run the check on the training device (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny sizes; nothing written")
+    add_common_flags(parser, seed=None)  # --quick: tiny sizes
     args = parser.parse_args(argv)
+    recorder = Run("gpu_ensemble", results_dir(args))
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -126,9 +144,8 @@ def main(argv: list[str] | None = None) -> None:
     print(json.dumps(record, indent=1))
     if device != "cuda":
         print("no CUDA GPU here: this ran on the CPU")
-    if not args.quick:
-        RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "gpu_ensemble.json").write_text(json.dumps(record, indent=1) + "\n")
+    recorder.write(to_rows(record), settings={k: record[k] for k in SETUP_KEYS},
+                   title="gpu_ensemble: seed ensembles on the training device")
 
 
 if __name__ == "__main__":

@@ -2,40 +2,34 @@
 
 Per (storage, N), ``--repeats`` searches (two stages and a refine stage of the engine
 tests' quadratic, every trial sleeping ``--sleep`` s) each run by N driver processes
-(``tests/hpo/_driver.py``) started at once. The audit (``tests/reliability/_chaos.py``)
-counts lost, duplicated and corrupt trials and ledgers; a stage may end over its budget
-only by trials that were running when it filled (its barrier), at most N - 1.
+(``benchmarks/reliability/driver.py``) started at once. The audit
+(``benchmarks/reliability/chaos_kit.py``) counts lost, duplicated and corrupt trials and
+ledgers; a stage may end over its budget only by trials that were running when it filled
+(its barrier), at most N - 1.
 
 Reported per storage and N: searches, lost / duplicated / corrupt (each should be 0),
 the most COMPLETE trials a stage had over its budget, whether every driver ended with
 the same result (ledgers, best value), how many drivers ran trials, COMPLETE trials and
 the median wall time of a search (all drivers' start included).
 
-    python -m benchmarks.concurrency               # writes benchmarks/results/concurrency.*
-    python -m benchmarks.concurrency --quick --drivers 2 --repeats 1
+    python -m benchmarks.reliability.concurrency   # writes benchmarks/results/concurrency.*
+    python -m benchmarks.reliability.concurrency --quick --drivers 2 --repeats 1
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
-import json
-import os
-import platform
 import statistics
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.chaos import PG_URL, REDIS_URL, RESULTS, objective_key, reachable  # noqa: E402
-from tests.reliability._chaos import Plan, concurrent_search  # noqa: E402
+from benchmarks._harness import Row, Run, add_common_flags, results_dir, rows_of
+from benchmarks.reliability.chaos import PG_URL, REDIS_URL, objective_key, reachable
+from benchmarks.reliability.chaos_kit import Plan, concurrent_search
 
 STORAGES = ("postgres", "redis")
 
@@ -82,6 +76,18 @@ def run(kind: str, drivers: int, plan: Plan, repeats: int, folder: Path) -> dict
     }
 
 
+def to_rows(results: dict[str, Any]) -> list[Row]:
+    """One row per storage / objective / N and measure."""
+    rows: list[Row] = []
+    for key, r in results.items():
+        objective = key.split("/")[1]
+        values = {k: v for k, v in r.items() if k not in ("storage", "drivers", "problems")}
+        values["median_search"] = values.pop("median_search_s")
+        rows += rows_of("concurrency", objective, r["storage"], values,
+                        {"median_search": "s"}, {"drivers": r["drivers"]})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the sweep; write the results unless ``--quick``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -89,12 +95,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--storages", nargs="+", default=list(STORAGES), choices=STORAGES)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sleep", type=float, default=0.1, help="seconds per trial")
-    parser.add_argument("--quick", action="store_true", help="print only, write nothing")
+    add_common_flags(parser, seed=None)
     args = parser.parse_args(argv)
+    recorder = Run("concurrency", results_dir(args))
 
     plan = Plan(n_random=4, n_bayes=6, refine=4, sleep=args.sleep, lease=10.0)
     skipped = {k: why for k in args.storages if (why := reachable(k))}
-    load_before = os.getloadavg()
     started = time.monotonic()
     rows = []
     with tempfile.TemporaryDirectory(prefix="hpo-concurrency-") as tmp:
@@ -117,13 +123,10 @@ def main(argv: list[str] | None = None) -> None:
     for kind, why in skipped.items():
         lines.append(f"| {kind} | skipped: {why} |" + " |" * (len(head) - 2))
     md = "\n\n".join([
-        "# concurrency: N drivers on one search",
         f"Each search: two stages of {plan.n_random} random + {plan.n_bayes} Bayesian trials "
         f"(TPE) and a refine stage of 1 + {plan.refine}, every trial sleeping "
         f"{plan.sleep:g} s, lease {plan.lease:g} s; N driver processes started at once, "
-        f"{args.repeats} searches per row; {os.cpu_count()} CPUs ({platform.machine()}), "
-        f"load average {load_before[0]:.1f}/{load_before[1]:.1f}/{load_before[2]:.1f} before "
-        f"and {os.getloadavg()[0]:.1f} after; {datetime.date.today()}; total {wall:.0f} s.",
+        f"{args.repeats} searches per row; total {wall:.0f} s.",
         "\n".join(lines),
         "A stage may end over its budget by the trials other drivers were running when it "
         "filled (at most N - 1): they finish and count, they are never cut off. Every "
@@ -131,22 +134,14 @@ def main(argv: list[str] | None = None) -> None:
         "as duplicated.",
     ]) + "\n"
     print(md)
-    if not args.quick:
-        RESULTS.mkdir(exist_ok=True)
-        record = {
-            "benchmark": "concurrency",
-            "date": str(datetime.date.today()),
-            "settings": {"plan": dataclasses.asdict(plan), "repeats": args.repeats},
-            "machine": {"cpus": os.cpu_count(), "load_before": load_before,
-                        "load_after": os.getloadavg()},
-            "wall_s": round(wall, 1),
-            "results": {f"{r['storage']}/{objective_key(plan)}/N={r['drivers']}": r
-                        for r in rows},
-            "skipped": skipped,
-        }
-        (RESULTS / "concurrency.json").write_text(json.dumps(record, indent=2) + "\n")
-        (RESULTS / "concurrency.md").write_text(md)
-
+    results = {f"{r['storage']}/{objective_key(plan)}/N={r['drivers']}": r for r in rows}
+    recorder.write(
+        to_rows(results),
+        settings={"plan": dataclasses.asdict(plan), "repeats": args.repeats},
+        details={"wall_s": round(wall, 1), "skipped": skipped,
+                 "problems": {k: r["problems"] for k, r in results.items()}},
+        markdown=md, title="concurrency: N drivers on one search",
+    )
 
 if __name__ == "__main__":
     main()

@@ -13,15 +13,13 @@ per trial (median time between consecutive tells after the first trial), both al
 ratios to the local runner measured in the same run. Ray is started once (its start
 time is reported on its own), as ``hpo tune`` does once per search.
 
-    python -m benchmarks.ray_runner            # writes benchmarks/results/ray_runner.*
-    python -m benchmarks.ray_runner --quick    # fewer trials; prints the table only
+    python -m benchmarks.perf.ray_runner            # writes benchmarks/results/ray_runner.*
+    python -m benchmarks.perf.ray_runner --quick    # fewer trials; prints the table only
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import logging
 import os
 import platform
@@ -32,7 +30,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from benchmarks._harness import Row, Run, add_common_flags, melt, results_dir
+
+TITLE = "ray runner benchmark: cost per trial"
+
 
 TINY = {
     "optim.epochs": 1,
@@ -141,8 +142,6 @@ def _runner(kind: str) -> Any:
 
 def _markdown(rows: list[dict], setup: dict[str, Any]) -> str:
     lines = [
-        "# ray runner benchmark: cost per trial",
-        "",
         f"One stage of sequential trials (max_concurrent=1, cpu=1, 1 torch thread), SQLite "
         f"storage; {setup['cpus']} CPUs ({setup['machine']}), load average "
         f"{setup['load_before']:.1f} before the run; Ray {setup['ray']}, torch "
@@ -216,11 +215,17 @@ def compare(counts: dict[tuple[str, str], int], objectives: dict[str, Any],
     return rows
 
 
+def to_rows(results: list[dict[str, Any]]) -> list[Row]:
+    """One row per objective, runner and measure."""
+    return melt("ray_runner", results, dataset="", dataset_key="objective", model_key="runner")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the benchmark; write the results unless ``--quick``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer trials, write nothing")
+    add_common_flags(parser, seed=None)
     args = parser.parse_args(argv)
+    recorder = Run("ray_runner", results_dir(args))
     load = os.getloadavg()[0]
     ray_init = start_ray()
     import ray
@@ -243,19 +248,14 @@ def main(argv: list[str] | None = None) -> None:
         "machine": platform.machine(),
         "ray": ray.__version__,
         "torch": torch.__version__,
-        "date": datetime.date.today().isoformat(),
+        "date": recorder.machine["utc"][:10],
         "ray_init_s": ray_init,
         "load_before": load,
         "quick": args.quick,
     }
     table = _markdown(rows, setup)
     print(table)
-    if not args.quick:
-        RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "ray_runner.json").write_text(
-            json.dumps({"setup": setup, "results": rows}, indent=2) + "\n"
-        )
-        (RESULTS / "ray_runner.md").write_text(table)
+    recorder.write(to_rows(rows), settings=setup, markdown=table, title=TITLE)
 
 
 if __name__ == "__main__":
