@@ -1,8 +1,13 @@
-"""Segmentation metrics over a whole split: MIoU, landslide F1 and exact ROC AUC."""
+"""Segmentation metrics over a whole split: MIoU, landslide F1, exact ROC AUC, thresholds.
+
+Scores are ranked as log-odds (landslide logit minus background logit), never as rounded
+probabilities; scikit-learn is the test oracle of every metric here.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -11,6 +16,9 @@ import torch
 
 ArrayLike = np.ndarray | torch.Tensor
 """Inputs the metrics accept: numpy arrays or torch tensors (any device), any shape."""
+
+ROC_POINTS = 200
+"""Points :func:`roc_points` keeps of a ROC curve by default."""
 
 
 def _as_numpy(value: Any, name: str) -> np.ndarray:
@@ -382,3 +390,114 @@ def pooled_threshold(
     kept = gain > margin + se
     return {"threshold": grid[chosen] if kept else 0.5, "kept": bool(kept),
             "chosen": grid[chosen], "gain": gain, "se": se, "runs": runs}
+
+
+def threshold_of(log_odds: np.ndarray, label: np.ndarray) -> float | None:
+    """The F1-best threshold, a probability, of validation log-odds.
+
+    Args:
+        log_odds: 1-D validation log-odds (e.g. a seed ensemble's).
+        label: 1-D bool labels, aligned with ``log_odds``.
+
+    Returns:
+        The threshold, or ``None`` without landslide pixels.
+    """
+    return best_f1_threshold(log_odds, label)[1] if label.any() else None
+
+
+def validation_threshold(history: Any) -> float | None:
+    """The decision threshold a training run chose on its validation split, if any.
+
+    Args:
+        history: A :class:`networks.History` (or anything with ``threshold`` and
+            ``epochs``, as older records have).
+
+    Returns:
+        The threshold, strictly inside (0, 1), or ``None``.
+    """
+    value = getattr(history, "threshold", None)
+    if value is None and history.epochs:
+        value = history.epochs[-1].get("threshold")
+    return float(value) if isinstance(value, int | float) and 0 < value < 1 else None
+
+
+def mean_probability_log_odds(log_odds: Sequence[np.ndarray]) -> np.ndarray:
+    """Log-odds of the mean probability of several models, without rounding to 0 or 1.
+
+    Args:
+        log_odds: Each model's log-odds of the same pixels.
+
+    Returns:
+        ``log(mean p / mean (1 - p))``, float64, computed in log space.
+    """
+    stack = np.stack([np.asarray(s, np.float64) for s in log_odds])
+    # log p = -log(1 + e^-s); the 1/n of the two means cancels.
+    return (np.logaddexp.reduce(-np.logaddexp(0.0, -stack), axis=0)
+            - np.logaddexp.reduce(-np.logaddexp(0.0, stack), axis=0))
+
+
+def score_log_odds(
+    log_odds: np.ndarray, label: np.ndarray, threshold: float | None
+) -> dict[str, Any]:
+    """Test metrics of log-odds: at probability 0.5 and at a validation-chosen threshold.
+
+    Args:
+        log_odds: 1-D landslide log-odds of valid pixels.
+        label: 1-D bool labels, aligned with ``log_odds``.
+        threshold: The validation-chosen threshold (a probability), or ``None``.
+
+    Returns:
+        ``{"pixels", "landslide_pixels", "at_0.5": {...}, "at_threshold": {...} | None,
+        "roc": {"fpr", "tpr"}}``; each metrics dict has ``miou``, ``f1``, ``auc`` and the
+        confusion counts.
+    """
+    meter = SegmentationMeter(prob_dtype=np.float64)
+    meter.update_log_odds(log_odds, label)
+    scores = meter.compute()
+    out: dict[str, Any] = {
+        "pixels": int(log_odds.size),
+        "landslide_pixels": int(label.sum()),
+        "at_0.5": {
+            "miou": scores["miou"],
+            "f1": scores["f1"],
+            "auc": scores["auc"],
+            "confusion": confusion(log_odds, label, 0.5),
+        },
+        "at_threshold": None,
+    }
+    if threshold is not None:
+        at = meter.at(threshold)
+        out["at_threshold"] = {
+            "threshold": threshold,
+            "miou": at["miou"],
+            "f1": at["f1"],
+            "auc": scores["auc"],
+            "confusion": confusion(log_odds, label, threshold),
+        }
+    out["roc"] = roc_points(log_odds, label)
+    return out
+
+
+def roc_points(prob: np.ndarray, label: np.ndarray, n: int = ROC_POINTS) -> dict | None:
+    """At most ``n`` points of the ROC curve, one per distinct threshold before thinning.
+
+    Args:
+        prob: 1-D scores.
+        label: 1-D bool labels.
+        n: Points kept (evenly spaced along the curve, both ends included).
+
+    Returns:
+        ``{"fpr": [...], "tpr": [...]}`` from (0, 0) to (1, 1), or ``None`` when only one
+        class is present.
+    """
+    n_pos = int(label.sum())
+    n_neg = label.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return None
+    order = np.argsort(-prob, kind="stable")
+    ends = tie_ends(prob[order])
+    tp = np.cumsum(label[order])[ends]
+    fpr = np.concatenate(([0.0], (ends + 1 - tp) / n_neg))
+    tpr = np.concatenate(([0.0], tp / n_pos))
+    keep = np.unique(np.linspace(0, fpr.size - 1, min(fpr.size, n)).astype(int))
+    return {"fpr": fpr[keep].tolist(), "tpr": tpr[keep].tolist()}

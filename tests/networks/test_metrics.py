@@ -182,3 +182,82 @@ def test_pooled_threshold_falls_back_to_half_when_the_peak_is_noise():
     assert not decided["kept"] and decided["threshold"] == 0.5
     single = pooled_threshold(curves[:1])
     assert single["threshold"] == 0.5 and single["gain"] is None
+
+
+def test_threshold_of_is_the_f1_best_cut_and_none_without_landslides():
+    from networks.metrics import threshold_of
+
+    rng = np.random.default_rng(5)
+    label = rng.random(300) < 0.2
+    scores = rng.normal(0, 1, 300) + 1.5 * label
+    threshold = threshold_of(scores, label)
+    prob = 1 / (1 + np.exp(-scores))
+    brute = max(f1_score(label, prob >= t) for t in np.unique(prob))
+    assert f1_score(label, prob > threshold) == pytest.approx(brute, abs=1e-9)
+    assert threshold_of(scores, np.zeros(300, bool)) is None
+
+
+def test_validation_threshold_reads_the_history_or_its_last_epoch():
+    from types import SimpleNamespace
+
+    from networks.metrics import validation_threshold
+
+    assert validation_threshold(SimpleNamespace(threshold=0.3, epochs=[])) == 0.3
+    old = SimpleNamespace(threshold=None, epochs=[{"threshold": 0.2}, {"threshold": 0.7}])
+    assert validation_threshold(old) == 0.7
+    for bad in (0.0, 1.0, "0.5", None):
+        assert validation_threshold(SimpleNamespace(threshold=bad, epochs=[])) is None
+
+
+def test_mean_probability_log_odds_is_the_log_odds_of_the_mean_probability():
+    from networks.metrics import mean_probability_log_odds
+
+    rng = np.random.default_rng(6)
+    runs = [rng.normal(0, 3, 50) for _ in range(3)]
+    mean = np.mean([1 / (1 + np.exp(-r)) for r in runs], axis=0)
+    got = mean_probability_log_odds(runs)
+    assert np.allclose(got, np.log(mean / (1 - mean)), atol=1e-9)
+    # where every run is confident, the mean stays ranked instead of rounding to 1
+    confident = mean_probability_log_odds([np.array([800.0, 900.0]), np.array([700.0, 950.0])])
+    assert np.isfinite(confident).all() and confident[1] > confident[0]
+
+
+def test_roc_points_lie_on_sklearns_curve():
+    from sklearn.metrics import roc_curve
+
+    from networks.metrics import roc_points
+
+    rng = np.random.default_rng(7)
+    label = rng.random(5000) < 0.3
+    scores = (rng.normal(0, 1, 5000) + label).round(1)  # with ties
+    fpr, tpr, _ = roc_curve(label, scores, drop_intermediate=False)
+    full = roc_points(scores, label, n=10**6)
+    assert np.allclose(full["fpr"], fpr) and np.allclose(full["tpr"], tpr)
+    thin = roc_points(scores, label, n=20)
+    assert len(thin["fpr"]) == 20
+    assert (thin["fpr"][0], thin["tpr"][0]) == (0.0, 0.0)
+    assert (thin["fpr"][-1], thin["tpr"][-1]) == (1.0, 1.0)
+    assert set(zip(thin["fpr"], thin["tpr"], strict=True)) <= set(
+        zip(full["fpr"], full["tpr"], strict=True))
+    assert roc_points(scores, np.zeros(5000, bool)) is None
+
+
+def test_score_log_odds_matches_sklearn_at_half_and_at_the_threshold():
+    from networks.metrics import score_log_odds
+
+    rng = np.random.default_rng(8)
+    label = rng.random(1000) < 0.25
+    scores = rng.normal(0, 2, 1000) + 2 * label
+    got = score_log_odds(scores, label, 0.3)
+    assert got["pixels"] == 1000 and got["landslide_pixels"] == int(label.sum())
+    for key, cut in (("at_0.5", 0.0), ("at_threshold", np.log(0.3 / 0.7))):
+        pred = scores > cut
+        assert got[key]["f1"] == pytest.approx(f1_score(label, pred))
+        assert got[key]["miou"] == pytest.approx(jaccard_score(label, pred, average="macro"))
+        assert got[key]["auc"] == pytest.approx(roc_auc_score(label, scores))
+        c = got[key]["confusion"]
+        assert c["tp"] == int((pred & label).sum()) and c["fp"] == int((pred & ~label).sum())
+        assert sum(c.values()) == 1000
+    assert got["at_threshold"]["threshold"] == 0.3
+    assert score_log_odds(scores, label, None)["at_threshold"] is None
+    assert len(got["roc"]["fpr"]) <= 200
