@@ -1,0 +1,89 @@
+"""``hpo report``: a markdown report of a search with PNG plots."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from rich.console import Console
+
+from hpo import study as st
+from hpo.cli._common import (
+    EXIT_OK,
+    add_allow_outside,
+    add_command,
+    command,
+    resolve_target,
+    stored_metric,
+)
+from hpo.engine.errors import SearchNotFoundError
+from hpo.engine.storage import mask_url
+from hpo.study.report import write_report
+
+
+def add_parser(subparsers: Any) -> None:
+    """Add ``hpo report`` and its arguments."""
+    p = add_command(
+        subparsers,
+        "report",
+        "write a markdown report of a search with PNG plots",
+        "Write a markdown report of a search: per stage trials, best value and parameters "
+        "and the ledger entry, the improvement over the untuned defaults, the best value "
+        "carried through the stages, optimization history and parameter importances per "
+        "stage; with --run, the test metrics, training curves, ROC curve and confusion "
+        "matrices of an `hpo train` run, and its prediction map (--map, or a map.tif that "
+        "`hpo predict` wrote into the run folder).",
+    )
+    p.add_argument("study", metavar="STUDY.toml|URL", help="a study file or a storage URL")
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="report/|REPORT.md",
+        default="report",
+        help="a folder (report.md and PNGs inside) or a .md file (PNGs beside it); "
+        "default: report/",
+    )
+    p.add_argument("--storage", metavar="URL", help="storage URL overriding the study's")
+    p.add_argument("--study", dest="search", metavar="NAME", help="the search's name (with a URL)")
+    p.add_argument("--run", metavar="RUN_DIR", help="include this `hpo train` run folder")
+    p.add_argument(
+        "--map",
+        metavar="MAP.tif",
+        help="include this `hpo predict` map (default: the newest .tif in RUN_DIR, if any)",
+    )
+    add_allow_outside(p)
+
+
+def run(args: argparse.Namespace, out: Console, err: Console) -> int:
+    """Run ``hpo report``; returns the exit status."""
+    target = argparse.Namespace(target=args.study, storage=args.storage, study=args.search,
+                                allow_outside=args.allow_outside)
+    spec, url, name = resolve_target(target)
+    if spec is not None:
+        if not st.storage_exists(spec.storage):
+            raise SearchNotFoundError(spec.name, mask_url(spec.storage))
+        result, metric = st.study_status(spec), spec.metric
+    else:
+        result = st.load_search(url, name).status()
+        metric = stored_metric(result)
+    # The search as the user named it, for the commands the report suggests; a URL's
+    # password must not end up in a file that gets shared.
+    named = [mask_url(args.study)] + (["--study", args.search] if args.search else [])
+    report = write_report(
+        result,
+        args.output,
+        metric=metric,
+        run_dir=args.run,
+        map_path=args.map,
+        target=command(*named),
+        scene=command(args.study) if spec is not None else "SCENE",
+        say=lambda text: err.print(f"hpo: note: {text}", soft_wrap=True),
+    )
+    out.print(f"wrote {report.path} and {len(report.figures)} plots:", soft_wrap=True)
+    for figure in report.figures:
+        out.print(f"  {figure}", soft_wrap=True)
+    if report.map is not None:
+        out.print(f"map {report.map.path}: {report.map.line()}", soft_wrap=True)
+    if report.gain is not None:
+        out.print(report.gain.text(metric), soft_wrap=True, markup=False)
+    return EXIT_OK
