@@ -30,7 +30,8 @@ STAGEWISE = "stagewise"
 SHARED = "shared"
 STRATEGIES = (STAGEWISE, SHARED)
 DEFAULT_STRATEGY = SHARED
-"""The engine's default, chosen by ``benchmarks/layerwise.py`` (docs/results.md, section 4)."""
+"""The engine's default, chosen by ``benchmarks/experiments/layerwise.py`` (docs/results.md,
+section 5)."""
 
 FIXED_ATTR = "hpo:fixed"  # the same key as hpo.engine.search.FIXED_ATTR (no import cycle)
 

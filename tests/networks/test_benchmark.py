@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from benchmarks import networks as bench
+from benchmarks.perf import networks as bench
 
 
 def test_tiny_benchmark_measures_and_reports_ratios_to_segnet():
@@ -96,7 +96,7 @@ def test_scene_summary_pairs_time_ratios_by_seed():
 
 
 def test_ensemble_check_round_trips_members_on_this_device():
-    from benchmarks import gpu_ensemble
+    from benchmarks.perf import gpu_ensemble
 
     record = gpu_ensemble.run(gpu_ensemble.QUICK, "cpu")
     assert record["loaded_members"] == record["members"] == 2
