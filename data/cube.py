@@ -13,6 +13,7 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from data.errors import EmptyLabelError, SceneSpecError
+from data.normalize import ROBUST_CLIP, norm_stats
 from data.splits import Region, Splits, Tile, make_tiles, split_tiles, validation_plan
 from data.store import META_FILE, load_arrays
 
@@ -493,7 +494,7 @@ class Cube:
     def norm_stats(self, tiles: Sequence[Tile], *,
                    sources: Sequence[str] | str | None = None,
                    method: str | None = None) -> dict[str, Any]:
-        """Per-source normalization statistics of ``tiles`` (see ``data.dataset.norm_stats``).
+        """Per-source normalization statistics of ``tiles`` (see ``data.normalize.norm_stats``).
 
         Pass training tiles only, so nothing of val / test leaks into the normalization.
         Categorical sources are left as they are.
@@ -510,8 +511,6 @@ class Cube:
         Raises:
             SceneSpecError: The study file's ``clip`` is not a number > 0.
         """
-        from data.dataset import ROBUST_CLIP, norm_stats
-
         method = method or self.options.get("normalization", "robust")
         clip = self.options.get("clip", ROBUST_CLIP)
         if isinstance(clip, bool) or not isinstance(clip, int | float) or not clip > 0:
@@ -533,6 +532,7 @@ class Cube:
         Returns:
             A ``data.CubeDataset``.
         """
+        # torch is imported with the first data set: building and caching cubes never need it
         from data.dataset import CubeDataset
 
         return CubeDataset(self, tiles, norm=norm, sources=self.source_index(sources),

@@ -95,6 +95,7 @@ def read_vector(path: str | Path, grid: Grid, *, columns: Sequence[str] = ()) ->
         InvalidGeometryError: A geometry is invalid (e.g. a self-intersecting polygon).
         NoOverlapError: Its coordinates cannot be reprojected (a wrong CRS).
     """
+    # geopandas and pyogrio take a second or two to import: only vector inputs need them
     import geopandas as gpd
     import pyogrio
 
@@ -173,13 +174,14 @@ class LineDistance:
     """
 
     def __init__(self, lines: Sequence[Any], grid: Grid) -> None:
+        # scipy.spatial is slow to import; only distance-to-line factors need it
         from scipy.spatial import cKDTree
 
         self.grid = grid
         geoms = np.asarray(lines, dtype=object)
         self._to_metric: Transformer | None = None
         if grid.crs.is_geographic and len(geoms):
-            import geopandas as gpd
+            import geopandas as gpd  # slow to import; only lines on a geographic grid
 
             series = gpd.GeoSeries(geoms, crs=grid.crs)
             utm = series.estimate_utm_crs()

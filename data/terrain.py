@@ -129,6 +129,7 @@ def curvature(dem: np.ndarray, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
 
 def _window_mean(values: np.ndarray, radius: int) -> np.ndarray:
     """Mean of the finite values in the (2 r + 1)^2 window of every pixel (NaN if none)."""
+    # scipy.ndimage takes most of a second to import; only derived terrain layers need it
     from scipy.ndimage import uniform_filter
 
     finite = np.isfinite(values)

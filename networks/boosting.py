@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from networks.base import CubeModel
 from networks.config import BoostConfig
@@ -59,6 +60,7 @@ def pixel_features(x: np.ndarray, windows: Sequence[int]) -> np.ndarray:
     Returns:
         ``(H, W, F)`` float32 features, ``F = n_features(S * T, windows)``.
     """
+    # scipy.ndimage takes most of a second to import; only the boosting floor needs it
     from scipy.ndimage import uniform_filter
 
     s, t, h, w = x.shape
@@ -178,6 +180,7 @@ def _classifier_type() -> type:
     only bound the split candidates, so unweighted ones serve as well; the weights still
     weigh every gradient and hessian.
     """
+    # scikit-learn's ensembles take seconds to import: only the boosting floor uses them
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     base = HistGradientBoostingClassifier
@@ -252,8 +255,6 @@ class BoostingModel(CubeModel):
             TrainingError: No valid pixel, a single class, or a scikit-learn whose fitted
                 trees this module cannot read.
         """
-        from threadpoolctl import threadpool_limits
-
         config = self.config
         features, labels = sample_pixels(items, config.windows, config.max_pixels, seed)
         estimator = _classifier_type()(
@@ -395,6 +396,7 @@ class BoostingModel(CubeModel):
         Returns:
             ``(n,)`` float64 probabilities.
         """
+        # scipy.special is slow to import and only a fitted floor predicts with it
         from scipy.special import expit
 
         return expit(self.raw_score(features))

@@ -38,7 +38,7 @@ def observation_years(inventory: Path) -> list[str]:
     Returns:
         Years as strings.
     """
-    import pyogrio
+    import pyogrio  # a second to import; only the inventory's attribute table needs it
 
     if not inventory.exists():
         raise DataNotFoundError("landslide inventory not found", file=inventory,

@@ -37,7 +37,7 @@ _ID = re.compile(r"image_(\d+)\.h5$")
 
 
 def _read(path: Path, key: str) -> np.ndarray:
-    import h5py
+    import h5py  # a quarter second to import, for the .h5 patches only
 
     if not path.exists():
         raise DataNotFoundError("patch file not found", file=path,

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import data
-from data import dataset
-from data.dataset import ROBUST_CLIP
+from data import normalize
+from data.normalize import ROBUST_CLIP
 
 from .conftest import write_tif
 
@@ -89,7 +89,7 @@ def test_a_bounded_sample_gives_nearly_the_exact_statistics(tmp_path, monkeypatc
     cube = _folder(tmp_path)
     train = cube.splits().train
     exact = cube.norm_stats(train)["sources"]["v"]
-    monkeypatch.setattr(dataset, "_SAMPLE_CAP", 300)  # fewer than the training values
+    monkeypatch.setattr(normalize, "_SAMPLE_CAP", 300)  # fewer than the training values
     sampled = cube.norm_stats(train)["sources"]["v"]
     assert sampled != exact and sampled["mean"] == exact["mean"]  # moments stay exact
     assert sampled["center"] == pytest.approx(exact["center"], abs=0.2 * exact["scale"])
