@@ -116,6 +116,3 @@ def main(argv: list[str] | None = None) -> int:
         if restore_logging is not None:
             restore_logging()
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -770,7 +770,7 @@ def test_cli_error_in_a_real_process_has_no_traceback(tmp_path: Path) -> None:
     )
     root = Path(__file__).resolve().parents[2]
     proc = subprocess.run(
-        [sys.executable, "-m", "hpo.cli.main", "tune", str(path), "--dry-run"],
+        [sys.executable, "-m", "hpo.cli", "tune", str(path), "--dry-run"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -795,7 +795,7 @@ def test_cli_library_warnings_do_not_precede_the_one_line_error(tmp_path: Path) 
         dst.write(np.ones((1, SIZE, SIZE), np.float32))
     root = Path(__file__).resolve().parents[2]
     proc = subprocess.run(
-        [sys.executable, "-m", "hpo.cli.main", "tune", str(path), "--plain"],
+        [sys.executable, "-m", "hpo.cli", "tune", str(path), "--plain"],
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(root)},
     )

@@ -384,7 +384,7 @@ def test_dashboard_listens_on_loopback_only_by_default(tmp_path: Path) -> None:
     optuna.create_study(storage=f"sqlite:///{db}", study_name="dash")
     port = _closed_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hpo.cli.main", "dashboard", f"sqlite:///{db}", "--port", str(port)],
+        [sys.executable, "-m", "hpo.cli", "dashboard", f"sqlite:///{db}", "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

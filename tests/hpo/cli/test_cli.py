@@ -16,7 +16,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from hpo.cli.main import main
+from hpo.cli import main
 from hpo.study.export import load_export
 
 pytest.importorskip("networks", reason="the networks package is not there yet")
@@ -232,7 +232,7 @@ def test_synth_writes_a_scene(tmp_path, capsys):
 def test_entry_point_in_a_subprocess(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     run = subprocess.run(
-        [sys.executable, "-m", "hpo.cli.main", "--help"],
+        [sys.executable, "-m", "hpo.cli", "--help"],
         capture_output=True,
         text=True,
         env=env,
@@ -244,7 +244,7 @@ def test_entry_point_in_a_subprocess(tmp_path):
         assert command in run.stdout
     bad = write_study(tmp_path, textwrap.dedent("name = 3\n"))
     run = subprocess.run(
-        [sys.executable, "-m", "hpo.cli.main", "tune", str(bad)],
+        [sys.executable, "-m", "hpo.cli", "tune", str(bad)],
         capture_output=True,
         text=True,
         env=env,
@@ -267,7 +267,7 @@ def test_sigint_stops_cleanly_and_the_rerun_completes_the_budget(tmp_path, capsy
     study = write_study(tmp_path)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hpo.cli.main", "tune", str(study), "--plain"],
+        [sys.executable, "-m", "hpo.cli", "tune", str(study), "--plain"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -312,7 +312,7 @@ def test_dashboard_serves_every_stage_study(tuned, capsys):
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hpo.cli.main", "dashboard", str(study), "--port", str(port)],
+        [sys.executable, "-m", "hpo.cli", "dashboard", str(study), "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -461,7 +461,7 @@ def test_foreign_pickle_is_one_line_without_a_torch_warning(tmp_path):
 
     (tmp_path / "raw.pt").write_bytes(pickle.dumps([1, 2], protocol=5))
     run = subprocess.run(
-        [sys.executable, "-m", "hpo.cli.main", "predict", "raw.pt", "--scene", "."],
+        [sys.executable, "-m", "hpo.cli", "predict", "raw.pt", "--scene", "."],
         capture_output=True, text=True, cwd=tmp_path, timeout=120,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )

@@ -81,7 +81,7 @@ def test_headless_chromium_sees_every_stage_study(finished_search, tmp_path):
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hpo.cli.main", "dashboard", finished_search, "--port", str(port)],
+        [sys.executable, "-m", "hpo.cli", "dashboard", finished_search, "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -265,7 +265,7 @@ def test_cli_compare_interrupted_prints_the_resume_command(tmp_path):
 
     study = write_study(tmp_path, TINY_STUDY + COMPARE)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hpo.cli.main", "compare", str(study), "--variants", "fusion",
+        [sys.executable, "-m", "hpo.cli", "compare", str(study), "--variants", "fusion",
          "-o", str(tmp_path / "cmp")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"},
