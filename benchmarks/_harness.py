@@ -264,11 +264,6 @@ def write_record(
     return path
 
 
-def read_rows(path: Path) -> list[Row]:
-    """The rows of a record written by :func:`write_record`."""
-    return [Row(**r) for r in json.loads(path.read_text())["rows"]]
-
-
 class Run:
     """One run of a benchmark: the machine record taken at its start, the writer at its end.
 

@@ -24,7 +24,7 @@ Budget rules (the same for every method, so the comparison is at equal evaluatio
   the Bayesian sampler from ``hpo.make_sampler`` (``joint-random``: random throughout).
 
     python -m benchmarks.experiments.layerwise             # full run, 2 processes
-    python -m benchmarks.experiments.layerwise --quick     # about a minute, prints the tables
+    python -m benchmarks.experiments.layerwise --quick     # a few minutes, prints the tables
     python -m benchmarks.experiments.layerwise --time-limit 0   # every seed, however long
     python -m benchmarks.experiments.layerwise --report    # rebuild layerwise.md and the plot
     python -m benchmarks.experiments.layerwise --seeds 10 --budgets 60 120 \

@@ -63,7 +63,7 @@ def test_a_run_writes_the_schema_and_a_markdown_table(tmp_path, monkeypatch):
     assert record["schema"] == h.SCHEMA and record["name"] == "x"
     assert record["rows"] == [asdict(rows[0])] and record["details"] == {"curve": [1, 2]}
     assert len(record["machine"]["load_after"]) == 3
-    assert h.read_rows(path) == rows
+    assert [h.Row(**r) for r in record["rows"]] == rows
     md = (tmp_path / "x.md").read_text()
     assert md.startswith("# x\n") and "`python -m benchmarks.perf.x --quick`" in md
     assert "| x | data | model | speed | 2 | px/s | size=16 |" in md
