@@ -53,7 +53,7 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     """Run ``hpo compare``; returns the exit status."""
-    # Not at the top: every command imports this module, and compare loads `data` (GDAL).
+    # Not at the top: every command imports this module, and compare loads torch and GDAL.
     from hpo.study.compare import compare_settings, run_compare
     from hpo.study.compare_tables import TABLE_FILE
 

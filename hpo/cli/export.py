@@ -12,7 +12,6 @@ from hpo.cli._common import EXIT_OK, add_allow_outside, add_command, add_data_pa
 from hpo.engine.errors import SearchNotFoundError
 from hpo.engine.progress import format_value
 from hpo.engine.storage import mask_url
-from hpo.study.export import export_best
 from hpo.study.schema import StudySpec
 
 
@@ -40,6 +39,9 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     """Run ``hpo export``; returns the exit status."""
+    # Not at the top: every command imports this module, and the export loads torch.
+    from hpo.study.export import export_best
+
     spec = st.load_study(
         args.study, storage=args.storage, check_paths=False, data_path=args.data_path,
         allow_outside=args.allow_outside,

@@ -12,7 +12,6 @@ from rich.console import Console
 from hpo import study as st
 from hpo.cli._common import EXIT_OK, UsageError, add_command
 from hpo.engine.progress import format_duration
-from hpo.study.predict import open_checkpoint, predict_scene
 
 
 def add_parser(subparsers: Any) -> None:
@@ -49,6 +48,7 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     """Run ``hpo predict``; returns the exit status."""
     # Not at the top: every command imports this module, and these load torch and GDAL.
     from data.shift import shifted_channels
+    from hpo.study.predict import open_checkpoint, predict_scene
     from networks import CheckpointError
 
     try:

@@ -18,7 +18,6 @@ from hpo.cli._common import (
 )
 from hpo.engine.errors import SearchNotFoundError
 from hpo.engine.storage import mask_url
-from hpo.study.report import write_report
 
 
 def add_parser(subparsers: Any) -> None:
@@ -56,6 +55,9 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     """Run ``hpo report``; returns the exit status."""
+    # Not at the top: every command imports this module, and the report loads matplotlib, GDAL.
+    from hpo.study.report import write_report
+
     target = argparse.Namespace(target=args.study, storage=args.storage, study=args.search,
                                 allow_outside=args.allow_outside)
     spec, url, name = resolve_target(target)

@@ -10,9 +10,7 @@ from rich.console import Console
 from hpo.cli._common import EXIT_OK, UsageError, add_allow_outside, add_command, command
 from hpo.engine.errors import ExportError
 from hpo.engine.progress import format_duration, format_value
-from hpo.study.export import load_export
 from hpo.study.files import CHECKPOINT_FILE, METRICS_FILE
-from hpo.study.retrain import train_export
 
 
 def add_parser(subparsers: Any) -> None:
@@ -54,6 +52,10 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     """Run ``hpo train``; returns the exit status."""
+    # Not at the top: every command imports this module, and these load torch.
+    from hpo.study.export import load_export
+    from hpo.study.retrain import train_export
+
     try:
         load_export(args.export)  # a file that is no export is a wrong argument (exit 2)
     except ExportError as exc:

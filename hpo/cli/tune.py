@@ -25,10 +25,9 @@ from hpo.cli._common import (
 )
 from hpo.engine import LayerwiseSearch, SearchResult, StageResult
 from hpo.engine.progress import TuneProgress, format_duration, format_params, format_value
-from hpo.engine.replicates import search_gain
+from hpo.engine.replicates import search_gain, untuned_trial
 from hpo.engine.runners.job import as_two_argument
 from hpo.engine.storage import mask_url, probe_storage
-from hpo.study.report import untuned_value
 from hpo.study.schema import StudySpec
 
 
@@ -299,10 +298,10 @@ def _print_summary(
     gain = search_gain(result)
     if gain is not None:
         out.print(gain.text(spec.metric), soft_wrap=True, markup=False)
-    elif (untuned := untuned_value(result)) is not None:
+    elif (untuned := untuned_trial(result)) is not None:
         out.print(
             f"untuned defaults (stage {result.stages[0].name}, trial 0): "
-            f"{spec.metric} {format_value(untuned)}"
+            f"{spec.metric} {format_value(untuned.value)}"
         )
     out.print(f"best params: {format_params(result.best_params)}", soft_wrap=True)
     export = ["hpo", "export", args.study, "-o", "best.yaml"] + (
