@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, Literal, NamedTuple, Union, get_args, get_origin, get_type_hints
 
 from pydantic import BaseModel, ValidationError
-from pydantic_core import PydanticCustomError, core_schema
+from pydantic_core import PydanticCustomError
 
 
 class NetworksError(Exception):
@@ -71,30 +71,6 @@ class Issue(NamedTuple):
     loc: Loc
     message: str
     hint: str | None
-
-
-class Checked:
-    """``Annotated`` marker: validate a value as ``model`` but keep it as written.
-
-    A study's ``[data]`` and ``[compare]`` tables are checked against their models, while
-    the spec keeps the plain table (its fingerprint and the code that reads it see the
-    study file's own keys and values).
-
-    Args:
-        model: The pydantic model or dataclass the value must satisfy.
-    """
-
-    def __init__(self, model: type) -> None:
-        self.model = model
-
-    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> Any:
-        def keep(value: Any, validate: Any) -> Any:
-            validate(value)
-            return dict(value)
-
-        return core_schema.no_info_wrap_validator_function(
-            keep, handler.generate_schema(self.model)
-        )
 
 
 def invalid(message: str, hint: str | None = None, key: Loc = ()) -> PydanticCustomError:
@@ -261,11 +237,15 @@ def _walk(root: Any, loc: Loc) -> tuple[Loc, Any, Any]:
 
 
 def _bare(kind: Any) -> Any:
-    """``kind`` without ``Annotated`` and ``None``; a :class:`Checked` value's model."""
+    """``kind`` without ``Annotated`` and ``None``.
+
+    An ``Annotated`` marker with a ``model`` attribute (``hpo.study.schema.Checked``: a
+    plain table validated as that model) stands for the model.
+    """
     while True:
         if get_origin(kind) is Annotated:
-            checked = [m for m in kind.__metadata__ if isinstance(m, Checked)]
-            kind = checked[0].model if checked else get_args(kind)[0]
+            models = [m.model for m in kind.__metadata__ if _fields(getattr(m, "model", None))]
+            kind = models[0] if models else get_args(kind)[0]
         elif get_origin(kind) in (Union, types.UnionType):
             args = [a for a in get_args(kind) if a is not type(None)]
             if len(args) != 1:

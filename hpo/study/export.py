@@ -1,4 +1,8 @@
-"""The best configuration of a search, with provenance, as YAML or JSON."""
+"""The best configuration of a search, with provenance, as YAML or JSON.
+
+The document's schema is :class:`hpo.study.schema.ExportDoc`; sizes (``dbn.hidden``) are
+written as arrays, as a study file writes them.
+"""
 
 from __future__ import annotations
 
@@ -9,19 +13,22 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
 from hpo.engine.atomic import write_text
+from hpo.engine.context import HISTORY_ATTR
 from hpo.engine.errors import ExportError
+from hpo.engine.ledger import COPIED_ATTR
+from hpo.engine.search import LayerwiseSearch, SearchResult
 from hpo.engine.storage import mask_url
+from hpo.study.objective import CURVE_ATTR
+from hpo.study.schema import EXPORT_FORMAT, StudySpec, check_export
+from networks.config import ModelConfig, parse_sizes
+from networks.errors import ConfigError
+from networks.metrics import pooled_threshold
 
-if TYPE_CHECKING:
-    from hpo.engine.search import LayerwiseSearch, SearchResult
-    from hpo.study.schema import StudySpec
-
-EXPORT_FORMAT = "landslide-hpo/best-config/1"
 FORMATS = {".yaml": "yaml", ".yml": "yaml", ".json": "json"}
 _PACKAGES = ("landslide-hpo", "optuna", "torch", "scikit-optimize")
 
@@ -90,7 +97,8 @@ def load_export(path: str | Path) -> dict[str, Any]:
         ``doc["data_base_dir"]`` feed the data preparation.
 
     Raises:
-        ExportError: The file is missing, unreadable, or not an export.
+        ExportError: The file is missing, unreadable, not an export, or a key of it is
+            invalid (:class:`~hpo.study.schema.ExportDoc`).
     """
     path = Path(path)
     if path.suffix.lower() == ".toml":
@@ -129,6 +137,7 @@ def load_export(path: str | Path) -> dict[str, Any]:
             path=str(path),
             hint="write one with `hpo export`",
         )
+    check_export(doc, str(path))
     return dict(doc)
 
 
@@ -149,9 +158,6 @@ def _format(path: Path, fmt: str | None) -> str:
 
 
 def _result_and_spec(source: Any, spec: StudySpec | None) -> tuple[SearchResult, StudySpec | None]:
-    from hpo.engine.search import LayerwiseSearch, SearchResult
-    from hpo.study.schema import StudySpec
-
     if isinstance(source, StudySpec):
         spec = spec or source
         source = LayerwiseSearch.load(source.storage, source.name)
@@ -170,7 +176,7 @@ def _document(result: SearchResult, spec: StudySpec | None, data_hash: str | Non
     params = {**fixed, **result.best_params}
     model: dict[str, Any] = {
         "name": spec.model.name if spec is not None else None,
-        "params": _plain(params),
+        "params": _written(params),
     }
     config = _network_config(params)
     if config is not None:
@@ -228,9 +234,6 @@ def _threshold_decision(result: SearchResult) -> dict[str, Any] | None:
     curves of two replicates or more (single runs, searches stored before curves were
     kept, custom objectives).
     """
-    from hpo.study.objective import CURVE_ATTR
-    from networks.metrics import pooled_threshold
-
     trial = _best_run_trial(result)
     curves = trial.user_attrs.get(CURVE_ATTR) if trial is not None else None
     if not curves or not isinstance(curves[0], list) or len(curves) < 2:
@@ -242,8 +245,6 @@ def _threshold_decision(result: SearchResult) -> dict[str, Any] | None:
 
 def _best_run_trial(result: SearchResult) -> Any:
     """The best trial of the last finished stage, copies followed back to the trial that ran."""
-    from hpo.engine.ledger import COPIED_ATTR
-
     finished = [s for s in result.stages if s.ledger is not None]
     trial = finished[-1].best_trial if finished else None
     studies = {s.study_name: s.study for s in result.stages if s.study is not None}
@@ -270,8 +271,6 @@ def _validation_threshold(result: SearchResult, decided: dict[str, Any] | None) 
     Returns:
         The threshold, or ``None`` when no finished stage's trial reported one.
     """
-    from hpo.engine.context import HISTORY_ATTR
-
     if decided is not None:
         return float(decided["threshold"])
     trial = _best_run_trial(result)
@@ -282,11 +281,6 @@ def _validation_threshold(result: SearchResult, decided: dict[str, Any] | None) 
 
 def _network_config(params: Mapping[str, Any]) -> dict[str, Any] | None:
     """The full networks config for these parameters, or None when they are not one."""
-    try:
-        from networks.config import ModelConfig
-        from networks.errors import ConfigError
-    except ImportError:
-        return None
     try:
         return ModelConfig.from_params(params).to_dict()
     except ConfigError:
@@ -302,7 +296,7 @@ def _stage_entry(stage: Any) -> dict[str, Any]:
         "state": stage.state,
         "trial_number": ledger.trial_number if ledger else None,
         "value": ledger.value if ledger else None,
-        "params": _plain(ledger.params) if ledger else None,
+        "params": _written(ledger.params) if ledger else None,
         "n_complete": stage.n_complete,
     }
 
@@ -327,6 +321,14 @@ def _git_commit(where: Path) -> dict[str, Any] | None:
     except (OSError, subprocess.SubprocessError):
         return None  # not a git checkout (an installed wheel) or no git: nothing to record
     return {"commit": head, "dirty": bool(status.strip())}
+
+
+def _written(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Parameters as a study file writes them: sizes as arrays, not as a trial's ``"32,16"``."""
+    sizes = ModelConfig.sequence_params()
+    return {
+        str(k): list(parse_sizes(v)) if k in sizes else _plain(v) for k, v in params.items()
+    }
 
 
 def _plain(value: Any) -> Any:

@@ -80,8 +80,12 @@ class NetworkObjective:
         return "maximize" if self.metric in _MAXIMIZED else "minimize"
 
     def config(self, params: dict[str, Any]) -> Any:
-        """The ``networks.ModelConfig`` of merged parameters."""
-        from networks.config import ModelConfig
+        """The ``networks.ModelConfig`` of merged parameters.
+
+        A trial holds a choice of sizes as ``"32,16"`` (Optuna's choices are plain
+        values); the config reads it as ``(32, 16)`` (``networks.config.parse_sizes``).
+        """
+        from networks.config import ModelConfig  # here: networks imports torch (seconds)
 
         return ModelConfig.from_params(params, self.base_config)
 
@@ -96,7 +100,7 @@ class NetworkObjective:
             HPOError: The metric is undefined (e.g. AUC of a single-class validation
                 set); the trial is then FAIL with this reason.
         """
-        from networks import evaluate, train
+        from networks import evaluate, train  # here: networks imports torch (seconds)
 
         def report(epochs_done: int, metrics: dict[str, Any]) -> bool:
             trial.report(epochs_done, **metrics)

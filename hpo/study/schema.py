@@ -1,7 +1,17 @@
-"""Study files (``studies/*.toml``) -> validated, immutable dataclasses.
+"""Study files (``studies/*.toml``) and exported configurations as one typed (pydantic) schema.
 
-Every mistake a user can make in a study file raises a :class:`~hpo.engine.errors.SpecError`
-that names the file, the dotted key and a hint; unknown keys name the nearest valid one.
+The spec classes below are frozen pydantic dataclasses: their fields' types, bounds and
+literals validate a study file, ``extra="forbid"`` refuses a key they do not know, and the
+``[data]`` section is checked against :class:`data.section.DataSection`. Every mistake a
+user can make raises a :class:`~hpo.engine.errors.SpecError` that names the file, the dotted
+key and a hint; an unknown key names the nearest valid one (one reading of pydantic's
+errors: :func:`networks.errors.explain`). :class:`ExportDoc` is the exported best
+configuration (``hpo export``), its ``data`` the same section.
+
+A parameter exists in three forms: its study-file entry (:data:`ParamSpec`), its Optuna
+distribution and value (:meth:`FloatParam.distribution`; a choice of sizes such as
+``dbn.hidden = [32, 16]`` is the string ``"32,16"`` there, :func:`networks.config.sizes_text`)
+and the network's config object (:class:`networks.config.ModelConfig`).
 
 A study file is data only (TOML: no includes, no code). The files it makes the toolkit
 write (the storage file, the artifact folder, the cube cache) must stay inside the study
@@ -11,15 +21,15 @@ line (``--storage``, ``-o``) is the user's own choice and may point anywhere.
 
 from __future__ import annotations
 
-import difflib
+import dataclasses
 import math
 import os
 import re
 import tomllib
-from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Collection, Mapping
+from dataclasses import asdict, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 
 from optuna.distributions import (
     BaseDistribution,
@@ -27,8 +37,27 @@ from optuna.distributions import (
     FloatDistribution,
     IntDistribution,
 )
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.dataclasses import dataclass
+from pydantic_core import ArgsKwargs, PydanticCustomError, core_schema
 
-from hpo.engine.errors import SpecError
+from data.section import DataSection
+from hpo.engine.errors import ExportError, SpecError
+from hpo.engine.runners.local import default_workers
 from hpo.engine.samplers import SAMPLER_NAMES
 from hpo.engine.space import fingerprint as _hash
 from hpo.engine.stage import Stage
@@ -38,12 +67,6 @@ METRICS = ("f1", "miou", "auc", "f1_best", "miou_best")
 MODELS = ("fusion", "segnet", "deeplabv3", "pspnet", "unet", "hgb")
 RUNNERS = ("local", "ray")
 PARAM_TYPES = ("float", "int", "categorical")
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
-_REQUIRED = object()
-# TOML integers are 64-bit; Python's parser reads longer ones, which overflow numpy and torch.
-_INT_RANGE = (-(2**63), 2**63 - 1)
-# numpy's and optuna's seeds are unsigned 32-bit integers.
-_SEED_RANGE = (0, 2**32 - 1)
 MAX_CYCLES = 100
 """Most passes over the stages a study may ask for (more is surely a typo)."""
 ALLOW_OUTSIDE_ENV = "HPO_ALLOW_OUTSIDE"
@@ -52,91 +75,326 @@ OUTPUT_KEYS = ("storage", "artifacts", "data.cache_dir")
 """Study-file keys naming where the toolkit writes; each must stay inside the study's folder
 or the working folder (``data.cache_dir`` may also use the study folder's parent, where the
 shipped studies share ``../.cache/cubes``)."""
-_TOML_ONLY = {".yaml": "YAML", ".yml": "YAML", ".json": "JSON"}
+EXPORT_FORMAT = "landslide-hpo/best-config/1"
+"""The ``format`` of an exported best configuration."""
 
-_TOP_KEYS = (
-    "name",
-    "description",
-    "storage",
-    "artifacts",
-    "seed",
-    "direction",
-    "metric",
-    "sampler",
-    "cycles",
-    "strategy",
-    "runner",
-    "data",
-    "model",
-    "stages",
-    "refine",
-    "compare",
-    "tuning",
-)
-_RUNNER_KEYS = (
-    "kind", "cpu", "gpu", "max_concurrent", "address", "max_retries", "asha",
-    "trial_timeout", "isolate",
-)
-_ASHA_KEYS = ("grace", "reduction_factor")
-_MODEL_KEYS = ("name", "fixed")
-_REFINE_KEYS = ("enabled", "n_trials")
-_TUNING_KEYS = ("repeats", "folds", "racing", "z", "switch_z", "prune")
-_COMPARE_KEYS = ("variants", "trials", "seeds", "splits", "folds", "ensemble")
-_STAGE_KEYS = ("name", "n_random", "n_bayes", "sampler", "max_fail", "params")
-_PARAM_KEYS = {
-    "float": ("type", "low", "high", "log", "step", "default"),
-    "int": ("type", "low", "high", "log", "step", "default"),
-    "categorical": ("type", "choices", "default"),
-}
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
+# TOML integers are 64-bit; Python's parser reads longer ones, which overflow numpy and torch.
+_INT_RANGE = (-(2**63), 2**63 - 1)
+_TOML_ONLY = {".yaml": "YAML", ".yml": "YAML", ".json": "JSON"}
 # Keys that never change what a search explores, so editing them keeps its fingerprint.
 _NOT_FINGERPRINTED = ("storage", "artifacts", "runner", "description", "compare")
+_FILE = ConfigDict(extra="forbid", allow_inf_nan=False)
+Loc = tuple[str | int, ...]
+
+# `networks` is imported where it is used: the package imports torch (seconds), which
+# `import hpo` (the engine's users, `hpo status`) must not pay for.
 
 
-@dataclass(frozen=True)
-class ParamSpec:
-    """One tuned parameter of a stage.
+def _fail(message: str, hint: str, key: Loc = ()) -> PydanticCustomError:
+    """The error a validator raises for a rule of the study file.
 
-    Attributes:
-        name: The parameter's name; for the network objective a dotted config key
-            (``"optim.lr"``).
-        type: ``"float"``, ``"int"`` or ``"categorical"``.
-        default: Its value until its stage is tuned.
-        low: Lower bound (float and int).
-        high: Upper bound, inclusive (float and int).
-        log: Sample on a log scale.
-        step: Discretisation step (not with ``log``).
-        choices: The values of a categorical parameter.
+    Args:
+        message: What is wrong.
+        hint: How to fix it.
+        key: Where, below the validated value (``("low",)`` from a parameter's validator).
+
+    Returns:
+        The error, read back by :func:`networks.errors.explain` (``hint`` and ``key`` in
+        its context, as ``networks.errors.invalid`` gives them).
+    """
+    return PydanticCustomError("invalid", "{message}", {"message": message, "hint": hint,
+                                                         "key": tuple(key)})
+
+
+class Checked:
+    """``Annotated`` marker: validate a value as ``model`` but keep it as written.
+
+    The ``[data]`` and ``[compare]`` tables are checked against their models, while the
+    spec keeps the table itself (its fingerprint and the code that reads it see the study
+    file's own keys and values).
+
+    Args:
+        model: The pydantic model or dataclass the value must satisfy.
     """
 
-    name: str
-    type: str
-    default: Any
-    low: float | int | None = None
-    high: float | int | None = None
-    log: bool = False
-    step: float | int | None = None
-    choices: tuple[Any, ...] | None = None
+    def __init__(self, model: type) -> None:
+        self.model = model
 
-    def distribution(self) -> BaseDistribution:
-        """The parameter as an Optuna distribution."""
-        if self.type == "categorical":
-            return CategoricalDistribution(self.choices)
-        if self.type == "int":
-            return IntDistribution(self.low, self.high, log=self.log, step=self.step or 1)
-        return FloatDistribution(self.low, self.high, log=self.log, step=self.step)
+    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> Any:
+        def keep(value: Any, validate: Any) -> Any:
+            validate(value)
+            return dict(value)
+
+        return core_schema.no_info_wrap_validator_function(
+            keep, handler.generate_schema(self.model)
+        )
+
+
+def _fits_64_bits(value: int) -> int:
+    if not _INT_RANGE[0] <= value <= _INT_RANGE[1]:
+        raise _fail(
+            f"{value} does not fit in 64 bits",
+            f"use an integer from {_INT_RANGE[0]} to {_INT_RANGE[1]}",
+        )
+    return value
+
+
+def _named(what: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if not _NAME.match(value):
+            raise _fail(
+                f"invalid {what} name {value!r}",
+                "start with a letter; use letters, digits, '_' or '-'",
+            )
+        return value
+
+    return AfterValidator(check)
+
+
+def _choice(value: Any) -> Any:
+    """A categorical choice: a plain value, or a sequence of integers (sizes) as a tuple."""
+    if isinstance(value, list | tuple) and value and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
+        return tuple(_fits_64_bits(v) for v in value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _fail(f"choice {value} is not a finite number", "use a finite number")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _fits_64_bits(value)
+    if not isinstance(value, str | int | float | bool):
+        from networks.errors import kind_of
+
+        raise _fail(
+            f"expected a string, a number, true or false, or an array of integers, got "
+            f"{kind_of(value)} {value!r}",
+            'write each choice as a plain value, or sizes as an array (e.g. [32, 16])',
+        )
+    return value
+
+
+def _tuple(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+Int = Annotated[StrictInt, AfterValidator(_fits_64_bits)]
+Float = StrictFloat  # strict: no strings; integers become floats (`low = 0` is 0.0)
+Choice = Annotated[Any, AfterValidator(_choice)]
+
+
+def _optuna_value(value: Any) -> Any:
+    """A study-file value as Optuna holds it: sizes as ``"32,16"``, the rest as they are."""
+    from networks.config import sizes_text
+
+    return sizes_text(value) if isinstance(value, list | tuple) else value
+
+
+def _written(value: Any) -> Any:
+    """A spec value as a study file writes it: tuples (sizes) as arrays."""
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _on_grid(span: float, step: float) -> bool:
+    k = span / step
+    return math.isclose(k, round(k), rel_tol=0, abs_tol=1e-8)
+
+
+@dataclass(frozen=True, config=_FILE)
+class _Param:
+    """What every tuned parameter has: a default, and a table in the study file."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _has_default(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "default" not in data:
+            raise _fail(
+                "the parameter has no default",
+                "every parameter needs a default, used until its stage is tuned",
+                ("default",),
+            )
+        return data
 
     def to_dict(self) -> dict[str, Any]:
         """The parameter as its study-file table (unset optional keys left out)."""
-        keys = _PARAM_KEYS[self.type]
-        data = {k: v for k, v in asdict(self).items() if k in keys and v is not None}
-        if "choices" in data:
-            data["choices"] = list(data["choices"])
-        if not self.log:
-            data.pop("log", None)
+        data = {"type": self.type}  # type: ignore[attr-defined]
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "choices":
+                data["choices"] = [_written(c) for c in value]
+            elif value is not None and not (f.name == "log" and value is False):
+                data[f.name] = _written(value)
         return data
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_FILE)
+class _RangeParam(_Param):
+    """The checks of a numeric range, shared by float and int parameters."""
+
+    @model_validator(mode="after")
+    def _check_range(self) -> _RangeParam:
+        low, high, step, default = self.low, self.high, self.step, self.default  # type: ignore[attr-defined]
+        if low > high:
+            raise _fail(f"low = {low} > high = {high}", "swap low and high", ("low",))
+        if not math.isfinite(high - low):
+            raise _fail(
+                f"the range [{low}, {high}] is too wide to sample",
+                "narrow it, or use log = true with low > 0",
+                ("high",),
+            )
+        if self.log and low <= 0:  # type: ignore[attr-defined]
+            raise _fail(
+                f"log scale needs low > 0, got {low}", "raise low above 0 or remove log = true",
+                ("low",),
+            )
+        if step is not None:
+            self._check_step(low, high, step)
+        on_grid = step is None or _on_grid(default - low, step)
+        if not (low <= default <= high and on_grid):
+            raise _fail(
+                f"default {default} is outside [{low}, {high}]"
+                if on_grid
+                else f"default {default} is not on the step grid low + k * {step}",
+                "choose a default inside the range (and on the step grid)",
+                ("default",),
+            )
+        return self
+
+    def _check_step(self, low: float, high: float, step: float) -> None:
+        if step <= 0:
+            raise _fail(f"step = {step}", "use a step > 0", ("step",))
+        if step > high - low and low != high:
+            raise _fail(
+                f"step = {step} is larger than the range [{low}, {high}]",
+                "use a step that divides high - low",
+                ("step",),
+            )
+        if self.log:  # type: ignore[attr-defined]
+            raise _fail("step and log cannot be combined", "remove step or log = true",
+                          ("step",))
+        if not _on_grid(high - low, step):
+            raise _fail(
+                f"high - low = {high - low} is not a multiple of step = {step}",
+                f"set high to low + a multiple of {step}",
+                ("high",),
+            )
+
+
+@dataclass(frozen=True, config=_FILE)
+class FloatParam(_RangeParam):
+    """A float parameter: ``{ type = "float", low, high, log, step, default }``.
+
+    Attributes:
+        default: Its value until its stage is tuned.
+        low: Lower bound.
+        high: Upper bound, inclusive.
+        type: ``"float"``.
+        log: Sample on a log scale.
+        step: Discretisation step (not with ``log``).
+    """
+
+    default: Float
+    low: Float
+    high: Float
+    type: Literal["float"] = "float"
+    log: StrictBool = False
+    step: Float | None = None
+    choices: ClassVar[None] = None
+
+    def distribution(self) -> BaseDistribution:
+        """The parameter as an Optuna distribution."""
+        return FloatDistribution(self.low, self.high, log=self.log, step=self.step)
+
+
+@dataclass(frozen=True, config=_FILE)
+class IntParam(_RangeParam):
+    """An integer parameter: ``{ type = "int", low, high, log, step, default }``.
+
+    Attributes:
+        default: Its value until its stage is tuned.
+        low: Lower bound.
+        high: Upper bound, inclusive.
+        type: ``"int"``.
+        log: Sample on a log scale.
+        step: Discretisation step (not with ``log``).
+    """
+
+    default: Int
+    low: Int
+    high: Int
+    type: Literal["int"] = "int"
+    log: StrictBool = False
+    step: Int | None = None
+    choices: ClassVar[None] = None
+
+    def distribution(self) -> BaseDistribution:
+        """The parameter as an Optuna distribution."""
+        return IntDistribution(self.low, self.high, log=self.log, step=self.step or 1)
+
+
+@dataclass(frozen=True, config=_FILE)
+class CategoricalParam(_Param):
+    """A categorical parameter: ``{ type = "categorical", choices, default }``.
+
+    Attributes:
+        choices: Its values: strings, numbers, booleans, or arrays of integers (sizes,
+            such as ``dbn.hidden``), held as tuples.
+        default: Its value until its stage is tuned, one of the choices.
+        type: ``"categorical"``.
+    """
+
+    choices: tuple[Choice, ...]
+    default: Choice
+    type: Literal["categorical"] = "categorical"
+    low: ClassVar[None] = None
+    high: ClassVar[None] = None
+    log: ClassVar[bool] = False
+    step: ClassVar[None] = None
+
+    @model_validator(mode="after")
+    def _check_choices(self) -> CategoricalParam:
+        choices = [_written(c) for c in self.choices]
+        if not choices:
+            raise _fail("empty choices", "list at least one choice", ("choices",))
+        if len({(type(c), _optuna_value(c)) for c in choices}) != len(choices):
+            raise _fail(f"choices repeat: {choices}", "list each choice once", ("choices",))
+        if not any(type(self.default) is type(c) and self.default == c for c in self.choices):
+            raise _fail(
+                f"default {_written(self.default)!r} is not one of the choices {choices}",
+                'use one of the choices (same type: 32 and "32" differ)',
+                ("default",),
+            )
+        return self
+
+    def distribution(self) -> BaseDistribution:
+        """The parameter as an Optuna distribution (sizes as ``"32,16"``)."""
+        return CategoricalDistribution([_optuna_value(c) for c in self.choices])
+
+
+ParamSpec = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
+"""One tuned parameter of a stage: its study-file table, by its ``type``."""
+
+
+def _sizes_as_lists(name: str, entry: Any) -> Any:
+    """A choice of sizes written as strings (``"32,16"``, older study files) as lists."""
+    from networks.config import ModelConfig, parse_sizes
+
+    sizes = name in ModelConfig.sequence_params()
+    if not (sizes and isinstance(entry, Mapping) and entry.get("type") == "categorical"):
+        return entry
+    entry = dict(entry)
+    for key in ("choices", "default"):
+        values = entry.get(key)
+        try:
+            if isinstance(values, str):
+                entry[key] = parse_sizes(values)
+            elif key == "choices" and isinstance(values, list):
+                entry[key] = [parse_sizes(v) if isinstance(v, str) else v for v in values]
+        except PydanticCustomError as exc:
+            raise _fail(exc.message(), (exc.context or {}).get("hint"), (name, key)) from exc
+    return entry
+
+
+@dataclass(frozen=True, config=_FILE)
 class StageSpec:
     """One ``[[stages]]`` table.
 
@@ -149,19 +407,29 @@ class StageSpec:
         max_fail: Failed trials after which the stage stops; ``None``: the engine decides.
     """
 
-    name: str
+    name: Annotated[StrictStr, _named("stage")]
     params: Mapping[str, ParamSpec]
-    n_random: int = 8
-    n_bayes: int = 16
-    sampler: str | None = None
-    max_fail: int | None = None
+    n_random: Annotated[Int, Field(ge=1)] = 8
+    n_bayes: Annotated[Int, Field(ge=0)] = 16
+    sampler: Literal[SAMPLER_NAMES] | None = None  # type: ignore[valid-type]
+    max_fail: Annotated[Int, Field(ge=1)] | None = None
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _some_params(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping) or not value:
+            raise _fail(
+                "stage has no parameters",
+                'add e.g. [stages.params."optim.lr"] with type, low, high, default',
+            )
+        return {name: _sizes_as_lists(str(name), entry) for name, entry in value.items()}
 
     def to_stage(self) -> Stage:
         """The stage as the engine's :class:`~hpo.engine.stage.Stage`."""
         return Stage(
             self.name,
             {name: p.distribution() for name, p in self.params.items()},
-            defaults={name: p.default for name, p in self.params.items()},
+            defaults={name: _optuna_value(p.default) for name, p in self.params.items()},
             n_random=self.n_random,
             n_bayes=self.n_bayes,
             sampler=self.sampler,
@@ -183,7 +451,7 @@ class StageSpec:
         return data
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_FILE)
 class AshaSpec:
     """ASHA early stopping of the ray runner.
 
@@ -192,11 +460,11 @@ class AshaSpec:
         reduction_factor: Share of trials kept at each rung is ``1 / reduction_factor``.
     """
 
-    grace: int = 1
-    reduction_factor: float = 3.0
+    grace: Annotated[Int, Field(ge=1)] = 1
+    reduction_factor: Annotated[Float, Field(ge=2)] = 3.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_FILE)
 class RunnerSpec:
     """How trials execute.
 
@@ -215,33 +483,46 @@ class RunnerSpec:
             kills (out of memory) is a FAIL and the search goes on.
     """
 
-    kind: str = "local"
-    cpu: float = 1.0
-    gpu: float = 0.0
-    max_concurrent: int = 1
-    address: str | None = None
-    max_retries: int = 0
+    kind: Literal[RUNNERS] = "local"  # type: ignore[valid-type]
+    cpu: Annotated[Float, Field(gt=0)] = 1.0
+    gpu: Annotated[Float, Field(ge=0)] = 0.0
+    max_concurrent: Annotated[Int, Field(ge=1)] = 1
+    address: StrictStr | None = None
+    max_retries: Annotated[Int, Field(ge=0)] = 0
     asha: AshaSpec | None = None
-    trial_timeout: float | None = None
-    isolate: bool = False
+    trial_timeout: Annotated[Float, Field(gt=0)] | None = None
+    isolate: StrictBool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_this_machine(cls, data: Any) -> Any:
+        # Left out of a study file: the local runner fills this machine (its cores / cpu
+        # per trial); Ray keeps one trial at a time unless told.
+        if not isinstance(data, Mapping) or "max_concurrent" in data:
+            return data
+        cpu = data.get("cpu", 1.0)
+        usable = isinstance(cpu, int | float) and not isinstance(cpu, bool) and cpu > 0 \
+            and math.isfinite(cpu)
+        local = data.get("kind", "local") == "local" and usable
+        return {**data, "max_concurrent": default_workers(float(cpu)) if local else 1}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_FILE)
 class ModelSpec:
     """The model that every trial trains.
 
     Attributes:
         name: ``"fusion"`` (the paper's network), a baseline network (``"segnet"``,
-            ``"deeplabv3"``, ``"pspnet"``) or the per-pixel gradient-boosting floor
-            ``"hgb"`` (tuned through the ``boost.*`` parameters).
+            ``"deeplabv3"``, ``"pspnet"``, ``"unet"``) or the per-pixel gradient-boosting
+            floor ``"hgb"`` (tuned through the ``boost.*`` parameters).
         fixed: Dotted config key -> value, overriding the base configuration in every trial.
     """
 
-    name: str = "fusion"
+    name: Literal[MODELS] = "fusion"  # type: ignore[valid-type]
     fixed: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_FILE)
 class RefineSpec:
     """The optional joint refine stage after the last stage.
 
@@ -250,17 +531,17 @@ class RefineSpec:
         n_trials: Its budget of COMPLETE trials.
     """
 
-    enabled: bool = False
-    n_trials: int = 10
+    enabled: StrictBool = False
+    n_trials: Annotated[Int, Field(ge=1)] = 10
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_FILE)
 class TuningSpec:
     """How noisy trials are scored (``[tuning]``).
 
     Attributes:
         repeats: Replicates per configuration: the trial's value is their mean (1: one
-            training run, the plain behaviour).
+            training run, the plain behaviour). Left out: one per fold, else 1.
         folds: k-fold cross-validation over the training units (0: the fixed validation
             split). Replicate ``r`` validates on fold ``r % folds``; the test split is
             never part of a fold.
@@ -275,12 +556,30 @@ class TuningSpec:
             asks another configuration. Ray's ASHA (``[runner.asha]``) does the same there.
     """
 
-    repeats: int = 1
-    folds: int = 0
-    racing: bool = True
-    z: float = 1.0
-    switch_z: float = 2.0
-    prune: bool = False
+    repeats: Annotated[Int, Field(ge=1, le=100)] = 1
+    folds: Annotated[Int, Field(ge=0)] = 0
+    racing: StrictBool = True
+    z: Annotated[Float, Field(gt=0, le=10)] = 1.0
+    switch_z: Annotated[Float, Field(gt=0, le=10)] = 2.0
+    prune: StrictBool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_replicate_per_fold(cls, data: Any) -> Any:
+        # Folds are the natural replicates: one per fold unless told otherwise.
+        if isinstance(data, Mapping) and "repeats" not in data:
+            folds = data.get("folds", 0)
+            if isinstance(folds, int) and not isinstance(folds, bool) and folds >= 2:
+                return {**data, "repeats": folds}
+        return data
+
+    @field_validator("folds")
+    @classmethod
+    def _no_single_fold(cls, folds: int) -> int:
+        if folds == 1:
+            raise _fail(f"folds = {folds}",
+                          "use 0 (the fixed validation split) or 2 or more folds")
+        return folds
 
     def replication(self) -> dict[str, Any]:
         """The engine's :class:`~hpo.Replication` fields."""
@@ -288,7 +587,81 @@ class TuningSpec:
                 "switch_z": self.switch_z}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_FILE)
+class CompareTable:
+    """The keys of ``[compare]``; ``hpo compare`` validates their values (``hpo.study.compare``).
+
+    Attributes:
+        variants: The variants to compare.
+        trials: Trials per tuned variant.
+        seeds: Training seeds per variant.
+        splits: Data splits to repeat the comparison on.
+        folds: Cross-validation folds of the comparison.
+        ensemble: Also score the ensemble of a variant's seeds.
+    """
+
+    variants: Any = None
+    trials: Any = None
+    seeds: Any = None
+    splits: Any = None
+    folds: Any = None
+    ensemble: Any = None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Where:
+    """What validating a study file needs to know beyond its tables (the validation context).
+
+    Attributes:
+        file: The study file (``None``: built from a dict).
+        base: The folder its relative paths refer to.
+        check_paths: Check that the files it refers to exist.
+        explicit: Output keys the command line replaces (not confined).
+        allow: Further folders output paths may lie in.
+    """
+
+    file: Path | None
+    base: Path
+    check_paths: bool
+    explicit: frozenset[str]
+    allow: tuple[Path, ...]
+
+    def output(self, path: str, key: str, *, parent_ok: bool = False) -> Path:
+        """Resolve an output path of the study file, held to the allowed folders.
+
+        Args:
+            path: The path as written (relative to the study file's folder).
+            key: Its dotted key.
+            parent_ok: Also allow the folder above the study's (the cube cache).
+
+        Returns:
+            The absolute path.
+
+        Raises:
+            PydanticCustomError: It leaves the study's folder and the working folder,
+                through ``..``, ``~`` or an absolute path, and the command line did not give it.
+        """
+        resolved = _resolve_path(self.base, path)
+        if key in self.explicit:
+            return resolved
+        # Judged on the path as written, before symbolic links: a link the user made inside
+        # the study's folder is the user's choice, not the study file's.
+        lexical = Path(os.path.normpath(self.base / Path(path).expanduser()))
+        roots = [self.base, Path.cwd()] + ([self.base.parent] if parent_ok else [])
+        if not any(lexical.is_relative_to(root) for root in [*roots, *self.allow]):
+            where = " or ".join(dict.fromkeys(str(root) for root in roots))
+            raise _fail(
+                f"{path!r} resolves to {lexical}, outside {where}",
+                "a study file may only write inside its own folder or the working folder: "
+                "use a relative path without '..', run hpo from a folder that contains it"
+                + (", pass it on the command line (--storage)" if key == "storage" else "")
+                + f", or allow the folder with --allow-outside {lexical.parent} (or "
+                f"{ALLOW_OUTSIDE_ENV})",
+            )
+        return resolved
+
+
+@dataclass(frozen=True, config=_FILE)
 class StudySpec:
     """A validated study file.
 
@@ -303,7 +676,8 @@ class StudySpec:
             ``"f1_best"`` or ``"miou_best"`` (the last two at the validation-chosen threshold).
         sampler: Default Bayesian sampler of the stages.
         runner: How trials run.
-        data: The ``[data]`` section, unchanged; its paths are relative to ``base_dir``.
+        data: The ``[data]`` section as written (checked against
+            :class:`~data.section.DataSection`); its paths are relative to ``base_dir``.
         model: The model and its fixed configuration.
         stages: The stages, in tuning order.
         refine: The optional refine stage.
@@ -313,28 +687,181 @@ class StudySpec:
             out): ``shared`` for a new search, while a search stored before strategies
             existed goes on stage-wise.
         description: Free text.
-        compare: The ``[compare]`` table of ``hpo compare`` (validated there).
+        compare: The ``[compare]`` table of ``hpo compare`` (its values validated there).
         tuning: Replicates, folds and racing of noisy trials (``[tuning]``).
     """
 
-    name: str
+    name: Annotated[StrictStr, _named("study")]
     file: Path | None
-    storage: str
+    storage: StrictStr
     artifacts: Path
-    seed: int
-    direction: str
-    metric: str
-    sampler: str
+    seed: Annotated[Int, Field(ge=0, le=2**32 - 1)]  # numpy's and optuna's seeds: 32 bits
+    direction: Literal["maximize", "minimize"]
+    metric: Literal[METRICS]  # type: ignore[valid-type]
+    sampler: Literal[SAMPLER_NAMES]  # type: ignore[valid-type]
     runner: RunnerSpec
-    data: Mapping[str, Any]
+    data: Annotated[dict[str, Any], Checked(DataSection)]
     model: ModelSpec
     stages: tuple[StageSpec, ...]
     refine: RefineSpec = field(default_factory=RefineSpec)
-    cycles: int = 1
-    strategy: str | None = None
-    description: str = ""
-    compare: Mapping[str, Any] = field(default_factory=dict)
+    cycles: Annotated[Int, Field(ge=1, le=MAX_CYCLES)] = 1
+    strategy: Literal[STRATEGIES] | None = None  # type: ignore[valid-type]
+    description: StrictStr = ""
+    compare: Annotated[dict[str, Any], Checked(CompareTable)] = field(default_factory=dict)
     tuning: TuningSpec = field(default_factory=TuningSpec)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _study_file(cls, data: Any, info: ValidationInfo) -> Any:
+        """A study file's tables (validated with a :class:`_Where`): its defaults filled in."""
+        where = info.context
+        if not isinstance(where, _Where) or isinstance(data, ArgsKwargs):
+            return data
+        from networks.errors import kind_of, unknown_key
+
+        if not isinstance(data, Mapping):
+            raise _fail(f"expected a table, got {kind_of(data)}", "write the study in TOML")
+        if "file" in data:  # the one field that is not a key of the file
+            allowed = [f for f in cls.__dataclass_fields__ if f != "file"]
+            raise _fail(*unknown_key("file", "", allowed), ("file",))
+        if "data" not in data:
+            raise _fail(
+                "missing [data] section",
+                'add [data] with scene = "path/to/scene.toml" or format = "geotiff" '
+                "and the sources (see studies/quickstart.toml)",
+                ("data",),
+            )
+        stages = data.get("stages")
+        if not stages:
+            raise _fail("no stages", "add at least one [[stages]] table with params",
+                          ("stages",))
+        if not isinstance(stages, list):
+            raise _fail(
+                f"expected an array of tables, got {kind_of(stages)}",
+                "write each stage as [[stages]] (double brackets)",
+                ("stages",),
+            )
+        filled = {
+            "seed": 0, "direction": "maximize", "metric": "f1", "sampler": "gp", "runner": {},
+            "model": {}, "storage": None, "artifacts": None, **data, "file": where.file,
+        }  # fmt: skip
+        if where.file is not None:
+            filled.setdefault("name", where.file.stem)
+        return filled
+
+    @field_validator("storage", mode="before")
+    @classmethod
+    def _resolve_storage(cls, url: Any, info: ValidationInfo) -> Any:
+        """Default to ``<study dir>/<name>.db``; resolve relative file paths against the study."""
+        where = info.context
+        if not isinstance(where, _Where) or not isinstance(url, str | None):
+            return url
+        if url is None:
+            name = info.data.get("name")
+            return f"sqlite:///{where.base / f'{name}.db'}"
+        if "://" not in url:  # a bare file name, as make_storage accepts too
+            path = where.output(url, "storage")
+            return f"journal://{path}" if path.suffix in (".log", ".jsonl", ".journal") \
+                else f"sqlite:///{path}"
+        scheme = url.split("://", 1)[0].split("+", 1)[0]
+        known = ("sqlite", "postgresql", "postgres", "mysql", "redis", "rediss", "journal")
+        if scheme not in known:
+            raise _fail(
+                f"unknown storage scheme {scheme!r}",
+                "use sqlite:///file.db, postgresql://user@host/db, redis://host:6379/0 "
+                "or journal:///file.log",
+            )
+        if scheme == "sqlite":
+            path = url.split(":///", 1)[-1]
+            if path in ("", ":memory:"):
+                return url
+            return f"{url.split(':///', 1)[0]}:///{where.output(path, 'storage')}"
+        if scheme == "journal":
+            # journal://rel/path is relative, journal:///abs/path absolute (as make_storage
+            # reads it)
+            return f"journal://{where.output(url[len('journal://') :], 'storage')}"
+        return url
+
+    @field_validator("artifacts", mode="before")
+    @classmethod
+    def _resolve_artifacts(cls, path: Any, info: ValidationInfo) -> Any:
+        where = info.context
+        if not isinstance(where, _Where):
+            return path
+        if path is None:
+            path = f"artifacts/{info.data.get('name')}"
+        if not isinstance(path, str):
+            from networks.errors import kind_of
+
+            raise _fail(f"expected a string, got {kind_of(path)} {path!r}",
+                          "write artifacts as a string")
+        return where.output(path, "artifacts")
+
+    @field_validator("stages", mode="before")
+    @classmethod
+    def _stage_tuple(cls, stages: Any) -> Any:
+        return _tuple(stages)
+
+    @model_validator(mode="after")
+    def _consistent(self, info: ValidationInfo) -> StudySpec:
+        """What the tables mean together, for a study file (validated with a :class:`_Where`)."""
+        where = info.context
+        if not isinstance(where, _Where):
+            return self
+        if self.direction != "maximize":
+            raise _fail(
+                f"{self.metric} is better when higher, so minimizing it would find the worst "
+                "model",
+                "remove direction or set 'maximize'",
+                ("direction",),
+            )
+        self._check_stages()
+        self._check_data(where)
+        if self.tuning.folds and "folds" in self.data:
+            raise _fail(
+                "[tuning] folds and [data] folds are both set",
+                "keep [tuning] folds (every fold is a replicate of each trial) and drop "
+                "[data] folds / fold",
+                ("tuning", "folds"),
+            )
+        _check_model_config(self)
+        return self
+
+    def _check_stages(self) -> None:
+        owner: dict[str, str] = {}
+        for i, stage in enumerate(self.stages):
+            if any(s.name == stage.name for s in self.stages[:i]):
+                raise _fail(f"stage name {stage.name!r} is used twice",
+                              "give every stage a unique name", ("stages", i))
+            for pname in stage.params:
+                key = ("stages", i, "params", pname)
+                if pname in owner:
+                    raise _fail(
+                        f"parameter {pname!r} is already tuned in stage {owner[pname]!r}",
+                        "tune each parameter in one stage only",
+                        key,
+                    )
+                if pname in self.model.fixed:
+                    raise _fail(f"parameter {pname!r} is also in [model.fixed]",
+                                  "a parameter is either tuned or fixed: remove one", key)
+                owner[pname] = stage.name
+
+    def _check_data(self, where: _Where) -> None:
+        if "scene" in self.data:
+            scene = _resolve_path(where.base, self.data["scene"])
+            if where.check_paths and not scene.is_file():
+                raise _fail(
+                    f"scene file {str(scene)!r} does not exist",
+                    f"generate it with `hpo synth {scene.parent}` or fix the path "
+                    "(relative to the study file)",
+                    ("data", "scene"),
+                )
+        if "cache_dir" in self.data:
+            try:
+                where.output(self.data["cache_dir"], "data.cache_dir", parent_ok=True)
+            except PydanticCustomError as exc:
+                raise _fail(exc.message(), (exc.context or {}).get("hint"),
+                              ("data", "cache_dir")) from exc
 
     @property
     def base_dir(self) -> Path:
@@ -352,12 +879,9 @@ class StudySpec:
             A JSON- and YAML-safe dict with every default filled in and paths resolved.
         """
         runner = asdict(self.runner)
-        if runner["asha"] is None:
-            del runner["asha"]
-        if runner["address"] is None:
-            del runner["address"]
-        if runner["trial_timeout"] is None:
-            del runner["trial_timeout"]
+        for key in ("asha", "address", "trial_timeout"):
+            if runner[key] is None:
+                del runner[key]
         # Written only when set, so studies without it keep their fingerprint.
         tuning = {"tuning": asdict(self.tuning)} if self.tuning != TuningSpec() else {}
         return {
@@ -383,11 +907,95 @@ class StudySpec:
     def fingerprint(self) -> str:
         """A stable hash of what the search explores (storage, runner, artifacts excluded).
 
+        Parameter values enter as the search holds them (sizes as ``"32,16"``), so a
+        study file that writes ``[32, 16]`` and one of earlier versions that wrote
+        ``"32,16"`` define the same search.
+
         Returns:
             16 hex digits; equal for study files that define the same search.
         """
         data = {k: v for k, v in self.to_dict().items() if k not in _NOT_FINGERPRINTED}
+        for stage in data["stages"]:
+            for p in stage["params"].values():
+                if p["type"] == "categorical":
+                    p["choices"] = [_optuna_value(c) for c in p["choices"]]
+                    p["default"] = _optuna_value(p["default"])
         return _hash(data)
+
+
+class ExportModel(BaseModel):
+    """The ``model`` section of an export.
+
+    Attributes:
+        name: The model trained (``None``: a search over a custom objective).
+        params: The best parameters, flat (sizes as arrays; ``"32,16"`` in older exports).
+        config: The full ``networks`` configuration, nested (read by
+            :meth:`networks.config.ModelConfig.from_dict`).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Literal[MODELS] | None = None  # type: ignore[valid-type]
+    params: dict[str, Any] | None = None
+    config: dict[str, dict[str, Any]] | None = None
+
+
+class ExportDoc(BaseModel):
+    """An exported best configuration (``hpo export``), as ``load_export`` reads it.
+
+    Attributes:
+        format: :data:`EXPORT_FORMAT`.
+        search: The search's name.
+        metric: The validation metric tuned.
+        seed: The study's seed (the split and every training used it).
+        direction: ``maximize`` or ``minimize``.
+        best_value: The best trial's value.
+        estimate: The best value as mean, standard error and replicates.
+        validation_threshold: The decision threshold ``hpo predict`` cuts at.
+        threshold: The pooled threshold decision of the best trial's replicates.
+        finished: Whether every stage finished.
+        model: The model section.
+        data: The study's ``[data]`` section (checked as a study's is).
+        data_base_dir: The folder its relative paths refer to.
+        provenance: Where the configuration comes from.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=True)
+
+    format: Literal[EXPORT_FORMAT]  # type: ignore[valid-type]
+    search: str | None = None
+    metric: Literal[METRICS] | None = None  # type: ignore[valid-type]
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] | None = None
+    direction: Literal["maximize", "minimize"] | None = None
+    best_value: float | None = None
+    estimate: dict[str, Any] | None = None
+    validation_threshold: float | None = None
+    threshold: dict[str, Any] | None = None
+    finished: bool | None = None
+    model: ExportModel | None = None
+    data: Annotated[dict[str, Any], Checked(DataSection)] | None = None
+    data_base_dir: str | None = None
+    provenance: dict[str, Any] | None = None
+
+
+def check_export(doc: Mapping[str, Any], source: str | None = None) -> None:
+    """Validate an export document against :class:`ExportDoc`.
+
+    Args:
+        doc: The parsed document.
+        source: The file it was read from, as errors name it.
+
+    Raises:
+        ExportError: Naming the key at fault and how to fix it.
+    """
+    from networks.errors import explain
+
+    try:
+        ExportDoc.model_validate(doc)
+    except ValidationError as exc:
+        issue = explain(exc, ExportDoc)
+        raise ExportError(f"[{_key(issue.loc, doc)}] {issue.message}", path=source,
+                          hint=issue.hint or "re-export it with `hpo export`") from exc
 
 
 def load_study_file(
@@ -473,211 +1081,25 @@ def parse_study(
         SpecError: Anything is invalid, or an output path leaves the allowed folders.
     """
     file_path = Path(file).resolve() if file is not None else None
-    base = file_path.parent if file_path else Path.cwd()
-    r = _Reader(str(file_path) if file_path else "<study>", base, explicit, allow)
-    top = r.table(raw, "", _TOP_KEYS)
-    default_name = file_path.stem if file_path else _REQUIRED
-    name = r.get(top, "name", "", str, default_name)
-    r.check(
-        bool(_NAME.match(name)),
-        "name",
-        f"invalid study name {name!r}",
-        "start with a letter; use letters, digits, '_' or '-'",
-    )
-    metric = r.choice(top, "metric", "", METRICS, "f1")
-    direction = r.choice(top, "direction", "", ("maximize", "minimize"), "maximize")
-    r.check(
-        direction == "maximize",
-        "direction",
-        f"{metric} is better when higher, so minimizing it would find the worst model",
-        "remove direction or set 'maximize'",
-    )
-    sampler = r.choice(top, "sampler", "", SAMPLER_NAMES, "gp")
-    model = _parse_model(r, top.get("model", {}))
-    spec = StudySpec(
-        name=name,
+    where = _Where(
         file=file_path,
-        storage=_resolve_storage(r, r.get(top, "storage", "", str, None), base, name),
-        artifacts=r.output(r.get(top, "artifacts", "", str, f"artifacts/{name}"), "artifacts"),
-        seed=r.number(top, "seed", "", 0, _within(_SEED_RANGE), _range_rule(_SEED_RANGE), int),
-        direction=direction,
-        metric=metric,
-        sampler=sampler,
-        runner=_parse_runner(r, top.get("runner", {})),
-        data=_parse_data(r, top.get("data", _REQUIRED), base, check_paths),
-        model=model,
-        stages=_parse_stages(r, top.get("stages", _REQUIRED), model),
-        refine=_parse_refine(r, top.get("refine", {})),
-        cycles=r.get(top, "cycles", "", int, 1),
-        strategy=r.choice(top, "strategy", "", STRATEGIES) if "strategy" in top else None,
-        description=r.get(top, "description", "", str, ""),
-        compare=r.table(top.get("compare", {}), "compare", _COMPARE_KEYS),
-        tuning=_parse_tuning(r, top.get("tuning", {}), top.get("data")),
+        base=file_path.parent if file_path else Path.cwd(),
+        check_paths=check_paths,
+        explicit=frozenset(explicit),
+        allow=tuple(allowed_outside(allow)),
     )
-    r.check(
-        1 <= spec.cycles <= MAX_CYCLES,
-        "cycles",
-        f"cycles = {spec.cycles}",
-        f"use 1 or more passes, at most {MAX_CYCLES}",
-    )
-    _check_model_config(r, spec)
-    return spec
+    try:
+        return _STUDY.validate_python(raw, context=where)
+    except ValidationError as exc:
+        from networks.errors import explain
 
-
-class _Reader:
-    """Reads tables of a study file, raising SpecErrors that name the file and key.
-
-    Args:
-        file: The study file, as errors name it.
-        base: The folder its relative paths refer to.
-        explicit: Output keys the command line replaces (not confined).
-        allow: Further folders output paths may lie in.
-    """
-
-    def __init__(
-        self,
-        file: str,
-        base: Path,
-        explicit: Collection[str] = (),
-        allow: Collection[str | Path] = (),
-    ) -> None:
-        self.file = file
-        self.base = base
-        self.explicit = frozenset(explicit)
-        self.allow = allowed_outside(allow)
-
-    def fail(self, key: str, message: str, hint: str) -> SpecError:
-        return SpecError(message, file=self.file, key=key or None, hint=hint)
-
-    def check(self, ok: bool, key: str, message: str, hint: str) -> None:
-        if not ok:
-            raise self.fail(key, message, hint)
-
-    def table(self, raw: Any, key: str, allowed: Iterable[str]) -> dict[str, Any]:
-        allowed = list(allowed)
-        if not isinstance(raw, Mapping):
-            raise self.fail(
-                key,
-                f"expected a table, got {_kind(raw)}",
-                f"write it as [{key}] with keys {', '.join(allowed)}",
-            )
-        for name in raw:
-            if name not in allowed:
-                near = difflib.get_close_matches(str(name), allowed, n=1, cutoff=0.6)
-                where = f" in [{key}]" if key else ""
-                hint = f"did you mean {near[0]!r}?" if near else f"valid keys: {', '.join(allowed)}"
-                # quoted as TOML writes it, so an empty or dotted key still names a key
-                raise self.fail(_join(key, _part(str(name))), f"unknown key {name!r}{where}", hint)
-        return dict(raw)
-
-    def get(
-        self,
-        table: Mapping[str, Any],
-        name: str,
-        key: str,
-        kind: type | tuple[type, ...],
-        default: Any = _REQUIRED,
-    ) -> Any:
-        dotted = _join(key, name)
-        if name not in table:
-            if default is _REQUIRED:
-                raise self.fail(
-                    dotted, f"missing required key {name!r}", f"add {name} = <{_type_name(kind)}>"
-                )
-            return default
-        return self.value(table[name], dotted, kind)
-
-    def value(self, value: Any, key: str, kind: type | tuple[type, ...]) -> Any:
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        # bool is an int subclass, but `n_random = true` is a mistake, not 1.
-        ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
-        if not ok and float in kinds and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
-        if not ok:
-            raise self.fail(
-                key,
-                f"expected {_type_name(kind)}, got {_kind(value)} {value!r}",
-                f"write {key.rsplit('.', 1)[-1]} as {_type_name(kind)}",
-            )
-        self.check_number(value, key)
-        return value
-
-    def check_number(self, value: Any, key: str) -> None:
-        """Refuse NaN, infinities and integers beyond 64 bits (TOML allows the first two)."""
-        if isinstance(value, float) and not math.isfinite(value):
-            raise self.fail(key, f"{key.rsplit('.', 1)[-1]} = {value}", "use a finite number")
-        if isinstance(value, int) and not _within(_INT_RANGE)(value):
-            raise self.fail(
-                key,
-                f"{key.rsplit('.', 1)[-1]} = {value} does not fit in 64 bits",
-                f"use {_range_rule(_INT_RANGE)}",
-            )
-
-    def output(self, path: str, key: str, *, parent_ok: bool = False) -> Path:
-        """Resolve an output path of the study file, held to the allowed folders.
-
-        Args:
-            path: The path as written (relative to the study file's folder).
-            key: Its dotted key.
-            parent_ok: Also allow the folder above the study's (the cube cache).
-
-        Returns:
-            The absolute path.
-
-        Raises:
-            SpecError: It leaves the study's folder and the working folder, through ``..``,
-                ``~`` or an absolute path, and the command line did not give it.
-        """
-        resolved = _resolve_path(self.base, path)
-        if key in self.explicit:
-            return resolved
-        # Judged on the path as written, before symbolic links: a link the user made inside
-        # the study's folder is the user's choice, not the study file's.
-        lexical = Path(os.path.normpath(self.base / Path(path).expanduser()))
-        roots = [self.base, Path.cwd()] + ([self.base.parent] if parent_ok else [])
-        if not any(lexical.is_relative_to(root) for root in roots + self.allow):
-            where = " or ".join(dict.fromkeys(str(root) for root in roots))
-            raise self.fail(
-                key,
-                f"{path!r} resolves to {lexical}, outside {where}",
-                "a study file may only write inside its own folder or the working folder: "
-                "use a relative path without '..', run hpo from a folder that contains it"
-                + (", pass it on the command line (--storage)" if key == "storage" else "")
-                + f", or allow the folder with --allow-outside {lexical.parent} (or "
-                f"{ALLOW_OUTSIDE_ENV})",
-            )
-        return resolved
-
-    def choice(
-        self,
-        table: Mapping[str, Any],
-        name: str,
-        key: str,
-        choices: Iterable[str],
-        default: Any = _REQUIRED,
-    ) -> str:
-        choices = list(choices)
-        value = self.get(table, name, key, str, default)
-        if value not in choices:
-            near = difflib.get_close_matches(value, choices, n=1, cutoff=0.5)
-            hint = f"did you mean {near[0]!r}?" if near else f"use one of {', '.join(choices)}"
-            raise self.fail(_join(key, name), f"{value!r} is not one of {', '.join(choices)}", hint)
-        return value
-
-    def number(
-        self,
-        table: Mapping[str, Any],
-        name: str,
-        key: str,
-        default: Any,
-        ok: Callable[[float], bool],
-        rule: str,
-        kind: type | tuple[type, ...] = (int, float),
-    ) -> Any:
-        value = self.get(table, name, key, kind, default)
-        if value is not None:
-            self.check(ok(value), _join(key, name), f"{name} = {value}", f"use {rule}")
-        return value
+        issue = explain(exc, StudySpec, lambda loc: _key(loc, raw))
+        raise SpecError(
+            issue.message,
+            file=str(file_path) if file_path else "<study>",
+            key=_key(issue.loc, raw) or None,
+            hint=issue.hint,
+        ) from exc
 
 
 def allowed_outside(extra: Collection[str | Path] = ()) -> list[Path]:
@@ -697,360 +1119,52 @@ def allowed_outside(extra: Collection[str | Path] = ()) -> list[Path]:
     return [Path(os.path.normpath(Path(p).expanduser().absolute())) for p in [*extra, *listed]]
 
 
-def _parse_runner(r: _Reader, raw: Any) -> RunnerSpec:
-    t = r.table(raw, "runner", _RUNNER_KEYS)
-    asha = None
-    if "asha" in t:
-        a = r.table(t["asha"], "runner.asha", _ASHA_KEYS)
-        grace = r.get(a, "grace", "runner.asha", int, 1)
-        r.check(grace >= 1, "runner.asha.grace", f"grace = {grace}", "use 1 or more epochs")
-        rf = r.number(a, "reduction_factor", "runner.asha", 3.0, lambda v: v >= 2, "2 or more")
-        asha = AshaSpec(grace, float(rf))
-    kind = r.choice(t, "kind", "runner", RUNNERS, "local")
-    cpu = r.number(t, "cpu", "runner", 1.0, lambda v: v > 0, "a number > 0")
-    # Left out: the local runner fills this machine (its cores / cpu per trial); Ray
-    # keeps one trial at a time unless told.
-    max_concurrent = r.get(t, "max_concurrent", "runner", int, None)
-    if max_concurrent is None:
-        max_concurrent = _local_workers(cpu) if kind == "local" else 1
-    max_retries = r.get(t, "max_retries", "runner", int, 0)
-    r.check(
-        max_concurrent >= 1,
-        "runner.max_concurrent",
-        f"max_concurrent = {max_concurrent}",
-        "use 1 or more",
-    )
-    r.check(max_retries >= 0, "runner.max_retries", f"max_retries = {max_retries}", "use 0 or more")
-    return RunnerSpec(
-        kind=kind,
-        cpu=float(cpu),
-        gpu=float(
-            r.number(t, "gpu", "runner", 0.0, lambda v: v >= 0, "0 or more (fractions share a GPU)")
-        ),
-        max_concurrent=max_concurrent,
-        address=r.get(t, "address", "runner", str, None),
-        max_retries=max_retries,
-        asha=asha,
-        trial_timeout=_float_or_none(
-            r.number(t, "trial_timeout", "runner", None, lambda v: v > 0, "a number of seconds > 0")
-        ),
-        isolate=r.get(t, "isolate", "runner", bool, False),
-    )
+def _check_model_config(spec: StudySpec) -> None:
+    """Check parameter names and values against the network's config (every model has one).
 
-
-def _local_workers(cpu: Any) -> int:
-    from hpo.engine.runners.local import default_workers
-
-    ok = isinstance(cpu, int | float) and not isinstance(cpu, bool) and math.isfinite(cpu) \
-        and cpu > 0
-    return default_workers(float(cpu)) if ok else 1
-
-
-def _float_or_none(value: float | None) -> float | None:
-    return None if value is None else float(value)
-
-
-def _parse_data(r: _Reader, raw: Any, base: Path, check_paths: bool) -> dict[str, Any]:
-    if raw is _REQUIRED:
-        raise r.fail(
-            "data",
-            "missing [data] section",
-            'add [data] with scene = "path/to/scene.toml" or format = "geotiff" '
-            "and the sources (see studies/quickstart.toml)",
-        )
-    if not isinstance(raw, Mapping):
-        raise r.fail("data", f"expected a table, got {_kind(raw)}", "write it as [data]")
-    if "scene" in raw:
-        scene = _resolve_path(base, r.value(raw["scene"], "data.scene", str))
-        if check_paths and not scene.is_file():
-            raise r.fail(
-                "data.scene",
-                f"scene file {str(scene)!r} does not exist",
-                f"generate it with `hpo synth {scene.parent}` or fix the path "
-                "(relative to the study file)",
-            )
-    elif "format" in raw:
-        fmt = r.value(raw["format"], "data.format", str)
-        formats = _data_formats()
-        if formats and fmt not in formats:
-            r.choice(raw, "format", "data", formats)
-    else:
-        raise r.fail(
-            "data",
-            "[data] has neither 'scene' nor 'format'",
-            'point at a scene file (scene = "scene.toml") or describe the sources '
-            '(format = "geotiff", dates, [[data.sources]])',
-        )
-    if "cache_dir" in raw:
-        r.output(r.value(raw["cache_dir"], "data.cache_dir", str), "data.cache_dir", parent_ok=True)
-    return dict(raw)
-
-
-def _data_formats() -> tuple[str, ...]:
-    """The adapters the data package knows, or () when it is not importable."""
-    try:
-        from data.scene import FORMATS
-    except ImportError:
-        return ()
-    return tuple(FORMATS)
-
-
-def _parse_model(r: _Reader, raw: Any) -> ModelSpec:
-    t = r.table(raw, "model", _MODEL_KEYS)
-    fixed = r.get(t, "fixed", "model", dict, {})
-    return ModelSpec(name=r.choice(t, "name", "model", MODELS, "fusion"), fixed=dict(fixed))
-
-
-def _parse_tuning(r: _Reader, raw: Any, data: Any) -> TuningSpec:
-    t = r.table(raw, "tuning", _TUNING_KEYS)
-    folds = r.get(t, "folds", "tuning", int, 0)
-    r.check(folds == 0 or folds >= 2, "tuning.folds", f"folds = {folds}",
-            "use 0 (the fixed validation split) or 2 or more folds")
-    r.check(not (folds and isinstance(data, Mapping) and "folds" in data), "tuning.folds",
-            "[tuning] folds and [data] folds are both set",
-            "keep [tuning] folds (every fold is a replicate of each trial) and drop "
-            "[data] folds / fold")
-    # Folds are the natural replicates: one per fold unless told otherwise.
-    repeats = r.get(t, "repeats", "tuning", int, folds or 1)
-    r.check(1 <= repeats <= 100, "tuning.repeats", f"repeats = {repeats}",
-            "use 1 (one training run per trial) to 100; 3-5 is typical")
-    z = r.number(t, "z", "tuning", 1.0, lambda v: 0 < v <= 10, "a number in (0, 10]")
-    switch_z = r.number(t, "switch_z", "tuning", 2.0, lambda v: 0 < v <= 10,
-                        "a number in (0, 10]")
-    return TuningSpec(repeats=repeats, folds=folds,
-                      racing=r.get(t, "racing", "tuning", bool, True), z=float(z),
-                      switch_z=float(switch_z), prune=r.get(t, "prune", "tuning", bool, False))
-
-
-def _parse_refine(r: _Reader, raw: Any) -> RefineSpec:
-    t = r.table(raw, "refine", _REFINE_KEYS)
-    n = r.get(t, "n_trials", "refine", int, 10)
-    r.check(n >= 1, "refine.n_trials", f"n_trials = {n}", "use 1 or more")
-    return RefineSpec(enabled=r.get(t, "enabled", "refine", bool, False), n_trials=n)
-
-
-def _parse_stages(r: _Reader, raw: Any, model: ModelSpec) -> tuple[StageSpec, ...]:
-    if raw is _REQUIRED or (isinstance(raw, list) and not raw):
-        raise r.fail("stages", "no stages", "add at least one [[stages]] table with params")
-    if not isinstance(raw, list):
-        raise r.fail(
-            "stages",
-            f"expected an array of tables, got {_kind(raw)}",
-            "write each stage as [[stages]] (double brackets)",
-        )
-    stages: list[StageSpec] = []
-    owner: dict[str, str] = {}
-    for i, item in enumerate(raw):
-        stage = _parse_stage(r, item, i)
-        if any(s.name == stage.name for s in stages):
-            raise r.fail(
-                f"stages.{stage.name}",
-                f"stage name {stage.name!r} is used twice",
-                "give every stage a unique name",
-            )
-        for pname in stage.params:
-            where = f"stages.{stage.name}.params.{_part(pname)}"
-            if pname in owner:
-                raise r.fail(
-                    where,
-                    f"parameter {pname!r} is already tuned in stage {owner[pname]!r}",
-                    "tune each parameter in one stage only",
-                )
-            if pname in model.fixed:
-                raise r.fail(
-                    where,
-                    f"parameter {pname!r} is also in [model.fixed]",
-                    "a parameter is either tuned or fixed: remove one",
-                )
-            owner[pname] = stage.name
-        stages.append(stage)
-    return tuple(stages)
-
-
-def _parse_stage(r: _Reader, raw: Any, index: int) -> StageSpec:
-    name = raw.get("name") if isinstance(raw, Mapping) else None
-    key = f"stages.{name}" if isinstance(name, str) and name else f"stages[{index}]"
-    t = r.table(raw, key, _STAGE_KEYS)
-    name = r.get(t, "name", key, str)
-    r.check(
-        bool(_NAME.match(name)),
-        f"{key}.name",
-        f"invalid stage name {name!r}",
-        "start with a letter; use letters, digits, '_' or '-'",
-    )
-    n_random = r.get(t, "n_random", key, int, 8)
-    n_bayes = r.get(t, "n_bayes", key, int, 16)
-    r.check(
-        n_random >= 1,
-        f"{key}.n_random",
-        f"n_random = {n_random}",
-        "use 1 or more (the first trial measures the incumbent)",
-    )
-    r.check(n_bayes >= 0, f"{key}.n_bayes", f"n_bayes = {n_bayes}", "use 0 or more")
-    max_fail = r.get(t, "max_fail", key, int, None)
-    r.check(
-        max_fail is None or max_fail >= 1,
-        f"{key}.max_fail",
-        f"max_fail = {max_fail}",
-        "use 1 or more, or leave it out",
-    )
-    sampler = r.choice(t, "sampler", key, SAMPLER_NAMES, None) if "sampler" in t else None
-    params_raw = t.get("params")
-    if not isinstance(params_raw, Mapping) or not params_raw:
-        raise r.fail(
-            f"{key}.params",
-            "stage has no parameters",
-            f'add e.g. [{key}.params."optim.lr"] with type, low, high, default',
-        )
-    params = {
-        str(p): _parse_param(r, v, str(p), f"{key}.params.{_part(str(p))}")
-        for p, v in params_raw.items()
-    }
-    spec = StageSpec(name, params, n_random, n_bayes, sampler, max_fail)
-    try:
-        spec.to_stage()  # the engine's own checks, now, with the file and key in the message
-    except SpecError as exc:
-        raise r.fail(exc.key or key, exc.message, exc.hint or "fix the stage's parameters") from exc
-    return spec
-
-
-def _parse_param(r: _Reader, raw: Any, name: str, key: str) -> ParamSpec:
-    if not isinstance(raw, Mapping):
-        raise r.fail(
-            key,
-            f"expected a table, got {_kind(raw)}",
-            'e.g. { type = "float", low = 1e-4, high = 1e-2, log = true, default = 1e-3 }',
-        )
-    ptype = r.choice(raw, "type", key, PARAM_TYPES)
-    t = r.table(raw, key, _PARAM_KEYS[ptype])
-    if "default" not in t:
-        raise r.fail(
-            f"{key}.default",
-            f"parameter {name!r} has no default",
-            "every parameter needs a default, used until its stage is tuned",
-        )
-    if ptype == "categorical":
-        return _parse_categorical(r, t, name, key)
-    kind: type | tuple[type, ...] = int if ptype == "int" else (int, float)
-    low, high = r.get(t, "low", key, kind), r.get(t, "high", key, kind)
-    log = r.get(t, "log", key, bool, False)
-    step = r.get(t, "step", key, kind, None)
-    default = r.get(t, "default", key, kind)
-    r.check(low <= high, f"{key}.low", f"low = {low} > high = {high}", "swap low and high")
-    r.check(
-        math.isfinite(high - low),
-        f"{key}.high",
-        f"the range [{low}, {high}] is too wide to sample",
-        "narrow it, or use log = true with low > 0",
-    )
-    r.check(
-        not log or low > 0,
-        f"{key}.low",
-        f"log scale needs low > 0, got {low}",
-        "raise low above 0 or remove log = true",
-    )
-    if step is not None:
-        r.check(step > 0, f"{key}.step", f"step = {step}", "use a step > 0")
-        r.check(
-            step <= high - low or low == high,
-            f"{key}.step",
-            f"step = {step} is larger than the range [{low}, {high}]",
-            "use a step that divides high - low",
-        )
-        r.check(
-            not log, f"{key}.step", "step and log cannot be combined", "remove step or log = true"
-        )
-        r.check(
-            _on_grid(high - low, step),
-            f"{key}.high",
-            f"high - low = {high - low} is not a multiple of step = {step}",
-            f"set high to low + a multiple of {step}",
-        )
-    on_grid = step is None or _on_grid(default - low, step)
-    r.check(
-        low <= default <= high and on_grid,
-        f"{key}.default",
-        f"default {default} is outside [{low}, {high}]"
-        if on_grid
-        else f"default {default} is not on the step grid low + k * {step}",
-        "choose a default inside the range (and on the step grid)",
-    )
-    if ptype == "float":  # `low = 0` in TOML is an integer; a float parameter wants floats
-        low, high, default = float(low), float(high), float(default)
-        step = float(step) if step is not None else None
-    return ParamSpec(name, ptype, default, low, high, log, step)
-
-
-def _parse_categorical(r: _Reader, t: Mapping[str, Any], name: str, key: str) -> ParamSpec:
-    choices = r.get(t, "choices", key, list)
-    r.check(bool(choices), f"{key}.choices", "empty choices", "list at least one choice")
-    for i, c in enumerate(choices):
-        r.value(c, f"{key}.choices[{i}]", (str, int, float, bool))
-    r.check(
-        len({(type(c), c) for c in choices}) == len(choices),
-        f"{key}.choices",
-        f"choices repeat: {choices}",
-        "list each choice once",
-    )
-    default = t["default"]
-    r.check(
-        any(type(default) is type(c) and default == c for c in choices),
-        f"{key}.default",
-        f"default {default!r} is not one of the choices {choices}",
-        'use one of the choices (same type: 32 and "32" differ)',
-    )
-    return ParamSpec(name, "categorical", default, choices=tuple(choices))
-
-
-def _check_model_config(r: _Reader, spec: StudySpec) -> None:
-    """Check parameter names and values against ``networks.config``, when importable.
-
-    Every model (the baselines too) is trained from a ``ModelConfig``.
+    Raises:
+        PydanticCustomError: A name the network does not know (naming the nearest), or a
+            default, fixed value, choice or range end the network rejects.
     """
-    try:
-        from networks.config import ModelConfig
-        from networks.errors import ConfigError
-    except ImportError:
-        return
+    from networks.config import ModelConfig
+    from networks.errors import ConfigError, unknown_key
+
     valid = ModelConfig.param_names()
-    for stage in spec.stages:
+    for i, stage in enumerate(spec.stages):
         for pname in stage.params:
             if pname not in valid:
-                near = difflib.get_close_matches(pname, valid, n=1, cutoff=0.6)
-                raise r.fail(
-                    f"stages.{stage.name}.params.{_part(pname)}",
+                _, hint = unknown_key(pname, "", valid)
+                raise _fail(
                     f"{pname!r} is not a parameter of the fusion network",
-                    f"did you mean {near[0]!r}?"
-                    if near
-                    else "see networks.config.ModelConfig.param_names()",
+                    hint if hint.startswith("did") else "see ModelConfig.param_names()",
+                    ("stages", i, "params", pname),
                 )
     for pname in spec.model.fixed:
         if pname not in valid:
-            near = difflib.get_close_matches(pname, valid, n=1, cutoff=0.6)
-            raise r.fail(
-                f"model.fixed.{_part(pname)}",
+            _, hint = unknown_key(pname, "", valid)
+            raise _fail(
                 f"{pname!r} is not a network parameter",
-                f"did you mean {near[0]!r}?" if near else "see ModelConfig.param_names()",
+                hint if hint.startswith("did") else "see ModelConfig.param_names()",
+                ("model", "fixed", pname),
             )
     defaults = {p: ps.default for s in spec.stages for p, ps in s.params.items()}
     try:
         ModelConfig.from_params({**spec.model.fixed, **defaults})
     except ConfigError as exc:
-        where = "model.fixed" if exc.key in spec.model.fixed else "stages"
-        stage = next((s.name for s in spec.stages if exc.key in s.params), None)
+        stage = next((i for i, s in enumerate(spec.stages) if exc.key in s.params), None)
         key = (
-            f"stages.{stage}.params.{_part(exc.key)}.default"
-            if stage
-            else f"{where}.{_part(exc.key)}"
+            ("stages", stage, "params", exc.key, "default")
+            if stage is not None
+            else ("model", "fixed", exc.key)
         )
-        raise r.fail(key, f"the network rejects it: {exc}", exc.hint or "fix the value") from exc
+        raise _fail(f"the network rejects it: {exc}", exc.hint or "fix the value",
+                      key) from exc
     # Every value a trial can draw, not only the defaults: a bad choice or bound would
     # otherwise surface as failed trials mid-search. Ranges are checked at their ends (the
     # network's own checks are per field and monotone: a lower bound, an upper bound).
     base = ModelConfig.from_params(dict(spec.model.fixed))
-    for stage in spec.stages:
+    for i, stage in enumerate(spec.stages):
         for pname, p in stage.params.items():
-            where = f"stages.{stage.name}.params.{_part(pname)}"
             values = (
                 [("choices", c) for c in p.choices]
                 if p.type == "categorical"
@@ -1060,9 +1174,9 @@ def _check_model_config(r: _Reader, spec: StudySpec) -> None:
                 try:
                     ModelConfig.from_params({pname: value}, base)
                 except ConfigError as exc:
-                    shown = f"{value!r}" if field_name == "choices" else f"{field_name} = {value}"
-                    raise r.fail(
-                        f"{where}.{field_name}",
+                    shown = (f"{_written(value)!r}" if field_name == "choices"
+                             else f"{field_name} = {value}")
+                    raise _fail(
                         f"{shown}: the network rejects it ({exc})",
                         exc.hint
                         or (
@@ -1070,54 +1184,37 @@ def _check_model_config(r: _Reader, spec: StudySpec) -> None:
                             if field_name == "choices"
                             else "narrow the range to values the network accepts"
                         ),
+                        ("stages", i, "params", pname, field_name),
                     ) from exc
 
 
-def _resolve_storage(r: _Reader, url: str | None, base: Path, name: str) -> str:
-    """Default to ``<study dir>/<name>.db``; resolve relative file paths against the study."""
-    if url is None:
-        return f"sqlite:///{base / f'{name}.db'}"
-    if "://" not in url:  # a bare file name, as make_storage accepts too
-        path = r.output(url, "storage")
-        if path.suffix in (".log", ".jsonl", ".journal"):
-            return f"journal://{path}"
-        return f"sqlite:///{path}"
-    scheme = url.split("://", 1)[0].split("+", 1)[0]
-    known = ("sqlite", "postgresql", "postgres", "mysql", "redis", "rediss", "journal")
-    if scheme not in known:
-        raise r.fail(
-            "storage",
-            f"unknown storage scheme {scheme!r}",
-            "use sqlite:///file.db, postgresql://user@host/db, redis://host:6379/0 "
-            "or journal:///file.log",
-        )
-    if scheme == "sqlite":
-        path = url.split(":///", 1)[-1]
-        if path in ("", ":memory:"):
-            return url
-        return f"{url.split(':///', 1)[0]}:///{r.output(path, 'storage')}"
-    if scheme == "journal":
-        # journal://rel/path is relative, journal:///abs/path absolute (as make_storage reads it)
-        return f"journal://{r.output(url[len('journal://') :], 'storage')}"
-    return url
+def _key(loc: Loc, raw: Any) -> str:
+    """A location as a study file writes its key: ``stages.optim.params."optim.lr".low``.
+
+    A stage is named by its name when it has a valid one (else ``stages[1]``); an array
+    index is ``[i]``; a key that is not a bare TOML key is quoted.
+    """
+    text, node = "", raw
+    for part in loc:
+        stage = node[part] if text == "stages" and isinstance(node, list) \
+            and isinstance(part, int) and part < len(node) else None
+        name = stage.get("name") if isinstance(stage, Mapping) else None
+        if isinstance(name, str) and name:
+            text += f".{name}"
+        elif isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text = f"{text}.{_part(part)}" if text else _part(part)
+        node = _get(node, part)
+    return text
 
 
-def _resolve_path(base: Path, path: str) -> Path:
-    p = Path(path).expanduser()
-    return p if p.is_absolute() else (base / p).resolve()
-
-
-def _within(bounds: tuple[int, int]) -> Callable[[float], bool]:
-    return lambda v: bounds[0] <= v <= bounds[1]
-
-
-def _range_rule(bounds: tuple[int, int]) -> str:
-    return f"an integer from {bounds[0]} to {bounds[1]}"
-
-
-def _on_grid(span: float, step: float) -> bool:
-    k = span / step
-    return math.isclose(k, round(k), rel_tol=0, abs_tol=1e-8)
+def _get(node: Any, part: str | int) -> Any:
+    if isinstance(node, Mapping):
+        return node.get(part)
+    if isinstance(node, list) and isinstance(part, int) and part < len(node):
+        return node[part]
+    return None
 
 
 def _part(name: str) -> str:
@@ -1125,34 +1222,9 @@ def _part(name: str) -> str:
     return name if re.fullmatch(r"[A-Za-z0-9_\-]+", name) else f'"{name}"'
 
 
-def _join(key: str, name: str) -> str:
-    return f"{key}.{name}" if key else name
-
-
-def _kind(value: Any) -> str:
-    return {
-        dict: "a table",
-        list: "an array",
-        str: "a string",
-        bool: "a boolean",
-        int: "an integer",
-        float: "a number",
-    }.get(type(value), type(value).__name__)
-
-
-def _type_name(kind: type | tuple[type, ...]) -> str:
-    names = {
-        str: "a string",
-        int: "an integer",
-        float: "a number",
-        bool: "true or false",
-        dict: "a table",
-        list: "an array",
-    }
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    if set(kinds) == {int, float}:
-        return "a number"
-    return " or ".join(names.get(k, k.__name__) for k in kinds)
+def _resolve_path(base: Path, path: str) -> Path:
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else (base / p).resolve()
 
 
 def _plain(value: Any) -> Any:
@@ -1166,18 +1238,28 @@ def _plain(value: Any) -> Any:
     return value
 
 
+_STUDY = TypeAdapter(StudySpec)
+
+
 __all__ = [
+    "EXPORT_FORMAT",
     "MAX_CYCLES",
     "METRICS",
     "MODELS",
     "OUTPUT_KEYS",
     "AshaSpec",
+    "CategoricalParam",
+    "ExportDoc",
+    "FloatParam",
+    "IntParam",
     "ModelSpec",
     "ParamSpec",
     "RefineSpec",
     "RunnerSpec",
     "StageSpec",
     "StudySpec",
+    "TuningSpec",
+    "check_export",
     "load_study_file",
     "parse_study",
 ]

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from hpo.study.schema import ParamSpec, StageSpec
+from hpo.study.schema import CategoricalParam, FloatParam, IntParam, ParamSpec, StageSpec
 
 
 @dataclass(frozen=True)
@@ -51,16 +51,16 @@ class Variant:
         return not name.startswith(self.drop) if self.drop else True
 
 
-def _float(name: str, low: float, high: float, default: float, log: bool = False) -> ParamSpec:
-    return ParamSpec(name, "float", default, low=low, high=high, log=log)
+def _float(low: float, high: float, default: float, log: bool = False) -> ParamSpec:
+    return FloatParam(default, low, high, log=log)
 
 
-def _int(name: str, low: int, high: int, default: int, log: bool = False) -> ParamSpec:
-    return ParamSpec(name, "int", default, low=low, high=high, log=log)
+def _int(low: int, high: int, default: int, log: bool = False) -> ParamSpec:
+    return IntParam(default, low, high, log=log)
 
 
-def _stage(name: str, *params: ParamSpec) -> StageSpec:
-    return StageSpec(name, {p.name: p for p in params})
+def _stage(name: str, **params: ParamSpec) -> StageSpec:
+    return StageSpec(name, {f"boost.{p}": spec for p, spec in params.items()})
 
 
 # The boosting floor's own stages, layer by layer as for the networks: the trees first,
@@ -68,16 +68,16 @@ def _stage(name: str, *params: ParamSpec) -> StageSpec:
 BOOST_STAGES = (
     _stage(
         "trees",
-        _float("boost.learning_rate", 0.02, 0.3, 0.1, log=True),
-        _int("boost.max_iter", 50, 400, 100, log=True),
-        _int("boost.max_leaf_nodes", 8, 128, 31, log=True),
-        _int("boost.min_samples_leaf", 5, 200, 20, log=True),
+        learning_rate=_float(0.02, 0.3, 0.1, log=True),
+        max_iter=_int(50, 400, 100, log=True),
+        max_leaf_nodes=_int(8, 128, 31, log=True),
+        min_samples_leaf=_int(5, 200, 20, log=True),
     ),
     _stage(
         "features",
-        ParamSpec("boost.windows", "categorical", "3,7", choices=("1", "3", "3,7", "3,7,15")),
-        _float("boost.pos_weight", 1.0, 30.0, 1.0, log=True),
-        _float("boost.l2_regularization", 0.0, 5.0, 0.0),
+        windows=CategoricalParam(choices=([1], [3], [3, 7], [3, 7, 15]), default=[3, 7]),
+        pos_weight=_float(1.0, 30.0, 1.0, log=True),
+        l2_regularization=_float(0.0, 5.0, 0.0),
     ),
 )
 
