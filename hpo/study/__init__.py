@@ -1,9 +1,10 @@
 """The landslide application: a study file joined to the engine, the networks and the data.
 
-``hpo.engine`` knows nothing of landslides; this package reads a study file
-(:mod:`~hpo.study.schema`), prepares its data (:mod:`~hpo.study.prepare`), builds and runs
-the layer-wise search (:mod:`~hpo.study.tune`, :mod:`~hpo.study.objective`), and exports,
-retrains, predicts, compares and reports (one module each)::
+``hpo.engine`` knows nothing of landslides; this package reads a study file and its scene
+(:mod:`~hpo.study.schema`, :mod:`~hpo.study.scene`), prepares its data
+(:mod:`~hpo.study.prepare`), builds and runs the layer-wise search
+(:mod:`~hpo.study.tune`, :mod:`~hpo.study.objective`), and exports, retrains, predicts,
+compares and reports (one module each)::
 
     from hpo import study
 
@@ -14,10 +15,16 @@ retrains, predicts, compares and reports (one module each)::
 """
 
 from hpo.study.prepare import (
-    SYNTHETIC_KEY,
     TRAIN_ON,
     FinalData,
     TuningData,
+    prepare_data,
+    prepare_final_data,
+    validation_lines,
+    validation_of,
+)
+from hpo.study.scene import (
+    SYNTHETIC_KEY,
     check_data,
     data_section,
     describe_scene,
@@ -25,12 +32,8 @@ from hpo.study.prepare import (
     ensure_section_scene,
     load_study,
     open_scene,
-    prepare_data,
-    prepare_final_data,
     scene_file,
     synthetic_settings,
-    validation_lines,
-    validation_of,
 )
 from hpo.study.tune import (
     check_runner,

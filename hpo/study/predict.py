@@ -1,37 +1,33 @@
-"""Tiled inference of a trained checkpoint over a whole scene: a landslide-probability GeoTIFF.
+"""A trained checkpoint over a whole scene: a landslide-probability GeoTIFF (``hpo predict``).
 
-The scene is read tile by tile from its cached cube and the map is written strip by
-strip, so memory grows with the scene's width, never with its height: about
-``2 * tile * width`` floats of blending buffers plus one batch of tiles. Neighbouring tiles
-overlap and are blended with a raised-cosine window, so tile seams (where a fully
-convolutional network sees least context) do not show in the map.
+The scene is read tile by tile from its cached cube, run and blended by
+:func:`networks.inference.blended_strips`, and the map is written strip by strip, so memory
+grows with the scene's width, never with its height.
 """
 
 from __future__ import annotations
 
-import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rasterio
+import torch
 
+from data.shift import outside_training
+from data.splits import Region, make_tiles
 from hpo.engine.atomic import atomic_path
 from hpo.engine.errors import HPOError
-from hpo.study.figures import pyplot, save_figure
+from hpo.study.figures import write_quicklook
+from hpo.study.files import NODATA, THRESHOLD_TAG
+from networks import CheckpointError, load_checkpoint
+from networks.inference import blended_strips
 
-NODATA = -9999.0
-"""Value of the map where the scene has no valid input (also the GeoTIFF's nodata)."""
-THRESHOLD_TAG = "THRESHOLD"
-"""GeoTIFF tag of a probability map: the decision threshold its checkpoint carries."""
-
-_QUICKLOOK_SIDE = 1024
 _MIN_DEFAULT_TILE = 256
-# Never give a pixel zero weight: at the scene's border no neighbour shares it, and the
-# blend divides by the summed weights.
-_MIN_WEIGHT = 1e-3
 
 
 def open_checkpoint(path: str | Path) -> Any:
@@ -49,10 +45,6 @@ def open_checkpoint(path: str | Path) -> Any:
     Raises:
         networks.CheckpointError: The file is missing, not a checkpoint, or unsafe.
     """
-    import warnings
-
-    from networks import CheckpointError, load_checkpoint
-
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
         try:
@@ -125,65 +117,6 @@ class Prediction:
     def pixels_per_second(self) -> float:
         """Throughput over the whole run (reading, inference, writing)."""
         return self.shape[0] * self.shape[1] / max(self.seconds, 1e-9)
-
-
-def landslide_probability(model: Any, x: Any) -> Any:
-    """Landslide probabilities of a batch: ``(B, S, T, h, w)`` -> ``(B, h, w)``.
-
-    Args:
-        model: A model of :mod:`networks` (two-class logits), in eval mode.
-        x: Normalized inputs on the model's device.
-
-    Returns:
-        The probability of the landslide class per pixel (a tensor).
-    """
-    import torch
-
-    with torch.no_grad():
-        return torch.softmax(model(x.float()).float(), dim=1)[:, 1]
-
-
-def landslide_log_odds(model: Any, x: Any) -> Any:
-    """Landslide log-odds of a batch: ``(B, S, T, h, w)`` -> ``(B, h, w)``.
-
-    The landslide logit minus the background logit, which ranks pixels where float32
-    probabilities of a confident model would all round to 0 or 1.
-
-    Args:
-        model: A model of :mod:`networks` (two-class logits), in eval mode.
-        x: Normalized inputs on the model's device.
-
-    Returns:
-        A tensor on the model's device.
-    """
-    import torch
-
-    with torch.no_grad():
-        logits = model(x.float()).float()
-    return logits[:, 1] - logits[:, 0]
-
-
-def blend_window(size: int, overlap: int) -> np.ndarray:
-    """A ``(size, size)`` weight: 1 inside, raised-cosine ramps over the overlap at each edge.
-
-    Where two tiles overlap their ramps add up to (about) one, so the blend fades from one
-    tile's prediction to the next instead of switching at a seam.
-
-    Args:
-        size: Tile side.
-        overlap: Pixels shared by neighbouring tiles (0: no ramp).
-
-    Returns:
-        float32 weights in ``(0, 1]``.
-    """
-    ramp = np.ones(size, np.float64)
-    if overlap > 0:
-        k = np.arange(min(overlap, size))
-        up = 0.5 - 0.5 * np.cos(np.pi * (k + 0.5) / overlap)
-        ramp[: len(k)] = np.minimum(ramp[: len(k)], up)
-        ramp[size - len(k) :] = np.minimum(ramp[size - len(k) :], up[::-1])
-    ramp = np.maximum(ramp, _MIN_WEIGHT)
-    return np.outer(ramp, ramp).astype(np.float32)
 
 
 def check_compatible(checkpoint: Any, cube: Any, *, where: str = "the scene") -> None:
@@ -261,70 +194,39 @@ def predict_scene(
         CheckpointMismatchError: The checkpoint does not fit the scene.
         HPOError: Bad tile, overlap or batch size.
     """
-    import rasterio
-    import torch
-
-    from data.shift import outside_training
-    from data.splits import Region, make_tiles
-
     if isinstance(checkpoint, str | Path):
         checkpoint = open_checkpoint(checkpoint)
     check_compatible(checkpoint, cube, where=where)
     extra = checkpoint.extra or {}
-    # The networks are fully convolutional: tiles larger than the training patches see
-    # more context and put fewer seams in the map (on the quickstart, 128 px tiles gave
-    # the same scene AUC as its 16 px patches, 15x faster).
-    tile = int(tile or max(_MIN_DEFAULT_TILE, int(extra.get("patch_size") or 0)))
-    overlap = tile // 4 if overlap is None else int(overlap)
-    if tile < 4:
-        raise HPOError(f"--tile {tile}: use 4 pixels or more")
-    if not 0 <= overlap < tile:
-        raise HPOError(f"--overlap {overlap}: use 0 <= overlap < tile ({tile})")
-    if batch_size < 1:
-        raise HPOError(f"--batch {batch_size}: use 1 or more")
+    tile, overlap = _tiling(tile, overlap, batch_size, extra)
     torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = checkpoint.model.to(torch_device).eval()
     threshold = _threshold(extra)
 
     started = time.monotonic()
     height, width = cube.valid.shape
-    stride = tile - overlap
     tiles = make_tiles([Region(0, 0, height, width)], tile, overlap)
     strips: dict[int, list[Any]] = {}
     for t, (_, i, _) in tiles:
         strips.setdefault(i, []).append(t)
-    window = blend_window(tile, overlap)
-    # Rows [r0, r0 + tile) of the strip being blended; rows above r0 + stride are final
-    # once the strip is done, since the next strip starts there.
-    acc = np.zeros((tile, width), np.float32)
-    weight = np.zeros((tile, width), np.float32)
+    rows = [strips[i] for i in sorted(strips)]
     stats = _Stats(threshold if threshold is not None else 0.5)
     out = Path(out)
-    with atomic_path(out) as tmp:
-        with rasterio.open(tmp, "w", **_profile(cube, height, width)) as dst:
-            dst.update_tags(**_tags(checkpoint, threshold))
-            dst.set_band_description(1, "landslide probability")
-            done = 0
-            for i in sorted(strips):
-                r0 = i * stride
-                for chunk in _chunks(strips[i], batch_size):
-                    probs = _run(model, cube, chunk, checkpoint, torch_device)
-                    for t, p in zip(chunk, probs, strict=True):
-                        h, w = t.height, t.width
-                        acc[:h, t.col : t.col + w] += p[:h, :w] * window[:h, :w]
-                        weight[:h, t.col : t.col + w] += window[:h, :w]
-                last = i == max(strips)
-                n_rows = (height - r0) if last else min(stride, height - r0)
-                values = _finish(acc[:n_rows], weight[:n_rows], cube.valid[r0 : r0 + n_rows])
-                stats.add(values)
-                dst.write(values, 1, window=rasterio.windows.Window(0, r0, width, n_rows))
-                acc = np.roll(acc, -stride, axis=0)
-                weight = np.roll(weight, -stride, axis=0)
-                acc[tile - stride :] = 0
-                weight[tile - stride :] = 0
-                done += len(strips[i])
-                if progress is not None:
-                    progress(done, len(tiles))
+    with atomic_path(out) as tmp, rasterio.open(tmp, "w", **_profile(cube, height, width)) as dst:
+        dst.update_tags(**_tags(checkpoint, threshold))
+        dst.set_band_description(1, "landslide probability")
+        blended = blended_strips(
+            model, rows, _reader(cube, checkpoint), height=height, width=width, tile=tile,
+            overlap=overlap, batch_size=batch_size, device=torch_device,
+        )
+        for k, (r0, probs) in enumerate(blended):
+            n_rows = probs.shape[0]
+            valid = np.asarray(cube.valid[r0 : r0 + n_rows], bool)
+            values = np.where(valid, probs, NODATA).astype(np.float32)
+            stats.add(values)
+            dst.write(values, 1, window=rasterio.windows.Window(0, r0, width, n_rows))
+            if progress is not None:
+                progress(sum(len(r) for r in rows[: k + 1]), len(tiles))
     seconds = time.monotonic() - started
     look = write_quicklook(out, out.with_suffix(".png"), threshold) if quicklook else None
     return Prediction(
@@ -341,29 +243,38 @@ def predict_scene(
     )
 
 
+def _tiling(
+    tile: int | None, overlap: int | None, batch_size: int, extra: dict[str, Any]
+) -> tuple[int, int]:
+    """The tile side and overlap to predict with, checked (with the batch size)."""
+    # The networks are fully convolutional: tiles larger than the training patches see
+    # more context and put fewer seams in the map (on the quickstart, 128 px tiles gave
+    # the same scene AUC as its 16 px patches, 15x faster).
+    tile = int(tile or max(_MIN_DEFAULT_TILE, int(extra.get("patch_size") or 0)))
+    overlap = tile // 4 if overlap is None else int(overlap)
+    if tile < 4:
+        raise HPOError(f"--tile {tile}: use 4 pixels or more")
+    if not 0 <= overlap < tile:
+        raise HPOError(f"--overlap {overlap}: use 0 <= overlap < tile ({tile})")
+    if batch_size < 1:
+        raise HPOError(f"--batch {batch_size}: use 1 or more")
+    return tile, overlap
+
+
 def _threshold(extra: dict[str, Any]) -> float | None:
     value = extra.get("threshold")
     return float(value) if isinstance(value, int | float) and 0 < value < 1 else None
 
 
-def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
-    return [items[k : k + size] for k in range(0, len(items), size)]
+def _reader(cube: Any, checkpoint: Any) -> Callable[[Sequence[Any]], torch.Tensor]:
+    """Inputs of a batch of tiles, each padded to the full tile side."""
 
+    def read(tiles: Sequence[Any]) -> torch.Tensor:
+        # The cube's own data set reads, normalizes and pads the inputs as in training.
+        items = cube.dataset(tiles, norm=checkpoint.norm_stats, sources=checkpoint.source_names)
+        return torch.stack([items[k][0] for k in range(len(items))])
 
-def _run(model: Any, cube: Any, tiles: Sequence[Any], checkpoint: Any, device: Any) -> np.ndarray:
-    """Probabilities of a batch of tiles, each padded to the full tile side."""
-    import torch
-
-    # The cube's own data set reads, normalizes and pads the inputs as in training.
-    items = cube.dataset(tiles, norm=checkpoint.norm_stats, sources=checkpoint.source_names)
-    x = torch.stack([items[k][0] for k in range(len(items))]).to(device)
-    return landslide_probability(model, x).cpu().numpy()
-
-
-def _finish(acc: np.ndarray, weight: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    values = acc / np.maximum(weight, 1e-12)
-    values = np.clip(values, 0.0, 1.0)  # blending cannot leave [0, 1], rounding may
-    return np.where(np.asarray(valid, bool), values, NODATA).astype(np.float32)
+    return read
 
 
 class _Stats:
@@ -421,46 +332,12 @@ def _tags(checkpoint: Any, threshold: float | None) -> dict[str, str]:
     return tags
 
 
-def write_quicklook(tif: str | Path, png: str | Path, threshold: float | None = None) -> Path:
-    """A PNG quick-look of a probability map, at most 1024 pixels a side.
-
-    The map is read decimated (block averages), so a map larger than memory still fits.
-
-    Args:
-        tif: The probability GeoTIFF.
-        png: The PNG to write.
-        threshold: Drawn as the colour bar's landslide boundary when given.
-
-    Returns:
-        The PNG path.
-    """
-    import rasterio
-    from rasterio.enums import Resampling
-
-    plt = pyplot()
-    with rasterio.open(tif) as src:
-        scale = max(1, math.ceil(max(src.height, src.width) / _QUICKLOOK_SIDE))
-        shape = (max(1, src.height // scale), max(1, src.width // scale))
-        values = src.read(1, out_shape=shape, masked=True, resampling=Resampling.average)
-    fig, ax = plt.subplots(figsize=(6, 6 * shape[0] / shape[1] + 0.6), dpi=150)
-    image = ax.imshow(np.ma.masked_invalid(values), cmap="magma", vmin=0.0, vmax=1.0)
-    ax.set_axis_off()
-    bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02, label="landslide probability")
-    if threshold is not None:
-        bar.ax.axhline(threshold, color="cyan", linewidth=1.5)
-    ax.set_title(Path(tif).name, fontsize=9)
-    return save_figure(fig, png, bbox_inches="tight")
-
-
 __all__ = [
     "NODATA",
     "THRESHOLD_TAG",
     "CheckpointMismatchError",
     "Prediction",
-    "blend_window",
     "check_compatible",
-    "landslide_probability",
     "open_checkpoint",
     "predict_scene",
-    "write_quicklook",
 ]

@@ -11,7 +11,6 @@ its quick-look and a summary line. Without them the report says how to make them
 from __future__ import annotations
 
 import json
-import math
 import shlex
 import shutil
 from collections.abc import Callable
@@ -19,14 +18,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import optuna
+import rasterio
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.engine.atomic import write_text
 from hpo.engine.errors import HPOError
 from hpo.engine.replicates import Gain, gain_text, search_gain, untuned_trial
 from hpo.engine.replicates import summary as replicate_summary
-from hpo.study.figures import pyplot, save_figure
-from hpo.study.predict import THRESHOLD_TAG
+from hpo.study.figures import (
+    plot_carried,
+    plot_confusion,
+    plot_importances,
+    plot_stages,
+    write_quicklook,
+)
+from hpo.study.files import CHECKPOINT_FILE, METRICS_FILE, THRESHOLD_TAG
 
 # fANOVA fits a random forest per stage; below this many trials its importances are noise.
 _MIN_TRIALS_FOR_IMPORTANCE = 4
@@ -165,51 +172,72 @@ def write_report(
     lines = [f"# {title or f'Layer-wise search {result.study_name}'}", ""]
     lines += _overview(result, metric, report)
     lines += _stage_table(result, metric)
-
-    carried = folder / f"{prefix}best-so-far.png"
-    if _plot_carried(result, metric, carried):
-        report.figures.append(carried)
-        lines += [
-            "## Best value carried through the stages",
-            "",
-            f"Every complete trial in run order; the line is the best {metric} so far, and each "
-            "stage starts from the incumbent the ledger handed over.",
-            "",
-            f"![best so far]({carried.name})",
-            "",
-        ]
-    per_stage = folder / f"{prefix}stages.png"
-    if _plot_stages(result, metric, per_stage):
-        report.figures.append(per_stage)
-        lines += [
-            "## Optimization history per stage",
-            "",
-            "Random-search trials (grey) then Bayesian trials (blue); the line is the "
-            "stage's best so far.",
-            "",
-            f"![stages]({per_stage.name})",
-            "",
-        ]
-    importances = _importances(result, say)
-    if importances:
-        figure = folder / f"{prefix}importance.png"
-        _plot_importances(importances, figure)
-        report.figures.append(figure)
-        lines += ["## Parameter importances per stage", ""]
-        lines += [
-            "fANOVA (`optuna.importance`) over each stage's complete trials; stages with one "
-            f"parameter or fewer than {_MIN_TRIALS_FOR_IMPORTANCE} trials are left out.",
-            "",
-            "| stage | parameter | importance |",
-            "| --- | --- | --- |",
-        ]
-        for stage, values in importances.items():
-            lines += [f"| {stage} | `{k}` | {v:.3f} |" for k, v in values.items()]
-        lines += ["", f"![importances]({figure.name})", ""]
+    lines += _search_figures(result, metric, folder, prefix, report)
+    lines += _importance_section(result, folder, prefix, report, say)
     lines += _model_sections(run_dir, map_path, target, scene, folder, prefix, report, say)
     lines += _best_params(result)
     write_text(md, "\n".join(lines).rstrip() + "\n")
     return report
+
+
+def _search_figures(
+    result: Any, metric: str, folder: Path, prefix: str, report: Report
+) -> list[str]:
+    """The best value carried through the stages, and each stage's history."""
+    maximize = result.direction == "maximize"
+    stages = [(s, _complete(s)) for s in result.stages]
+    stages = [(s, trials) for s, trials in stages if trials]
+    if not stages:
+        return []
+    carried = plot_carried(
+        [(s.name, [t.value for t in trials]) for s, trials in stages], metric, maximize,
+        folder / f"{prefix}best-so-far.png",
+    )
+    per_stage = plot_stages(
+        [(s.name, [t.number for t in trials], [t.value for t in trials], _n_random(result, s))
+         for s, trials in stages],
+        metric, maximize, folder / f"{prefix}stages.png",
+    )
+    report.figures += [carried, per_stage]
+    return [
+        "## Best value carried through the stages",
+        "",
+        f"Every complete trial in run order; the line is the best {metric} so far, and each "
+        "stage starts from the incumbent the ledger handed over.",
+        "",
+        f"![best so far]({carried.name})",
+        "",
+        "## Optimization history per stage",
+        "",
+        "Random-search trials (grey) then Bayesian trials (blue); the line is the "
+        "stage's best so far.",
+        "",
+        f"![stages]({per_stage.name})",
+        "",
+    ]
+
+
+def _importance_section(
+    result: Any, folder: Path, prefix: str, report: Report, say: Callable[[str], None] | None
+) -> list[str]:
+    """Parameter importances per stage (fANOVA), where there are enough trials."""
+    importances = _importances(result, say)
+    if not importances:
+        return []
+    figure = plot_importances(importances, folder / f"{prefix}importance.png")
+    report.figures.append(figure)
+    lines = [
+        "## Parameter importances per stage",
+        "",
+        "fANOVA (`optuna.importance`) over each stage's complete trials; stages with one "
+        f"parameter or fewer than {_MIN_TRIALS_FOR_IMPORTANCE} trials are left out.",
+        "",
+        "| stage | parameter | importance |",
+        "| --- | --- | --- |",
+    ]
+    for stage, values in importances.items():
+        lines += [f"| {stage} | `{k}` | {v:.3f} |" for k, v in values.items()]
+    return lines + ["", f"![importances]({figure.name})", ""]
 
 
 def _fmt(value: Any) -> str:
@@ -286,69 +314,6 @@ def _complete(stage: Any) -> list[FrozenTrial]:
     return sorted(trials, key=lambda t: t.number)
 
 
-def _running_best(values: list[float], maximize: bool) -> list[float]:
-    best, out = -math.inf if maximize else math.inf, []
-    for v in values:
-        best = max(best, v) if maximize else min(best, v)
-        out.append(best)
-    return out
-
-
-def _plot_carried(result: Any, metric: str, path: Path) -> bool:
-    maximize = result.direction == "maximize"
-    xs, ys, bounds = [], [], []
-    for s in result.stages:
-        trials = _complete(s)
-        if not trials:
-            continue
-        bounds.append((len(xs), s.name))
-        for t in trials:
-            xs.append(len(xs))
-            ys.append(t.value)
-    if not ys:
-        return False
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(9, 3.8), dpi=120)
-    ax.scatter(xs, ys, s=14, color="tab:blue", alpha=0.6, label="trial")
-    ax.step(xs, _running_best(ys, maximize), where="post", color="tab:red", label="best so far")
-    for start, name in bounds:
-        ax.axvline(start - 0.5, color="grey", linewidth=0.8, linestyle=":")
-        ax.text(start, ax.get_ylim()[1], f" {name}", va="top", fontsize=8, color="dimgrey")
-    ax.set_xlabel("complete trials, in run order")
-    ax.set_ylabel(f"validation {metric}")
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    save_figure(fig, path)
-    return True
-
-
-def _plot_stages(result: Any, metric: str, path: Path) -> bool:
-    stages = [(s, _complete(s)) for s in result.stages]
-    stages = [(s, t) for s, t in stages if t]
-    if not stages:
-        return False
-    maximize = result.direction == "maximize"
-    cols = min(3, len(stages))
-    rows = math.ceil(len(stages) / cols)
-    plt = pyplot()
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), dpi=110, squeeze=False)
-    for ax, (stage, trials) in zip(axes.flat, stages, strict=False):
-        n_random = _n_random(result, stage)
-        numbers = [t.number for t in trials]
-        values = [t.value for t in trials]
-        colors = ["grey" if n < n_random else "tab:blue" for n in numbers]
-        ax.scatter(numbers, values, c=colors, s=18)
-        ax.step(numbers, _running_best(values, maximize), where="post", color="tab:red")
-        ax.set_title(stage.name, fontsize=10)
-        ax.set_xlabel("trial")
-        ax.set_ylabel(metric)
-    for ax in list(axes.flat)[len(stages) :]:
-        ax.set_visible(False)
-    fig.tight_layout()
-    save_figure(fig, path)
-    return True
-
-
 def _n_random(result: Any, stage: Any) -> int:
     """The stage's random-search trial count, from the search's stored definition."""
     for entry in result.spec.get("stages", []):
@@ -358,8 +323,6 @@ def _n_random(result: Any, stage: Any) -> int:
 
 
 def _importances(result: Any, say: Callable[[str], None] | None) -> dict[str, dict[str, float]]:
-    import optuna
-
     found: dict[str, dict[str, float]] = {}
     for s in result.stages:
         trials = _complete(s)
@@ -374,20 +337,6 @@ def _importances(result: Any, say: Callable[[str], None] | None) -> dict[str, di
             continue
         found[s.name] = {k: float(v) for k, v in values.items()}
     return found
-
-
-def _plot_importances(importances: dict[str, dict[str, float]], path: Path) -> None:
-    plt = pyplot()
-    n = len(importances)
-    fig, axes = plt.subplots(1, n, figsize=(4 * n, 2.8), dpi=110, squeeze=False)
-    for ax, (stage, values) in zip(axes.flat, importances.items(), strict=True):
-        names = list(values)[::-1]
-        ax.barh(names, [values[k] for k in names], color="tab:green")
-        ax.set_xlim(0, 1)
-        ax.set_title(stage, fontsize=10)
-        ax.tick_params(axis="y", labelsize=8)
-    fig.tight_layout()
-    save_figure(fig, path)
 
 
 def _model_sections(
@@ -405,8 +354,6 @@ def _model_sections(
     A missing part gets one line with the commands that produce it: a report that simply
     lacked these sections would leave a reader unsure whether the model was ever tested.
     """
-    from hpo.study.retrain import CHECKPOINT_FILE
-
     run = Path(run_dir) if run_dir is not None else None
     lines = _run_section(run, folder, prefix, report) if run is not None else []
     if run is None:
@@ -440,8 +387,6 @@ def _model_sections(
 
 
 def _run_section(run_dir: Path, folder: Path, prefix: str, report: Report) -> list[str]:
-    from hpo.study.retrain import METRICS_FILE
-
     try:
         metrics = json.loads((run_dir / METRICS_FILE).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
@@ -482,7 +427,7 @@ def _run_section(run_dir: Path, folder: Path, prefix: str, report: Report) -> li
     if roc is not None:
         pair.append(f"![ROC curve]({roc.name})")
     confusion = folder / f"{prefix}run-confusion.png"
-    if _plot_confusion(rows, confusion):
+    if plot_confusion(rows, confusion):
         report.figures.append(confusion)
         pair.append(f"![confusion matrix]({confusion.name})")
     if pair:
@@ -513,41 +458,6 @@ def _copy_run_plot(
     return copy
 
 
-def _plot_confusion(rows: list[tuple[str, dict[str, Any]]], path: Path) -> bool:
-    """One confusion matrix per decision threshold: counts and the share of each true class."""
-    rows = [(name, row["confusion"]) for name, row in rows if row.get("confusion")]
-    if not rows:
-        return False
-    plt = pyplot()
-    fig, axes = plt.subplots(1, len(rows), figsize=(3.6 * len(rows), 3.4), dpi=120, squeeze=False)
-    classes = ("landslide", "background")
-    for ax, (name, c) in zip(axes.flat, rows, strict=True):
-        counts = [[c.get("tp", 0), c.get("fn", 0)], [c.get("fp", 0), c.get("tn", 0)]]
-        # Rows normalized to the true class: the colour reads as recall / specificity,
-        # which the heavy background class would otherwise wash out.
-        shares = [[v / max(sum(r), 1) for v in r] for r in counts]
-        ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
-        for i, j in ((i, j) for i in range(2) for j in range(2)):
-            ax.text(
-                j,
-                i,
-                f"{counts[i][j]}\n{100 * shares[i][j]:.1f} %",
-                ha="center",
-                va="center",
-                fontsize=9,
-                color="white" if shares[i][j] > 0.5 else "black",
-            )
-        ax.set_xticks([0, 1], classes)
-        ax.set_yticks([0, 1], classes)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        ax.set_title(f"threshold {name}", fontsize=9)
-    fig.suptitle("Confusion matrix, test split", fontsize=10)
-    fig.tight_layout()
-    save_figure(fig, path)
-    return True
-
-
 def _map_in_run(run_dir: Path, say: Callable[[str], None] | None) -> Path | None:
     """The newest prediction GeoTIFF inside a run folder (e.g. ``hpo predict -o RUN/map.tif``)."""
     # Dot files are the temporary halves of atomic writes still in progress.
@@ -574,8 +484,6 @@ def summarize_map(path: str | Path) -> MapSummary:
     Raises:
         HPOError: The file cannot be read as a GeoTIFF.
     """
-    import rasterio
-
     path = Path(path)
     try:
         with rasterio.open(path) as src:
@@ -604,8 +512,6 @@ def summarize_map(path: str | Path) -> MapSummary:
 
 
 def _map_section(path: Path, folder: Path, prefix: str, report: Report) -> list[str]:
-    from hpo.study.predict import write_quicklook
-
     summary = summarize_map(path)
     # Drawn afresh into the report's folder: the map's own quick-look may be missing
     # (`--no-quicklook`) or stale, and the report should stand alone when moved.

@@ -29,7 +29,7 @@ def hpo(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """Run the ``hpo`` command in a subprocess, as a user would."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "hpo.cli.main", *args],
+        [sys.executable, "-m", "hpo.cli", *args],
         capture_output=True,
         text=True,
         env=env,
@@ -120,8 +120,8 @@ def test_train_members_saves_a_seed_ensemble_that_predict_uses(trained, capsys):
     averaged members'."""
     from hpo.study import prepare_final_data
     from hpo.study.export import load_export
-    from hpo.study.retrain import split_log_odds
     from networks import SeedEnsemble, load_checkpoint, roc_auc
+    from networks.inference import split_log_odds
     from networks.metrics import best_f1_threshold, log_odds
 
     out = trained.folder / "run-ens"
@@ -220,7 +220,8 @@ def test_predict_names_inputs_far_outside_the_training_range(trained, tmp_path):
 
 def test_predict_marks_invalid_pixels_nodata_and_blends_seamlessly(trained, tmp_path):
     from hpo.study import open_scene
-    from hpo.study.predict import NODATA, predict_scene
+    from hpo.study.files import NODATA
+    from hpo.study.predict import predict_scene
     from networks import load_checkpoint
 
     checkpoint = load_checkpoint(trained.run / "model.pt")
@@ -244,20 +245,6 @@ def test_predict_marks_invalid_pixels_nodata_and_blends_seamlessly(trained, tmp_
     # the seamless map (the network sees less context at tile edges, so not equal).
     assert 0 <= many[valid].min() and many[valid].max() <= 1
     assert np.abs(many[valid] - one[valid]).mean() < 0.2
-
-
-def test_blend_window_sums_to_one_where_tiles_overlap():
-    from hpo.study.predict import blend_window
-
-    tile, overlap = 32, 8
-    w = blend_window(tile, overlap)[tile // 2]  # a middle row: the window is separable
-    stride = tile - overlap
-    total = np.zeros(stride * 3 + overlap)
-    for k in range(3):
-        total[k * stride : k * stride + tile] += w
-    inner = total[overlap:-overlap]  # the scene's outer edges have one tile only
-    assert np.allclose(inner, 1.0, atol=1e-6)
-    assert w.min() > 0  # no pixel loses all weight at the scene's border
 
 
 def test_checkpoint_from_another_model_is_one_line(trained, tmp_path, capsys):

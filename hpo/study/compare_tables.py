@@ -1,0 +1,203 @@
+"""The results of ``hpo compare``: ``compare.json`` (kept to resume) and its markdown tables.
+
+Every finished training run is stored at once, so a rerun of the same settings continues
+where the last one stopped; :func:`summarize` pools the seeds' and folds' test metrics and
+:func:`markdown` writes one table per split (and one of the seed ensembles).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from data.shift import shifted_channels
+from hpo.engine.atomic import write_json, write_text
+from hpo.engine.errors import SpecError
+from hpo.study.schema import StudySpec
+from hpo.study.variants import VARIANTS
+from networks.checkpoint import package_versions
+
+if TYPE_CHECKING:
+    # compare builds on this module: the settings' class is needed for annotations only
+    from hpo.study.compare import CompareSettings
+
+RESULTS_FILE = "compare.json"
+TABLE_FILE = "compare.md"
+FORMAT = "landslide-hpo/compare/1"
+METRICS = ("miou", "f1", "auc")
+
+
+def summarize(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and sample standard deviation of every test metric per split and variant.
+
+    Runs of every fold and seed are pooled. Metrics at 0.5 and at the validation-chosen
+    threshold are both given (``f1@0.5``, ``f1``, ...); AUC does not depend on it.
+    """
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["split"], row["variant"]), []).append(row)
+    order = list(VARIANTS)
+    out = []
+    for (split, variant), group in sorted(
+        groups.items(), key=lambda kv: (kv[0][0], order.index(kv[0][1]))
+    ):
+        entry: dict[str, Any] = {"split": split, "variant": variant, "runs": len(group)}
+        for metric in METRICS:
+            at = [(r["test"]["at_threshold"] or r["test"]["at_0.5"])[metric] for r in group]
+            half = [r["test"]["at_0.5"][metric] for r in group]
+            entry[metric] = _mean_std(at)
+            if metric != "auc":
+                entry[f"{metric}@0.5"] = _mean_std(half)
+        out.append(entry)
+    return out
+
+
+def _mean_std(values: Sequence[float | None]) -> dict[str, float | None]:
+    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not finite:
+        return {"mean": None, "std": None}
+    std = statistics.stdev(finite) if len(finite) > 1 else 0.0
+    return {"mean": statistics.fmean(finite), "std": std}
+
+
+def metric_text(value: Any) -> str:
+    """A metric with three decimals, or ``-`` when there is none."""
+    return f"{value:.3f}" if isinstance(value, int | float) else "-"
+
+
+def _cell(stat: Mapping[str, Any]) -> str:
+    if stat["mean"] is None:
+        return "-"
+    return f"{stat['mean']:.3f} ± {stat['std']:.3f}"
+
+
+def markdown(state: Mapping[str, Any]) -> str:
+    """The comparison as markdown tables, one per split."""
+    summary = summarize(state["rows"])
+    settings = state["settings"]
+    lines = [
+        f"# hpo compare: {state['study']}",
+        "",
+        f"{settings['trials']} objective evaluations per tuned variant (layer-wise: random "
+        f"then Bayesian per stage), {settings['seeds']} training seed(s) per best "
+        f"configuration, metrics on the test split (never seen by tuning): mean ± std "
+        f"over seeds" + (f" and {settings['folds']} folds" if settings["folds"] else "")
+        + ". F1 and MIoU at the threshold chosen on validation; @0.5 at 0.5.",
+        "",
+    ]
+    searches = {(s["split"], s["variant"]): s for s in state["searches"]}
+    for split in dict.fromkeys(e["split"] for e in summary):
+        lines += [
+            f"## split: {split}",
+            "",
+            "| variant | MIoU | F1 | AUC | F1@0.5 | MIoU@0.5 | best val | tuning s | runs |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for e in (e for e in summary if e["split"] == split):
+            s = searches.get((split, e["variant"]))
+            seconds = f"{s['seconds']:.0f}" if s else "-"
+            lines.append(
+                f"| {e['variant']} | {_cell(e['miou'])} | {_cell(e['f1'])} | "
+                f"{_cell(e['auc'])} | {_cell(e['f1@0.5'])} | {_cell(e['miou@0.5'])} | "
+                f"{metric_text(s['best_value']) if s else '-'} | "
+                f"{seconds} | {e['runs']} |"
+            )
+        lines.append("")
+        shifted: dict[str, float] = {}
+        for row in (r for r in state["rows"] if r["split"] == split):
+            for channel, share in (row.get("test_outside_training") or {}).items():
+                shifted[channel] = max(share, shifted.get(channel, 0.0))
+        if shifted_channels(shifted):
+            lines += [
+                f"Test inputs far outside the training range (share of valid values beyond "
+                f"the training 2-98 % range by more than its width): "
+                f"{shifted_channels(shifted)}; scores there measure extrapolation.",
+                "",
+            ]
+        ensembles = [e for e in summarize(state.get("ensembles", [])) if e["split"] == split]
+        if ensembles:
+            lines += [
+                f"Seed ensembles: the {settings['seeds']} seeds' probabilities averaged, "
+                f"the threshold chosen on their averaged validation probabilities; mean ± "
+                f"std over folds.",
+                "",
+                "| variant | MIoU | F1 | AUC | F1@0.5 | MIoU@0.5 | ensembles |",
+                "|---|---|---|---|---|---|---|",
+            ]
+            lines += [
+                f"| {e['variant']} | {_cell(e['miou'])} | {_cell(e['f1'])} | "
+                f"{_cell(e['auc'])} | {_cell(e['f1@0.5'])} | {_cell(e['miou@0.5'])} | "
+                f"{e['runs']} |"
+                for e in ensembles
+            ]
+            lines.append("")
+    for name, reason in state["skipped"].items():
+        lines.append(f"- {name}: not run ({reason})")
+    for name in dict.fromkeys(e["variant"] for e in summary):
+        lines.append(f"- **{name}**: {VARIANTS[name].description}")
+    return "\n".join(lines) + "\n"
+
+
+def settings_key(spec: StudySpec, settings: CompareSettings) -> str:
+    """What a stored comparison must match to be continued: study, seed, budgets, splits.
+
+    Adding a variant or switching the ensembles keeps what the others finished.
+    """
+    doc = {"study": spec.fingerprint(), "seed": spec.seed, **settings.to_dict()}
+    doc.pop("variants")  # adding a variant keeps what the others finished
+    doc.pop("ensemble")  # nor does scoring ensembles change a single run
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_state(path: Path, key: str, fresh: bool) -> dict[str, Any]:
+    """The stored comparison to continue, or an empty one.
+
+    Raises:
+        SpecError: The file is unreadable or holds a comparison of other settings.
+    """
+    empty = {"format": FORMAT, "key": key, "rows": [], "searches": [], "skipped": {},
+             "ensembles": []}
+    if fresh or not path.is_file():
+        return empty
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SpecError(f"cannot read {path}: {exc}",
+                        hint="delete it or pass --fresh to start the comparison over") from exc
+    if state.get("format") != FORMAT or state.get("key") != key:
+        raise SpecError(
+            f"{path} holds a comparison with other settings (study, seed, trials, seeds, "
+            f"splits or folds changed)",
+            hint="pass --fresh to start over, or -o ANOTHER_DIR to keep both",
+        )
+    return state
+
+
+def save_state(out_dir: Path, state: dict[str, Any], settings: CompareSettings) -> None:
+    """Write ``compare.json`` and ``compare.md`` (atomically), summaries refreshed."""
+    state["settings"] = settings.to_dict()
+    state["summary"] = summarize(state["rows"])
+    state["ensemble_summary"] = summarize(state.get("ensembles", []))
+    state["versions"] = package_versions()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / RESULTS_FILE, state)
+    write_text(out_dir / TABLE_FILE, markdown(state))
+
+
+__all__ = [
+    "FORMAT",
+    "METRICS",
+    "RESULTS_FILE",
+    "TABLE_FILE",
+    "load_state",
+    "metric_text",
+    "markdown",
+    "save_state",
+    "settings_key",
+    "summarize",
+]
