@@ -69,6 +69,11 @@ n_bayes = 1
 """
 
 
+COMMANDS = (
+    "tune", "status", "export", "dashboard", "train", "predict", "report", "synth", "compare"
+)
+
+
 def write_study(folder: Path, text: str = TINY_STUDY, name: str = "tiny.toml") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
@@ -240,7 +245,7 @@ def test_entry_point_in_a_subprocess(tmp_path):
         timeout=120,
     )
     assert run.returncode == 0, run.stderr
-    for command in ("tune", "status", "export", "dashboard", "train", "predict", "report", "synth"):
+    for command in COMMANDS:
         assert command in run.stdout
     bad = write_study(tmp_path, textwrap.dedent("name = 3\n"))
     run = subprocess.run(
@@ -255,12 +260,30 @@ def test_entry_point_in_a_subprocess(tmp_path):
     assert run.stderr.count("\n") == 1 and run.stderr.startswith("hpo: error: ")
 
 
-@pytest.mark.parametrize(
-    "command", ["tune", "status", "export", "dashboard", "train", "predict", "report", "synth"]
-)
+@pytest.mark.parametrize("command", COMMANDS)
 def test_every_subcommand_has_help(command, capsys):
     assert main([command, "--help"]) == 0
     assert f"usage: hpo {command}" in capsys.readouterr().out
+
+
+def test_the_commands_parser_loads_no_heavy_library_of_its_own(tmp_path):
+    # Every `hpo` command imports all command modules to build its parser: what only one
+    # command needs (torch, matplotlib, GDAL, optuna-dashboard, Ray) is imported when it runs.
+    heavy = ("torch", "matplotlib", "rasterio", "optuna_dashboard", "sklearn", "ray")
+    code = (
+        "import sys, hpo.study; before = set(sys.modules); import hpo.cli; "
+        f"print(sorted((set(sys.modules) - before) & set({heavy!r})))"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"
 
 
 def test_sigint_stops_cleanly_and_the_rerun_completes_the_budget(tmp_path, capsys):
