@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from hpo.engine.urls import mask_url
+
 
 class HPOError(Exception):
     """Base class of every error the tuning toolkit raises on purpose."""
@@ -48,8 +50,6 @@ class StorageError(HPOError):
     """
 
     def __init__(self, message: str, *, url: str | None = None, hint: str | None = None) -> None:
-        from hpo.engine.storage import mask_url  # storage imports errors, so import late
-
         self.url = mask_url(url) if url else None
         self.hint = hint
         text = f"{self.url}: {message}" if self.url else message

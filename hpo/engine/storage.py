@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import sqlite3
@@ -13,6 +14,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import optuna
+import sqlalchemy
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.storages import (
     BaseStorage,
@@ -23,8 +25,10 @@ from optuna.storages import (
 )
 from optuna.storages.journal import JournalFileBackend, JournalRedisBackend
 from optuna.storages.journal._file import BaseJournalFileLock  # the lock's interface
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from hpo.engine.errors import StorageError
+from hpo.engine.urls import expand_bare_name, file_of, mask_url, scheme_of
 
 try:
     import fcntl
@@ -33,33 +37,10 @@ except ImportError:  # not POSIX: journal files keep Optuna's own lock
 
 _log = logging.getLogger(__name__)
 
-DEFAULT_DIR = Path("studies")
-"""Where a bare database or journal name (no directory, no scheme) is put."""
-
 SCHEMES = ("sqlite", "postgresql", "redis", "journal")
 
 StorageLike = str | BaseStorage | None
 """A storage URL, an Optuna storage, or ``None`` for an in-memory storage."""
-
-
-def mask_url(url: str) -> str:
-    """Hide the password of a URL, for logs, errors and exports.
-
-    Args:
-        url: Any URL; strings that are not URLs are returned unchanged.
-
-    Returns:
-        The URL with its password replaced by ``***``.
-    """
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if not parts.password:
-        return url
-    userinfo, _, hostinfo = parts.netloc.rpartition("@")
-    user = userinfo.split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostinfo}"))
 
 
 class SQLiteStorage(RDBStorage):
@@ -85,8 +66,6 @@ class SQLiteStorage(RDBStorage):
 
 
 def _tune_sqlite(engine: Any) -> None:
-    import sqlalchemy
-
     def on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
@@ -135,8 +114,8 @@ def make_storage(
             f"storage must be a URL string, got {url!r}",
             hint="e.g. sqlite:///studies/demo.db or postgresql://user@host/db",
         )
-    url = _expand_bare_name(url)
-    scheme = urlsplit(url).scheme.split("+", 1)[0]
+    url = expand_bare_name(url)
+    scheme = scheme_of(url)
     try:
         with warnings.catch_warnings():
             # Optuna flags the heartbeat arguments as experimental; the engine relies on them.
@@ -208,8 +187,6 @@ def _schema_retry(open_storage: Any) -> Any:
     see no tables, and all but one fail on ``table ... already exists`` or on the
     ``alembic_version`` row the winner wrote. The schema is complete on the next try.
     """
-    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
-
     attempt = 1
     while True:
         try:
@@ -288,22 +265,9 @@ def _with_postgres_driver(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     if scheme not in ("postgresql", "postgres"):
         return url
-    import importlib.util
-
     if importlib.util.find_spec("psycopg") is not None:
         return f"postgresql+psycopg{sep}{rest}"
     return f"postgresql+psycopg2{sep}{rest}"
-
-
-def _expand_bare_name(url: str) -> str:
-    if "://" in url:
-        return url
-    path = Path(url)
-    if path.parent == Path("."):
-        path = DEFAULT_DIR / path
-    if path.suffix in (".log", ".jsonl", ".journal"):
-        return f"journal:///{path.resolve()}"
-    return f"sqlite:///{path}"
 
 
 def _make_parent(path: str, url: str) -> None:
@@ -319,17 +283,6 @@ def _make_parent(path: str, url: str) -> None:
         ) from exc
 
 
-def _file_of(url: str) -> Path | None:
-    """The file behind a ``sqlite:///`` or ``journal://`` URL (``None``: a server or memory)."""
-    scheme = urlsplit(url).scheme.split("+", 1)[0]
-    if scheme == "sqlite":
-        path = url.split(":///", 1)[-1].split("?", 1)[0]
-        return None if path in ("", ":memory:") else Path(path)
-    if scheme == "journal":
-        return Path(url[len("journal://") :])
-    return None
-
-
 def require_stored(url: str) -> None:
     """Refuse a file storage that does not exist, before anything creates it.
 
@@ -342,7 +295,7 @@ def require_stored(url: str) -> None:
     Raises:
         StorageError: ``url`` names a SQLite or journal file that does not exist.
     """
-    path = _file_of(_expand_bare_name(url))
+    path = file_of(expand_bare_name(url))
     if path is not None and not path.exists():
         raise StorageError(
             f"no storage file {path}",
@@ -366,8 +319,8 @@ def probe_storage(url: str) -> str:
         StorageError: The server cannot be reached, the database or file cannot be
             opened, or a new file could not be created.
     """
-    url = _expand_bare_name(url)
-    path = _file_of(url)
+    url = expand_bare_name(url)
+    path = file_of(url)
     if path is None:
         make_storage(url)
         return "reachable"
@@ -387,7 +340,7 @@ def probe_storage(url: str) -> str:
 
 
 def _redis_storage(url: str) -> JournalStorage:
-    import redis
+    import redis  # the optional [redis] extra: absent, make_storage names it
 
     parts = urlsplit(url)
     query = dict(parse_qsl(parts.query))
