@@ -18,41 +18,42 @@ the suffix is unambiguous; the slots are still found through ``hpo:search`` (its
 from __future__ import annotations
 
 import difflib
-import json
 import logging
 import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.engine.errors import HPOError, SearchNotFoundError, SpecError, StageChangedError
-from hpo.engine.leases import Backoff, Keepalive, reap_stale
-from hpo.engine.ledger import LEDGER_ATTR, Ledger, ledger_from_trial, read_ledger, write_ledger
-from hpo.engine.replicates import (
-    NOISE_ATTR,
-    ReplicatedObjective,
-    Replication,
-    estimate_best,
-    gain_text,
-    noise_of,
-    paired_gain,
-    replicates_of,
-    search_gain,
-    switch_bar,
+from hpo.engine.barrier import close_stage
+from hpo.engine.errors import HPOError, SpecError
+from hpo.engine.leases import Keepalive
+from hpo.engine.ledger import Ledger, read_ledger
+from hpo.engine.record import (
+    FIXED_ATTR,
+    SEARCH_ATTR,
+    STAGE_KEY_ATTR,
+    check_cycle_budget,
+    check_cycles,
+    claim_stage,
+    find_record,
+    jsonable,
+    refine_from_dict,
+    refine_to_dict,
+    validate_search,
 )
-from hpo.engine.replicates import summary as replicate_summary
-from hpo.engine.runners import Runner, StageJob, make_runner
+from hpo.engine.replicates import ReplicatedObjective, Replication
+from hpo.engine.results import SearchResult, StageResult, stage_result
+from hpo.engine.runners import Runner, RunPlan, StageJob
 from hpo.engine.runners.isolated import check_timeout
 from hpo.engine.runners.job import Objective, as_two_argument
 from hpo.engine.samplers import SamplerSpec
 from hpo.engine.samplers.phased import StageSampler
 from hpo.engine.space import (
     derive_seed,
-    describe_change,
     fingerprint,
     narrow,
     sampler_label,
@@ -71,55 +72,6 @@ from hpo.engine.strategy import (
 
 _log = logging.getLogger("hpo")
 
-SEARCH_ATTR = "hpo:search"
-STAGE_KEY_ATTR = "hpo:stage_key"
-FIXED_ATTR = "hpo:fixed"
-SPACE_ATTR = "hpo:stage"
-DECLINED_ATTR = "hpo:declined"
-"""Stage user attribute: the best trial that did not beat the incumbent by ``switch_z`` se."""
-DIRECTIONS = ("maximize", "minimize")
-
-
-@dataclass
-class StageResult:
-    """One stage study (one pass of a stage) as stored.
-
-    Args:
-        name: The slot's label: the stage name in the first pass, ``<stage>.c<k>`` in
-            pass ``k`` (what ``from_stage`` takes), ``refine`` for the refine stage.
-        index: Position in run order (0-based; the refine stage comes last).
-        study_name: The stage study's name.
-        study: The stage study (``None`` while the stage has not started).
-        state: ``finished`` (ledger written), ``open`` (started) or ``pending``.
-        ledger: The ledger entry of a finished stage.
-        best_trial: The ledger's trial, or the best trial so far of an open stage.
-        budget: COMPLETE trials the stage needs.
-        n_complete: COMPLETE trials (the copied incumbent included).
-        n_running: RUNNING trials.
-        n_fail: FAIL trials (objective failures and dead drivers).
-        n_pruned: PRUNED trials.
-        cycle: The pass (1 for the first; the refine stage counts as the last pass).
-        stage: The stage's own name (``name`` without the pass suffix).
-    """
-
-    name: str
-    index: int
-    study_name: str
-    study: optuna.Study | None
-    state: str
-    ledger: Ledger | None
-    best_trial: FrozenTrial | None
-    budget: int
-    n_complete: int = 0
-    n_running: int = 0
-    n_fail: int = 0
-    n_pruned: int = 0
-    cycle: int = 1
-    stage: str = ""
-
-    def __post_init__(self) -> None:
-        self.stage = self.stage or self.name
-
 
 @dataclass(frozen=True)
 class _Slot:
@@ -132,65 +84,6 @@ class _Slot:
     def label(self) -> str:
         """``<stage>`` in the first pass, ``<stage>.c<k>`` in pass ``k``."""
         return self.stage.name if self.cycle == 1 else f"{self.stage.name}.c{self.cycle}"
-
-
-@dataclass
-class SearchResult:
-    """A layer-wise search as stored: its stages and its merged best configuration.
-
-    Args:
-        study_name: The search's name.
-        storage: The storage, password masked.
-        direction: ``maximize`` or ``minimize``.
-        stages: Every stage, the refine stage last when there is one.
-        best_params: All parameters: finished stages at their ledger values, the others
-            at their defaults.
-        best_value: The value of the last finished stage's ledger entry.
-        spec: The search's definition, as stored in ``hpo:search``.
-    """
-
-    study_name: str
-    storage: str
-    direction: str
-    stages: list[StageResult]
-    best_params: dict[str, Any]
-    best_value: float | None
-    spec: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def finished(self) -> bool:
-        """Whether every stage has its ledger entry."""
-        return all(s.state == "finished" for s in self.stages)
-
-    def summary(self) -> str:
-        """A plain-text table of the stages, for ``hpo status``."""
-        metric = self.spec.get("metric") or "value"
-        lines = [f"search {self.study_name} in {self.storage} ({self.direction} {metric})"]
-        for s in self.stages:
-            value = _ledger_text(s.ledger) if s.ledger else (
-                f"best so far {s.best_trial.value:.6g} (#{s.best_trial.number})"
-                if s.best_trial is not None and s.best_trial.value is not None
-                else "-"
-            )
-            lines.append(
-                f"  {s.index + 1:02d} {s.name:<16} {s.state:<8} "
-                f"{s.n_complete}/{s.budget} complete, {s.n_running} running, "
-                f"{s.n_fail} failed, {s.n_pruned} pruned  {value}"
-            )
-        best = f"{self.best_value:.6g}" if self.best_value is not None else "-"
-        lines.append(f"best {metric} {best}; best params {self.best_params}")
-        gain = search_gain(self)
-        if gain is not None:
-            lines.append(gain.text(metric))
-        return "\n".join(lines)
-
-
-def _ledger_text(ledger: Ledger) -> str:
-    """``0.612 ± 0.021 (n=3, #4), +0.030 ± 0.012 over its incumbent``: a ledger entry."""
-    text = f"{replicate_summary(ledger.value, ledger.replicates)} (#{ledger.trial_number})"
-    if ledger.gain:
-        text += f", {gain_text(ledger.gain)} over its incumbent"
-    return text
 
 
 class LayerwiseSearch:
@@ -278,9 +171,9 @@ class LayerwiseSearch:
     ) -> None:
         self.stages = list(stages)
         self.refine = Refine.coerce(refine)
-        _validate(self.stages, self.refine, direction, study_name, lease_seconds)
-        self.cycles = _check_cycles(cycles)
-        self.cycle_budget = _check_cycle_budget(cycle_budget)
+        validate_search(self.stages, self.refine, direction, study_name, lease_seconds)
+        self.cycles = check_cycles(cycles)
+        self.cycle_budget = check_cycle_budget(cycle_budget)
         self._slots = [
             _Slot(stage if cycle == 1 else self._later_pass(stage), cycle)
             for cycle in range(1, self.cycles + 1)
@@ -354,7 +247,7 @@ class LayerwiseSearch:
             "seed": self.seed,
             "sampler": sampler_label(self.sampler),
             "stages": [stage_to_dict(s) for s in self.stages],
-            "refine": _refine_to_dict(self.refine),
+            "refine": refine_to_dict(self.refine),
             "remeasure_incumbent": self.remeasure_incumbent,
             "spec_fingerprint": self.spec_fingerprint,
             "cycles": self.cycles,
@@ -366,7 +259,7 @@ class LayerwiseSearch:
         if self.metric:  # what `hpo status URL` names the values by
             spec["metric"] = self.metric
         spec["fingerprint"] = fingerprint(spec)
-        return _jsonable(spec)
+        return jsonable(spec)
 
     def _stage_key(self, index: int) -> dict[str, Any]:
         # What a stage's trials depend on; the previous stage's key is chained in, so a
@@ -382,7 +275,7 @@ class LayerwiseSearch:
             if slot.cycle > 1:
                 later["cycle"] = slot.cycle
         else:
-            what = _refine_to_dict(self.refine)
+            what = refine_to_dict(self.refine)
             sampler = self.refine.sampler or self.sampler  # type: ignore[union-attr]
         if uses_shared_model(self.strategy, sampler):
             # Only where the strategy changes the trials: stage-wise keys stay those of
@@ -392,7 +285,7 @@ class LayerwiseSearch:
             # Trials of another replicate count are not comparable (their means are
             # estimates of different precision): changing it is a change of the stage.
             later["replication"] = self.replication.to_dict()
-        return _jsonable(
+        return jsonable(
             {
                 "stage": what,
                 "direction": self.direction,
@@ -437,7 +330,9 @@ class LayerwiseSearch:
         objective = as_two_argument(self.objective)
         if self.replication.replicated:
             objective = ReplicatedObjective(objective, self.replication, self.seed)
-        runner = make_runner(self.runner, **self._runner_options())
+        runner = self.runner if isinstance(self.runner, Runner) else RunPlan(
+            kind=self.runner, trial_timeout=self.trial_timeout, isolate=self.isolate
+        ).make()
         keepalive = Keepalive(self.storage, lease_seconds=self.lease_seconds)
         try:
             ledgers: dict[str, Ledger] = {}
@@ -467,7 +362,10 @@ class LayerwiseSearch:
                         stage.budget, stage.n_random,
                     )
                     runner.run_stage(job)
-                    ledger = self._close_stage(study, stage)
+                    ledger = close_stage(
+                        study, stage, direction=self.direction,
+                        replication=self.replication, lease_seconds=self.lease_seconds,
+                    )
                 else:
                     _log.info(
                         "stage %s finished earlier: %.6g (trial %d)",
@@ -503,15 +401,6 @@ class LayerwiseSearch:
                       self.study_name)
             return STAGEWISE
         return self.strategy
-
-    def _runner_options(self) -> dict[str, Any]:
-        """The fault settings for a runner built from its name (only those that are set)."""
-        options: dict[str, Any] = {}
-        if self.trial_timeout is not None:
-            options["trial_timeout"] = self.trial_timeout
-        if self.isolate and self.runner == "local":  # ray trials run in workers anyway
-            options["isolate"] = True
-        return options
 
     def _stage_at(self, index: int, ledgers: Mapping[str, Ledger]) -> Stage:
         """The stage as tuned at ``index``; a later pass starts from its ledger values."""
@@ -612,27 +501,15 @@ class LayerwiseSearch:
             pruner=self.pruner,
             load_if_exists=True,
         )
-        key = self._stage_key(index)
-        fixed = _jsonable(self._fixed(index, ledgers))
-        attrs = study.user_attrs
-        stored = attrs.get(STAGE_KEY_ATTR)
-        if stored is None:
-            # A new stage (or one whose creator died before this): idempotent writes, so
-            # two drivers creating it at once agree. The key goes last: a driver that
-            # sees it also sees the rest.
-            study.set_user_attr(FIXED_ATTR, fixed)
-            study.set_user_attr(SPACE_ATTR, _jsonable(stage_to_dict(stage)))
-            study.set_user_attr(STAGE_KEY_ATTR, key)
-        elif stored != key:
-            raise StageChangedError(self.stage_names[index], describe_change(stored, key))
-        elif LEDGER_ATTR not in attrs and attrs.get(FIXED_ATTR) != fixed:
-            raise StageChangedError(
-                self.stage_names[index],
-                "other stages' values: "
-                + describe_change(attrs.get(FIXED_ATTR) or {}, fixed),
-            )
+        claim_stage(
+            study,
+            self.stage_names[index],
+            key=self._stage_key(index),
+            fixed=jsonable(self._fixed(index, ledgers)),
+            space=jsonable(stage_to_dict(stage)),
+        )
         spec = {**self.spec(), "index": index, "stage": stage.name}
-        if attrs.get(SEARCH_ATTR) != spec:
+        if study.user_attrs.get(SEARCH_ATTR) != spec:
             study.set_user_attr(SEARCH_ATTR, spec)
         if self.metric and study.metric_names != [self.metric]:
             with warnings.catch_warnings():
@@ -657,57 +534,6 @@ class LayerwiseSearch:
             # after their barriers), read from the storage when first needed.
             earlier=lambda: [self._load_stage_study(i) for i in range(index)],
         )
-
-    def _close_stage(self, study: optuna.Study, stage: Stage) -> Ledger:
-        """The barrier: once nothing runs, write the ledger (or read another driver's)."""
-        backoff = Backoff(first=0.2, longest=5.0)
-        while True:
-            ledger = read_ledger(study)
-            if ledger is not None:
-                return ledger
-            reap_stale(study, lease_seconds=self.lease_seconds)
-            trials = study.get_trials(deepcopy=False)
-            running = [t.number for t in trials if t.state == TrialState.RUNNING]
-            if not running:
-                write_ledger(study, self._ledger_of(study, stage, trials))
-                continue  # read back what is stored: every stage reads the storage
-            if backoff.waited == 0:
-                _log.info(
-                    "%s: budget complete; waiting for RUNNING trials %s of other drivers "
-                    "before writing the ledger",
-                    study.study_name, running,
-                )
-            backoff.sleep()
-
-    def _ledger_of(
-        self, study: optuna.Study, stage: Stage, trials: Sequence[FrozenTrial]
-    ) -> Ledger:
-        """The stage's entry: the best mean over full replicates, never a lucky single run.
-
-        With one replicate per trial this is the best trial (ties: lowest number).
-        """
-        maximize = self.direction == "maximize"
-        best = estimate_best(trials, repeats=self.replication.repeats, maximize=maximize)
-        assert best is not None  # the runner returned with the budget COMPLETE
-        noise = noise_of(trials)
-        if noise is not None:
-            study.set_user_attr(NOISE_ATTR, noise)
-        incumbent = min((t for t in trials if t.state == TrialState.COMPLETE),
-                        key=lambda t: t.number)
-        gain = (paired_gain(replicates_of(best), replicates_of(incumbent))
-                if best.number != incumbent.number else None)
-        if gain is not None and not maximize:
-            gain["mean"] = -gain["mean"]  # positive: better than the incumbent
-        bar = switch_bar(self.replication.switch_z, gain["n"]) if gain is not None else 0.0
-        if gain is not None and gain["mean"] <= bar * gain["se"]:
-            # Not measurably better than what the stage started from: the best of noisy
-            # means is biased up, so the incumbent is handed on.
-            study.set_user_attr(DECLINED_ATTR, {"trial": best.number, **gain})
-            _log.info("%s: best trial %d beats the incumbent by %+.4g ± %.2g, under %.3g se: "
-                      "the incumbent is handed on", study.study_name, best.number,
-                      gain["mean"], gain["se"], bar)
-            best, gain = incumbent, None
-        return ledger_from_trial(stage.name, study.study_name, best, noise=noise, gain=gain)
 
     # ------------------------------------------------------------- status and loading
 
@@ -736,7 +562,7 @@ class LayerwiseSearch:
                 if index < len(self._slots)
                 else self.refine.n_random + self.refine.n_bayes  # type: ignore[union-attr]
             )
-            result = _stage_result(
+            result = stage_result(
                 label, index, self.stage_study_name(index), study, budget,
                 stage=self._name_at(index), cycle=self._cycle_at(index),
             )
@@ -808,16 +634,7 @@ class LayerwiseSearch:
             SearchNotFoundError: No stage study of that search is in the storage.
         """
         opened = make_storage(storage)
-        records = [
-            (s.user_attrs[SEARCH_ATTR], s._study_id)
-            for s in opened.get_all_studies()
-            if (s.user_attrs.get(SEARCH_ATTR) or {}).get("name") == study_name
-        ]
-        if not records:
-            raise SearchNotFoundError(study_name, describe_storage(opened))
-        # The latest stage's record; on equal index (a study left over from an earlier
-        # shape of the search, e.g. a refine stage before passes were added) the newest.
-        record = max(records, key=lambda r: (r[0].get("index", 0), r[1]))[0]
+        record = find_record(opened, study_name)
         sampler = record.get("sampler") or "gp"
         if sampler.startswith("callable:"):
             sampler = kw.pop("sampler", "gp")  # a callable cannot be stored
@@ -836,144 +653,17 @@ class LayerwiseSearch:
             study_name=study_name,
             sampler=kw.pop("sampler", sampler),
             seed=record["seed"],
-            refine=_refine_from_dict(refine),
+            refine=refine_from_dict(refine),
             remeasure_incumbent=record.get("remeasure_incumbent", False),
             spec_fingerprint=record.get("spec_fingerprint"),
             **kw,
         )
 
 
-def _stage_result(
-    name: str,
-    index: int,
-    study_name: str,
-    study: optuna.Study | None,
-    budget: int,
-    *,
-    stage: str,
-    cycle: int,
-) -> StageResult:
-    if study is None:
-        return StageResult(
-            name, index, study_name, None, "pending", None, None, budget,
-            cycle=cycle, stage=stage,
-        )
-    trials = study.get_trials(deepcopy=False)
-    ledger = read_ledger(study)
-    if ledger is not None:
-        best = next((t for t in trials if t.number == ledger.trial_number), None)
-    else:
-        repeats = int(((study.user_attrs.get(SEARCH_ATTR) or {}).get("replication") or {})
-                      .get("repeats", 1))
-        best = estimate_best(trials, repeats=repeats,
-                             maximize=study.direction == optuna.study.StudyDirection.MAXIMIZE)
-    states = [t.state for t in trials]
-    return StageResult(
-        name=name,
-        index=index,
-        study_name=study_name,
-        study=study,
-        state="finished" if ledger else "open",
-        ledger=ledger,
-        best_trial=best,
-        budget=budget,
-        n_complete=states.count(TrialState.COMPLETE),
-        n_running=states.count(TrialState.RUNNING),
-        n_fail=states.count(TrialState.FAIL),
-        n_pruned=states.count(TrialState.PRUNED),
-        cycle=cycle,
-        stage=stage,
-    )
-
-
-def _validate(
-    stages: Sequence[Stage],
-    refine: Refine | None,
-    direction: str,
-    study_name: str,
-    lease_seconds: float,
-) -> None:
-    if not stages:
-        raise SpecError("a search needs at least one stage", key="stages", hint="add a stage")
-    seen_stages: set[str] = set()
-    owner: dict[str, str] = {}
-    for stage in stages:
-        if not isinstance(stage, Stage):
-            raise SpecError(
-                f"{stage!r} is not a Stage", key="stages", hint="build stages with hpo.Stage"
-            )
-        if stage.name in seen_stages:
-            raise SpecError(f"two stages named {stage.name!r}", key=f"stages.{stage.name}")
-        if stage.name == REFINE and refine is not None:
-            raise SpecError(
-                "a stage is named 'refine' and the search has a refine stage",
-                key=f"stages.{stage.name}",
-                hint="rename the stage",
-            )
-        seen_stages.add(stage.name)
-        for pname in stage.space:
-            if pname in owner:
-                raise SpecError(
-                    f"parameter {pname!r} is in stages {owner[pname]!r} and {stage.name!r}",
-                    key=f"stages.{stage.name}.{pname}",
-                    hint="each parameter belongs to exactly one stage",
-                )
-            owner[pname] = stage.name
-    if direction not in DIRECTIONS:
-        raise SpecError(
-            f"direction {direction!r}", key="direction", hint="use 'maximize' or 'minimize'"
-        )
-    if not isinstance(study_name, str) or not study_name.strip():
-        raise SpecError("empty study name", key="name", hint="name the search")
-    if lease_seconds < 1:
-        raise SpecError(
-            f"lease_seconds={lease_seconds}", key="lease_seconds", hint="use at least 1 second"
-        )
-
-
-def _check_cycles(cycles: int) -> int:
-    if isinstance(cycles, bool) or not isinstance(cycles, int) or cycles < 1:
-        raise SpecError(f"cycles = {cycles!r}", key="cycles", hint="use 1 or more passes")
-    return cycles
-
-
-def _check_cycle_budget(budget: Sequence[int] | None) -> tuple[int, int] | None:
-    if budget is None:
-        return None
-    if (
-        isinstance(budget, str | bytes)
-        or len(budget) != 2
-        or not all(isinstance(n, int) and not isinstance(n, bool) for n in budget)
-        or budget[0] < 1
-        or budget[1] < 0
-    ):
-        raise SpecError(
-            f"cycle_budget = {budget!r}",
-            key="cycle_budget",
-            hint="give (n_random, n_bayes) with n_random >= 1 (the copied incumbent "
-            "counts) and n_bayes >= 0, or None to repeat each stage's budget",
-        )
-    return int(budget[0]), int(budget[1])
-
-
-def _refine_to_dict(refine: Refine | None) -> dict[str, Any] | None:
-    if refine is None:
-        return None
-    return {**asdict(refine), "sampler": sampler_label(refine.sampler)}
-
-
-def _refine_from_dict(data: Mapping[str, Any] | None) -> Refine | None:
-    if not data:
-        return None
-    sampler = data.get("sampler")
-    if isinstance(sampler, str) and sampler.startswith("callable:"):
-        sampler = None  # a callable cannot be stored; the search's sampler stands in
-    return Refine(**{**data, "sampler": sampler})
-
-
-def _jsonable(value: Any) -> Any:
-    # Values come back from the storage as JSON: compare like with like.
-    return json.loads(json.dumps(value, default=str))
-
-
-__all__ = ["FIXED_ATTR", "LayerwiseSearch", "SEARCH_ATTR", "SearchResult", "StageResult"]
+__all__ = [
+    "FIXED_ATTR",
+    "LayerwiseSearch",
+    "SEARCH_ATTR",
+    "SearchResult",
+    "StageResult",
+]

@@ -15,22 +15,23 @@ engine; the ``hpo`` command line is a thin layer over it::
 from __future__ import annotations
 
 import dataclasses
-import inspect
+import json
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import optuna
+
 from hpo.engine.errors import HPOError, SearchNotFoundError
-from hpo.engine.storage import mask_url
-from hpo.study.prepare import (
-    TuningData,
-    data_section,
-    scene_file,
-    synthetic_settings,
-    validation_of,
-)
+from hpo.engine.runners import RunPlan
+from hpo.engine.search import SEARCH_ATTR, LayerwiseSearch
+from hpo.engine.stage import Refine
+from hpo.engine.storage import make_storage, mask_url
+from hpo.study.objective import NetworkObjective
+from hpo.study.prepare import TuningData, validation_of
+from hpo.study.scene import data_section, scene_file, synthetic_settings
 from hpo.study.schema import RunnerSpec, StudySpec
 
 # ---------------------------------------------------------------------- objective, search
@@ -42,7 +43,7 @@ def set_threads(spec: StudySpec) -> int:
     Returns:
         The thread count set.
     """
-    import torch
+    import torch  # here: torch costs seconds that `hpo status` never needs
 
     threads = max(1, int(math.floor(spec.runner.cpu)))
     threads = min(threads, os.cpu_count() or threads)
@@ -59,13 +60,12 @@ def make_objective(spec: StudySpec, tuning: TuningData, *, device: str | None = 
         device: Where to train (default: CUDA when available).
 
     Returns:
-        A :class:`hpo.NetworkObjective`; with ``[runner] trial_timeout`` or ``isolate`` on
-        the local runner, wrapped so each trial runs in a child process (wrapped here,
-        so what the command line wraps around it for its progress display stays in
-        this process).
+        A :class:`hpo.NetworkObjective`, wrapped as ``[runner]`` plans it
+        (:meth:`~hpo.engine.runners.RunPlan.objective`: in a child process per trial when
+        local trials run isolated one at a time; wrapped here, so what the command line
+        wraps around it for its progress display stays in this process).
     """
-    from hpo.study.objective import NetworkObjective
-    from networks.config import ModelConfig
+    from networks.config import ModelConfig  # here: networks imports torch (seconds)
 
     objective = NetworkObjective(
         tuning.train_set,
@@ -77,12 +77,7 @@ def make_objective(spec: StudySpec, tuning: TuningData, *, device: str | None = 
         seed=spec.seed,
         folds=tuning.folds,
     )
-    runner = spec.runner
-    if runner.kind == "local" and (runner.trial_timeout is not None or runner.isolate):
-        from hpo.engine.runners.isolated import isolated
-
-        return isolated(objective, timeout=runner.trial_timeout)
-    return objective
+    return run_plan(spec.runner).objective(objective)
 
 
 def make_refine(spec: StudySpec) -> Any:
@@ -93,75 +88,42 @@ def make_refine(spec: StudySpec) -> Any:
     """
     if not spec.refine.enabled:
         return None
-    from hpo.engine.stage import Refine
-
     return Refine(n_random=1, n_bayes=max(1, spec.refine.n_trials - 1))
 
 
+def run_plan(runner: RunnerSpec) -> RunPlan:
+    """The engine's plan for ``[runner]``: the runner, each trial's resources, isolation.
+
+    Raises:
+        HPOError: Unknown runner kind.
+        SpecError: Invalid ``trial_timeout``.
+    """
+    return RunPlan(
+        kind=runner.kind,
+        cpu=runner.cpu,
+        gpu=runner.gpu,
+        max_concurrent=runner.max_concurrent,
+        trial_timeout=runner.trial_timeout,
+        isolate=runner.isolate,
+        address=runner.address,
+        max_retries=runner.max_retries,
+        asha=runner.asha,
+    )
+
+
 def make_runner(runner: RunnerSpec) -> Any:
-    """The runner ``[runner]`` asks for: local (with its fault settings) or Ray."""
-    from hpo.engine.runners import make_runner as _make_runner
-
-    if runner.kind == "local":
-        from hpo.engine.runners.local import default_workers
-
-        # More workers than cores / cpu only slow each other down (as Ray fits trials
-        # to the cluster's resources).
-        workers = min(runner.max_concurrent, default_workers(runner.cpu))
-        if workers < runner.max_concurrent:
-            import logging
-
-            logging.getLogger("hpo").info(
-                "local runner: max_concurrent = %d, but this machine fits %d trials of %g "
-                "cpu at once", runner.max_concurrent, workers, runner.cpu,
-            )
-        if workers == 1 and runner.trial_timeout is None and not runner.isolate:
-            return "local"
-        return _make_runner(
-            "local", trial_timeout=runner.trial_timeout, isolate=runner.isolate,
-            workers=workers, threads=max(1, int(math.floor(runner.cpu))),
-        )
-    options = {
-        "cpu": runner.cpu,
-        "gpu": runner.gpu,
-        "max_concurrent": runner.max_concurrent,
-        "address": runner.address,
-        "max_retries": runner.max_retries,
-        "asha": runner.asha,
-        "trial_timeout": runner.trial_timeout,
-    }
-    try:
-        from hpo.engine.runners.ray.runner import RayRunner
-    except ModuleNotFoundError:
-        return _make_runner(runner.kind)  # raises the engine's "not available" error
-    accepted = _accepted(RayRunner, options)
-    return _make_runner(runner.kind, **accepted)
+    """The runner ``[runner]`` asks for: ``"local"``, a configured local runner, or Ray."""
+    return run_plan(runner).runner()
 
 
 def check_runner(runner: RunnerSpec) -> None:
-    """Fail early (before the data are prepared) when the runner cannot be built.
+    """Fail early (before the data are prepared) on runner settings the plan rejects.
 
     Raises:
-        HPOError: The Ray runner is not available.
+        HPOError: Unknown runner kind.
+        SpecError: Invalid ``trial_timeout``.
     """
-    if runner.kind != "ray":
-        return
-    try:
-        import hpo.engine.runners.ray.runner  # noqa: F401
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("hpo.engine.runners.ray.runner", "ray"):
-            raise
-        from hpo.engine.runners import make_runner as _make_runner
-
-        _make_runner("ray")  # raises the engine's "not available" error
-
-
-def _accepted(cls: type, options: Mapping[str, Any]) -> dict[str, Any]:
-    """The options a constructor takes (all of them when it has ``**kwargs``)."""
-    params = inspect.signature(cls).parameters
-    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        return dict(options)
-    return {k: v for k, v in options.items() if k in params}
+    run_plan(runner)
 
 
 def make_search(
@@ -181,21 +143,7 @@ def make_search(
 
     Returns:
         The search.
-
-    Raises:
-        HPOError: ``cycles > 1`` and the engine cannot run several passes yet.
     """
-    from hpo.engine.search import LayerwiseSearch
-
-    options: dict[str, Any] = {}
-    accepted = inspect.signature(LayerwiseSearch).parameters
-    if spec.cycles > 1:
-        if "cycles" not in accepted:
-            raise HPOError(
-                f"cycles = {spec.cycles}: the engine does not run several passes yet "
-                f"(hint: set cycles = 1 in {spec.file or 'the study file'})"
-            )
-        options["cycles"] = spec.cycles
     return LayerwiseSearch(
         spec.to_stages(),
         objective,
@@ -213,7 +161,7 @@ def make_search(
         replication=spec.tuning.replication(),
         strategy=spec.strategy,
         pruner=make_pruner(spec),
-        **options,
+        cycles=spec.cycles,
     )
 
 
@@ -226,9 +174,7 @@ def make_pruner(spec: StudySpec) -> Any:
     """
     if not spec.tuning.prune:
         return None
-    import optuna
-
-    from networks.config import ModelConfig
+    from networks.config import ModelConfig  # here: networks imports torch (seconds)
 
     epochs = ModelConfig.from_params(dict(spec.model.fixed)).optim.epochs
     startup = min(stage.n_random for stage in spec.stages)
@@ -238,8 +184,6 @@ def make_pruner(spec: StudySpec) -> Any:
 
 def stage_names(spec: StudySpec) -> list[str]:
     """The search's stage labels in run order (later passes, refine included)."""
-    import optuna
-
     return list(make_search(spec, storage=optuna.storages.InMemoryStorage()).stage_names)
 
 
@@ -269,8 +213,6 @@ def study_status(spec: StudySpec) -> Any:
         A :class:`~hpo.SearchResult`; every stage ``pending`` when nothing was run yet.
     """
     if not storage_exists(spec.storage):
-        import optuna
-
         memory = optuna.storages.InMemoryStorage()
         result = make_search(spec, storage=memory).status()  # nothing stored: all pending
         result.storage = mask_url(spec.storage)
@@ -280,9 +222,6 @@ def study_status(spec: StudySpec) -> Any:
 
 def search_names(url: str) -> list[str]:
     """The names of the layer-wise searches stored in a storage."""
-    from hpo.engine.search import SEARCH_ATTR
-    from hpo.engine.storage import make_storage
-
     storage = make_storage(url)
     names = {(s.user_attrs.get(SEARCH_ATTR) or {}).get("name") for s in storage.get_all_studies()}
     return sorted(n for n in names if n)
@@ -295,8 +234,6 @@ def load_search(url: str, study_name: str | None = None) -> Any:
         SearchNotFoundError: No such search.
         HPOError: The storage holds several searches and no name was given.
     """
-    from hpo.engine.search import LayerwiseSearch
-
     if study_name is None:
         names = search_names(url)
         if not names:
@@ -347,8 +284,6 @@ def result_to_dict(result: Any) -> dict[str, Any]:
 
 
 def _jsonable(value: Any) -> Any:
-    import json
-
     return json.loads(json.dumps(value, default=str))
 
 
@@ -371,8 +306,6 @@ def plan(spec: StudySpec) -> dict[str, Any]:
             }
         )
     refine = make_refine(spec)
-    import optuna
-
     memory = optuna.storages.InMemoryStorage()
     runs = [
         {"name": s.name, "study_name": s.study_name, "budget": s.budget}
@@ -417,6 +350,7 @@ __all__ = [
     "make_runner",
     "make_search",
     "plan",
+    "run_plan",
     "result_to_dict",
     "search_names",
     "set_threads",

@@ -1,50 +1,16 @@
-"""How trials execute: ``local`` (in process) and ``ray`` (Ray Tune).
+"""How trials execute: ``local`` (this machine) and ``ray`` (Ray Tune).
 
-``RayRunner`` is imported on first use (``from hpo.engine.runners import RayRunner`` or
-``make_runner("ray", ...)``), so the toolkit imports without Ray.
+Which runner, each trial's resources and whether trials run in a child process are
+decided by :class:`~hpo.engine.runners.plan.RunPlan`. ``RayRunner`` is imported on first
+use (``from hpo.engine.runners import RayRunner`` or a ray plan), so commands that never
+run trials on Ray do not pay Ray's import.
 """
 
 from __future__ import annotations
 
-from hpo.engine.errors import HPOError
 from hpo.engine.runners.job import Outcome, PendingTrial, Runner, StageJob
 from hpo.engine.runners.local import LocalRunner
-
-RUNNER_NAMES = ("local", "ray")
-
-
-def make_runner(spec: str | Runner, **options: object) -> Runner:
-    """Build a runner from its name, or return a runner instance unchanged.
-
-    Args:
-        spec: ``"local"``, ``"ray"`` or a :class:`Runner`.
-        **options: Passed to the runner's constructor (e.g. resources for Ray).
-
-    Returns:
-        The runner.
-
-    Raises:
-        HPOError: Unknown name, or the Ray runner is not available.
-    """
-    if isinstance(spec, Runner):
-        return spec
-    if spec == "local":
-        return LocalRunner(**options)
-    if spec == "ray":
-        try:
-            from hpo.engine.runners.ray.runner import RayRunner
-        except ModuleNotFoundError as exc:
-            if exc.name not in ("hpo.engine.runners.ray.runner", "ray"):
-                raise
-            raise HPOError(
-                f"the ray runner is not available: {exc} (hint: pip install 'ray[tune]', "
-                f"or use runner='local')"
-            ) from exc
-        return RayRunner(**options)
-    raise HPOError(
-        f"unknown runner {spec!r} (hint: use one of {', '.join(RUNNER_NAMES)}, "
-        f"or a hpo.engine.runners.Runner instance)"
-    )
+from hpo.engine.runners.plan import RUNNER_NAMES, RunPlan, make_runner
 
 
 def __getattr__(name: str) -> object:
@@ -58,9 +24,10 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "RUNNER_NAMES",
     "LocalRunner",
-    "RayRunner",
     "Outcome",
     "PendingTrial",
+    "RayRunner",
+    "RunPlan",
     "Runner",
     "StageJob",
     "make_runner",

@@ -2,7 +2,8 @@
 
 A :class:`StageJob` holds everything about one stage that does not depend on where a
 trial runs: asking the stage study for a trial (the incumbent copy included), turning an
-objective's result into COMPLETE / FAIL / PRUNED, telling the study, keeping RUNNING
+objective's result into COMPLETE / FAIL / PRUNED (:mod:`hpo.engine.runners.outcome`),
+telling the study, keeping RUNNING
 trials alive, the budget and ``max_fail``. A :class:`Runner` only decides where and how
 many trials run at once. The local runner runs them one by one in this process; a
 parallel runner asks several trials, evaluates them elsewhere and tells each outcome.
@@ -10,7 +11,6 @@ parallel runner asks several trials, evaluates them elsewhere and tells each out
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 import time
@@ -25,7 +25,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.engine.context import EPOCHS_ATTR, TrialContext
-from hpo.engine.errors import StageFailedError, TrialFaultError
+from hpo.engine.errors import StageFailedError
 from hpo.engine.leases import (
     DRIVER_GONE,
     FAIL_KIND_ATTR,
@@ -36,118 +36,24 @@ from hpo.engine.leases import (
 )
 from hpo.engine.ledger import COPIED_ATTR, Ledger, best_trial
 from hpo.engine.progress import format_duration
-from hpo.engine.replicates import Replication, Scored, race_bar
+from hpo.engine.replicates import Replication, race_bar
+from hpo.engine.runners.outcome import (
+    DUPLICATE,
+    INTERRUPTED,
+    Objective,
+    Outcome,
+    as_two_argument,
+    outcome_of,
+    outcome_of_exception,
+)
 from hpo.engine.samplers.phased import BAYES, INCUMBENT, StageSampler, phase_of
+from hpo.engine.space import derive_seed
 from hpo.engine.stage import Stage
 
 _log = logging.getLogger("hpo")
 
 PHASE_ATTR = "hpo:phase"
-OBJECTIVE_FAILED = "objective"
-INTERRUPTED = "interrupted"
-DUPLICATE = "duplicate"
-"""``hpo:fail_kind`` of a trial not run: another driver had just proposed the same point."""
 _MAX_DUPLICATES = 3  # then a repeated point is run: the sampler insists (a tiny space)
-
-Objective = Callable[..., Any]
-"""``objective(params)`` or ``objective(params, trial: TrialContext)`` -> a float."""
-
-
-def as_two_argument(objective: Objective) -> Callable[[dict[str, Any], TrialContext], Any]:
-    """Wrap a one-argument objective so every objective takes ``(params, trial)``."""
-    try:
-        positional = [
-            p
-            for p in inspect.signature(objective).parameters.values()
-            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
-        ]
-    except (TypeError, ValueError):  # some builtins have no signature: assume (params)
-        positional = []
-    if len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in positional):
-        return objective
-    return _OneArgument(objective)
-
-
-class _OneArgument:
-    """A one-argument objective taking ``(params, trial)``.
-
-    A class rather than a lambda: it pickles whenever the objective does (isolated
-    trials, Ray workers).
-    """
-
-    def __init__(self, objective: Objective) -> None:
-        self.objective = objective
-        self.__wrapped__ = objective
-
-    def __call__(self, params: dict[str, Any], trial: Any) -> Any:
-        return self.objective(params)
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How a trial ended.
-
-    Args:
-        state: COMPLETE, FAIL or PRUNED.
-        value: The objective value (COMPLETE only).
-        reason: Why it failed or was pruned.
-        epochs: Epochs it reached, when it reported any.
-        kind: For FAIL, whose fault: ``objective`` failures, ``timeout`` and ``killed``
-            (an isolated trial's process, see :mod:`hpo.engine.runners.isolated`) count towards
-            ``max_fail``; ``interrupted`` (Ctrl-C) and ``duplicate`` (another driver's
-            trial had the same point) ones do not.
-        attrs: User attributes to store on the trial (e.g. its replicate values).
-    """
-
-    state: TrialState
-    value: float | None = None
-    reason: str | None = None
-    epochs: int | None = None
-    kind: str = "objective"
-    attrs: Mapping[str, Any] = field(default_factory=dict)
-
-
-def outcome_of(result: Any, context: TrialContext | None = None) -> Outcome:
-    """Classify an objective's return value: a finite float is COMPLETE, else FAIL.
-
-    A trial whose context was told to stop (pruner, scheduler) is PRUNED whatever it
-    returned, so an early value never competes with full-budget results. A
-    :class:`~hpo.engine.replicates.Scored` result brings user attributes for the trial.
-
-    Args:
-        result: What the objective returned.
-        context: The trial's context.
-
-    Returns:
-        The outcome.
-    """
-    epochs = context.epochs if context is not None and context.history else None
-    if context is not None and context.stopped:
-        return Outcome(TrialState.PRUNED, reason="stopped early by the pruner", epochs=epochs)
-    if result is None:
-        return Outcome(TrialState.FAIL, reason="objective returned None", epochs=epochs)
-    attrs = dict(result.attrs) if isinstance(result, Scored) else {}
-    try:
-        value = float(result)
-    except (TypeError, ValueError):
-        return Outcome(
-            TrialState.FAIL,
-            reason=f"objective returned {type(result).__name__}, not a number",
-            epochs=epochs,
-        )
-    if not math.isfinite(value):
-        return Outcome(TrialState.FAIL, reason=f"objective returned {value}", epochs=epochs)
-    return Outcome(TrialState.COMPLETE, value=value, epochs=epochs, attrs=attrs)
-
-
-def outcome_of_exception(exc: BaseException, context: TrialContext | None = None) -> Outcome:
-    """Classify an exception raised by an objective (``optuna.TrialPruned`` is PRUNED)."""
-    epochs = context.epochs if context is not None and context.history else None
-    if isinstance(exc, optuna.TrialPruned):
-        return Outcome(TrialState.PRUNED, reason="pruned", epochs=epochs)
-    if isinstance(exc, TrialFaultError):  # the reason already says what happened
-        return Outcome(TrialState.FAIL, reason=exc.reason, epochs=epochs, kind=exc.kind)
-    return Outcome(TrialState.FAIL, reason=f"{type(exc).__name__}: {exc}", epochs=epochs)
 
 
 @dataclass
@@ -377,37 +283,41 @@ class StageJob:
         """
         if phase != BAYES:
             return False  # random points differ by trial number
-        from hpo.engine.space import derive_seed
+        return self._measured_already(trial) or self._twin_in_flight(trial)
 
-        def key(point: Mapping[str, Any]) -> tuple:
-            return tuple(sorted(point.items()))
-
+    def _measured_already(self, trial: optuna.Trial) -> bool:
+        """Fail ``trial`` when its point is COMPLETE in the stage; queue an unmeasured one."""
         measured = {
-            key(t.params)
+            _point_key(t.params)
             for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if t.number < trial.number
         }
-        if key(trial.params) in measured:
-            # Seeded by stage and trial number: every driver and every resume draws alike.
-            draw = optuna.samplers.RandomSampler(
-                seed=derive_seed(0, self.study.study_name, "redraw", trial.number)
-            )
-            for _ in range(64):
-                point = {
-                    name: draw.sample_independent(self.study, trial, name, dist)
-                    for name, dist in self.stage.space.items()
-                }
-                if key(point) not in measured:
-                    self._tell(trial, Outcome(
-                        TrialState.FAIL,
-                        reason="not run: its point is already complete in this stage; a "
-                        "random point was queued instead",
-                        kind=DUPLICATE,
-                    ))
-                    self.study.enqueue_trial(
-                        point, user_attrs={PHASE_ATTR: BAYES}, skip_if_exists=False
-                    )
-                    return True
+        if _point_key(trial.params) not in measured:
+            return False
+        # Seeded by stage and trial number: every driver and every resume draws alike.
+        draw = optuna.samplers.RandomSampler(
+            seed=derive_seed(0, self.study.study_name, "redraw", trial.number)
+        )
+        for _ in range(64):
+            point = {
+                name: draw.sample_independent(self.study, trial, name, dist)
+                for name, dist in self.stage.space.items()
+            }
+            if _point_key(point) not in measured:
+                self._tell(trial, Outcome(
+                    TrialState.FAIL,
+                    reason="not run: its point is already complete in this stage; a "
+                    "random point was queued instead",
+                    kind=DUPLICATE,
+                ))
+                self.study.enqueue_trial(
+                    point, user_attrs={PHASE_ATTR: BAYES}, skip_if_exists=False
+                )
+                return True
+        return False  # no unmeasured point found (a small discrete space): it may repeat
+
+    def _twin_in_flight(self, trial: optuna.Trial) -> bool:
+        """Fail ``trial`` when an earlier trial proposed at the same moment has its point."""
         if liveness_mode(self.study._storage) == "none":
             return False  # in memory: one driver, nothing proposed at the same moment
         last = self._last_counts
@@ -416,6 +326,25 @@ class StageJob:
             # is the next number): the sampler saw every earlier point. One driver alone
             # always takes this path, so it pays no extra read per trial.
             return False
+        earlier = self._earlier_in_flight(trial)
+        twins = [t.number for t in earlier if t.params == trial.params]
+        if not twins or self._duplicates >= _MAX_DUPLICATES:
+            self._duplicates = 0
+            return False
+        self._duplicates += 1
+        self._tell(trial, Outcome(
+            TrialState.FAIL,
+            reason=f"not run: trial {twins[0]} has the same point (proposed at the same "
+            f"moment by another driver)",
+            kind=DUPLICATE,
+        ))
+        return True
+
+    def _earlier_in_flight(self, trial: optuna.Trial) -> list[FrozenTrial]:
+        """The earlier trials in flight when ``trial`` was created, once they have points.
+
+        Waits (briefly) for those still being sampled to store their points.
+        """
         deadline = time.monotonic() + min(10.0, self.lease_seconds / 2)
         while True:
             earlier = [
@@ -434,20 +363,8 @@ class StageJob:
             sampling = [t for t in earlier if t.state == TrialState.RUNNING
                         and set(t.params) != set(self.stage.space)]
             if not sampling or time.monotonic() > deadline:
-                break
+                return earlier
             time.sleep(0.05)
-        twins = [t.number for t in earlier if t.params == trial.params]
-        if not twins or self._duplicates >= _MAX_DUPLICATES:
-            self._duplicates = 0
-            return False
-        self._duplicates += 1
-        self._tell(trial, Outcome(
-            TrialState.FAIL,
-            reason=f"not run: trial {twins[0]} has the same point (proposed at the same "
-            f"moment by another driver)",
-            kind=DUPLICATE,
-        ))
-        return True
 
     def _start(self, trial: optuna.Trial) -> PendingTrial | None:
         # A re-queued incumbent carries its phase; only look when something was queued
@@ -571,6 +488,10 @@ class StageJob:
         )
 
 
+def _point_key(point: Mapping[str, Any]) -> tuple:
+    return tuple(sorted(point.items()))
+
+
 class Runner(ABC):
     """Executes a stage's trials until the stage has its budget COMPLETE.
 
@@ -603,6 +524,7 @@ class Runner(ABC):
 __all__ = [
     "Counts",
     "DUPLICATE",
+    "INTERRUPTED",
     "Objective",
     "Outcome",
     "PHASE_ATTR",

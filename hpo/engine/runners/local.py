@@ -2,7 +2,7 @@
 
 With ``workers = 1`` (the engine's default) trials run one after another in the driver
 (or, isolated, in one child process). With ``workers > 1`` a pool of worker processes
-(:class:`~hpo.engine.runners.isolated.WorkerPool`) trains that many trials at once: the driver
+(:class:`~hpo.engine.runners.pool.WorkerPool`) trains that many trials at once: the driver
 asks the stage study for a trial whenever a worker is idle, with the trials still in
 flight RUNNING in the study, so the Bayesian sampler knows about them (the path the Ray
 runner takes), and tells each outcome as it arrives. Workers are reused from trial to
@@ -31,7 +31,6 @@ from hpo.engine.errors import SpecError
 from hpo.engine.leases import Backoff
 from hpo.engine.runners.isolated import (
     IsolatedObjective,
-    WorkerPool,
     check_start_method,
     check_timeout,
     isolated,
@@ -45,6 +44,7 @@ from hpo.engine.runners.job import (
     outcome_of,
     outcome_of_exception,
 )
+from hpo.engine.runners.pool import WorkerPool
 
 _log = logging.getLogger("hpo")
 
@@ -60,6 +60,15 @@ def machine_cpus() -> int:
 def default_workers(cpu: float = 1.0) -> int:
     """Trials at once that fit this machine: its cores divided by each trial's CPUs, >= 1."""
     return max(1, int(math.floor(machine_cpus() / max(float(cpu), 1e-9) + 1e-9)))
+
+
+def runs_isolated(*, trial_timeout: float | None, isolate: bool, workers: int) -> bool:
+    """Whether local trials run in child processes (see :class:`~hpo.engine.runners.RunPlan`).
+
+    With a timeout (only a process can be killed at it), when asked to (``isolate``), or
+    with several workers (a pool of processes).
+    """
+    return bool(isolate) or trial_timeout is not None or workers > 1
 
 
 class LocalRunner(Runner):
@@ -105,7 +114,8 @@ class LocalRunner(Runner):
         self.trial_timeout = check_timeout(trial_timeout)
         self.workers = int(workers)
         self.threads = 1 if threads is None else int(threads)
-        self.isolate = bool(isolate) or self.trial_timeout is not None or self.workers > 1
+        self.isolate = runs_isolated(trial_timeout=self.trial_timeout, isolate=isolate,
+                                     workers=self.workers)
         self.start_method = check_start_method(start_method) if self.isolate else start_method
         self._isolated: dict[int, tuple[Any, Any]] = {}
         self._pools: dict[int, tuple[Any, WorkerPool, tuple[Any, ...]]] = {}
@@ -250,4 +260,4 @@ def _driver_side(objective: Any) -> tuple[tuple[Any, ...], Any]:
     return tuple(hooks), layer
 
 
-__all__ = ["LocalRunner", "default_workers", "machine_cpus"]
+__all__ = ["LocalRunner", "default_workers", "machine_cpus", "runs_isolated"]

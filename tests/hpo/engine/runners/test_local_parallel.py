@@ -32,7 +32,7 @@ from hpo.study import make_runner
 from hpo.study.schema import parse_study
 from tests.hpo.conftest import name  # noqa: F401 - the fixture
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[4]
 DRIVER = Path(__file__).with_name("_parallel_driver.py")
 
 

@@ -1,0 +1,104 @@
+"""A stage's barrier: once its budget is COMPLETE and nothing runs, its ledger entry.
+
+Every driver of a search reaches the barrier; the first to see no RUNNING trial writes
+the entry (the best mean over full replicates, or the incumbent when the best does not
+beat it by ``switch_z`` standard errors), the others read it back.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from hpo.engine.leases import Backoff, reap_stale
+from hpo.engine.ledger import Ledger, ledger_from_trial, read_ledger, write_ledger
+from hpo.engine.replicates import (
+    NOISE_ATTR,
+    Replication,
+    estimate_best,
+    noise_of,
+    paired_gain,
+    replicates_of,
+    switch_bar,
+)
+from hpo.engine.stage import Stage
+
+_log = logging.getLogger("hpo")
+
+DECLINED_ATTR = "hpo:declined"
+"""Stage user attribute: the best trial that did not beat the incumbent by ``switch_z`` se."""
+
+
+def close_stage(
+    study: optuna.Study, stage: Stage, *, direction: str, replication: Replication,
+    lease_seconds: float,
+) -> Ledger:
+    """The barrier: once nothing runs, write the ledger (or read another driver's).
+
+    Args:
+        study: The stage study, its budget COMPLETE.
+        stage: The stage.
+        direction: ``maximize`` or ``minimize``.
+        replication: How its trials were replicated.
+        lease_seconds: After how long a silent RUNNING trial counts as orphaned.
+
+    Returns:
+        The stage's ledger entry, as stored.
+    """
+    backoff = Backoff(first=0.2, longest=5.0)
+    while True:
+        ledger = read_ledger(study)
+        if ledger is not None:
+            return ledger
+        reap_stale(study, lease_seconds=lease_seconds)
+        trials = study.get_trials(deepcopy=False)
+        running = [t.number for t in trials if t.state == TrialState.RUNNING]
+        if not running:
+            write_ledger(study, ledger_of(study, stage, trials, direction=direction,
+                                          replication=replication))
+            continue  # read back what is stored: every stage reads the storage
+        if backoff.waited == 0:
+            _log.info(
+                "%s: budget complete; waiting for RUNNING trials %s of other drivers "
+                "before writing the ledger",
+                study.study_name, running,
+            )
+        backoff.sleep()
+
+
+def ledger_of(
+    study: optuna.Study, stage: Stage, trials: Sequence[FrozenTrial], *, direction: str,
+    replication: Replication,
+) -> Ledger:
+    """The stage's entry: the best mean over full replicates, never a lucky single run.
+
+    With one replicate per trial this is the best trial (ties: lowest number).
+    """
+    maximize = direction == "maximize"
+    best = estimate_best(trials, repeats=replication.repeats, maximize=maximize)
+    assert best is not None  # the runner returned with the budget COMPLETE
+    noise = noise_of(trials)
+    if noise is not None:
+        study.set_user_attr(NOISE_ATTR, noise)
+    incumbent = min((t for t in trials if t.state == TrialState.COMPLETE),
+                    key=lambda t: t.number)
+    gain = (paired_gain(replicates_of(best), replicates_of(incumbent))
+            if best.number != incumbent.number else None)
+    if gain is not None and not maximize:
+        gain["mean"] = -gain["mean"]  # positive: better than the incumbent
+    bar = switch_bar(replication.switch_z, gain["n"]) if gain is not None else 0.0
+    if gain is not None and gain["mean"] <= bar * gain["se"]:
+        # Not measurably better than what the stage started from: the best of noisy
+        # means is biased up, so the incumbent is handed on.
+        study.set_user_attr(DECLINED_ATTR, {"trial": best.number, **gain})
+        _log.info("%s: best trial %d beats the incumbent by %+.4g ± %.2g, under %.3g se: "
+                  "the incumbent is handed on", study.study_name, best.number,
+                  gain["mean"], gain["se"], bar)
+        best, gain = incumbent, None
+    return ledger_from_trial(stage.name, study.study_name, best, noise=noise, gain=gain)
+
+
+__all__ = ["DECLINED_ATTR", "close_stage", "ledger_of"]
