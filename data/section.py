@@ -22,13 +22,11 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from data.normalize import NORMALIZATIONS
 from data.scene import FORMATS
 from data.splits import FOLD_ROLES, SPLIT_METHODS, VALIDATIONS
 
-__all__ = ["NORMALIZATIONS", "DataSection"]
-
-NORMALIZATIONS = ("robust", "mean_std")
-"""What ``normalization`` may name (:data:`data.dataset.NORMALIZATIONS`, which imports torch)."""
+__all__ = ["DataSection"]
 
 Pixels = Annotated[StrictInt, Field(ge=0)]
 Count = Annotated[StrictInt, Field(ge=1)]

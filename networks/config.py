@@ -72,7 +72,7 @@ def _is_integer(value: Any) -> bool:
 def _number(value: Any) -> Any:
     """Refuse booleans as numbers (``True`` as a layer count is surely a mistake)."""
     if isinstance(value, bool):
-        raise invalid(f"expected a number, got {value!r}")
+        raise invalid(f"expected a number, got {value!r}", "write a number, not true or false")
     if _is_integer(value):
         return int(value)
     if isinstance(value, numbers.Real) and not isinstance(value, float):

@@ -173,10 +173,6 @@ def _choice(value: Any) -> Any:
     return value
 
 
-def _tuple(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list) else value
-
-
 Int = Annotated[StrictInt, AfterValidator(_fits_64_bits)]
 Float = StrictFloat  # strict: no strings; integers become floats (`low = 0` is 0.0)
 Choice = Annotated[Any, AfterValidator(_choice)]
@@ -283,13 +279,8 @@ class _RangeParam(_Param):
 class FloatParam(_RangeParam):
     """A float parameter: ``{ type = "float", low, high, log, step, default }``.
 
-    Attributes:
-        default: Its value until its stage is tuned.
-        low: Lower bound.
-        high: Upper bound, inclusive.
-        type: ``"float"``.
-        log: Sample on a log scale.
-        step: Discretisation step (not with ``log``).
+    ``default`` is its value until its stage is tuned; ``high`` is inclusive; ``log``
+    samples on a log scale; ``step`` discretises the range (not with ``log``).
     """
 
     default: Float
@@ -307,16 +298,7 @@ class FloatParam(_RangeParam):
 
 @dataclass(frozen=True, config=_FILE)
 class IntParam(_RangeParam):
-    """An integer parameter: ``{ type = "int", low, high, log, step, default }``.
-
-    Attributes:
-        default: Its value until its stage is tuned.
-        low: Lower bound.
-        high: Upper bound, inclusive.
-        type: ``"int"``.
-        log: Sample on a log scale.
-        step: Discretisation step (not with ``log``).
-    """
+    """An integer parameter: ``{ type = "int", low, high, log, step, default }``."""
 
     default: Int
     low: Int
@@ -589,16 +571,7 @@ class TuningSpec:
 
 @dataclass(frozen=True, config=_FILE)
 class CompareTable:
-    """The keys of ``[compare]``; ``hpo compare`` validates their values (``hpo.study.compare``).
-
-    Attributes:
-        variants: The variants to compare.
-        trials: Trials per tuned variant.
-        seeds: Training seeds per variant.
-        splits: Data splits to repeat the comparison on.
-        folds: Cross-validation folds of the comparison.
-        ensemble: Also score the ensemble of a variant's seeds.
-    """
+    """The keys of ``[compare]``; ``hpo compare`` checks their values (``compare_settings``)."""
 
     variants: Any = None
     trials: Any = None
@@ -796,11 +769,6 @@ class StudySpec:
             raise _fail(f"expected a string, got {kind_of(path)} {path!r}",
                           "write artifacts as a string")
         return where.output(path, "artifacts")
-
-    @field_validator("stages", mode="before")
-    @classmethod
-    def _stage_tuple(cls, stages: Any) -> Any:
-        return _tuple(stages)
 
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo) -> StudySpec:

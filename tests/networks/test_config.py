@@ -4,6 +4,7 @@ import json
 import pytest
 
 from networks import ConfigError, DBNConfig, ModelConfig, OptimConfig, TemporalConfig
+from networks.config import parse_sizes, sizes_text
 
 TUNED = {
     "temporal": [
@@ -151,3 +152,50 @@ def test_groups_validate_on_direct_construction_and_are_frozen():
         ModelConfig().optim.lr = 1.0  # type: ignore[misc]
     with pytest.raises(ConfigError):
         ModelConfig(optim={"lr": 1.0})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("written", "sizes"),
+    [
+        ([64, 32], (64, 32)),  # study files and exports
+        ((64, 32), (64, 32)),
+        ("64,32", (64, 32)),  # an Optuna trial's value; files and searches of older versions
+        ("64, 32", (64, 32)),
+        ("64x32", (64, 32)),
+        (64, (64,)),
+        ("64", (64,)),
+    ],
+)
+def test_sizes_load_in_every_written_form(written, sizes):
+    assert ModelConfig.from_params({"dbn.hidden": written}).dbn.hidden == sizes
+    assert tuple(parse_sizes(written)) == sizes
+    assert parse_sizes(sizes_text(sizes)) == list(sizes)  # the one encoding reads back
+
+
+def test_sizes_from_numpy_and_the_sequence_fields():
+    numpy = pytest.importorskip("numpy")
+    config = ModelConfig.from_params({"boost.windows": numpy.array([3, 7])})
+    assert config.boost.windows == (3, 7) and type(config.boost.windows[0]) is int
+    assert ModelConfig.sequence_params() == {"dbn.hidden", "boost.windows"}
+    assert sizes_text((32, 16)) == "32,16"
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [("64,a", "expected integers"), ({"a": 1}, "sequence of integers"), ([64, 0], "1 or more"),
+     ([True], "expected a number")],
+)
+def test_bad_sizes_name_the_key_and_a_hint(value, fragment):
+    with pytest.raises(ConfigError) as err:
+        ModelConfig.from_params({"dbn.hidden": value})
+    assert err.value.key == "dbn.hidden" and fragment in str(err.value)
+    assert err.value.hint
+
+
+def test_errors_name_the_bound_or_the_nearest_choice():
+    with pytest.raises(ConfigError, match=r"\[optim\.lr\] lr = 0\.0 \(hint: use a number > 0"):
+        ModelConfig.from_params({"optim.lr": 0.0})
+    with pytest.raises(ConfigError, match="did you mean 'cosine'"):
+        ModelConfig.from_params({"optim.schedule": "cosin"})
+    with pytest.raises(ConfigError, match=r"\[dcnn\.levels\] levels = 9 \(hint: use at most 8"):
+        ModelConfig.from_params({"dcnn.levels": 9})

@@ -217,3 +217,38 @@ def test_an_exported_network_search_retrains_to_its_tuned_value(tmp_path: Path) 
     assert len(history.epochs) == 1
     # Same config, data and seed as the best trial: training reproduces its value.
     assert history.epochs[-1]["f1"] == pytest.approx(result.best_value, abs=1e-6)
+
+
+def test_sizes_are_exported_as_lists_and_older_string_exports_still_load(tmp_path: Path) -> None:
+    # a search holds a choice of sizes as "32,16" (Optuna's choices are plain values)
+    result = SearchResult("s", "in-memory", "maximize", [], {"dbn.hidden": "32,16"}, 0.5)
+    doc = export_best(result, tmp_path / "best.yaml")
+    assert doc["model"]["params"] == {"dbn.hidden": [32, 16]}
+    assert doc["model"]["config"]["dbn"]["hidden"] == [32, 16]
+    assert load_export(tmp_path / "best.yaml") == json.loads(json.dumps(doc))
+    old = {**doc, "model": {**doc["model"], "params": {"dbn.hidden": "32,16"}}}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    params = load_export(tmp_path / "old.json")["model"]["params"]
+    assert networks_config.ModelConfig.from_params(params).dbn.hidden == (32, 16)
+
+
+@pytest.mark.parametrize(
+    ("change", "key", "hint"),
+    [
+        ({"modle": {}}, "modle", "did you mean 'model'?"),
+        ({"data": {"format": "geotiff", "patch_sise": 16}}, "data.patch_sise",
+         "did you mean 'patch_size'?"),
+        ({"model": {"name": "fusoin"}}, "model.name", "did you mean 'fusion'?"),
+        ({"seed": "one"}, "seed", "write seed as an integer"),
+    ],
+)
+def test_export_keys_are_checked_against_the_schema(
+    tmp_path: Path, change: dict, key: str, hint: str
+) -> None:
+    result = SearchResult("s", "in-memory", "maximize", [], {"optim.lr": 0.01}, 0.5)
+    doc = {**export_best(result, tmp_path / "best.json"), **change}
+    (tmp_path / "edited.json").write_text(json.dumps(doc))
+    with pytest.raises(ExportError) as info:
+        load_export(tmp_path / "edited.json")
+    assert f"[{key}]" in str(info.value) and hint in info.value.hint
+    assert str(tmp_path / "edited.json") in str(info.value)

@@ -117,3 +117,11 @@ def test_replicates_train_on_their_folds_with_their_seeds(base, name):
                                             (2, id(folds[0][1]))]
     assert len({s for _, _, s in used}) == 3  # a seed of its own per replicate
     assert trial.value == pytest.approx(sum(trial.user_attrs[REPLICATES_ATTR]) / 3)
+
+
+def test_config_reads_a_trials_sizes_and_the_study_files(base):
+    # Optuna holds a choice of sizes as "8,4"; study files and exports write [8, 4]
+    objective = NetworkObjective([], [], base_config=base)
+    assert objective.config({"dbn.hidden": "8,4"}).dbn.hidden == (8, 4)
+    assert objective.config({"dbn.hidden": [8, 4]}) == objective.config({"dbn.hidden": "8,4"})
+    assert objective.config({}).dbn.hidden == (4,)  # the base config's

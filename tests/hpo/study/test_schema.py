@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import shutil
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from hpo.engine.errors import SpecError
-from hpo.study.schema import StudySpec, load_study_file, parse_study
+from hpo.study.schema import FloatParam, StudySpec, load_study_file, parse_study
 
 REPO = Path(__file__).resolve().parents[3]
 HAS_NETWORKS = importlib.util.find_spec("networks.config") is not None
@@ -394,3 +395,120 @@ def test_quickstart_loads(tmp_path: Path) -> None:
     scene.parent.mkdir(parents=True)
     scene.write_text('[data]\nformat = "geotiff"\n')
     assert load_study_file(copy).to_dict()["data"] == spec.to_dict()["data"]
+
+
+# The fingerprints of the shipped studies as the hand-written validator computed them
+# (before the typed schema): stored searches compare them to tell a changed study, so the
+# same study file must keep its fingerprint. Comments may change; the searches may not.
+SHIPPED_FINGERPRINTS = {
+    "compare-synthetic.toml": "9b265ee0f2c30f4d",
+    "kashmir.toml": "0917b4fdf53fa896",
+    "l4s-patches.toml": "ed27250343732bec",
+    "l4s.toml": "01f2e337184d2855",
+    "paper.toml": "07a855127fb6016b",
+    "quickstart-ray.toml": "5d3b9bc2401e97cd",
+    "quickstart.toml": "cd75357355d1e980",
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED_FINGERPRINTS))
+def test_shipped_studies_keep_their_fingerprints(name: str) -> None:
+    spec = load_study_file(REPO / "studies" / name, check_paths=False)
+    assert spec.fingerprint() == SHIPPED_FINGERPRINTS[name]
+    again = parse_study(spec.to_dict(), file=spec.file, check_paths=False)
+    assert again == spec and again.fingerprint() == spec.fingerprint()
+
+
+SIZES_AS_LISTS = """
+[stages.params."dbn.hidden"]
+type = "categorical"
+choices = [[32, 16], [64, 32], [32]]
+default = [32, 16]
+"""
+SIZES_AS_STRINGS = """
+[stages.params."dbn.hidden"]
+type = "categorical"
+choices = ["32,16", "64,32", "32"]
+default = "32,16"
+"""
+
+
+def test_sizes_are_lists_and_the_string_form_of_older_files_still_loads(tmp_path: Path) -> None:
+    spec = load_study_file(_write(tmp_path, BASE + SIZES_AS_LISTS))
+    old = load_study_file(_write(tmp_path, BASE + SIZES_AS_STRINGS, "old.toml"))
+    hidden = spec.stages[1].params["dbn.hidden"]
+    assert hidden.choices == ((32, 16), (64, 32), (32,)) and hidden.default == (32, 16)
+    assert old.stages == spec.stages and old.fingerprint() == spec.fingerprint()
+    # the study file writes lists; Optuna holds one plain value per choice, as before
+    assert hidden.to_dict() == {"type": "categorical", "choices": [[32, 16], [64, 32], [32]],
+                                "default": [32, 16]}
+    stage = spec.to_stages()[1]
+    assert stage.space["dbn.hidden"] == CategoricalDistribution(["32,16", "64,32", "32"])
+    assert stage.defaults["dbn.hidden"] == "32,16"
+    assert parse_study(spec.to_dict(), file=spec.file) == spec
+
+
+@pytest.mark.parametrize(
+    ("entry", "key", "message"),
+    [
+        ('choices = ["32,a"]\ndefault = "32,a"', "choices", "expected integers, got '32,a'"),
+        ("choices = [[32, 16]]\ndefault = [16, 32]", "default", "is not one of the choices"),
+        ("choices = [[32, 16], [32, 16]]\ndefault = [32, 16]", "choices", "choices repeat"),
+        ("choices = [[32, 0]]\ndefault = [32, 0]", "default", "the network rejects it"),
+    ],
+)
+def test_bad_sizes_are_named(tmp_path: Path, entry: str, key: str, message: str) -> None:
+    text = BASE + f'\n[stages.params."dbn.hidden"]\ntype = "categorical"\n{entry}\n'
+    with pytest.raises(SpecError) as info:
+        load_study_file(_write(tmp_path, text))
+    assert info.value.key == f'stages.temporal.params."dbn.hidden".{key}'
+    assert message in str(info.value) and info.value.hint
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key", "message", "hint"),
+    [
+        ('format = "geotiff"', 'format = "geotiff"\npatch_sise = 16', "data.patch_sise",
+         "unknown key 'patch_sise' in [data]", "did you mean 'patch_size'?"),
+        ('format = "geotiff"', 'format = "geotiff"\npatch_size = "16"', "data.patch_size",
+         "expected an integer, got a string", "write patch_size as an integer"),
+        ('format = "geotiff"', 'format = "geotiff"\nsplit = "blockd"', "data.split",
+         "'blockd' is not one of random, blocked, paper", "did you mean 'blocked'?"),
+        ('format = "geotiff"', 'format = "geotiff"\noverlap = -1', "data.overlap",
+         "overlap = -1", "use 0 or more"),
+        ("[model]", "[compare]\ntrails = 3\n\n[model]", "compare.trails",
+         "unknown key 'trails' in [compare]", "did you mean 'trials'?"),
+        ("[runner]", "[tuning]\nfolds = 1\n\n[runner]", "tuning.folds", "folds = 1", "2 or more"),
+    ],
+)
+def test_data_compare_and_tuning_keys_are_typed(
+    tmp_path: Path, old: str, new: str, key: str, message: str, hint: str
+) -> None:
+    with pytest.raises(SpecError) as info:
+        load_study_file(_write(tmp_path, _edit(old, new)))
+    assert info.value.key == key
+    assert message in str(info.value) and hint in info.value.hint
+
+
+def test_data_section_knows_every_key_the_data_package_reads() -> None:
+    from data.scene import OPTION_KEYS, SCENE_KEYS
+    from data.section import DataSection
+    from data.sources import patches
+
+    adapters = {"path", "grid", "dates", "derive", "tpi_radii", "ids"}  # kashmir, l4s, hokkaido
+    known = SCENE_KEYS | OPTION_KEYS | patches._KEYS | adapters
+    assert known == set(DataSection.model_fields)
+
+
+def test_spec_objects_are_frozen_dataclasses_that_validate(tmp_path: Path) -> None:
+    spec = load_study_file(_write(tmp_path, BASE))
+    # what the rest of the toolkit does with them
+    moved = dataclasses.replace(spec, runner=dataclasses.replace(spec.runner, kind="ray"))
+    assert moved.runner.kind == "ray" and dataclasses.asdict(moved.runner)["cpu"] == 1.0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.seed = 4  # type: ignore[misc]
+    with pytest.raises(ValueError, match="greater than 0"):
+        dataclasses.replace(spec.runner, cpu=0)
+    assert FloatParam(1e-3, 1e-4, 1e-2, log=True).distribution() == FloatDistribution(
+        1e-4, 1e-2, log=True
+    )
