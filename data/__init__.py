@@ -53,8 +53,9 @@ from data.factors import (
 )
 from data.raster import AlignedRaster, Grid, open_raster
 from data.scene import SceneSpec, load_scene, parse_scene
-from data.splits import Splits, Tile
+from data.splits import Splits
 from data.terrain import curvature, roughness, slope_aspect, tpi
+from data.tiles import Tile
 
 # Imported on first use: the dataset pulls in torch, the generator geopandas and scipy, and
 # building or loading a cube needs neither.

@@ -14,8 +14,9 @@ from rasterio.windows import Window
 
 from data.errors import EmptyLabelError, SceneSpecError
 from data.normalize import ROBUST_CLIP, norm_stats
-from data.splits import Region, Splits, Tile, make_tiles, split_tiles, validation_plan
+from data.splits import SplitResult, Splits, split_tiles, validation_plan
 from data.store import META_FILE, load_arrays
+from data.tiles import Region, Tile, make_tiles
 
 __all__ = ["Cube", "CubeValues", "TARGETS"]
 
@@ -383,6 +384,32 @@ class Cube:
         stratify = self._option("stratify", stratify)
         validation = self._option("validation", validation)
         buffer = self._option("buffer", buffer)
+        buffer = self._split_buffer(stratify, buffer)
+        groups, lists, test_groups = self._patch_splits()
+        result = split_tiles(
+            self._valid_tiles(patch_size, overlap), method=method, fractions=fractions,
+            block_size=block_size, seed=seed, by_region=self.patch_shape is not None,
+            stride=patch_size - overlap, folds=folds, fold=fold, fold_role=fold_role,
+            share=self._landslide_share if stratify else None, groups=groups, lists=lists,
+            test_groups=test_groups, validation=validation, buffer=buffer,
+        )
+        train, val, test = self._kept(result)
+        info = {"method": method, "patch_size": patch_size, "overlap": overlap,
+                "fractions": list(fractions), "block_size": block_size, "seed": seed,
+                "cube": self.hash}
+        if folds is not None:
+            info |= {"folds": folds, "fold": fold or 0, "fold_role": fold_role}
+        if stratify:
+            info["stratify"] = True
+        info |= result.info
+        if groups is not None:
+            info["group_from"] = self.options.get("group_from")
+        if lists:
+            info["lists_from"] = self.options.get("lists_from")
+        return Splits(train, val, test, info)
+
+    def _split_buffer(self, stratify: Any, buffer: Any) -> int:
+        """The buffer to split with (at least the context), once both options are valid."""
         if not isinstance(stratify, bool):
             raise SceneSpecError(f"stratify must be true or false, got {stratify!r}",
                                  key="stratify", hint="stratify = true")
@@ -394,15 +421,10 @@ class Cube:
                                  f"{buffer!r}", key="buffer",
                                  hint="e.g. buffer = 32 (default: the context)")
         # the context read around an evaluated tile must not reach training pixels
-        buffer = max(buffer, self.context)
-        groups, lists, test_groups = self._patch_splits()
-        result = split_tiles(
-            self._valid_tiles(patch_size, overlap), method=method, fractions=fractions,
-            block_size=block_size, seed=seed, by_region=self.patch_shape is not None,
-            stride=patch_size - overlap, folds=folds, fold=fold, fold_role=fold_role,
-            share=self._landslide_share if stratify else None, groups=groups, lists=lists,
-            test_groups=test_groups, validation=validation, buffer=buffer,
-        )
+        return max(buffer, self.context)
+
+    def _kept(self, result: SplitResult) -> tuple[list[Tile], list[Tile], list[Tile]]:
+        """The split's tiles that hold valid pixels; training must hold a landslide."""
         train, val, test = result.train, result.val, result.test
         if result.info.get("buffer_clipped"):
             # a tile cut back by the buffer may have kept no valid pixel
@@ -417,19 +439,7 @@ class Cube:
                 hint="check the label layer and its dates, or try another seed, smaller "
                 "blocks or a larger scene",
             )
-        info = {"method": method, "patch_size": patch_size, "overlap": overlap,
-                "fractions": list(fractions), "block_size": block_size, "seed": seed,
-                "cube": self.hash}
-        if folds is not None:
-            info |= {"folds": folds, "fold": fold or 0, "fold_role": fold_role}
-        if stratify:
-            info["stratify"] = True
-        info |= result.info
-        if groups is not None:
-            info["group_from"] = self.options.get("group_from")
-        if lists:
-            info["lists_from"] = self.options.get("lists_from")
-        return Splits(train, val, test, info)
+        return train, val, test
 
     def fold_splits(self, folds: int | str | None = None, **kwargs: Any) -> list[Splits]:
         """The splits of every validation fold: fold ``i`` validates, the others train.

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from data.splits import Region, Tile
+from data.tiles import Region, Tile
 
 __all__ = ["CubeDataset", "TileSource"]
 

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from data.errors import SceneSpecError
-from data.splits import Tile
+from data.tiles import Tile
 
 __all__ = ["NORMALIZATIONS", "ROBUST_CLIP", "ROBUST_PERCENTILES", "norm_stats"]
 

@@ -19,7 +19,7 @@ import rasterio
 import torch
 
 from data.shift import outside_training
-from data.splits import Region, make_tiles
+from data.tiles import Region, make_tiles
 from hpo.engine.atomic import atomic_path
 from hpo.engine.errors import HPOError
 from hpo.study.figures import write_quicklook

@@ -16,7 +16,8 @@ import rasterio
 from rasterio.errors import NotGeoreferencedWarning
 
 import data
-from data.splits import Region, make_tiles, split_tiles
+from data.splits import split_tiles
+from data.tiles import Region, make_tiles
 
 from .conftest import write_scene
 

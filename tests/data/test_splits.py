@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 import data
-from data.splits import Region, make_splits, make_tiles
+from data.splits import make_splits
+from data.tiles import Region, make_tiles
 
 from .conftest import H, W
 
