@@ -133,10 +133,13 @@ def explain(exc: ValidationError, root: Any, render: Callable[[Loc], str] | None
     elif kind in _TYPES:
         expected = _TYPES[kind]
         message = f"expected {expected}, got {kind_of(value)} {value!r}"
+        keys = _fields(_bare(field))
         hint = (
-            f"write it as [{render(loc)}] with keys {', '.join(_fields(_bare(field)))}"
-            if expected == "a table"
-            else f"write {name} as {expected}"
+            f"write {name} as {expected}"
+            if expected != "a table"
+            else f"write it as [{render(loc)}] with keys {', '.join(keys)}"
+            if keys
+            else f"write {render(loc)} as a table"
         )
     else:
         message, hint = error["msg"], None
@@ -222,7 +225,8 @@ def _expected(kind: Any) -> str:
 def _walk(root: Any, loc: Loc) -> tuple[Loc, Any, Any]:
     """Follow ``loc`` through the type ``root``: the key path, the parent's and the value's type.
 
-    A discriminated union's tag in ``loc`` selects its member and is left out of the path.
+    A discriminated union's tag in ``loc`` selects its member and is left out of the path,
+    as is the member label pydantic adds for a plain union (``str`` of ``str | dict``).
     """
     kind, parent, path = root, None, []
     for part in loc:
@@ -230,6 +234,8 @@ def _walk(root: Any, loc: Loc) -> tuple[Loc, Any, Any]:
         members = _tagged(kind)
         if isinstance(part, str) and part in members:
             kind = members[part]
+            continue
+        if isinstance(part, str) and get_origin(kind) in (Union, types.UnionType):
             continue
         parent, kind = kind, _child(kind, part)
         path.append(part)
