@@ -266,7 +266,7 @@ class _RangeParam(_Param):
             )
         if self.log:  # type: ignore[attr-defined]
             raise _fail("step and log cannot be combined", "remove step or log = true",
-                          ("step",))
+                        ("step",))
         if not _on_grid(high - low, step):
             raise _fail(
                 f"high - low = {high - low} is not a multiple of step = {step}",
@@ -560,7 +560,7 @@ class TuningSpec:
     def _no_single_fold(cls, folds: int) -> int:
         if folds == 1:
             raise _fail(f"folds = {folds}",
-                          "use 0 (the fixed validation split) or 2 or more folds")
+                        "use 0 (the fixed validation split) or 2 or more folds")
         return folds
 
     def replication(self) -> dict[str, Any]:
@@ -704,10 +704,10 @@ class StudySpec:
                 "and the sources (see studies/quickstart.toml)",
                 ("data",),
             )
-        stages = data.get("stages")
-        if not stages:
+        stages = data.get("stages", [])
+        if stages == []:
             raise _fail("no stages", "add at least one [[stages]] table with params",
-                          ("stages",))
+                        ("stages",))
         if not isinstance(stages, list):
             raise _fail(
                 f"expected an array of tables, got {kind_of(stages)}",
@@ -767,7 +767,7 @@ class StudySpec:
             from networks.errors import kind_of
 
             raise _fail(f"expected a string, got {kind_of(path)} {path!r}",
-                          "write artifacts as a string")
+                        "write artifacts as a string")
         return where.output(path, "artifacts")
 
     @model_validator(mode="after")
@@ -800,7 +800,7 @@ class StudySpec:
         for i, stage in enumerate(self.stages):
             if any(s.name == stage.name for s in self.stages[:i]):
                 raise _fail(f"stage name {stage.name!r} is used twice",
-                              "give every stage a unique name", ("stages", i))
+                            "give every stage a unique name", ("stages", i))
             for pname in stage.params:
                 key = ("stages", i, "params", pname)
                 if pname in owner:
@@ -811,7 +811,7 @@ class StudySpec:
                     )
                 if pname in self.model.fixed:
                     raise _fail(f"parameter {pname!r} is also in [model.fixed]",
-                                  "a parameter is either tuned or fixed: remove one", key)
+                                "a parameter is either tuned or fixed: remove one", key)
                 owner[pname] = stage.name
 
     def _check_data(self, where: _Where) -> None:
@@ -829,7 +829,7 @@ class StudySpec:
                 where.output(self.data["cache_dir"], "data.cache_dir", parent_ok=True)
             except PydanticCustomError as exc:
                 raise _fail(exc.message(), (exc.context or {}).get("hint"),
-                              ("data", "cache_dir")) from exc
+                            ("data", "cache_dir")) from exc
 
     @property
     def base_dir(self) -> Path:
@@ -1126,7 +1126,7 @@ def _check_model_config(spec: StudySpec) -> None:
             else ("model", "fixed", exc.key)
         )
         raise _fail(f"the network rejects it: {exc}", exc.hint or "fix the value",
-                      key) from exc
+                    key) from exc
     # Every value a trial can draw, not only the defaults: a bad choice or bound would
     # otherwise surface as failed trials mid-search. Ranges are checked at their ends (the
     # network's own checks are per field and monotone: a lower bound, an upper bound).
