@@ -175,8 +175,8 @@ class DBNConfig(_Group):
         enabled: Use the DBN branch (False: the DCNN branch alone feeds the classifier).
         pretrain: Greedy layer-wise CD-k pretraining before fine-tuning. False is the
             "DBN without pretraining" ablation (random initialisation, backprop only).
-        hidden: Hidden units of each stacked RBM, first layer first. Also accepted as a
-            string such as ``"32,16"`` (Optuna categorical choices cannot be tuples).
+        hidden: Hidden units of each stacked RBM, first layer first (``[32, 16]``; any
+            form :func:`parse_sizes` reads, such as a trial's ``"32,16"``).
         visible: Visible units of the first RBM, ``"gaussian"`` (real-valued, standardised
             features) or ``"bernoulli"`` (features squashed to (0, 1)). Deeper RBMs always
             have Bernoulli visible units, since they see hidden probabilities.
@@ -339,7 +339,7 @@ class BoostConfig(_Group):
             proportion to its share (class-stratified), so the sample keeps the prior.
         windows: Sides of the square windows over which the mean and standard deviation
             of every input channel are added as pixel features (odd; ``1`` adds nothing,
-            so ``"1"`` means the raw channels only). Also accepted as ``"3,7"``.
+            so ``[1]`` means the raw channels only); any form :func:`parse_sizes` reads.
         pos_weight: Sample weight of landslide pixels in the boosting loss (1 = none).
     """
 
