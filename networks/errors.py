@@ -23,12 +23,16 @@ from pydantic_core import PydanticCustomError
 class NetworksError(Exception):
     """Base class of every error the ``networks`` package raises on purpose.
 
+    ``message`` and ``hint`` are kept as attributes too, so a caller can name them in its
+    own words (a study file's key, an export's).
+
     Args:
         message: What is wrong.
         hint: How to fix it, appended to the message when given.
     """
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
+        self.message = message
         self.hint = hint
         super().__init__(f"{message} (hint: {hint})" if hint else message)
 
@@ -43,8 +47,9 @@ class ConfigError(NetworksError, ValueError):
     """
 
     def __init__(self, message: str, *, key: str | None = None, hint: str | None = None) -> None:
-        self.key = key
         super().__init__(f"[{key}] {message}" if key else message, hint=hint)
+        self.key = key
+        self.message = message  # without the key, which the text leads with
 
 
 class CheckpointError(NetworksError):

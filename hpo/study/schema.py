@@ -907,6 +907,21 @@ class ExportModel(BaseModel):
     params: dict[str, Any] | None = None
     config: dict[str, dict[str, Any]] | None = None
 
+    @field_validator("config")
+    @classmethod
+    def _network_config(cls, config: dict[str, Any] | None) -> dict[str, Any] | None:
+        from networks.config import ModelConfig
+        from networks.errors import ConfigError
+
+        if config is not None:
+            try:
+                ModelConfig.from_dict(config)
+            except ConfigError as exc:
+                key = tuple(exc.key.split(".", 1)) if exc.key else ()
+                raise _fail(exc.message, exc.hint or "re-export it with `hpo export`",
+                            key) from exc
+        return config
+
 
 class ExportDoc(BaseModel):
     """An exported best configuration (``hpo export``), as ``load_export`` reads it.

@@ -252,3 +252,12 @@ def test_export_keys_are_checked_against_the_schema(
         load_export(tmp_path / "edited.json")
     assert f"[{key}]" in str(info.value) and hint in info.value.hint
     assert str(tmp_path / "edited.json") in str(info.value)
+
+
+def test_an_exported_config_the_network_rejects_is_named_on_loading(tmp_path: Path) -> None:
+    result = SearchResult("s", "in-memory", "maximize", [], {"optim.lr": 0.01}, 0.5)
+    doc = export_best(result, tmp_path / "best.json")
+    doc["model"]["config"]["dcnn"]["kernel_size"] = 4
+    (tmp_path / "edited.json").write_text(json.dumps(doc))
+    with pytest.raises(ExportError, match=r"\[model\.config\.dcnn\.kernel_size\] must be odd"):
+        load_export(tmp_path / "edited.json")
