@@ -169,7 +169,11 @@ def save_checkpoint(
         "extra": _plain(extra, "extra"),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
-    path = Path(path)
+    return _save_atomically(Path(path), content)
+
+
+def _save_atomically(path: Path, content: dict[str, Any]) -> Path:
+    """``torch.save`` to a temporary file in the same folder, then rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -206,30 +210,7 @@ def load_checkpoint(
             or its weights do not fit the stored configuration.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        content = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise _refused(path, exc) from exc
-    except Exception as exc:  # torch raises many types for foreign or corrupt files
-        raise CheckpointError(
-            f"{path}: not a checkpoint ({type(exc).__name__})",
-            hint="pass a file written by save_checkpoint / hpo train",
-        ) from exc
-    if not isinstance(content, dict) or content.get("format") != FORMAT:
-        raise CheckpointError(
-            f"{path}: not a landslide-hpo checkpoint", hint="pass a file written by save_checkpoint"
-        )
-    version = content.get("format_version", 0)
-    if isinstance(version, bool) or not isinstance(version, int):
-        raise CheckpointError(f"{path}: damaged checkpoint: format_version {version!r}")
-    if version > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path}: checkpoint format {version} is newer than this "
-            f"package reads ({FORMAT_VERSION})",
-            hint="upgrade landslide-hpo",
-        )
+    content = _read(path, map_location)
     try:
         config = ModelConfig.from_dict(content["config"])
         source_names = [str(s) for s in content["source_names"]]
@@ -271,6 +252,35 @@ def load_checkpoint(
         model=model,
         members=members,
     )
+
+
+def _read(path: Path, map_location: str | torch.device) -> dict[str, Any]:
+    """The checkpoint file's content, once it is a checkpoint of a format this reads."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        content = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise _refused(path, exc) from exc
+    except Exception as exc:  # torch raises many types for foreign or corrupt files
+        raise CheckpointError(
+            f"{path}: not a checkpoint ({type(exc).__name__})",
+            hint="pass a file written by save_checkpoint / hpo train",
+        ) from exc
+    if not isinstance(content, dict) or content.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path}: not a landslide-hpo checkpoint", hint="pass a file written by save_checkpoint"
+        )
+    version = content.get("format_version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise CheckpointError(f"{path}: damaged checkpoint: format_version {version!r}")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format {version} is newer than this "
+            f"package reads ({FORMAT_VERSION})",
+            hint="upgrade landslide-hpo",
+        )
+    return content
 
 
 def _refused(path: Path, exc: pickle.UnpicklingError) -> CheckpointError:

@@ -13,7 +13,7 @@ import math
 import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from data.shift import shifted_channels
 from hpo.engine.atomic import write_json, write_text
@@ -22,14 +22,20 @@ from hpo.study.schema import StudySpec
 from hpo.study.variants import VARIANTS
 from networks.checkpoint import package_versions
 
-if TYPE_CHECKING:
-    # compare builds on this module: the settings' class is needed for annotations only
-    from hpo.study.compare import CompareSettings
-
 RESULTS_FILE = "compare.json"
 TABLE_FILE = "compare.md"
 FORMAT = "landslide-hpo/compare/1"
 METRICS = ("miou", "f1", "auc")
+
+
+class RecordedSettings(Protocol):
+    """The settings the results record: a :class:`hpo.study.compare.CompareSettings`.
+
+    A protocol, since :mod:`hpo.study.compare` builds on this module.
+    """
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as JSON-able data."""
 
 
 def summarize(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -143,7 +149,7 @@ def markdown(state: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def settings_key(spec: StudySpec, settings: CompareSettings) -> str:
+def settings_key(spec: StudySpec, settings: RecordedSettings) -> str:
     """What a stored comparison must match to be continued: study, seed, budgets, splits.
 
     Adding a variant or switching the ensembles keeps what the others finished.
@@ -178,7 +184,7 @@ def load_state(path: Path, key: str, fresh: bool) -> dict[str, Any]:
     return state
 
 
-def save_state(out_dir: Path, state: dict[str, Any], settings: CompareSettings) -> None:
+def save_state(out_dir: Path, state: dict[str, Any], settings: RecordedSettings) -> None:
     """Write ``compare.json`` and ``compare.md`` (atomically), summaries refreshed."""
     state["settings"] = settings.to_dict()
     state["summary"] = summarize(state["rows"])
