@@ -341,27 +341,14 @@ class LayerwiseSearch:
                 study = self._open_stage(index, stage, ledgers)
                 ledger = read_ledger(study)
                 if ledger is None:
-                    job = StageJob(
-                        study=study,
-                        stage=stage,
-                        fixed=self._fixed(index, ledgers),
-                        objective=objective,
-                        keepalive=keepalive,
-                        order=self._order(),
-                        copy_from=self._copy_source(index, ledgers),
-                        metric=self.metric,
-                        artifact_store=self.artifact_store,
-                        ledgers=dict(ledgers),
-                        lease_seconds=self.lease_seconds,
-                        callbacks=self.callbacks,
-                        replication=self.replication,
-                    )
                     _log.info(
                         "stage %d/%d %s: %d trials (%d random incl. the incumbent)",
                         index + 1, len(self.stage_names), self.stage_names[index],
                         stage.budget, stage.n_random,
                     )
-                    runner.run_stage(job)
+                    runner.run_stage(
+                        self._stage_job(index, stage, study, ledgers, objective, keepalive)
+                    )
                     ledger = close_stage(
                         study, stage, direction=self.direction,
                         replication=self.replication, lease_seconds=self.lease_seconds,
@@ -378,6 +365,32 @@ class LayerwiseSearch:
             keepalive.close()
             runner.close()
         return self.status()
+
+    def _stage_job(
+        self,
+        index: int,
+        stage: Stage,
+        study: optuna.Study,
+        ledgers: Mapping[str, Ledger],
+        objective: Callable[..., Any],
+        keepalive: Keepalive,
+    ) -> StageJob:
+        """The job a runner gets for the open stage at ``index``."""
+        return StageJob(
+            study=study,
+            stage=stage,
+            fixed=self._fixed(index, ledgers),
+            objective=objective,
+            keepalive=keepalive,
+            order=self._order(),
+            copy_from=self._copy_source(index, ledgers),
+            metric=self.metric,
+            artifact_store=self.artifact_store,
+            ledgers=dict(ledgers),
+            lease_seconds=self.lease_seconds,
+            callbacks=self.callbacks,
+            replication=self.replication,
+        )
 
     def _stored_strategy(self) -> str:
         """The strategy to run: a search stored before strategies existed stays stage-wise.

@@ -54,6 +54,7 @@ def make_sampler(spec: SamplerSpec, seed: int) -> optuna.samplers.BaseSampler:
             deterministic_objective=False,
         )
     if spec == "skopt":
+        # Here, not at the top: scikit-optimize imports scikit-learn (about a second).
         from hpo.engine.samplers.skopt import SkoptSampler
 
         return SkoptSampler(seed=seed)

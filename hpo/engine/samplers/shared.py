@@ -385,53 +385,14 @@ class SharedGPSampler(BaseSampler):
         search_space: Mapping[str, BaseDistribution],
         y: np.ndarray,
     ) -> dict[str, Any]:
-        enc, rng = self._enc, self._rng
+        enc = self._enc
         names = list(search_space)
         cols = np.array([enc.names.index(n) for n in names])
         # Active parameters outside ``search_space`` have a single value (a refine range
         # narrowed to one choice): ``_any_value`` is that value.
         base = enc.row({**self._fixed, **{n: _any_value(d) for n, d in self._active.items()}})
         assert base is not None
-        # Each active parameter's allowed region in model coordinates (a narrowed range
-        # of the refine stage is a sub-interval / subset of the declared one).
-        lows, highs, cat_choices = [], [], []
-        for n in names:
-            d = search_space[n]
-            if isinstance(d, CategoricalDistribution):
-                full = enc.space[n]
-                assert isinstance(full, CategoricalDistribution)
-                cat_choices.append(np.array([full.choices.index(c) for c in d.choices]))
-                lows.append(0.0)
-                highs.append(0.0)
-            else:
-                cat_choices.append(None)
-                lows.append(enc.one(n, d.low))
-                highs.append(enc.one(n, d.high))
-        lows_a, highs_a = np.array(lows), np.array(highs)
-
-        def clip(points: np.ndarray) -> np.ndarray:
-            for j, choices in enumerate(cat_choices):
-                if choices is None:
-                    points[:, j] = np.clip(points[:, j], lows_a[j], highs_a[j])
-            return points
-
-        def random_points(n: int) -> np.ndarray:
-            pts = lows_a + rng.uniform(size=(n, len(names))) * (highs_a - lows_a)
-            for j, choices in enumerate(cat_choices):
-                if choices is not None:
-                    pts[:, j] = rng.choice(choices, size=n)
-            return pts
-
-        def around(centers: np.ndarray, n: int, scale: float) -> np.ndarray:
-            pts = centers[rng.randint(len(centers), size=n)].copy()
-            width = np.where(highs_a > lows_a, highs_a - lows_a, 0.0)
-            pts += rng.normal(size=pts.shape) * scale * width
-            for j, choices in enumerate(cat_choices):
-                if choices is not None:
-                    flip = rng.uniform(size=n) < 0.2
-                    pts[flip, j] = rng.choice(choices, size=int(flip.sum()))
-            return clip(pts)
-
+        region = _Region.of(enc, search_space, self._rng)
         best = float(np.min(y))
 
         def score(points: np.ndarray) -> np.ndarray:
@@ -447,19 +408,79 @@ class SharedGPSampler(BaseSampler):
         mine = np.flatnonzero(same)
         if len(mine):
             order = mine[np.argsort(gp.y[: len(y)][mine])][:5]
-            centers = clip(gp.x[order][:, cols].copy())
+            centers = region.clip(gp.x[order][:, cols].copy())
         else:
-            centers = random_points(5)
-        cand = np.vstack([random_points(self._n_candidates),
-                          around(centers, self._n_candidates // 2, 0.1)])
+            centers = region.random(5)
+        cand = np.vstack([region.random(self._n_candidates),
+                          region.around(centers, self._n_candidates // 2, 0.1)])
         values = score(cand)
         for scale in (0.05, 0.02, 0.005):
             top = cand[np.argsort(-values)[:4]]
-            local = around(top, 128, scale)
+            local = region.around(top, 128, scale)
             cand = np.vstack([top, local])
             values = score(cand)
         winner = _snap(enc, names, cand[int(np.argmax(values))][None, :])[0]
         return {n: enc.decode(n, u) for n, u in zip(names, winner, strict=True)}
+
+
+@dataclass
+class _Region:
+    """The active parameters' allowed region in model coordinates, and points in it.
+
+    A narrowed range of the refine stage is a sub-interval / subset of the declared one.
+    Categorical columns hold choice indices (``choices``); their bounds are unused.
+    """
+
+    lows: np.ndarray
+    highs: np.ndarray
+    choices: list[np.ndarray | None]
+    rng: np.random.RandomState
+
+    @classmethod
+    def of(
+        cls, enc: _Encoding, search_space: Mapping[str, BaseDistribution],
+        rng: np.random.RandomState,
+    ) -> _Region:
+        """The region of ``search_space`` (its parameters in order) under ``enc``."""
+        lows, highs, choices = [], [], []
+        for n, d in search_space.items():
+            if isinstance(d, CategoricalDistribution):
+                full = enc.space[n]
+                assert isinstance(full, CategoricalDistribution)
+                choices.append(np.array([full.choices.index(c) for c in d.choices]))
+                lows.append(0.0)
+                highs.append(0.0)
+            else:
+                choices.append(None)
+                lows.append(enc.one(n, d.low))
+                highs.append(enc.one(n, d.high))
+        return cls(np.array(lows), np.array(highs), choices, rng)
+
+    def clip(self, points: np.ndarray) -> np.ndarray:
+        """``points`` with their numeric columns clipped into the region (in place)."""
+        for j, choices in enumerate(self.choices):
+            if choices is None:
+                points[:, j] = np.clip(points[:, j], self.lows[j], self.highs[j])
+        return points
+
+    def random(self, n: int) -> np.ndarray:
+        """``n`` uniform points of the region."""
+        pts = self.lows + self.rng.uniform(size=(n, len(self.choices))) * (self.highs - self.lows)
+        for j, choices in enumerate(self.choices):
+            if choices is not None:
+                pts[:, j] = self.rng.choice(choices, size=n)
+        return pts
+
+    def around(self, centers: np.ndarray, n: int, scale: float) -> np.ndarray:
+        """``n`` points near ``centers``: Gaussian steps of ``scale`` widths, 20 % new choices."""
+        pts = centers[self.rng.randint(len(centers), size=n)].copy()
+        width = np.where(self.highs > self.lows, self.highs - self.lows, 0.0)
+        pts += self.rng.normal(size=pts.shape) * scale * width
+        for j, choices in enumerate(self.choices):
+            if choices is not None:
+                flip = self.rng.uniform(size=n) < 0.2
+                pts[flip, j] = self.rng.choice(choices, size=int(flip.sum()))
+        return self.clip(pts)
 
 
 def _snap(enc: _Encoding, names: Sequence[str], points: np.ndarray) -> np.ndarray:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import optuna
+import skopt
 from optuna.distributions import (
     BaseDistribution,
     CategoricalDistribution,
@@ -21,7 +22,6 @@ from optuna.search_space import IntersectionSearchSpace
 from optuna.trial import FrozenTrial, TrialState
 
 if TYPE_CHECKING:
-    import skopt
     from optuna.study import Study
 
 LiarStrategy = Literal["cl_min", "cl_mean", "cl_max"]
@@ -37,16 +37,6 @@ _SYSTEM_ATTR_MAX_LENGTH = 2045
 _DEFAULT_ACQ_OPTIMIZER_KWARGS = {"n_points": 2000, "n_restarts_optimizer": 2, "n_jobs": 1}
 
 
-def _import_skopt() -> Any:
-    try:
-        import skopt
-    except ImportError as exc:  # pragma: no cover - skopt is a hard dependency
-        raise ImportError(
-            "SkoptSampler needs scikit-optimize: pip install 'scikit-optimize>=0.10'"
-        ) from exc
-    return skopt
-
-
 @dataclass(frozen=True)
 class _Dim:
     """One Optuna distribution as a skopt dimension, with the value mapping both ways.
@@ -58,18 +48,18 @@ class _Dim:
 
     dist: BaseDistribution
 
-    def dimension(self, skopt_space: Any) -> skopt.space.Dimension:
+    def dimension(self) -> skopt.space.Dimension:
         d = self.dist
         if isinstance(d, CategoricalDistribution):
-            return skopt_space.Categorical(list(range(len(d.choices))))
+            return skopt.space.Categorical(list(range(len(d.choices))))
         prior = "log-uniform" if d.log else "uniform"
         if isinstance(d, IntDistribution) and not d.log:
-            return skopt_space.Integer(0, (d.high - d.low) // d.step)
+            return skopt.space.Integer(0, (d.high - d.low) // d.step)
         if isinstance(d, IntDistribution):  # log: Optuna forbids step != 1 here
-            return skopt_space.Integer(d.low, d.high, prior=prior)
+            return skopt.space.Integer(d.low, d.high, prior=prior)
         if d.step is not None:
-            return skopt_space.Integer(0, round((d.high - d.low) / d.step))
-        return skopt_space.Real(d.low, d.high, prior=prior)
+            return skopt.space.Integer(0, round((d.high - d.low) / d.step))
+        return skopt.space.Real(d.low, d.high, prior=prior)
 
     def to_skopt(self, value: Any) -> int | float:
         d = self.dist
@@ -154,7 +144,6 @@ class SkoptSampler(BaseSampler):
         acq_optimizer_kwargs: Mapping[str, Any] | None = None,
         skopt_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
-        self._skopt = _import_skopt()
         if n_initial_points < 1:
             raise ValueError(f"n_initial_points must be >= 1, got {n_initial_points}")
         if liar_strategy not in ("cl_min", "cl_mean", "cl_max"):
@@ -228,8 +217,8 @@ class SkoptSampler(BaseSampler):
             return {}
         pending = self._pending_points(study, trial, dims) if self._constant_liar else []
         lie = _lie(ys, self._liar_strategy)
-        optimizer = self._skopt.Optimizer(
-            [dim.dimension(self._skopt.space) for dim in dims.values()],
+        optimizer = skopt.Optimizer(
+            [dim.dimension() for dim in dims.values()],
             n_initial_points=0,  # the initial phase is ours (see n_initial_points)
             random_state=self._call_seed(trial),
             **self._optimizer_kwargs,

@@ -46,10 +46,17 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
 
 from hpo.engine.errors import HPOError, SpecError
 from hpo.engine.runners.isolated import check_timeout
 from hpo.engine.runners.job import INTERRUPTED, Runner, StageJob
+from hpo.engine.runners.ray import reaper
+from hpo.engine.runners.ray.guard import refuse_second_driver
+from hpo.engine.runners.ray.searcher import PrunerStopper, StageCallback, StageRun, StageSearcher
+from hpo.engine.runners.ray.trainable import EPOCH_KEY, VALUE_KEY, run_trial
 
 _log = logging.getLogger("hpo")
 
@@ -172,8 +179,6 @@ class RayRunner(Runner):
         """Start or join Ray (once per search; :meth:`run_stage` calls it)."""
         if self._ray_ready:
             return
-        import ray
-
         if self.storage_path is not None:
             self._storage_root = self.storage_path
             self._temp_root = False
@@ -197,23 +202,19 @@ class RayRunner(Runner):
         self._ray_ready = True
 
     def _start_local(self) -> None:
-        import ray
-
-        from hpo.engine.runners import _ray_reaper
-
         token = uuid.uuid4().hex
         # The reaper stops this instance's processes when this process dies, however,
         # and removes the temporary checkpoint folder.
         self._reaper = subprocess.Popen(
-            [sys.executable, _ray_reaper.__file__, token, str(os.getpid()),
+            [sys.executable, reaper.__file__, token, str(os.getpid()),
              self._storage_root if self._temp_root else ""],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
-            env={k: v for k, v in os.environ.items() if k != _ray_reaper.ENV_VAR},
+            env={k: v for k, v in os.environ.items() if k != reaper.ENV_VAR},
         )
-        os.environ[_ray_reaper.ENV_VAR] = token  # inherited by every Ray process
+        os.environ[reaper.ENV_VAR] = token  # inherited by every Ray process
         try:
             ray.init(
                 num_cpus=self.num_cpus,
@@ -225,14 +226,12 @@ class RayRunner(Runner):
             self._stop_reaper()
             raise
         finally:
-            os.environ.pop(_ray_reaper.ENV_VAR, None)
+            os.environ.pop(reaper.ENV_VAR, None)
         _log.info("ray runner: started a local Ray instance (%s)", ray.cluster_resources())
 
     def close(self) -> None:
         """Shut Ray down if this runner started or joined it; remove temporary files."""
         if self._ray_ready and self._owns_ray:
-            import ray
-
             ray.shutdown()
         self._stop_reaper()
         if self._temp_root and self._storage_root:
@@ -263,8 +262,6 @@ class RayRunner(Runner):
             HPOError: Another driver runs this SQLite search, or a trial cannot fit in
                 the cluster.
         """
-        from hpo.engine.runners.ray.searcher import StageRun, refuse_second_driver
-
         refuse_second_driver(job)
         self.start()
         concurrency = self._concurrency()
@@ -289,8 +286,6 @@ class RayRunner(Runner):
         )
 
     def _concurrency(self) -> int:
-        import ray
-
         total = ray.cluster_resources()
         cpus, gpus = float(total.get("CPU", 0)), float(total.get("GPU", 0))
         if self.cpu > cpus + 1e-9 or self.gpu > gpus + 1e-9:
@@ -312,10 +307,6 @@ class RayRunner(Runner):
         return min(self.max_concurrent, fit)
 
     def _trainable(self, job: StageJob) -> Any:
-        from ray import tune
-
-        from hpo.engine.runners.ray.trainable import run_trial
-
         key = (id(job.objective), id(job.artifact_store))
         if key not in self._trainables:
             # Once per search: the objective and its data sets go to the object store.
@@ -326,16 +317,8 @@ class RayRunner(Runner):
         return tune.with_resources(self._trainables[key], resources)
 
     def _fit(self, job: StageJob, run: Any) -> None:
-        from ray import tune
-
-        from hpo.engine.runners.ray.searcher import PrunerStopper, StageCallback, StageSearcher
-
         scheduler = None
         if self.asha is not None:
-            from ray.tune.schedulers import ASHAScheduler
-
-            from hpo.engine.runners.ray.trainable import EPOCH_KEY, VALUE_KEY
-
             scheduler = ASHAScheduler(
                 time_attr=EPOCH_KEY,
                 metric=VALUE_KEY,
@@ -402,8 +385,6 @@ def _tune_environment(concurrency: int) -> Iterator[None]:
 
 
 def _nodes() -> int:
-    import ray
-
     try:
         return sum(1 for node in ray.nodes() if node.get("Alive"))
     except Exception:  # noqa: BLE001 - only for a warning

@@ -22,6 +22,7 @@ A trial that ASHA or the pruner stops never gets past its ``tune.report`` call.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -33,9 +34,15 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from hpo.engine.context import TrialContext
-from hpo.engine.errors import HPOError
+import optuna
+import ray
+from ray import tune
+
+from hpo.engine.context import TrialContext, _plain
+from hpo.engine.errors import HPOError, TrialFaultError
 from hpo.engine.ledger import Ledger
+from hpo.engine.runners.isolated import TIMED_OUT, IsolatedObjective
+from hpo.engine.runners.outcome import outcome_of, outcome_of_exception
 
 CONFIG_KEY = "hpo"
 EPOCH_KEY = "hpo_epoch"
@@ -119,8 +126,6 @@ class WorkerContext(TrialContext):
         A report of an epoch at or before the last one reported (a retried trial that
         starts again from scratch) replaces the history from that epoch on.
         """
-        from hpo.engine.context import _plain
-
         epoch = int(epoch)
         row = {"epoch": epoch, **{k: _plain(v) for k, v in metrics.items()}}
         self.history = [r for r in self.history if r["epoch"] < epoch]
@@ -179,8 +184,6 @@ class WorkerContext(TrialContext):
         shutil.rmtree(self._staging, ignore_errors=True)
 
     def _send(self, result: dict[str, Any]) -> None:
-        from ray import tune
-
         self._reports += 1
         result[REPORT_KEY] = f"{self._attempt}:{self._reports}"
         result[NODE_KEY] = _node_id()
@@ -212,8 +215,6 @@ class WorkerContext(TrialContext):
 def _node_id() -> str | None:
     """The id of the Ray node this worker runs on (``None`` outside Ray)."""
     try:
-        import ray
-
         return ray.get_runtime_context().get_node_id()
     except Exception:  # noqa: BLE001 - only a record of where the trial ran
         return None
@@ -248,20 +249,14 @@ def run_trial(config: dict[str, Any], payload: Any = None) -> None:
         config: ``{"hpo": {...}}`` as the driver's searcher suggested it.
         payload: ``(objective, artifact_store)`` from the object store.
     """
-    import optuna
-    from ray import tune
-
-    from hpo.engine.errors import TrialFaultError
-    from hpo.engine.runners.isolated import TIMED_OUT
-    from hpo.engine.runners.job import outcome_of, outcome_of_exception
-
     objective, artifact_store = payload
     spec = config[CONFIG_KEY]
     set_threads(int(spec["threads"]))
     restored = None
     checkpoint = tune.get_checkpoint()
     context: WorkerContext | None = None
-    with checkpoint.as_directory() if checkpoint is not None else _nothing() as folder:
+    opened = checkpoint.as_directory() if checkpoint is not None else contextlib.nullcontext()
+    with opened as folder:
         if folder is not None and (Path(folder) / STATE_FILE).is_file():
             restored = read_checkpoint(folder)
         context = WorkerContext(
@@ -304,8 +299,6 @@ def _isolated(objective: Any, timeout: float) -> Any:
     Every trial gets the objective afresh from the object store: the pickled objective
     tells whether the kept worker already holds the same one.
     """
-    from hpo.engine.runners.isolated import IsolatedObjective
-
     fresh = IsolatedObjective(objective, timeout=timeout)
     kept = _ISOLATED[0] if _ISOLATED else None
     if kept is not None and kept.fingerprint == fresh.fingerprint and kept.timeout == timeout:
@@ -314,16 +307,6 @@ def _isolated(objective: Any, timeout: float) -> Any:
         kept.close()
     _ISOLATED[:] = [fresh]
     return fresh
-
-
-class _nothing:
-    """A context manager yielding ``None`` (no checkpoint to open)."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 __all__ = ["WorkerContext", "read_checkpoint", "run_trial", "set_threads"]

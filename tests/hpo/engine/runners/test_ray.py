@@ -32,7 +32,7 @@ pytest.importorskip("ray.tune", reason="Ray Tune is not installed")
 
 from hpo.engine.runners.ray.runner import RayRunner  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[4]
 
 
 @pytest.fixture(scope="module", autouse=True)
