@@ -11,6 +11,8 @@ Typical use::
         ...                                           # (groups / blocks dealt whole)
 """
 
+import importlib
+
 from data.build import DEFAULT_BLOCK_SIZE
 from data.cache import (
     DEFAULT_CACHE_DIR,
@@ -65,8 +67,6 @@ _LAZY = {"CubeDataset": "data.dataset", "generate_scene": "data.synthetic",
 
 def __getattr__(name: str) -> object:
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'data' has no attribute {name!r}")
 
