@@ -1113,23 +1113,14 @@ def _check_model_config(spec: StudySpec) -> None:
     from networks.errors import ConfigError, unknown_key
 
     valid = ModelConfig.param_names()
-    for i, stage in enumerate(spec.stages):
-        for pname in stage.params:
-            if pname not in valid:
-                _, hint = unknown_key(pname, "", valid)
-                raise _fail(
-                    f"{pname!r} is not a parameter of the fusion network",
-                    hint if hint.startswith("did") else "see ModelConfig.param_names()",
-                    ("stages", i, "params", pname),
-                )
-    for pname in spec.model.fixed:
-        if pname not in valid:
-            _, hint = unknown_key(pname, "", valid)
-            raise _fail(
-                f"{pname!r} is not a network parameter",
-                hint if hint.startswith("did") else "see ModelConfig.param_names()",
-                ("model", "fixed", pname),
-            )
+    named = [(("stages", i, "params", p), "a parameter of the fusion network")
+             for i, stage in enumerate(spec.stages) for p in stage.params]
+    named += [(("model", "fixed", p), "a network parameter") for p in spec.model.fixed]
+    for key, what in named:
+        if key[-1] not in valid:
+            _, hint = unknown_key(key[-1], "", valid)
+            raise _fail(f"{key[-1]!r} is not {what}",
+                        hint if hint.startswith("did") else "see ModelConfig.param_names()", key)
     defaults = {p: ps.default for s in spec.stages for p, ps in s.params.items()}
     try:
         ModelConfig.from_params({**spec.model.fixed, **defaults})

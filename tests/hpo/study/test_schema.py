@@ -512,3 +512,11 @@ def test_spec_objects_are_frozen_dataclasses_that_validate(tmp_path: Path) -> No
     assert FloatParam(1e-3, 1e-4, 1e-2, log=True).distribution() == FloatDistribution(
         1e-4, 1e-2, log=True
     )
+
+
+def test_unknown_fixed_parameter_suggests_the_nearest(tmp_path: Path) -> None:
+    with pytest.raises(SpecError) as info:
+        load_study_file(_write(tmp_path, _edit('"optim.epochs" = 2', '"optim.epoch" = 2')))
+    assert info.value.key == 'model.fixed."optim.epoch"'
+    assert "is not a network parameter" in str(info.value)
+    assert info.value.hint == "did you mean 'optim.epochs'?"
