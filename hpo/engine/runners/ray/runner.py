@@ -12,7 +12,7 @@ however it stopped, resumes from its Optuna studies like with the local runner.
 - The objective (for a study: the :class:`~hpo.NetworkObjective` with its prepared data
   sets) goes to the object store once per search; a cached cube pickles as its path.
 - Actors are reused between trials of a stage (``reuse_actors``): a new worker process
-  per trial costs seconds (see ``benchmarks/ray_runner.py``).
+  per trial costs seconds (see ``benchmarks/perf/ray_runner.py``).
 - ``asha``: ASHA early stopping on the search metric per epoch; a stopped trial is PRUNED
   with the epochs it reached, so it never becomes a stage's best.
 - ``max_retries``: a crashed trial (exception, killed worker) restarts from its last
