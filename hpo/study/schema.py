@@ -110,9 +110,11 @@ def _fail(message: str, hint: str, key: Loc = ()) -> PydanticCustomError:
 class Checked:
     """``Annotated`` marker: validate a value as ``model`` but keep it as written.
 
-    The ``[data]`` and ``[compare]`` tables are checked against their models, while the
-    spec keeps the table itself (its fingerprint and the code that reads it see the study
-    file's own keys and values).
+    The ``[data]`` and ``[compare]`` tables are checked against their models when a study
+    file or an export is validated (with a validation context), while the spec keeps the
+    table itself: its fingerprint and the code that reads it see the file's own keys and
+    values. A spec rebuilt from another (``dataclasses.replace``: a comparison's variant
+    and split) keeps its tables unchecked, as the data package checks what it reads.
 
     Args:
         model: The pydantic model or dataclass the value must satisfy.
@@ -122,11 +124,12 @@ class Checked:
         self.model = model
 
     def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> Any:
-        def keep(value: Any, validate: Any) -> Any:
-            validate(value)
-            return dict(value)
+        def keep(value: Any, validate: Any, info: ValidationInfo) -> Any:
+            if info.context is not None:
+                validate(value)
+            return dict(value) if isinstance(value, Mapping) else value
 
-        return core_schema.no_info_wrap_validator_function(
+        return core_schema.with_info_wrap_validator_function(
             keep, handler.generate_schema(self.model)
         )
 
@@ -974,7 +977,7 @@ def check_export(doc: Mapping[str, Any], source: str | None = None) -> None:
     from networks.errors import explain
 
     try:
-        ExportDoc.model_validate(doc)
+        ExportDoc.model_validate(doc, context=source or "<export>")
     except ValidationError as exc:
         issue = explain(exc, ExportDoc)
         raise ExportError(f"[{_key(issue.loc, doc)}] {issue.message}", path=source,

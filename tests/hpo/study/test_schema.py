@@ -509,6 +509,9 @@ def test_spec_objects_are_frozen_dataclasses_that_validate(tmp_path: Path) -> No
         spec.seed = 4  # type: ignore[misc]
     with pytest.raises(ValueError, match="greater than 0"):
         dataclasses.replace(spec.runner, cpu=0)
+    # a comparison's split override: the data package checks it when it reads it
+    override = dataclasses.replace(spec, data={**spec.data, "split": "spatial"})
+    assert override.data["split"] == "spatial"
     assert FloatParam(1e-3, 1e-4, 1e-2, log=True).distribution() == FloatDistribution(
         1e-4, 1e-2, log=True
     )
