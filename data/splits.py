@@ -44,7 +44,7 @@ from data.assign import Unit, assign_general, assign_units, blocked_units, keep_
 from data.errors import SceneSpecError, TestSplitWithheldError
 from data.tiles import Tile
 
-__all__ = ["FOLD_ROLES", "SPLIT_METHODS", "VALIDATIONS", "SplitResult", "Splits", "make_splits",
+__all__ = ["FOLD_ROLES", "SPLIT_METHODS", "VALIDATIONS", "SplitResult", "Splits",
            "split_tiles", "validation_plan"]
 
 SPLIT_METHODS = ("random", "blocked", "paper")
@@ -205,38 +205,6 @@ def validation_plan(*, method: str, by_region: bool, grouped: bool, test_from: s
                        "(group = ...) so validation holds out whole places like the test")
     return {"test": test, "validation": kind, "default": default,
             "explicit": validation != "auto", "shifted": shifted, "warning": warning}
-
-
-def make_splits(
-    tiles: list[tuple[Tile, tuple[int, int, int]]],
-    *,
-    method: str,
-    fractions: Sequence[float],
-    block_size: int,
-    seed: int,
-    by_region: bool,
-    stride: int,
-    folds: int | str | None = None,
-    fold: int | None = None,
-    fold_role: str = "validation",
-    share: Callable[[Tile], float] | None = None,
-    groups: Sequence[str] | None = None,
-    lists: Mapping[str, Collection[int]] | None = None,
-    test_groups: Sequence[str] | None = None,
-    validation: str = "auto",
-    buffer: int = 0,
-) -> tuple[list[Tile], list[Tile], list[Tile]]:
-    """Assign tiles to train / val / test (see ``split_tiles``, which also says how).
-
-    Returns:
-        (train, val, test) tile lists.
-    """
-    train, val, test, _ = split_tiles(
-        tiles, method=method, fractions=fractions, block_size=block_size, seed=seed,
-        by_region=by_region, stride=stride, folds=folds, fold=fold, fold_role=fold_role,
-        share=share, groups=groups, lists=lists, test_groups=test_groups,
-        validation=validation, buffer=buffer)
-    return train, val, test
 
 
 def split_tiles(

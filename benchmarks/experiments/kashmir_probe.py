@@ -62,7 +62,7 @@ def _test_scores(model: Any, final: Any, halo: int, threshold: float | None) -> 
     ``f1`` is at ``threshold`` (0.5 without one); ``oracle_f1`` at the threshold best on the
     test pixels themselves (the meter's ``f1_best``).
     """
-    from data.splits import Tile
+    from data.tiles import Tile
     from networks import SegmentationMeter, model_device
     from networks.inference import landslide_log_odds
 
