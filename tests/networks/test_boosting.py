@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from sklearn.ensemble import HistGradientBoostingClassifier
 
 from networks import (
     METRIC_NAMES,
@@ -19,8 +20,6 @@ from networks import (
 )
 from networks.boosting import n_features, pixel_features, sample_pixels
 from tests.networks.conftest import BlobScenes
-
-sklearn_ensemble = pytest.importorskip("sklearn.ensemble")
 
 # A landslide weight other than 1 takes the path with sample weights.
 SMALL = {"boost.max_iter": 15, "boost.max_pixels": 2500, "boost.windows": "3,5",
@@ -59,7 +58,7 @@ def test_own_traversal_equals_scikit_learn_with_missing_values():
     features = features.astype(np.float64)
     rng = np.random.default_rng(0)
     features[rng.random(features.shape) < 0.05] = np.nan  # NaN learns a side of each split
-    estimator = sklearn_ensemble.HistGradientBoostingClassifier(
+    estimator = HistGradientBoostingClassifier(
         max_iter=12, max_leaf_nodes=15, early_stopping=False, random_state=0
     ).fit(features, labels)
     model = BoostingModel(3, 5, ModelConfig.from_params({"boost.windows": "3"}).boost)

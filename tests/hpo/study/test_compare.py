@@ -15,8 +15,6 @@ from hpo.study.compare import compare_settings, run_compare, variant_spec, varia
 from hpo.study.variants import VARIANTS
 from tests.hpo.cli.test_cli import TINY_STUDY, write_study
 
-pytest.importorskip("data.synthetic", reason="the data package is not there yet")
-
 COMPARE = """
 [compare]
 variants = ["fusion", "segnet", "untuned"]

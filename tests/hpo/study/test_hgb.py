@@ -6,16 +6,15 @@ import json
 import math
 
 import pytest
+import rasterio
 import yaml
 from optuna.distributions import FloatDistribution, IntDistribution
 
+import networks
 from hpo import LayerwiseSearch, NetworkObjective, Stage
 from hpo.cli.main import main
 from hpo.study.export import EXPORT_FORMAT, export_best
 from tests.hpo.study.test_objective import tensors
-
-networks = pytest.importorskip("networks", reason="the networks package is not there yet")
-pytest.importorskip("sklearn", reason="hgb needs scikit-learn")
 
 
 def test_objective_fits_hgb_per_trial_and_the_export_keeps_its_threshold(name, tmp_path):
@@ -42,8 +41,6 @@ def test_objective_fits_hgb_per_trial_and_the_export_keeps_its_threshold(name, t
 
 
 def test_hpo_train_and_predict_run_hgb_and_reuse_the_validation_threshold(tmp_path, capsys):
-    pytest.importorskip("data.synthetic", reason="the data package is not there yet")
-    rasterio = pytest.importorskip("rasterio")
     config = networks.ModelConfig.from_params({"boost.max_iter": 10, "boost.max_pixels": 3000})
     export = {
         "format": EXPORT_FORMAT,

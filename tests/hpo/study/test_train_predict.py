@@ -17,12 +17,10 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import rasterio
 
 from hpo.cli.main import main
 from tests.hpo.cli.test_cli import ROOT, write_study
-
-pytest.importorskip("data.synthetic", reason="the data package is not there yet")
-rasterio = pytest.importorskip("rasterio")
 
 
 def hpo(*args: str, cwd: Path) -> subprocess.CompletedProcess:

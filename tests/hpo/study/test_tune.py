@@ -22,8 +22,6 @@ from hpo.study import (
 )
 from tests.hpo.cli.test_cli import ROOT, TINY_STUDY, write_study
 
-pytest.importorskip("data.synthetic", reason="the data package is not there yet")
-
 
 def test_synthetic_table_makes_a_missing_scene_acceptable(tmp_path):
     study = write_study(tmp_path)

@@ -7,13 +7,10 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import pytest
 import rasterio
 from rasterio.errors import NotGeoreferencedWarning
 
 from hpo.cli.main import main
-
-pytest.importorskip("data.groups", reason="the data package has no groups yet")
 
 STUDY = """\
 name = "shift"
