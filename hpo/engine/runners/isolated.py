@@ -249,8 +249,8 @@ def isolated(
     """``objective`` running in a child process per trial, unless it already does.
 
     An objective already isolated somewhere in its chain of wrappers (``__wrapped__``,
-    e.g. by :func:`hpo.study.tune.make_objective` under the command line's progress display)
-    is returned unchanged, so its trials are not isolated twice.
+    e.g. by :meth:`~hpo.engine.runners.plan.RunPlan.objective` under the command line's
+    progress display) is returned unchanged, so its trials are not isolated twice.
 
     Args:
         objective: A two-argument objective.
