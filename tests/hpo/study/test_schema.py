@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import shutil
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -12,10 +12,9 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 
 from hpo.engine.errors import SpecError
 from hpo.study.schema import FloatParam, StudySpec, load_study_file, parse_study
+from networks.config import ModelConfig
 
 REPO = Path(__file__).resolve().parents[3]
-HAS_NETWORKS = importlib.util.find_spec("networks.config") is not None
-HAS_DATA_SCENE = importlib.util.find_spec("data.scene") is not None
 
 BASE = """\
 name = "demo"
@@ -266,7 +265,6 @@ def test_error_names_file_key_and_hint(tmp_path: Path, case: str) -> None:
     assert str(path.resolve()) in str(err) and f"[{key}]" in str(err)  # the one-line form
 
 
-@pytest.mark.skipif(not HAS_NETWORKS, reason="networks.config is not importable")
 def test_unknown_network_parameter_suggests_the_nearest(tmp_path: Path) -> None:
     path = _write(tmp_path, BASE.replace('"optim.lr"', '"optim.lrr"'))
     with pytest.raises(SpecError) as info:
@@ -275,7 +273,6 @@ def test_unknown_network_parameter_suggests_the_nearest(tmp_path: Path) -> None:
     assert info.value.hint == "did you mean 'optim.lr'?"
 
 
-@pytest.mark.skipif(not HAS_NETWORKS, reason="networks.config is not importable")
 def test_default_the_network_rejects_is_named(tmp_path: Path) -> None:
     text = BASE + '\n[stages.params."dcnn.kernel_size"]\ntype = "int"\nlow = 1\nhigh = 7\n'
     path = _write(tmp_path, text + "default = 4\n")  # kernel sizes must be odd
@@ -285,7 +282,6 @@ def test_default_the_network_rejects_is_named(tmp_path: Path) -> None:
     assert "the network rejects it" in str(info.value)
 
 
-@pytest.mark.skipif(not HAS_DATA_SCENE, reason="data.scene is not importable")
 def test_unknown_data_format_suggests_the_nearest(tmp_path: Path) -> None:
     path = _write(tmp_path, _edit('format = "geotiff"', 'format = "geotif"'))
     with pytest.raises(SpecError) as info:
@@ -398,8 +394,9 @@ def test_quickstart_loads(tmp_path: Path) -> None:
 
 
 # The fingerprints of the shipped studies as the hand-written validator computed them
-# (before the typed schema): stored searches compare them to tell a changed study, so the
-# same study file must keep its fingerprint. Comments may change; the searches may not.
+# (before the typed schema, when the files wrote sizes as strings such as "32,16"; they now
+# write lists): stored searches compare them to tell a changed study, so the same study
+# file must keep its fingerprint. Comments may change; the searches may not.
 SHIPPED_FINGERPRINTS = {
     "compare-synthetic.toml": "9b265ee0f2c30f4d",
     "kashmir.toml": "0917b4fdf53fa896",
@@ -417,6 +414,18 @@ def test_shipped_studies_keep_their_fingerprints(name: str) -> None:
     assert spec.fingerprint() == SHIPPED_FINGERPRINTS[name]
     again = parse_study(spec.to_dict(), file=spec.file, check_paths=False)
     assert again == spec and again.fingerprint() == spec.fingerprint()
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED_FINGERPRINTS))
+def test_shipped_studies_write_sizes_as_lists(name: str) -> None:
+    raw = tomllib.loads((REPO / "studies" / name).read_text(encoding="utf-8"))
+    sizes = [p for stage in raw["stages"] for n, p in stage["params"].items()
+             if n in ModelConfig.sequence_params()]
+    sizes += [v for n, v in raw["model"].get("fixed", {}).items()
+              if n in ModelConfig.sequence_params()]
+    values = [v for p in sizes for v in
+              ([*p["choices"], p["default"]] if isinstance(p, dict) else [p])]
+    assert all(isinstance(v, list) for v in values), values
 
 
 SIZES_AS_LISTS = """
