@@ -7,12 +7,12 @@ parameters (``hpo:fixed``) and, once the stage is finished, its ledger entry
 (``hpo:ledger``). Everything a driver needs is read back from the storage, so a crash,
 a second driver or a later run continue from the same state.
 
-With ``cycles > 1`` the stages run again, pass after pass. Each run of a stage (a
-*slot*) is its own study; ``NN`` numbers the slots in run order and passes after the
-first add ``.c<k>`` (``demo.01.optim``, ``demo.02.temporal``, ``demo.03.optim.c2``,
-``demo.04.temporal.c2``, then ``demo.05.refine``). Stage names cannot contain a dot, so
-the suffix is unambiguous; the slots are still found through ``hpo:search`` (its
-``index``), never by parsing names.
+With ``cycles > 1`` the stages run again, pass after pass (:mod:`hpo.engine.schedule`).
+Each run of a stage (a *slot*) is its own study; ``NN`` numbers the slots in run order
+and passes after the first add ``.c<k>`` (``demo.01.optim``, ``demo.02.temporal``,
+``demo.03.optim.c2``, ``demo.04.temporal.c2``, then ``demo.05.refine``). Stage names
+cannot contain a dot, so the suffix is unambiguous; the slots are still found through
+``hpo:search`` (its ``index``), never by parsing names.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import logging
 import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
 from typing import Any
 
 import optuna
@@ -52,15 +51,15 @@ from hpo.engine.runners.isolated import check_timeout
 from hpo.engine.runners.job import Objective, as_two_argument
 from hpo.engine.samplers import SamplerSpec
 from hpo.engine.samplers.phased import StageSampler
+from hpo.engine.schedule import Schedule
 from hpo.engine.space import (
     derive_seed,
     fingerprint,
-    narrow,
     sampler_label,
     stage_from_dict,
     stage_to_dict,
 )
-from hpo.engine.stage import REFINE, Refine, Stage
+from hpo.engine.stage import Refine, Stage
 from hpo.engine.storage import StorageLike, describe_storage, make_artifact_store, make_storage
 from hpo.engine.strategy import (
     DEFAULT_STRATEGY,
@@ -71,19 +70,6 @@ from hpo.engine.strategy import (
 )
 
 _log = logging.getLogger("hpo")
-
-
-@dataclass(frozen=True)
-class _Slot:
-    """One run of a stage: the stage with this pass's budget, and the pass's number."""
-
-    stage: Stage
-    cycle: int
-
-    @property
-    def label(self) -> str:
-        """``<stage>`` in the first pass, ``<stage>.c<k>`` in pass ``k``."""
-        return self.stage.name if self.cycle == 1 else f"{self.stage.name}.c{self.cycle}"
 
 
 class LayerwiseSearch:
@@ -174,11 +160,8 @@ class LayerwiseSearch:
         validate_search(self.stages, self.refine, direction, study_name, lease_seconds)
         self.cycles = check_cycles(cycles)
         self.cycle_budget = check_cycle_budget(cycle_budget)
-        self._slots = [
-            _Slot(stage if cycle == 1 else self._later_pass(stage), cycle)
-            for cycle in range(1, self.cycles + 1)
-            for stage in self.stages
-        ]
+        self._schedule = Schedule(self.stages, refine=self.refine, cycles=self.cycles,
+                                  cycle_budget=self.cycle_budget)
         self.objective = objective
         self.direction = direction
         self.study_name = study_name
@@ -218,25 +201,11 @@ class LayerwiseSearch:
     @property
     def stage_names(self) -> list[str]:
         """Stage labels in run order (``<stage>.c<k>`` in pass ``k > 1``), ``refine`` last."""
-        return [s.label for s in self._slots] + ([REFINE] if self.refine else [])
+        return self._schedule.labels
 
     def stage_study_name(self, index: int) -> str:
         """The study name of the stage at ``index`` (0-based, in run order)."""
         return f"{self.study_name}.{index + 1:02d}.{self.stage_names[index]}"
-
-    def _later_pass(self, stage: Stage) -> Stage:
-        """A stage as tuned in passes after the first: with the per-pass budget, if any."""
-        if self.cycle_budget is None:
-            return stage
-        n_random, n_bayes = self.cycle_budget
-        return replace(stage, n_random=n_random, n_bayes=n_bayes)
-
-    def _name_at(self, index: int) -> str:
-        """The stage name (the ledger's key) of the slot at ``index``."""
-        return self._slots[index].stage.name if index < len(self._slots) else REFINE
-
-    def _cycle_at(self, index: int) -> int:
-        return self._slots[index].cycle if index < len(self._slots) else self.cycles
 
     def spec(self) -> dict[str, Any]:
         """The search's definition as stored in every stage study (``hpo:search``)."""
@@ -268,8 +237,8 @@ class LayerwiseSearch:
         # without cycles: adding passes to a finished search keeps its finished stages.
         previous = fingerprint(self._stage_key(index - 1)) if index else None
         later: dict[str, Any] = {}
-        if index < len(self._slots):
-            slot = self._slots[index]
+        if not self._schedule.is_refine(index):
+            slot = self._schedule.slots[index]
             what: Any = stage_to_dict(slot.stage)  # the spec's defaults, this pass's budget
             sampler = slot.stage.sampler or self.sampler
             if slot.cycle > 1:
@@ -379,11 +348,13 @@ class LayerwiseSearch:
         return StageJob(
             study=study,
             stage=stage,
-            fixed=self._fixed(index, ledgers),
+            fixed=self._schedule.fixed(index, ledgers),
             objective=objective,
             keepalive=keepalive,
-            order=self._order(),
-            copy_from=self._copy_source(index, ledgers),
+            order=self._schedule.order(),
+            # With remeasure_incumbent every stage measures its incumbent afresh.
+            copy_from=None if self.remeasure_incumbent
+            else self._schedule.incumbent_source(index, ledgers),
             metric=self.metric,
             artifact_store=self.artifact_store,
             ledgers=dict(ledgers),
@@ -400,7 +371,7 @@ class LayerwiseSearch:
         method the search was tuned with. A strategy named explicitly is held to: a
         stored search of another one is then a :class:`StageChangedError`.
         """
-        if self._strategy_given or self.strategy == STAGEWISE or not self._slots:
+        if self._strategy_given or self.strategy == STAGEWISE or not self._schedule.slots:
             return self.strategy
         try:
             first = optuna.load_study(study_name=self.stage_study_name(0), storage=self.storage,
@@ -408,7 +379,7 @@ class LayerwiseSearch:
         except KeyError:
             return self.strategy  # a new search
         key = first.user_attrs.get(STAGE_KEY_ATTR)
-        sampler = self._slots[0].stage.sampler or self.sampler
+        sampler = self._schedule.slots[0].stage.sampler or self.sampler
         if key and "strategy" not in key and uses_shared_model(self.strategy, sampler):
             _log.info("%s was stored before search strategies existed: it goes on stage-wise",
                       self.study_name)
@@ -416,87 +387,22 @@ class LayerwiseSearch:
         return self.strategy
 
     def _stage_at(self, index: int, ledgers: Mapping[str, Ledger]) -> Stage:
-        """The stage as tuned at ``index``; a later pass starts from its ledger values."""
-        if index >= len(self._slots):
-            return self._refine_stage(ledgers)
-        slot = self._slots[index]
-        if slot.cycle == 1:
-            return slot.stage
-        # The incumbent (trial 0) of a later pass is the stage's latest tuned values.
-        return replace(slot.stage, defaults=dict(ledgers[slot.stage.name].params))
-
-    def _order(self) -> list[str]:
-        return [name for stage in self.stages for name in stage.space]
-
-    def _fixed(self, index: int, ledgers: Mapping[str, Ledger]) -> dict[str, Any]:
-        """Values of every parameter outside stage ``index``: ledger or default."""
-        if index >= len(self._slots):
-            return {}  # refine tunes all parameters
-        fixed: dict[str, Any] = {}
-        for other in self.stages:
-            if other.name == self._name_at(index):
-                continue
-            entry = ledgers.get(other.name)
-            fixed.update(entry.params if entry else other.defaults)
-        return fixed
-
-    def _merged(self, ledgers: Mapping[str, Ledger]) -> dict[str, Any]:
-        merged: dict[str, Any] = {}
-        for stage in self.stages:
-            entry = ledgers.get(stage.name)
-            merged.update(entry.params if entry else stage.defaults)
-        if REFINE in ledgers:
-            merged.update(ledgers[REFINE].params)
-        return merged
-
-    def _copy_source(self, index: int, ledgers: Mapping[str, Ledger]) -> Ledger | None:
-        if index == 0 or self.remeasure_incumbent:
-            return None  # the first stage measures its defaults
-        # The slot just before is the last one tuned: its value is the incumbent's.
-        return ledgers[self._name_at(index - 1)]
-
-    def _refine_stage(self, ledgers: Mapping[str, Ledger]) -> Stage:
-        """The refine stage: all parameters, narrowed around the stored incumbent."""
-        refine = self.refine
-        assert refine is not None  # only reached when the search has a refine stage
-        incumbent = self._merged(ledgers)
-        sign = -1 if self.direction == "maximize" else 1
-        space = {}
-        for stage in self.stages:
-            # Every pass of the stage: its best trials may come from any of them.
-            trials = [
-                t
-                for index, slot in enumerate(self._slots)
-                if slot.stage.name == stage.name
-                for t in self._load_stage_study(index).get_trials(
-                    deepcopy=False, states=(TrialState.COMPLETE,)
-                )
-            ]
-            top = sorted(trials, key=lambda t: (sign * t.value, t.number))[: refine.top_k]
-            for name, dist in stage.space.items():
-                seen = [t.params[name] for t in top if name in t.params]
-                space[name] = narrow(
-                    dist,
-                    incumbent[name],
-                    width=refine.width,
-                    min_int_steps=refine.min_int_steps,
-                    seen=seen,
-                )
-        return Stage(
-            name=REFINE,
-            space=space,
-            defaults=incumbent,
-            n_random=refine.n_random,
-            n_bayes=refine.n_bayes,
-            sampler=refine.sampler,
-            max_fail=refine.max_fail,
+        """The stage as tuned at ``index``; the refine stage narrowed around the best."""
+        if not self._schedule.is_refine(index):
+            return self._schedule.stage_at(index, ledgers)
+        return self._schedule.refine_stage(
+            ledgers,
+            lambda i: self._load_stage_study(i).get_trials(
+                deepcopy=False, states=(TrialState.COMPLETE,)
+            ),
+            maximize=self.direction == "maximize",
         )
 
     def _open_stage(
         self, index: int, stage: Stage, ledgers: Mapping[str, Ledger]
     ) -> optuna.Study:
         """Create or load a stage study and check it was made by the same spec."""
-        cycle = self._cycle_at(index)
+        cycle = self._schedule.cycle_at(index)
         # Later passes draw other random points than the first (which keeps its seed).
         seed = derive_seed(self.seed, stage.name, *([f"c{cycle}"] if cycle > 1 else []))
         sampler = StageSampler(
@@ -518,7 +424,7 @@ class LayerwiseSearch:
             study,
             self.stage_names[index],
             key=self._stage_key(index),
-            fixed=jsonable(self._fixed(index, ledgers)),
+            fixed=jsonable(self._schedule.fixed(index, ledgers)),
             space=jsonable(stage_to_dict(stage)),
         )
         spec = {**self.spec(), "index": index, "stage": stage.name}
@@ -542,7 +448,7 @@ class LayerwiseSearch:
             seed,
             space=space,
             active=stage.space,
-            fixed=self._fixed(index, ledgers),
+            fixed=self._schedule.fixed(index, ledgers),
             # Every stage study run before this one (all finished: this stage opened
             # after their barriers), read from the storage when first needed.
             earlier=lambda: [self._load_stage_study(i) for i in range(index)],
@@ -570,14 +476,10 @@ class LayerwiseSearch:
                 study: optuna.Study | None = self._load_stage_study(index)
             except KeyError:
                 study = None
-            budget = (
-                self._slots[index].stage.budget
-                if index < len(self._slots)
-                else self.refine.n_random + self.refine.n_bayes  # type: ignore[union-attr]
-            )
             result = stage_result(
-                label, index, self.stage_study_name(index), study, budget,
-                stage=self._name_at(index), cycle=self._cycle_at(index),
+                label, index, self.stage_study_name(index), study,
+                self._schedule.budget_at(index),
+                stage=self._schedule.name_at(index), cycle=self._schedule.cycle_at(index),
             )
             if result.ledger is not None:
                 ledgers[result.stage] = result.ledger  # in run order: the latest pass wins
@@ -588,7 +490,7 @@ class LayerwiseSearch:
             storage=describe_storage(self.storage),
             direction=self.direction,
             stages=results,
-            best_params=self._merged(ledgers),
+            best_params=self._schedule.merged(ledgers),
             best_value=finished[-1].value if finished else None,
             spec=self.spec(),
         )
