@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
-from scipy import stats
+from scipy.special import ndtr, stdtrit
 
 from hpo.engine.errors import HPOError, SpecError
 from hpo.engine.space import derive_seed
@@ -362,7 +362,9 @@ def switch_bar(z: float, n: int) -> float:
     differences is itself a rough guess (on the quickstart, a learning rate that beat its
     incumbent by 5.6 se over three seeds lost on five fresh ones).
     """
-    return float(stats.t.ppf(stats.norm.cdf(z), max(1, n - 1)))
+    # scipy.special rather than scipy.stats: the same quantile for a quarter of the import
+    # time, which every `hpo` command pays.
+    return float(stdtrit(max(1, n - 1), ndtr(z)))
 
 
 def race_bar(
