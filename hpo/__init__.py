@@ -9,32 +9,11 @@ The public API::
     from hpo import Stage, LayerwiseSearch, TrialContext
 """
 
+import importlib
 from typing import Any
 
-from hpo.engine import (
-    ExportError,
-    HPOError,
-    LayerwiseSearch,
-    Ledger,
-    LocalRunner,
-    Refine,
-    Runner,
-    SearchNotFoundError,
-    SearchResult,
-    SpecError,
-    Stage,
-    StageChangedError,
-    StageFailedError,
-    StageResult,
-    StorageError,
-    TrialContext,
-    TrialFaultError,
-    make_artifact_store,
-    make_runner,
-    make_sampler,
-    make_storage,
-    mask_url,
-)
+from hpo import engine
+from hpo.engine import *  # noqa: F403 - the engine's public names, listed in hpo.engine.__all__
 from hpo.study.objective import NetworkObjective
 from hpo.study.schema import StudySpec, load_study_file
 
@@ -53,43 +32,8 @@ _LAZY = {
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'hpo' has no attribute {name!r}")
 
 
-__all__ = [
-    "ExportError",
-    "HPOError",
-    "LayerwiseSearch",
-    "Ledger",
-    "LocalRunner",
-    "NetworkObjective",
-    "Refine",
-    "Runner",
-    "SearchNotFoundError",
-    "SearchResult",
-    "SpecError",
-    "Stage",
-    "StageChangedError",
-    "StageFailedError",
-    "StageResult",
-    "SkoptSampler",
-    "StorageError",
-    "StudySpec",
-    "TrialContext",
-    "TrialFaultError",
-    "export_best",
-    "load_export",
-    "load_study_file",
-    "make_artifact_store",
-    "make_runner",
-    "make_sampler",
-    "make_storage",
-    "mask_url",
-    "outside_training",
-    "predict_scene",
-    "train_export",
-    "write_report",
-]
+__all__ = [*engine.__all__, "NetworkObjective", "StudySpec", "load_study_file", *_LAZY]

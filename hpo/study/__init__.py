@@ -14,76 +14,10 @@ compares and reports (one module each)::
     result = search.run()
 """
 
-from hpo.study.prepare import (
-    TRAIN_ON,
-    FinalData,
-    TuningData,
-    prepare_data,
-    prepare_final_data,
-    validation_lines,
-    validation_of,
-)
-from hpo.study.scene import (
-    SYNTHETIC_KEY,
-    check_data,
-    data_section,
-    describe_scene,
-    ensure_scene,
-    ensure_section_scene,
-    load_study,
-    open_scene,
-    scene_file,
-    synthetic_settings,
-)
-from hpo.study.tune import (
-    check_runner,
-    load_search,
-    make_objective,
-    make_pruner,
-    make_refine,
-    make_runner,
-    make_search,
-    plan,
-    result_to_dict,
-    search_names,
-    set_threads,
-    stage_names,
-    storage_exists,
-    storage_file,
-    study_status,
-)
+# The package's names are its modules' public names (each module's __all__).
+from hpo.study import prepare, scene, tune
+from hpo.study.prepare import *  # noqa: F403
+from hpo.study.scene import *  # noqa: F403
+from hpo.study.tune import *  # noqa: F403
 
-__all__ = [
-    "SYNTHETIC_KEY",
-    "TRAIN_ON",
-    "FinalData",
-    "TuningData",
-    "check_data",
-    "check_runner",
-    "data_section",
-    "describe_scene",
-    "ensure_scene",
-    "ensure_section_scene",
-    "load_search",
-    "load_study",
-    "make_objective",
-    "make_pruner",
-    "make_refine",
-    "make_runner",
-    "make_search",
-    "open_scene",
-    "plan",
-    "prepare_data",
-    "prepare_final_data",
-    "result_to_dict",
-    "scene_file",
-    "search_names",
-    "set_threads",
-    "stage_names",
-    "storage_exists",
-    "storage_file",
-    "study_status",
-    "synthetic_settings",
-    "validation_lines",
-    "validation_of",
-]
+__all__ = [*prepare.__all__, *scene.__all__, *tune.__all__]

@@ -77,7 +77,7 @@ def make_objective(spec: StudySpec, tuning: TuningData, *, device: str | None = 
         seed=spec.seed,
         folds=tuning.folds,
     )
-    return run_plan(spec.runner).objective(objective)
+    return RunPlan.of(spec.runner).objective(objective)
 
 
 def make_refine(spec: StudySpec) -> Any:
@@ -91,29 +91,9 @@ def make_refine(spec: StudySpec) -> Any:
     return Refine(n_random=1, n_bayes=max(1, spec.refine.n_trials - 1))
 
 
-def run_plan(runner: RunnerSpec) -> RunPlan:
-    """The engine's plan for ``[runner]``: the runner, each trial's resources, isolation.
-
-    Raises:
-        HPOError: Unknown runner kind.
-        SpecError: Invalid ``trial_timeout``.
-    """
-    return RunPlan(
-        kind=runner.kind,
-        cpu=runner.cpu,
-        gpu=runner.gpu,
-        max_concurrent=runner.max_concurrent,
-        trial_timeout=runner.trial_timeout,
-        isolate=runner.isolate,
-        address=runner.address,
-        max_retries=runner.max_retries,
-        asha=runner.asha,
-    )
-
-
 def make_runner(runner: RunnerSpec) -> Any:
     """The runner ``[runner]`` asks for: ``"local"``, a configured local runner, or Ray."""
-    return run_plan(runner).runner()
+    return RunPlan.of(runner).runner()
 
 
 def check_runner(runner: RunnerSpec) -> None:
@@ -123,7 +103,7 @@ def check_runner(runner: RunnerSpec) -> None:
         HPOError: Unknown runner kind.
         SpecError: Invalid ``trial_timeout``.
     """
-    run_plan(runner)
+    RunPlan.of(runner)
 
 
 def make_search(
@@ -350,7 +330,6 @@ __all__ = [
     "make_runner",
     "make_search",
     "plan",
-    "run_plan",
     "result_to_dict",
     "search_names",
     "set_threads",

@@ -15,10 +15,10 @@ search's own ``trial_timeout`` and ``isolate``) and decides from them:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from hpo.engine.errors import HPOError
@@ -63,7 +63,7 @@ def _unknown(spec: object) -> HPOError:
     )
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class RunPlan:
     """The runner, each trial's resources, and whether trials run in a child process.
 
@@ -99,6 +99,19 @@ class RunPlan:
         if self.kind not in RUNNER_NAMES:
             raise _unknown(self.kind)
         object.__setattr__(self, "trial_timeout", check_timeout(self.trial_timeout))
+
+    @classmethod
+    def of(cls, settings: object) -> RunPlan:
+        """The plan of runner settings that carry these fields as attributes (``[runner]``).
+
+        Every field is read, so settings that lack one fail here, loudly.
+
+        Raises:
+            AttributeError: ``settings`` lacks one of the fields.
+            HPOError: Unknown kind.
+            SpecError: Invalid timeout.
+        """
+        return cls(**{f.name: getattr(settings, f.name) for f in dataclasses.fields(cls)})
 
     @property
     def workers(self) -> int:
