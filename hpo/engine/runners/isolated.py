@@ -48,7 +48,6 @@ from hpo.engine.errors import SpecError, TrialFaultError
 from hpo.engine.runners.process import (
     KILLED,
     TIMED_OUT,
-    TrialInfo,
     Worker,
     dumps,
     exit_fault,
@@ -98,7 +97,66 @@ def check_start_method(name: str | None) -> str:
     return name
 
 
-class IsolatedObjective:
+class TrialWorkers:
+    """What drives trials in worker processes: the objective, pickled once, and its limits.
+
+    The base of :class:`IsolatedObjective` (one worker) and
+    :class:`~hpo.engine.runners.pool.WorkerPool` (several).
+
+    Args:
+        objective: A two-argument objective ``(params, trial)``.
+        timeout: Seconds a trial may run; ``None``: no limit.
+        start_method: ``forkserver`` (default where available) or ``spawn``.
+        kill_grace: Seconds to wait for a killed worker to be gone.
+
+    Raises:
+        HPOError: The objective cannot be pickled.
+        SpecError: Invalid timeout or start method.
+    """
+
+    def __init__(
+        self,
+        objective: Callable[[dict[str, Any], Any], Any],
+        *,
+        timeout: float | None = None,
+        start_method: str | None = None,
+        kill_grace: float = 5.0,
+    ) -> None:
+        self.objective = objective
+        self.timeout = check_timeout(timeout)
+        self.start_method = check_start_method(start_method)
+        self.kill_grace = float(kill_grace)
+        self._payload = dumps(objective, "the objective")
+
+    def _hand(self, worker: Worker | None, trial_payload: bytes, *, name: str) -> Worker:
+        """Send a trial to ``worker``, or to a new worker when it is gone; the one that has it.
+
+        The objective goes along to a worker that has not loaded it yet. A worker that
+        died while idle (e.g. killed between two trials) is stopped and replaced, once.
+
+        Raises:
+            OSError: The new worker is gone as well (or ``EOFError``); both are stopped.
+        """
+        for attempt in (1, 2):
+            if worker is None or not worker.alive():
+                if worker is not None:
+                    worker.stop(self.kill_grace)
+                worker = Worker(start_context(self.start_method, self.objective), name=name,
+                                grace=self.kill_grace)
+            try:
+                worker.conn.send(("trial", trial_payload, None if worker.loaded else self._payload))
+            except (EOFError, OSError):
+                worker.stop(self.kill_grace)
+                if attempt == 2:
+                    raise
+                worker = None
+                continue
+            worker.loaded = True
+            return worker
+        raise AssertionError("unreachable")
+
+
+class IsolatedObjective(TrialWorkers):
     """An objective whose trials run in a worker process, with an optional timeout.
 
     Calls look like the objective's (``(params, trial)``) and return or raise what it
@@ -121,24 +179,15 @@ class IsolatedObjective:
         SpecError: Invalid timeout or start method.
     """
 
-    def __init__(
-        self,
-        objective: Callable[[dict[str, Any], Any], Any],
-        *,
-        timeout: float | None = None,
-        start_method: str | None = None,
-        kill_grace: float = 5.0,
-    ) -> None:
-        self.objective = objective
-        self.timeout = check_timeout(timeout)
-        self.start_method = check_start_method(start_method)
-        self.kill_grace = float(kill_grace)
-        self.__wrapped__ = objective
-        self._payload = dumps(objective, "the objective")
-        self._worker: Worker | None = None
+    _worker: Worker | None = None  # started by the first trial, replaced after a fault
+
+    @property
+    def __wrapped__(self) -> Callable[[dict[str, Any], Any], Any]:
+        """The objective, for :func:`isolated` and :func:`inspect.unwrap`."""
+        return self.objective
 
     def __getattr__(self, name: str) -> Any:
-        # Only reached for attributes not set in __init__ (metric, direction, ...);
+        # Only reached for attributes the instance does not have (metric, direction, ...);
         # "objective" missing means a half-built instance (unpickling): no recursion.
         if name.startswith("__") or name == "objective":
             raise AttributeError(name)
@@ -157,7 +206,9 @@ class IsolatedObjective:
         info = trial_info(trial, environ=dict(os.environ), threads=torch_threads())
         trial_payload = dumps((dict(params), info), "the trial's parameters")
         try:
-            worker = self._send(trial_payload, info)
+            worker = self._worker = self._hand(
+                self._worker, trial_payload, name=f"hpo-trial-worker-{info.stage}-{info.number}"
+            )
             raised, value = self._serve(worker, trial)
         except BaseException:
             # Timed out, died, interrupted, or the pipe broke mid-trial: this worker's
@@ -178,30 +229,6 @@ class IsolatedObjective:
         worker, self._worker = self._worker, None
         if worker is not None:
             worker.stop(self.kill_grace)
-
-    def _send(self, trial_payload: bytes, info: TrialInfo) -> Worker:
-        """Hand the trial to a live worker, starting one when there is none."""
-        for attempt in (1, 2):
-            worker = self._worker
-            if worker is None or not worker.alive():
-                self.close()
-                worker = self._worker = Worker(
-                    start_context(self.start_method, self.objective),
-                    name=f"hpo-trial-worker-{info.stage}-{info.number}",
-                    grace=self.kill_grace,
-                )
-            try:
-                worker.conn.send(
-                    ("trial", trial_payload, None if worker.loaded else self._payload)
-                )
-            except (BrokenPipeError, ConnectionResetError, EOFError):
-                if attempt == 2:
-                    raise
-                self.close()  # it died between two trials (e.g. killed while idle)
-                continue
-            worker.loaded = True
-            return worker
-        raise AssertionError("unreachable")
 
     def _serve(self, worker: Worker, trial: Any) -> tuple[bool, Any]:
         """Answer the worker until the trial returns, raises, dies or runs out of time.
@@ -275,6 +302,7 @@ __all__ = [
     "KILLED",
     "START_METHODS",
     "TIMED_OUT",
+    "TrialWorkers",
     "check_start_method",
     "check_timeout",
     "isolated",

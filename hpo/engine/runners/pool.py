@@ -15,20 +15,19 @@ from multiprocessing.connection import wait
 from typing import Any
 
 from hpo.engine.errors import HPOError, SpecError, TrialFaultError
-from hpo.engine.runners.isolated import check_start_method, check_timeout
+from hpo.engine.runners.isolated import TrialWorkers
 from hpo.engine.runners.process import (
     TIMED_OUT,
     Worker,
     dumps,
     exit_fault,
     handle_message,
-    start_context,
     torch_threads,
     trial_info,
 )
 
 
-class WorkerPool:
+class WorkerPool(TrialWorkers):
     """Several worker processes, each serving one trial at a time, served from one thread.
 
     The parallel local runner's engine: the driver hands a trial to an idle worker with
@@ -66,12 +65,9 @@ class WorkerPool:
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise SpecError(f"workers = {size!r}", key="runner.max_concurrent",
                             hint="use an integer >= 1")
-        self.objective = objective
-        self.timeout = check_timeout(timeout)
-        self.start_method = check_start_method(start_method)
+        super().__init__(objective, timeout=timeout, start_method=start_method,
+                         kill_grace=kill_grace)
         self.threads = threads
-        self.kill_grace = float(kill_grace)
-        self._payload = dumps(objective, "the objective")
         self._slots = [_Slot() for _ in range(size)]
 
     @property
@@ -108,25 +104,8 @@ class WorkerPool:
             environ["OMP_NUM_THREADS"] = str(threads)
         info = trial_info(trial, environ=environ, threads=threads)
         trial_payload = dumps((dict(params), info), "the trial's parameters")
-        for attempt in (1, 2):
-            if slot.worker is None or not slot.worker.alive():
-                slot.stop(self.kill_grace)
-                slot.worker = Worker(
-                    start_context(self.start_method, self.objective),
-                    name=f"hpo-trial-worker-{self._slots.index(slot)}",
-                    grace=self.kill_grace,
-                )
-            try:
-                slot.worker.conn.send(
-                    ("trial", trial_payload, None if slot.worker.loaded else self._payload)
-                )
-            except (BrokenPipeError, ConnectionResetError, EOFError, OSError):
-                slot.stop(self.kill_grace)  # it died while idle (e.g. killed)
-                if attempt == 2:
-                    raise
-                continue
-            slot.worker.loaded = True
-            break
+        slot.worker = self._hand(slot.worker, trial_payload,
+                                 name=f"hpo-trial-worker-{self._slots.index(slot)}")
         slot.key, slot.trial = key, trial
         slot.deadline = None if self.timeout is None else time.monotonic() + self.timeout
 
