@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hpo import study as st
-from hpo.engine.errors import HPOError, SpecError
+from hpo.engine.errors import HPOError, SearchNotFoundError, SpecError
 from hpo.engine.search import SEARCH_ATTR, SearchResult
 from hpo.engine.storage import mask_url, require_stored
 from hpo.study.schema import StudySpec
@@ -67,6 +67,11 @@ def add_data_path(parser: argparse.ArgumentParser) -> None:
         help="where the data are, replacing the study's [data] path (a data folder) or "
         "scene (a scene file or its folder)",
     )
+
+
+def add_storage(parser: argparse.ArgumentParser) -> None:
+    """Add ``--storage``, which replaces the study file's storage URL."""
+    parser.add_argument("--storage", metavar="URL", help="storage URL overriding the study's")
 
 
 def add_allow_outside(
@@ -124,7 +129,32 @@ def resolve_target(args: argparse.Namespace) -> tuple[StudySpec | None, str, str
     return None, url, getattr(args, "study", None)
 
 
-def stored_metric(result: SearchResult) -> str:
+def target_search(
+    args: argparse.Namespace, *, started: bool = False
+) -> tuple[StudySpec | None, SearchResult, str]:
+    """The stored search a ``STUDY.toml|URL`` argument names (see :func:`resolve_target`).
+
+    Args:
+        args: As for :func:`resolve_target`.
+        started: Fail when a study file's storage does not exist yet; without it, a
+            study never run reads as every stage pending (no storage is created).
+
+    Returns:
+        The study (``None`` for a URL), the search's state and the metric it optimizes.
+
+    Raises:
+        SearchNotFoundError: ``started`` and the study's storage does not exist yet.
+    """
+    spec, url, name = resolve_target(args)
+    if spec is None:
+        result = st.load_search(url, name).status()
+        return None, result, _stored_metric(result)
+    if started and not st.storage_exists(spec.storage):
+        raise SearchNotFoundError(spec.name, mask_url(spec.storage))
+    return spec, st.study_status(spec), spec.metric
+
+
+def _stored_metric(result: SearchResult) -> str:
     """The metric a stored search optimizes, as its stage studies record it, else "value"."""
     for stage in result.stages:
         study = stage.study

@@ -16,6 +16,7 @@ from hpo.cli._common import (
     add_allow_outside,
     add_command,
     add_data_path,
+    add_storage,
     command,
 )
 
@@ -46,7 +47,7 @@ def add_parser(subparsers: Any) -> None:
                    help="results folder (default: runs/compare-<study name>)")
     p.add_argument("--fresh", action="store_true",
                    help="delete these variants' stored searches and results first")
-    p.add_argument("--storage", metavar="URL", help="storage URL overriding the study's")
+    add_storage(p)
     add_data_path(p)
     add_allow_outside(p)
 

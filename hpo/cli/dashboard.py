@@ -13,6 +13,7 @@ from hpo.cli._common import (
     UsageError,
     add_allow_outside,
     add_command,
+    add_storage,
     command,
     resolve_target,
 )
@@ -32,7 +33,7 @@ def add_parser(subparsers: Any) -> None:
         "with its artifact folder. Ctrl-C stops it.",
     )
     p.add_argument("target", metavar="STUDY.toml|URL", help="a study file or a storage URL")
-    p.add_argument("--storage", metavar="URL", help="storage URL overriding the study's")
+    add_storage(p)
     p.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
     p.add_argument(
         "--host",

@@ -8,7 +8,14 @@ from typing import Any
 from rich.console import Console
 
 from hpo import study as st
-from hpo.cli._common import EXIT_OK, add_allow_outside, add_command, add_data_path, command
+from hpo.cli._common import (
+    EXIT_OK,
+    add_allow_outside,
+    add_command,
+    add_data_path,
+    add_storage,
+    command,
+)
 from hpo.engine.errors import SearchNotFoundError
 from hpo.engine.progress import format_value
 from hpo.engine.storage import mask_url
@@ -32,7 +39,7 @@ def add_parser(subparsers: Any) -> None:
         default="best.yaml",
         help="output file, .yaml or .json (default: best.yaml)",
     )
-    p.add_argument("--storage", metavar="URL", help="storage URL overriding the study's")
+    add_storage(p)
     add_data_path(p)
     add_allow_outside(p)
 

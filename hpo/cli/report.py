@@ -7,16 +7,14 @@ from typing import Any
 
 from rich.console import Console
 
-from hpo import study as st
 from hpo.cli._common import (
     EXIT_OK,
     add_allow_outside,
     add_command,
+    add_storage,
     command,
-    resolve_target,
-    stored_metric,
+    target_search,
 )
-from hpo.engine.errors import SearchNotFoundError
 from hpo.engine.storage import mask_url
 
 
@@ -42,7 +40,7 @@ def add_parser(subparsers: Any) -> None:
         help="a folder (report.md and PNGs inside) or a .md file (PNGs beside it); "
         "default: report/",
     )
-    p.add_argument("--storage", metavar="URL", help="storage URL overriding the study's")
+    add_storage(p)
     p.add_argument("--study", dest="search", metavar="NAME", help="the search's name (with a URL)")
     p.add_argument("--run", metavar="RUN_DIR", help="include this `hpo train` run folder")
     p.add_argument(
@@ -60,14 +58,7 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
 
     target = argparse.Namespace(target=args.study, storage=args.storage, study=args.search,
                                 allow_outside=args.allow_outside)
-    spec, url, name = resolve_target(target)
-    if spec is not None:
-        if not st.storage_exists(spec.storage):
-            raise SearchNotFoundError(spec.name, mask_url(spec.storage))
-        result, metric = st.study_status(spec), spec.metric
-    else:
-        result = st.load_search(url, name).status()
-        metric = stored_metric(result)
+    spec, result, metric = target_search(target, started=True)
     # The search as the user named it, for the commands the report suggests; a URL's
     # password must not end up in a file that gets shared.
     named = [mask_url(args.study)] + (["--study", args.search] if args.search else [])

@@ -14,9 +14,9 @@ from hpo.cli._common import (
     EXIT_OK,
     add_allow_outside,
     add_command,
+    add_storage,
     command,
-    resolve_target,
-    stored_metric,
+    target_search,
 )
 from hpo.engine import SearchResult
 from hpo.engine.progress import format_params, format_value
@@ -43,20 +43,14 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "--study", metavar="NAME", help="the search's name (with a URL that holds several searches)"
     )
-    p.add_argument("--storage", metavar="URL", help="storage URL overriding the study's")
+    add_storage(p)
     p.add_argument("--json", action="store_true", help="print JSON (for scripts)")
     add_allow_outside(p)
 
 
 def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     """Run ``hpo status``; returns the exit status."""
-    spec, url, name = resolve_target(args)
-    if spec is not None:
-        result = st.study_status(spec)
-        metric = spec.metric
-    else:
-        result = st.load_search(url, name).status()
-        metric = stored_metric(result)
+    spec, result, metric = target_search(args)
     if args.json:
         print(json.dumps(st.result_to_dict(result), indent=2))
         return EXIT_OK

@@ -226,7 +226,6 @@ class CompareTable:
     ensemble: Any = None
 
 
-
 __all__ = [
     "AshaSpec",
     "CompareTable",
