@@ -383,8 +383,7 @@ class Cube:
         fold_role = self._option("fold_role", fold_role)
         stratify = self._option("stratify", stratify)
         validation = self._option("validation", validation)
-        buffer = self._option("buffer", buffer)
-        buffer = self._split_buffer(stratify, buffer)
+        buffer = self._split_buffer(stratify, self._option("buffer", buffer))
         groups, lists, test_groups = self._patch_splits()
         result = split_tiles(
             self._valid_tiles(patch_size, overlap), method=method, fractions=fractions,
@@ -393,10 +392,23 @@ class Cube:
             share=self._landslide_share if stratify else None, groups=groups, lists=lists,
             test_groups=test_groups, validation=validation, buffer=buffer,
         )
-        train, val, test = self._kept(result)
-        info = {"method": method, "patch_size": patch_size, "overlap": overlap,
-                "fractions": list(fractions), "block_size": block_size, "seed": seed,
-                "cube": self.hash}
+        info = self._split_info(
+            result, groups, lists, method=method, patch_size=patch_size, overlap=overlap,
+            fractions=list(fractions), block_size=block_size, seed=seed, folds=folds, fold=fold,
+            fold_role=fold_role, stratify=stratify)
+        return Splits(*self._kept(result), info)
+
+    def _split_info(
+        self, result: SplitResult, groups: list[str] | None, lists: dict[str, set[int]] | None,
+        *, folds: int | str | None, fold: int | None, fold_role: str, stratify: bool,
+        **settings: Any,
+    ) -> dict[str, Any]:
+        """A split's provenance (``settings`` in the order given).
+
+        The settings and the cube, the folds and stratification asked for, what
+        :func:`split_tiles` resolved, and where the groups and split lists came from.
+        """
+        info = {**settings, "cube": self.hash}
         if folds is not None:
             info |= {"folds": folds, "fold": fold or 0, "fold_role": fold_role}
         if stratify:
@@ -406,7 +418,7 @@ class Cube:
             info["group_from"] = self.options.get("group_from")
         if lists:
             info["lists_from"] = self.options.get("lists_from")
-        return Splits(train, val, test, info)
+        return info
 
     def _split_buffer(self, stratify: Any, buffer: Any) -> int:
         """The buffer to split with (at least the context), once both options are valid."""

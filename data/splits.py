@@ -257,53 +257,79 @@ def split_tiles(
         SceneSpecError: A bad method, fractions, block size, fold or validation setting, or
             fewer units left for training than folds.
     """
-    f_train, f_val, f_test = _check_settings(method, fractions, block_size, buffer,
-                                             grouped=groups is not None, by_region=by_region)
+    fracs = _check_settings(method, fractions, block_size, buffer, grouped=groups is not None,
+                            by_region=by_region)
     lists = {k: set(v) for k, v in (lists or {}).items()}
-    test_from = ("file" if "test" in lists or "train" in lists
-                 else "groups" if test_groups else None)
+    test_from = "file" if "test" in lists or "train" in lists else "groups" if test_groups else None
     plan = validation_plan(method=method, by_region=by_region, grouped=groups is not None,
                            test_from=test_from, validation=validation)
     kind = plan["validation"]
     _check_fold_settings(folds, fold, fold_role, grouped=groups is not None,
                          test_from=test_from, val_listed="val" in lists)
     rng = np.random.default_rng(seed)
-    what = ("groups" if groups is not None else "patches" if by_region
-            else "blocks" if method == "blocked" else "tiles")
-    # units the test split holds out whole: a group, a patch, a block or a tile
-    units = (region_units(tiles, groups) if by_region
-             else blocked_units(tiles, block_size) if method == "blocked"
-             else [Unit([pair]) for pair in tiles])
-    same = kind != "random" or not (groups is not None or (not by_region and method == "blocked"))
-    info: dict[str, Any] = {"validation": kind, "test_by": plan["test"]}
-    if plan["explicit"]:
-        info["validation_default"] = plan["default"]
-    if plan["warning"]:
-        info["warning"] = plan["warning"]
-    if same and not lists and not test_groups:
-        codes, n_folds = assign_units(units, rng, share, f_train, f_val, f_test, folds, fold,
-                                      fold_role, what)
+    what, units = _test_units(tiles, groups, by_region, method, block_size)
+    # one dealing of units serves test and validation when validation draws the test's kind
+    # of unit and no split list or test group fixes the test
+    if (kind != "random" or what not in ("groups", "blocks")) and not lists and not test_groups:
+        codes, n_folds = assign_units(units, rng, share, *fracs, folds, fold, fold_role, what)
         pairs = [(pair, int(codes[u]), int(codes[u])) for u, unit in enumerate(units)
                  for pair in unit.tiles]
     else:
         pairs, n_folds = assign_general(
             tiles, units, by_region=by_region, groups=groups, lists=lists,
             test_groups=test_groups, grouped_val=kind == "grouped", rng=rng, share=share,
-            fractions=(f_train, f_val, f_test), folds=folds, fold=fold, fold_role=fold_role,
+            fractions=fracs, folds=folds, fold=fold, fold_role=fold_role,
             what=what)
-    if n_folds is not None:
-        info["folds"] = n_folds
-    out: tuple[list[Tile], list[Tile], list[Tile]] = ([], [], [])
-    if method == "blocked" and not by_region:
-        dropped, clipped = keep_apart(pairs, block_size, stride, buffer, out)
-        info |= {"buffer": buffer, "buffer_dropped": dropped, "buffer_clipped": clipped}
-    else:
-        for (tile, _), code, _ in pairs:
-            if code >= 0:
-                out[code].append(tile)
+    out, kept = _tiles_of_splits(pairs, blocked=method == "blocked" and not by_region,
+                                 block_size=block_size, stride=stride, buffer=buffer)
+    info = _plan_info(plan, n_folds) | kept
     if groups is not None:
         info["groups"] = _groups_of_splits(pairs, groups)
     return SplitResult(*out, info)
+
+
+def _test_units(
+    tiles: list[tuple[Tile, tuple[int, int, int]]], groups: Sequence[str] | None,
+    by_region: bool, method: str, block_size: int,
+) -> tuple[str, list[Unit]]:
+    """The units the test split holds out whole (groups, patches, blocks or tiles): kind, units."""
+    what = ("groups" if groups is not None else "patches" if by_region
+            else "blocks" if method == "blocked" else "tiles")
+    units = (region_units(tiles, groups) if by_region
+             else blocked_units(tiles, block_size) if method == "blocked"
+             else [Unit([pair]) for pair in tiles])
+    return what, units
+
+
+def _plan_info(plan: Mapping[str, Any], n_folds: int | None) -> dict[str, Any]:
+    """A split's record of its plan: the validation, the test's unit, any warning, the folds."""
+    info: dict[str, Any] = {"validation": plan["validation"], "test_by": plan["test"]}
+    if plan["explicit"]:
+        info["validation_default"] = plan["default"]
+    if plan["warning"]:
+        info["warning"] = plan["warning"]
+    if n_folds is not None:
+        info["folds"] = n_folds
+    return info
+
+
+def _tiles_of_splits(
+    pairs: list[tuple[tuple[Tile, Any], int, int]], *, blocked: bool, block_size: int,
+    stride: int, buffer: int,
+) -> tuple[tuple[list[Tile], list[Tile], list[Tile]], dict[str, Any]]:
+    """The (train, val, test) tiles of the assigned pairs, and what the buffer dropped.
+
+    A blocked scene drops (or clips) the tiles closer than ``buffer`` to a block of a more
+    withheld split; otherwise every tile with a split (code >= 0) goes to it.
+    """
+    out: tuple[list[Tile], list[Tile], list[Tile]] = ([], [], [])
+    if blocked:
+        dropped, clipped = keep_apart(pairs, block_size, stride, buffer, out)
+        return out, {"buffer": buffer, "buffer_dropped": dropped, "buffer_clipped": clipped}
+    for (tile, _), code, _ in pairs:
+        if code >= 0:
+            out[code].append(tile)
+    return out, {}
 
 
 def _check_settings(

@@ -197,13 +197,7 @@ def generate_scene(
         ValueError: A size, date count, year list, pixel size, CRS or override is invalid.
     """
     shape = _resolve_shape(size)
-    if isinstance(n_dates, bool) or not isinstance(n_dates, int) or n_dates < 1:
-        raise ValueError(f"n_dates must be a positive integer, got {n_dates!r}")
-    if not (math.isfinite(pixel_size) and pixel_size > 0):
-        raise ValueError(f"pixel_size must be a positive number, got {pixel_size!r}")
-    crs_obj = CRS.from_user_input(crs)
-    if not crs_obj.is_projected:
-        raise ValueError(f"crs must be projected (metres), got {crs!r}; try a UTM zone")
+    crs_obj = _check_grid(n_dates, pixel_size, crs)
     cfg = _resolve_params(overrides)
     year_list = _resolve_years(years, n_dates, cfg)
     dates = tuple(str(y) for y in year_list)
@@ -239,6 +233,23 @@ def generate_scene(
         transform=transform,
         params=MappingProxyType(params),
     )
+
+
+def _check_grid(n_dates: int, pixel_size: float, crs: str) -> CRS:
+    """The scene's CRS, once the date count, pixel size and CRS are valid.
+
+    Raises:
+        ValueError: ``n_dates`` is not a positive integer, ``pixel_size`` not a positive
+            number, or ``crs`` not a projected CRS.
+    """
+    if isinstance(n_dates, bool) or not isinstance(n_dates, int) or n_dates < 1:
+        raise ValueError(f"n_dates must be a positive integer, got {n_dates!r}")
+    if not (math.isfinite(pixel_size) and pixel_size > 0):
+        raise ValueError(f"pixel_size must be a positive number, got {pixel_size!r}")
+    crs_obj = CRS.from_user_input(crs)
+    if not crs_obj.is_projected:
+        raise ValueError(f"crs must be projected (metres), got {crs!r}; try a UTM zone")
+    return crs_obj
 
 
 def _write_layers(

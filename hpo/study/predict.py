@@ -205,11 +205,8 @@ def predict_scene(
 
     started = time.monotonic()
     height, width = cube.valid.shape
-    tiles = make_tiles([Region(0, 0, height, width)], tile, overlap)
-    strips: dict[int, list[Any]] = {}
-    for t, (_, i, _) in tiles:
-        strips.setdefault(i, []).append(t)
-    rows = [strips[i] for i in sorted(strips)]
+    rows = _tile_rows(height, width, tile, overlap)
+    n_tiles = sum(len(r) for r in rows)
     stats = _Stats(threshold if threshold is not None else 0.5)
     out = Path(out)
     with atomic_path(out) as tmp, rasterio.open(tmp, "w", **_profile(cube, height, width)) as dst:
@@ -220,13 +217,9 @@ def predict_scene(
             overlap=overlap, batch_size=batch_size, device=torch_device,
         )
         for k, (r0, probs) in enumerate(blended):
-            n_rows = probs.shape[0]
-            valid = np.asarray(cube.valid[r0 : r0 + n_rows], bool)
-            values = np.where(valid, probs, NODATA).astype(np.float32)
-            stats.add(values)
-            dst.write(values, 1, window=rasterio.windows.Window(0, r0, width, n_rows))
+            stats.add(_write_strip(dst, cube.valid, r0, probs, width))
             if progress is not None:
-                progress(sum(len(r) for r in rows[: k + 1]), len(tiles))
+                progress(sum(len(r) for r in rows[: k + 1]), n_tiles)
     seconds = time.monotonic() - started
     look = write_quicklook(out, out.with_suffix(".png"), threshold) if quicklook else None
     return Prediction(
@@ -235,7 +228,7 @@ def predict_scene(
         shape=(height, width),
         tile=tile,
         overlap=overlap,
-        n_tiles=len(tiles),
+        n_tiles=n_tiles,
         seconds=seconds,
         threshold=threshold,
         **stats.summary(height * width),
@@ -259,6 +252,28 @@ def _tiling(
     if batch_size < 1:
         raise HPOError(f"--batch {batch_size}: use 1 or more")
     return tile, overlap
+
+
+def _tile_rows(height: int, width: int, tile: int, overlap: int) -> list[list[Any]]:
+    """The scene's tiles by strip (a row of tiles), top to bottom."""
+    strips: dict[int, list[Any]] = {}
+    for t, (_, i, _) in make_tiles([Region(0, 0, height, width)], tile, overlap):
+        strips.setdefault(i, []).append(t)
+    return [strips[i] for i in sorted(strips)]
+
+
+def _write_strip(
+    dst: Any, valid: np.ndarray, r0: int, probs: np.ndarray, width: int
+) -> np.ndarray:
+    """Write one strip of probabilities from row ``r0``, NODATA where no input is valid.
+
+    Returns:
+        The values written.
+    """
+    n_rows = probs.shape[0]
+    values = np.where(np.asarray(valid[r0 : r0 + n_rows], bool), probs, NODATA).astype(np.float32)
+    dst.write(values, 1, window=rasterio.windows.Window(0, r0, width, n_rows))
+    return values
 
 
 def _threshold(extra: dict[str, Any]) -> float | None:

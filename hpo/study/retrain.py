@@ -115,9 +115,7 @@ def train_export(
     doc = load_export(export) if isinstance(export, str | Path) else dict(export)
     model_name, config = _model(doc, source)
     config = _checked_options(config, epochs, members)
-    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(doc.get("search"))
-    if (run_dir / CHECKPOINT_FILE).exists():
-        raise HPOError(f"{run_dir} already holds a trained model (hint: pass another -o RUN_DIR)")
+    run_dir = _new_run_dir(run_dir, doc.get("search"))
     split_seed = _split_seed(doc, source)
     seed = split_seed if seed is None else seed
     section, base_dir = _data(doc, source)
@@ -144,17 +142,21 @@ def train_export(
         "model": model_name, "config": config.to_dict(), "source_names": final.source_names,
         "train_on": train_on, "seed": seed, "seeds": seeds, "split": final.splits.to_dict(),
         "tuned": {"metric": doc.get("metric"), "validation_value": doc.get("best_value")},
-        "threshold": threshold,
-        **chosen,
-        "test": test,
-        "test_outside_training": shifted,
-        **_histories(seeds, histories),
-        "versions": networks.package_versions(),
+        "threshold": threshold, **chosen, "test": test, "test_outside_training": shifted,
+        **_histories(seeds, histories), "versions": networks.package_versions(),
         "seconds": round(time.monotonic() - started, 2),
         "files": {"checkpoint": CHECKPOINT_FILE, "curves": CURVES_FILE, "roc": ROC_FILE},
     }
     write_json(run_dir / METRICS_FILE, metrics)
     return TrainRun(run_dir, checkpoint, metrics, time.monotonic() - started)
+
+
+def _new_run_dir(run_dir: str | Path | None, search: str | None) -> Path:
+    """The run folder (default: :func:`default_run_dir`), which must hold no checkpoint yet."""
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(search)
+    if (run_dir / CHECKPOINT_FILE).exists():
+        raise HPOError(f"{run_dir} already holds a trained model (hint: pass another -o RUN_DIR)")
+    return run_dir
 
 
 def _split_seed(doc: Mapping[str, Any], source: str | None) -> int:
