@@ -1,9 +1,9 @@
 """The exceptions ``networks`` raises on purpose for errors a user can cause.
 
 It also holds :func:`explain`, the one reading of a pydantic ``ValidationError`` that the
-typed configurations share (the network's config here, the study file and the exported
-configuration in ``hpo.study.schema``): what is wrong, at which key, with a hint and the
-nearest valid key for a misspelt one.
+typed configurations share (the network's config here, the study file in
+``hpo.study.schema`` and the exported configuration in ``hpo.study.export_doc``): what is
+wrong, at which key, with a hint and the nearest valid key for a misspelt one.
 """
 
 from __future__ import annotations
@@ -250,7 +250,7 @@ def _walk(root: Any, loc: Loc) -> tuple[Loc, Any, Any]:
 def _bare(kind: Any) -> Any:
     """``kind`` without ``Annotated`` and ``None``.
 
-    An ``Annotated`` marker with a ``model`` attribute (``hpo.study.schema.Checked``: a
+    An ``Annotated`` marker with a ``model`` attribute (``hpo.study.fields.Checked``: a
     plain table validated as that model) stands for the model.
     """
     while True:
