@@ -10,20 +10,12 @@ from typing import Any
 from rich.console import Console
 
 from hpo import study as st
-from hpo.cli._common import (
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    add_allow_outside,
-    add_command,
-    add_data_path,
-    add_storage,
-    command,
-)
+from hpo.cli import _common as common
 
 
 def add_parser(subparsers: Any) -> None:
     """Add ``hpo compare`` and its arguments."""
-    p = add_command(
+    p = common.add_command(
         subparsers,
         "compare",
         "tune the fusion network, baselines and ablations alike; test-split tables",
@@ -47,9 +39,9 @@ def add_parser(subparsers: Any) -> None:
                    help="results folder (default: runs/compare-<study name>)")
     p.add_argument("--fresh", action="store_true",
                    help="delete these variants' stored searches and results first")
-    add_storage(p)
-    add_data_path(p)
-    add_allow_outside(p)
+    common.add_storage(p)
+    common.add_data_path(p)
+    common.add_allow_outside(p)
 
 
 def run(args: argparse.Namespace, out: Console, err: Console) -> int:
@@ -80,14 +72,14 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
         # continues; a trial cut off is recorded as interrupted and runs again
         err.print(
             "hpo: interrupted; finished trials and training runs are stored. Resume with: "
-            f"{command('hpo', 'compare', *_rerun_args(args))}",
+            f"{common.command('hpo', 'compare', *_rerun_args(args))}",
             soft_wrap=True,
         )
-        return EXIT_INTERRUPTED
+        return common.EXIT_INTERRUPTED
     out.print((result.out_dir / TABLE_FILE).read_text(encoding="utf-8"), soft_wrap=True,
               highlight=False, markup=False)
     out.print(f"done in {time.monotonic() - started:.0f}s", soft_wrap=True)
-    return EXIT_OK
+    return common.EXIT_OK
 
 
 def _rerun_args(args: argparse.Namespace) -> list[str]:

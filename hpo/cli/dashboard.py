@@ -8,15 +8,7 @@ from typing import Any
 from rich.console import Console
 
 from hpo import study as st
-from hpo.cli._common import (
-    EXIT_OK,
-    UsageError,
-    add_allow_outside,
-    add_command,
-    add_storage,
-    command,
-    resolve_target,
-)
+from hpo.cli import _common as common
 from hpo.engine.errors import SearchNotFoundError
 from hpo.engine.storage import make_artifact_store, make_storage, mask_url
 
@@ -25,7 +17,7 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 def add_parser(subparsers: Any) -> None:
     """Add ``hpo dashboard`` and its arguments."""
-    p = add_command(
+    p = common.add_command(
         subparsers,
         "dashboard",
         "open a search in optuna-dashboard",
@@ -33,7 +25,7 @@ def add_parser(subparsers: Any) -> None:
         "with its artifact folder. Ctrl-C stops it.",
     )
     p.add_argument("target", metavar="STUDY.toml|URL", help="a study file or a storage URL")
-    add_storage(p)
+    common.add_storage(p)
     p.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
     p.add_argument(
         "--host",
@@ -44,12 +36,12 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "--artifact-dir", metavar="DIR", help="artifact folder (default: the study's `artifacts`)"
     )
-    add_allow_outside(p)
+    common.add_allow_outside(p)
 
 
 def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     """Run ``hpo dashboard`` until Ctrl-C; returns the exit status."""
-    spec, url, name = resolve_target(args)
+    spec, url, name = common.resolve_target(args)
     if not st.storage_exists(url):
         raise SearchNotFoundError(name or "<any>", mask_url(url))
     artifacts = args.artifact_dir or (str(spec.artifacts) if spec is not None else None)
@@ -57,7 +49,7 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
         # Not at the top: it (and scikit-learn) takes most of a second, for this command only.
         import optuna_dashboard
     except ImportError as exc:
-        raise UsageError(
+        raise common.UsageError(
             "optuna-dashboard is not installed (pip install optuna-dashboard)"
         ) from exc
     storage = make_storage(url)
@@ -72,7 +64,7 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
             f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc} "
             f"(hint: pick another --port)"
         ) from exc
-    return EXIT_OK
+    return common.EXIT_OK
 
 
 def _announce(
@@ -106,7 +98,7 @@ def _announce(
         + ("only (this machine; --host 0.0.0.0 exposes it)" if local else "(set by --host)"),
         soft_wrap=True,
     )
-    out.print(f"same as: {command(*equivalent)}", soft_wrap=True)
+    out.print(f"same as: {common.command(*equivalent)}", soft_wrap=True)
     if not local:
         err.print(
             f"hpo: warning: listening on {args.host}: anyone who can reach this machine can "

@@ -8,14 +8,7 @@ from typing import Any
 from rich.console import Console
 
 from hpo import study as st
-from hpo.cli._common import (
-    EXIT_OK,
-    add_allow_outside,
-    add_command,
-    add_data_path,
-    add_storage,
-    command,
-)
+from hpo.cli import _common as common
 from hpo.engine.errors import SearchNotFoundError
 from hpo.engine.progress import format_value
 from hpo.engine.storage import mask_url
@@ -24,7 +17,7 @@ from hpo.study.schema import StudySpec
 
 def add_parser(subparsers: Any) -> None:
     """Add ``hpo export`` and its arguments."""
-    p = add_command(
+    p = common.add_command(
         subparsers,
         "export",
         "write the best configuration with provenance (YAML or JSON)",
@@ -32,16 +25,11 @@ def add_parser(subparsers: Any) -> None:
         "the full network config, the data section) with its provenance.",
     )
     p.add_argument("study", metavar="STUDY.toml", help="the study file")
-    p.add_argument(
-        "-o",
-        "--output",
-        metavar="FILE",
-        default="best.yaml",
-        help="output file, .yaml or .json (default: best.yaml)",
-    )
-    add_storage(p)
-    add_data_path(p)
-    add_allow_outside(p)
+    p.add_argument("-o", "--output", metavar="FILE", default="best.yaml",
+                   help="output file, .yaml or .json (default: best.yaml)")
+    common.add_storage(p)
+    common.add_data_path(p)
+    common.add_allow_outside(p)
 
 
 def run(args: argparse.Namespace, out: Console, err: Console) -> int:
@@ -72,11 +60,11 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
         soft_wrap=True,
     )
     out.print(
-        f"train it: [bold]{command('hpo', 'train', args.output)}[/bold] (final training, "
+        f"train it: [bold]{common.command('hpo', 'train', args.output)}[/bold] (final training, "
         "test-split metrics)",
         soft_wrap=True,
     )
-    return EXIT_OK
+    return common.EXIT_OK
 
 
 def _data_hash(spec: StudySpec) -> str | None:

@@ -10,13 +10,13 @@ from typing import Any
 from rich.console import Console
 
 from hpo import study as st
-from hpo.cli._common import EXIT_OK, UsageError, add_command
+from hpo.cli import _common as common
 from hpo.engine.progress import format_duration
 
 
 def add_parser(subparsers: Any) -> None:
     """Add ``hpo predict`` and its arguments."""
-    p = add_command(
+    p = common.add_command(
         subparsers,
         "predict",
         "write a landslide-probability GeoTIFF of a scene with a trained checkpoint",
@@ -54,12 +54,12 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     try:
         checkpoint = open_checkpoint(args.checkpoint)  # before the scene: fail fast
     except CheckpointError as exc:  # a file that is no checkpoint is a wrong argument
-        raise UsageError(str(exc)) from exc
+        raise common.UsageError(str(exc)) from exc
     started = time.monotonic()
     scene = Path(args.scene)
     if not (scene / "scene.toml" if scene.is_dir() else scene).is_file():
         # a missing --scene is a wrong argument, as a missing checkpoint (exit 2)
-        raise UsageError(
+        raise common.UsageError(
             f"{args.scene}: scene not found (hint: pass a scene folder, scene.toml or study "
             "file)"
         )
@@ -108,4 +108,4 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
         )
     if result.quicklook is not None:
         out.print(f"quick-look: {result.quicklook}", soft_wrap=True)
-    return EXIT_OK
+    return common.EXIT_OK

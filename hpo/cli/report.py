@@ -7,20 +7,13 @@ from typing import Any
 
 from rich.console import Console
 
-from hpo.cli._common import (
-    EXIT_OK,
-    add_allow_outside,
-    add_command,
-    add_storage,
-    command,
-    target_search,
-)
+from hpo.cli import _common as common
 from hpo.engine.storage import mask_url
 
 
 def add_parser(subparsers: Any) -> None:
     """Add ``hpo report`` and its arguments."""
-    p = add_command(
+    p = common.add_command(
         subparsers,
         "report",
         "write a markdown report of a search with PNG plots",
@@ -32,15 +25,10 @@ def add_parser(subparsers: Any) -> None:
         "`hpo predict` wrote into the run folder).",
     )
     p.add_argument("study", metavar="STUDY.toml|URL", help="a study file or a storage URL")
-    p.add_argument(
-        "-o",
-        "--output",
-        metavar="report/|REPORT.md",
-        default="report",
-        help="a folder (report.md and PNGs inside) or a .md file (PNGs beside it); "
-        "default: report/",
-    )
-    add_storage(p)
+    p.add_argument("-o", "--output", metavar="report/|REPORT.md", default="report",
+                   help="a folder (report.md and PNGs inside) or a .md file (PNGs beside "
+                   "it); default: report/")
+    common.add_storage(p)
     p.add_argument("--study", dest="search", metavar="NAME", help="the search's name (with a URL)")
     p.add_argument("--run", metavar="RUN_DIR", help="include this `hpo train` run folder")
     p.add_argument(
@@ -48,7 +36,7 @@ def add_parser(subparsers: Any) -> None:
         metavar="MAP.tif",
         help="include this `hpo predict` map (default: the newest .tif in RUN_DIR, if any)",
     )
-    add_allow_outside(p)
+    common.add_allow_outside(p)
 
 
 def run(args: argparse.Namespace, out: Console, err: Console) -> int:
@@ -58,7 +46,7 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
 
     target = argparse.Namespace(target=args.study, storage=args.storage, study=args.search,
                                 allow_outside=args.allow_outside)
-    spec, result, metric = target_search(target, started=True)
+    spec, result, metric = common.target_search(target, started=True)
     # The search as the user named it, for the commands the report suggests; a URL's
     # password must not end up in a file that gets shared.
     named = [mask_url(args.study)] + (["--study", args.search] if args.search else [])
@@ -68,8 +56,8 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
         metric=metric,
         run_dir=args.run,
         map_path=args.map,
-        target=command(*named),
-        scene=command(args.study) if spec is not None else "SCENE",
+        target=common.command(*named),
+        scene=common.command(args.study) if spec is not None else "SCENE",
         say=lambda text: err.print(f"hpo: note: {text}", soft_wrap=True),
     )
     out.print(f"wrote {report.path} and {len(report.figures)} plots:", soft_wrap=True)
@@ -79,4 +67,4 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
         out.print(f"map {report.map.path}: {report.map.line()}", soft_wrap=True)
     if report.gain is not None:
         out.print(report.gain.text(metric), soft_wrap=True, markup=False)
-    return EXIT_OK
+    return common.EXIT_OK

@@ -10,14 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hpo import study as st
-from hpo.cli._common import (
-    EXIT_OK,
-    add_allow_outside,
-    add_command,
-    add_storage,
-    command,
-    target_search,
-)
+from hpo.cli import _common as common
 from hpo.engine import SearchResult
 from hpo.engine.progress import format_params, format_value
 from hpo.engine.replicates import gain_text, replicates_of, search_gain
@@ -32,7 +25,7 @@ _COLUMNS = (
 
 def add_parser(subparsers: Any) -> None:
     """Add ``hpo status`` and its arguments."""
-    p = add_command(
+    p = common.add_command(
         subparsers,
         "status",
         "show a search's stages, trials and best values",
@@ -43,24 +36,24 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "--study", metavar="NAME", help="the search's name (with a URL that holds several searches)"
     )
-    add_storage(p)
+    common.add_storage(p)
     p.add_argument("--json", action="store_true", help="print JSON (for scripts)")
-    add_allow_outside(p)
+    common.add_allow_outside(p)
 
 
 def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     """Run ``hpo status``; returns the exit status."""
-    spec, result, metric = target_search(args)
+    spec, result, metric = common.target_search(args)
     if args.json:
         print(json.dumps(st.result_to_dict(result), indent=2))
-        return EXIT_OK
+        return common.EXIT_OK
     _print_status(out, result, metric)
     if spec is not None:
         for line in st.validation_lines(st.validation_of(spec)):
             out.print(line, soft_wrap=True, markup=False)
     if spec is not None and not st.storage_exists(spec.storage):
-        out.print(f"not started yet: run [bold]{command('hpo', 'tune', args.target)}[/bold]")
-    return EXIT_OK
+        out.print(f"not started yet: run [bold]{common.command('hpo', 'tune', args.target)}[/bold]")
+    return common.EXIT_OK
 
 
 def _stage_rows(result: SearchResult) -> list[tuple[str, ...]]:

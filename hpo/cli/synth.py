@@ -7,13 +7,13 @@ from typing import Any
 
 from rich.console import Console
 
-from hpo.cli._common import EXIT_OK, UsageError, add_command
+from hpo.cli import _common as common
 from hpo.study import describe_scene
 
 
 def add_parser(subparsers: Any) -> None:
     """Add ``hpo synth`` and its arguments."""
-    p = add_command(
+    p = common.add_command(
         subparsers,
         "synth",
         "write the seeded synthetic landslide scene (GeoTIFFs + scene.toml)",
@@ -32,13 +32,13 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     from data.synthetic import generate_scene
 
     if args.size < 16:
-        raise UsageError(f"--size {args.size}: use 16 pixels or more")
+        raise common.UsageError(f"--size {args.size}: use 16 pixels or more")
     if args.dates < 1:
-        raise UsageError(f"--dates {args.dates}: use 1 or more")
+        raise common.UsageError(f"--dates {args.dates}: use 1 or more")
     try:
         scene = generate_scene(args.out_dir, size=args.size, n_dates=args.dates, seed=args.seed)
     except ValueError as exc:
-        raise UsageError(str(exc)) from exc
+        raise common.UsageError(str(exc)) from exc
     out.print(f"wrote {scene.scene_path}", soft_wrap=True)
     out.print(describe_scene(scene), soft_wrap=True)
-    return EXIT_OK
+    return common.EXIT_OK

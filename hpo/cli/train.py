@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.console import Console
 
-from hpo.cli._common import EXIT_OK, UsageError, add_allow_outside, add_command, command
+from hpo.cli import _common as common
 from hpo.engine.errors import ExportError
 from hpo.engine.progress import format_duration, format_value
 from hpo.study.files import CHECKPOINT_FILE, METRICS_FILE
@@ -15,7 +15,7 @@ from hpo.study.files import CHECKPOINT_FILE, METRICS_FILE
 
 def add_parser(subparsers: Any) -> None:
     """Add ``hpo train`` and its arguments."""
-    p = add_command(
+    p = common.add_command(
         subparsers,
         "train",
         "train the exported best configuration and evaluate it on the test split",
@@ -25,12 +25,8 @@ def add_parser(subparsers: Any) -> None:
         "(checkpoint), metrics.json, curves.png, roc.png.",
     )
     p.add_argument("export", metavar="BEST.yaml", help="the export file (.yaml or .json)")
-    p.add_argument(
-        "-o",
-        "--output",
-        metavar="RUN_DIR",
-        help="run folder (default: runs/<search>-<timestamp>)",
-    )
+    p.add_argument("-o", "--output", metavar="RUN_DIR",
+                   help="run folder (default: runs/<search>-<timestamp>)")
     p.add_argument(
         "--train-on",
         choices=("train", "train+val"),
@@ -47,7 +43,7 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--epochs", type=int, help="epochs (default: the exported optim.epochs)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: CUDA when available)")
-    add_allow_outside(p, "the export's cube cache (data.cache_dir)")
+    common.add_allow_outside(p, "the export's cube cache (data.cache_dir)")
 
 
 def run(args: argparse.Namespace, out: Console, err: Console) -> int:
@@ -59,7 +55,7 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     try:
         load_export(args.export)  # a file that is no export is a wrong argument (exit 2)
     except ExportError as exc:
-        raise UsageError(str(exc)) from exc
+        raise common.UsageError(str(exc)) from exc
 
     def on_epoch(epoch: int, metrics: dict[str, Any]) -> None:
         shown = ", ".join(
@@ -86,11 +82,11 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     )
     checkpoint = str(result.checkpoint)
     out.print(
-        f"predict with it: [bold]{command('hpo', 'predict', checkpoint, '--scene', 'SCENE')}"
+        f"predict with it: [bold]{common.command('hpo', 'predict', checkpoint, '--scene', 'SCENE')}"
         "[/bold]",
         soft_wrap=True,
     )
-    return EXIT_OK
+    return common.EXIT_OK
 
 
 def _print_metrics(m: dict[str, Any], seconds: float, out: Console) -> None:
