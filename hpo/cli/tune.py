@@ -14,15 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hpo import study as st
-from hpo.cli._common import (
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    UsageError,
-    add_allow_outside,
-    add_command,
-    add_data_path,
-    command,
-)
+from hpo.cli import _common as common
 from hpo.engine import LayerwiseSearch, SearchResult, StageResult
 from hpo.engine.progress import TuneProgress, format_duration, format_params, format_value
 from hpo.engine.replicates import search_gain, untuned_trial
@@ -33,7 +25,7 @@ from hpo.study.schema import StudySpec
 
 def add_parser(subparsers: Any) -> None:
     """Add ``hpo tune`` and its arguments."""
-    p = add_command(
+    p = common.add_command(
         subparsers,
         "tune",
         "run (or resume) the layer-wise search of a study file",
@@ -72,8 +64,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "--plain", action="store_true", help="one line per trial instead of the live table"
     )
-    add_data_path(p)
-    add_allow_outside(p)
+    common.add_data_path(p)
+    common.add_allow_outside(p)
 
 
 def run(args: argparse.Namespace, out: Console, err: Console) -> int:
@@ -81,7 +73,6 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     spec = _load(args)
     if args.dry_run:
         return _dry_run(spec, out)
-    st.check_runner(spec.runner)
     _announce(spec, args, out)
     st.ensure_scene(spec, say=lambda text: out.print(text, soft_wrap=True))
     started = time.monotonic()
@@ -103,7 +94,7 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     search = st.make_search(spec, objective, callbacks=[on_trial])
     if not _reset(search, spec, args, out):
         out.print("nothing deleted")
-        return EXIT_OK
+        return common.EXIT_OK
     before = search.status()
     resumed = sum(s.n_complete for s in before.stages)
     if before.finished:
@@ -114,7 +105,7 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
             "(re-tune with --fresh or --from-stage NAME)"
         )
         _print_summary(out, result, spec, args, time.monotonic() - started)
-        return EXIT_OK
+        return common.EXIT_OK
     if resumed:
         done = sum(s.state == "finished" for s in before.stages)
         out.print(
@@ -133,24 +124,24 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
         search.objective = display.wrap(as_two_argument(objective))
     result = _watch(search, display, spec, args, err)
     if result is None:
-        return EXIT_INTERRUPTED
+        return common.EXIT_INTERRUPTED
     _print_summary(out, result, spec, args, time.monotonic() - started)
-    return EXIT_OK
+    return common.EXIT_OK
 
 
 def _load(args: argparse.Namespace) -> StudySpec:
     """The study file, after the checks of the command line that need it."""
     if args.yes and not args.fresh:
-        raise UsageError("--yes only confirms --fresh")
+        raise common.UsageError("--yes only confirms --fresh")
     if args.fresh and args.from_stage:
-        raise UsageError("use either --fresh or --from-stage, not both")
+        raise common.UsageError("use either --fresh or --from-stage, not both")
     spec = st.load_study(
         args.study, storage=args.storage, runner=args.runner, data_path=args.data_path,
         allow_outside=args.allow_outside,
     )
     stage_names = st.stage_names(spec)
     if args.from_stage is not None and args.from_stage not in stage_names:
-        raise UsageError(
+        raise common.UsageError(
             f"--from-stage {args.from_stage!r} is not a stage of "
             f"{spec.name} (hint: use one of {', '.join(stage_names)}; "
             f"`hpo status {args.study}` shows them)"
@@ -175,7 +166,7 @@ def _announce(spec: StudySpec, args: argparse.Namespace, out: Console) -> None:
         + (f"  (file {where})" if where is not None else ""),
         soft_wrap=True,
     )
-    out.print(f"watch it: [bold]{command(*dashboard)}[/bold]", soft_wrap=True)
+    out.print(f"watch it: [bold]{common.command(*dashboard)}[/bold]", soft_wrap=True)
 
 
 def _reset(
@@ -207,7 +198,7 @@ def _confirm_fresh(spec: StudySpec, existing: list[StageResult], yes: bool, out:
     if yes:
         return True
     if not sys.stdin.isatty():
-        raise UsageError(f"{what}; add --yes to confirm")
+        raise common.UsageError(f"{what}; add --yes to confirm")
     answer = out.input(f"{what}. Continue? [y/N] ")
     return answer.strip().lower() in ("y", "yes")
 
@@ -230,7 +221,7 @@ def _watch(
             restore = None
         err.print(
             f"hpo: interrupted; finished trials are stored. Resume with: "
-            f"{command('hpo', 'tune', *_rerun_args(args))}",
+            f"{common.command('hpo', 'tune', *_rerun_args(args))}",
             soft_wrap=True,
         )
         return None
@@ -311,7 +302,7 @@ def _print_summary(
         export += ["--data-path", args.data_path]
     for folder in args.allow_outside:
         export += ["--allow-outside", folder]
-    out.print(f"export it: [bold]{command(*export)}[/bold]", soft_wrap=True)
+    out.print(f"export it: [bold]{common.command(*export)}[/bold]", soft_wrap=True)
 
 
 # --------------------------------------------------------------------------- --dry-run
@@ -349,7 +340,7 @@ def _dry_run(spec: StudySpec, out: Console) -> int:
         out.print(line, soft_wrap=True, markup=False)
     _print_stages(plan, out)
     out.print("dry run: nothing trained, nothing stored")
-    return EXIT_OK
+    return common.EXIT_OK
 
 
 def _replicates_line(tuning: dict[str, Any]) -> str:

@@ -96,16 +96,6 @@ def make_runner(runner: RunnerSpec) -> Any:
     return RunPlan.of(runner).runner()
 
 
-def check_runner(runner: RunnerSpec) -> None:
-    """Fail early (before the data are prepared) on runner settings the plan rejects.
-
-    Raises:
-        HPOError: Unknown runner kind.
-        SpecError: Invalid ``trial_timeout``.
-    """
-    RunPlan.of(runner)
-
-
 def make_search(
     spec: StudySpec,
     objective: Any = None,
@@ -322,7 +312,6 @@ def plan(spec: StudySpec) -> dict[str, Any]:
 
 
 __all__ = [
-    "check_runner",
     "load_search",
     "make_objective",
     "make_pruner",

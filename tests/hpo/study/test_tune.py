@@ -40,6 +40,21 @@ def test_synthetic_table_makes_a_missing_scene_acceptable(tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("runner", "key"),
+    [('kind = "slurm"', "runner.kind"), ("trial_timeout = 0", "runner.trial_timeout"),
+     ("trial_timeout = inf", "runner.trial_timeout")],
+)
+def test_bad_runner_fails_before_the_data_are_prepared(tmp_path, capsys, runner, key):
+    # The study file's schema holds [runner] to what the run plan accepts, so `hpo tune`
+    # stops at loading the file: no scene generated, no cube cached, nothing stored.
+    study = write_study(tmp_path, TINY_STUDY + f"\n[runner]\n{runner}\n")
+    assert main(["tune", str(study), "--plain"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and f"[{key}]" in error
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.toml"]
+
+
+@pytest.mark.parametrize(
     ("table", "match"),
     [("size = 64.5", "size"), ("n_dates = 0", "n_dates"), ("colour = 1", "colour")],
 )
