@@ -20,6 +20,7 @@ SEEDS = {"sqlite": 11, "journal": 12, "postgres": 13}
 # Kills of a finished search while it exports (each life imports torch for the export's
 # network config: seconds); one storage is enough in CI, benchmarks/reliability/chaos.py does more.
 EXPORT_KILLS = {"sqlite": 1, "journal": 0, "postgres": 0}
+MAX_SEARCHES = 4
 
 
 @pytest.mark.parametrize(
@@ -28,9 +29,17 @@ EXPORT_KILLS = {"sqlite": 1, "journal": 0, "postgres": 0}
 def test_a_search_survives_sigkills_at_random_moments(tmp_path, backend, request):
     pg = request.getfixturevalue("pg_url") if backend == "postgres" else None
     url = storage_url(backend, tmp_path, pg_url=pg)
-    tally = chaos_search(url, tmp_path, random.Random(SEEDS[backend]), PLAN,
-                         export_kills=EXPORT_KILLS[backend])
-    assert tally.kills >= 2, tally.to_dict()
-    assert tally.problems == [], tally.to_dict()
-    assert (tally.lost, tally.duplicated, tally.corrupt) == (0, 0, 0)
-    assert tally.complete == sum(PLAN.budgets())
+    kills = 0
+    # Where a kill lands is up to the machine's speed: a fast one can outrun the random
+    # delays and finish a search after one kill. Another search (another seed) then goes
+    # on until two kills have landed, each search audited as strictly as the first.
+    for attempt in range(MAX_SEARCHES):
+        rng = random.Random(SEEDS[backend] + 100 * attempt)
+        tally = chaos_search(url, tmp_path, rng, PLAN, export_kills=EXPORT_KILLS[backend])
+        assert tally.problems == [], tally.to_dict()
+        assert (tally.lost, tally.duplicated, tally.corrupt) == (0, 0, 0)
+        assert tally.complete == sum(PLAN.budgets())
+        kills += tally.kills
+        if kills >= 2:
+            break
+    assert kills >= 2, f"{kills} kill(s) landed in {MAX_SEARCHES} searches"
