@@ -1,6 +1,6 @@
 """The best configuration of a search, with provenance, as YAML or JSON.
 
-The document's schema is :class:`hpo.study.schema.ExportDoc`; sizes (``dbn.hidden``) are
+The document's schema is :class:`hpo.study.export_doc.ExportDoc`; sizes (``dbn.hidden``) are
 written as arrays, as a study file writes them.
 """
 
@@ -98,7 +98,7 @@ def load_export(path: str | Path) -> dict[str, Any]:
 
     Raises:
         ExportError: The file is missing, unreadable, not an export, or a key of it is
-            invalid (:class:`~hpo.study.schema.ExportDoc`).
+            invalid (:class:`~hpo.study.export_doc.ExportDoc`).
     """
     path = Path(path)
     if path.suffix.lower() == ".toml":

@@ -11,6 +11,7 @@ parallel runner asks several trials, evaluates them elsewhere and tells each out
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -22,6 +23,7 @@ from typing import Any
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
+from optuna.study._tell import _tell_with_warning
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.engine.context import EPOCHS_ATTR, TrialContext
@@ -89,6 +91,8 @@ class Counts:
     pruned: int = 0
     total: int = 0
     reasons: list[str] = field(default_factory=list)
+    measured: set[tuple] = field(default_factory=set)
+    """The points of the COMPLETE trials (``_point_key`` form)."""
 
 
 @dataclass
@@ -158,6 +162,7 @@ class StageJob:
         for t in trials:
             if t.state == TrialState.COMPLETE:
                 counts.complete += 1
+                counts.measured.add(_point_key(t.params))
             elif t.state == TrialState.RUNNING:
                 counts.running += 1
             elif t.state == TrialState.WAITING:
@@ -196,16 +201,16 @@ class StageJob:
             if orphan.user_attrs.get(PHASE_ATTR, INCUMBENT) == INCUMBENT and (
                 orphan.number == 0 or PHASE_ATTR in orphan.user_attrs
             ):
-                self._requeue_incumbent(orphan, "lost with its driver")
+                self._requeue_incumbent(orphan.number, "lost with its driver")
         return bool(reaped)
 
-    def _requeue_incumbent(self, lost: FrozenTrial, why: str) -> None:
+    def _requeue_incumbent(self, number: int, why: str) -> None:
         # Every stage starts from a measured point, so a lost incumbent is measured again.
         # Only the driver that failed it gets here (failing is atomic), so it is queued
         # once; the next ask of any driver pops it.
         _log.warning(
             "%s: the incumbent (trial %d) was %s; queued again",
-            self.study.study_name, lost.number, why,
+            self.study.study_name, number, why,
         )
         self.study.enqueue_trial(
             {k: v for k, v in self.stage.defaults.items() if k in self.stage.space},
@@ -287,11 +292,11 @@ class StageJob:
 
     def _measured_already(self, trial: optuna.Trial) -> bool:
         """Fail ``trial`` when its point is COMPLETE in the stage; queue an unmeasured one."""
-        measured = {
-            _point_key(t.params)
-            for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.number < trial.number
-        }
+        # The points of the last poll: every runner polls before it asks, so they are the
+        # points the sampler saw (a read of the stage per trial cost as much as the rest
+        # of the engine's bookkeeping). One finished by another driver since is caught by
+        # the twin check below or, at worst, measured twice.
+        measured = self._last_counts.measured
         if _point_key(trial.params) not in measured:
             return False
         # Seeded by stage and trial number: every driver and every resume draws alike.
@@ -426,19 +431,19 @@ class StageJob:
             return outcome_of_exception(exc, pending.context)
         return outcome_of(result, pending.context)
 
-    def tell(self, pending: PendingTrial, outcome: Outcome) -> FrozenTrial | None:
+    def tell(self, pending: PendingTrial, outcome: Outcome) -> bool:
         """Record a trial's outcome in the stage study.
 
         Returns:
-            The finished trial, or ``None`` when another driver had already failed it
-            (its lease expired while it ran).
+            Whether it was recorded: ``False`` when another driver had already failed the
+            trial (its lease expired while it ran).
         """
-        frozen = self._tell(pending.trial, outcome)
-        if frozen is not None and outcome.kind == INTERRUPTED and pending.phase == INCUMBENT:
-            self._requeue_incumbent(frozen, "interrupted")
-        return frozen
+        told = self._tell(pending.trial, outcome)
+        if told and outcome.kind == INTERRUPTED and pending.phase == INCUMBENT:
+            self._requeue_incumbent(pending.number, "interrupted")
+        return told
 
-    def _tell(self, trial: optuna.Trial, outcome: Outcome) -> FrozenTrial | None:
+    def _tell(self, trial: optuna.Trial, outcome: Outcome) -> bool:
         try:
             if outcome.reason is not None:
                 trial.set_user_attr(FAIL_REASON_ATTR, outcome.reason)
@@ -450,7 +455,9 @@ class StageJob:
                 trial.set_user_attr(key, value)
             values = outcome.value if outcome.state == TrialState.COMPLETE else None
             try:
-                frozen = self.study.tell(trial, values, state=outcome.state)
+                # As study.optimize tells: Study.tell reads the finished trial back
+                # (a query per trial) to return it, which only the callbacks need.
+                _tell_with_warning(self.study, trial, values, state=outcome.state)
             except ValueError:
                 # Optuna refuses to tell a trial that is finished already ("Cannot tell a
                 # FAIL trial"): the same case as the error below, caught one step earlier.
@@ -462,16 +469,18 @@ class StageJob:
                 "%s trial %d was failed by another driver (its lease expired); result dropped",
                 self.study.study_name, trial.number,
             )
-            return None
+            return False
         finally:
             self.keepalive.discard(trial._trial_id)
         self._told += 1
-        self._log_progress(frozen, outcome)
-        for callback in self.callbacks:
-            callback(self.study, frozen)
-        return frozen
+        self._log_progress(trial.number, outcome)
+        if self.callbacks:
+            frozen = self.study._storage.get_trial(trial._trial_id)
+            for callback in self.callbacks:
+                callback(self.study, copy.deepcopy(frozen))
+        return True
 
-    def _log_progress(self, frozen: FrozenTrial, outcome: Outcome) -> None:
+    def _log_progress(self, number: int, outcome: Outcome) -> None:
         if not _log.isEnabledFor(logging.INFO):
             return
         trials = self.study.get_trials(deepcopy=False)
@@ -483,7 +492,7 @@ class StageJob:
         best_text = f"best {best.value:.6g} (#{best.number})" if best else "no best yet"
         _log.info(
             "%s trial %d %s %s | %d/%d complete, %s, ETA %s",
-            self.study.study_name, frozen.number, outcome.state.name, what, done,
+            self.study.study_name, number, outcome.state.name, what, done,
             self.budget, best_text, format_duration(eta),
         )
 
