@@ -214,8 +214,8 @@ def markdown(datasets: dict[str, dict[str, Any]]) -> str:
 
 
 def write_results(recorder: Run, records: dict[str, dict[str, Any]]) -> None:
-    """``paper_tables.json`` (merged with other data sets' earlier records) and ``.md``."""
-    path = recorder.out / "paper_tables.json" if recorder.out else None
+    """``<name>.json`` (merged with other data sets' earlier records) and ``.md``."""
+    path = recorder.out / f"{recorder.name}.json" if recorder.out else None
     datasets = (json.loads(path.read_text())["details"]["datasets"]
                 if path is not None and path.is_file() else {})
     datasets.update(records)
@@ -238,13 +238,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--full", action="store_true", help="hpo compare --full's budgets")
     parser.add_argument("--device", help="cpu or cuda (default: CUDA when available)")
     parser.add_argument("--runs", default="runs/paper-tables", help="jobs' folders")
+    parser.add_argument("--name", default="paper_tables",
+                        help="results file: <out>/<name>.json, .md (a variant of the run "
+                        "kept beside the main record)")
     parser.add_argument("--note", default="",
                         help="recorded with the results, e.g. where earlier runs of the "
                         "resumed jobs ran")
     args = parser.parse_args(argv)
     if args.quick and args.full:
         parser.error("--quick and --full exclude each other")
-    recorder = Run("paper_tables", results_dir(args))
+    recorder = Run(args.name, results_dir(args))
     records = {}
     for study in args.studies:
         spec = load_study(study)

@@ -53,10 +53,11 @@ from hpo.study.compare_tables import (
 )
 from hpo.study.prepare import FinalData, prepare_final_data
 from hpo.study.scene import data_section, ensure_scene
-from hpo.study.schema import ModelSpec, RefineSpec, StageSpec, StudySpec
+from hpo.study.schema import IntParam, ModelSpec, RefineSpec, StageSpec, StudySpec
 from hpo.study.tune import set_threads
 from hpo.study.variants import PAPER_VARIANTS, VARIANTS, Variant
 
+EPOCHS_KEY = "optim.epochs"
 DEFAULTS = {"trials": 20, "seeds": 3}
 QUICK = {"trials": 10, "seeds": 1}
 FULL = {"trials": 60, "seeds": 3}
@@ -76,6 +77,9 @@ class CompareSettings:
         ensemble: Score the seeds of each (split, fold, variant) as a seed ensemble too,
             keeping every run's validation and test log-odds under ``probs/``
             (off: nothing kept, e.g. for a large test split).
+        epochs: ``(low, high)``: every tuned network variant tunes ``optim.epochs`` in this
+            range (log scale), so that each trains as long as suits it; ``None``: the
+            study's epochs for all.
     """
 
     variants: tuple[str, ...]
@@ -84,6 +88,7 @@ class CompareSettings:
     splits: tuple[Mapping[str, Any], ...] = ({},)
     folds: int = 0
     ensemble: bool = True
+    epochs: tuple[int, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as JSON-able data."""
@@ -94,6 +99,8 @@ class CompareSettings:
             "splits": [dict(s) for s in self.splits],
             "folds": self.folds,
             "ensemble": self.ensemble,
+            # only when set: comparisons stored before the key existed keep their key
+            **({"epochs": list(self.epochs)} if self.epochs else {}),
         }
 
 
@@ -169,15 +176,29 @@ def compare_settings(
     ensemble = table.get("ensemble", True)
     if not isinstance(ensemble, bool):
         raise fail("ensemble", f"ensemble = {ensemble!r}", "use true or false")
+    epochs = table.get("epochs")
+    if epochs is not None and not (
+        isinstance(epochs, list) and len(epochs) == 2
+        and all(isinstance(e, int) and not isinstance(e, bool) for e in epochs)
+        and 1 <= epochs[0] < epochs[1]
+    ):
+        raise fail("epochs", f"epochs = {epochs!r}",
+                   "use [low, high], two whole numbers with 1 <= low < high, e.g. [24, 120]")
     return CompareSettings(tuple(dict.fromkeys(names)), counts["trials"], counts["seeds"],
-                           tuple(overrides), folds, ensemble)
+                           tuple(overrides), folds, ensemble,
+                           tuple(epochs) if epochs is not None else None)
 
 
 # ------------------------------------------------------------------ derived studies
 
 
-def variant_stages(spec: StudySpec, variant: Variant, trials: int) -> tuple[StageSpec, ...]:
+def variant_stages(
+    spec: StudySpec, variant: Variant, trials: int, epochs: tuple[int, int] | None = None
+) -> tuple[StageSpec, ...]:
     """The variant's stages with the study's ranges, budgets re-split for ``trials``.
+
+    With ``epochs``, a network variant also tunes ``optim.epochs`` in that range (in its
+    stage of ``optim.*`` parameters, else in a first stage of its own).
 
     Raises:
         SpecError: No stage is left to tune, or ``trials`` is too small for the stages.
@@ -190,6 +211,8 @@ def variant_stages(spec: StudySpec, variant: Variant, trials: int) -> tuple[Stag
             params = {n: p for n, p in stage.params.items() if variant.applies(n)}
             if params:
                 stages.append(dataclasses.replace(stage, params=params))
+    if epochs is not None and variant.model != "hgb":
+        stages = _with_epochs(stages, epochs, spec.model.fixed.get(EPOCHS_KEY))
     if not stages:
         raise SpecError(
             f"variant {variant.name!r} tunes none of the study's parameters",
@@ -208,12 +231,33 @@ def variant_stages(spec: StudySpec, variant: Variant, trials: int) -> tuple[Stag
     )
 
 
+def _with_epochs(
+    stages: list[StageSpec], epochs: tuple[int, int], fixed: Any
+) -> list[StageSpec]:
+    """``stages`` with ``optim.epochs`` tuned in ``epochs`` (log scale).
+
+    Its default is the study's fixed epochs where they lie in the range (the untuned
+    trial is the study's), else the range's low end.
+    """
+    if any(EPOCHS_KEY in s.params for s in stages):
+        return stages  # the study tunes it already
+    low, high = epochs
+    default = fixed if isinstance(fixed, int) and low <= fixed <= high else low
+    param = IntParam(default, low, high, log=True)
+    for i, stage in enumerate(stages):
+        if any(n.startswith("optim.") for n in stage.params):
+            return [*stages[:i], dataclasses.replace(
+                stage, params={**stage.params, EPOCHS_KEY: param}), *stages[i + 1:]]
+    return [StageSpec("schedule", {EPOCHS_KEY: param}), *stages]
+
+
 def variant_spec(
     spec: StudySpec,
     variant: Variant,
     trials: int,
     data: Mapping[str, Any],
     label: str,
+    epochs: tuple[int, int] | None = None,
 ) -> StudySpec:
     """The study of one variant on one split: its model, fixed keys, data and stages."""
     fixed = {**spec.model.fixed, **variant.fixed}
@@ -225,7 +269,8 @@ def variant_spec(
         name=f"{spec.name}-cmp-{label}-{variant.name}",
         data={**spec.data, **data, **variant.data},
         model=ModelSpec(variant.model, fixed),
-        stages=variant_stages(spec, variant, trials) if variant.tuned else spec.stages,
+        stages=(variant_stages(spec, variant, trials, epochs) if variant.tuned
+                else spec.stages),
         refine=RefineSpec(enabled=False),
         cycles=1,
     )
@@ -351,7 +396,8 @@ class _Run:
             self.ensemble((label, fold, name), members, where)
             return
         vspec = variant_spec(spec, variant, settings.trials, data,
-                             label + (f"-f{fold}" if fold is not None else ""))
+                             label + (f"-f{fold}" if fold is not None else ""),
+                             settings.epochs)
         final = prepare_final_data(data_section(vspec), vspec.base_dir, seed=spec.seed)
         # The cube's hash names the data (and the frozen generator's output).
         state.setdefault("data_hash", {})[where] = final.cube.hash
@@ -432,7 +478,8 @@ def _plan(
                 if variant.tuned and not _found(state, label, fold, name):
                     searches += 1
                     vspec = variant_spec(spec, variant, settings.trials, {},
-                                         label + (f"-f{fold}" if fold is not None else ""))
+                                         label + (f"-f{fold}" if fold is not None else ""),
+                                         settings.epochs)
                     evaluations += settings.trials - stored_evaluations(vspec)
     seconds = sum(s.get("seconds") or 0.0 for s in state["searches"]) + sum(
         r.get("seconds") or 0.0 for r in state["rows"])

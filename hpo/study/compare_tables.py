@@ -93,7 +93,10 @@ def markdown(state: Mapping[str, Any]) -> str:
         f"then Bayesian per stage), {settings['seeds']} training seed(s) per best "
         f"configuration, metrics on the test split (never seen by tuning): mean ± std "
         f"over seeds" + (f" and {settings['folds']} folds" if settings["folds"] else "")
-        + ". F1 and MIoU at the threshold chosen on validation; @0.5 at 0.5.",
+        + ". F1 and MIoU at the threshold chosen on validation; @0.5 at 0.5."
+        + (" Each tuned network variant tuned its own training length (optim.epochs "
+           f"{settings['epochs'][0]}-{settings['epochs'][1]})." if settings.get("epochs")
+           else ""),
         "",
     ]
     searches = {(s["split"], s["variant"]): s for s in state["searches"]}

@@ -224,6 +224,7 @@ class CompareTable:
     splits: Any = None
     folds: Any = None
     ensemble: Any = None
+    epochs: Any = None
 
 
 __all__ = [
