@@ -82,6 +82,33 @@ def _cell(stat: Mapping[str, Any]) -> str:
     return f"{stat['mean']:.3f} ± {stat['std']:.3f}"
 
 
+WEAK_SHARE = 1 / 3
+"""A network variant whose test F1 is under this share of the split's best is flagged."""
+
+
+def _learned_little(entries: Sequence[Mapping[str, Any]]) -> list[str]:
+    """A warning under a split's table for the networks that learned little there.
+
+    A baseline far behind is more often a defect of the comparison (too few epochs, tiles
+    too small for its downsampling, a learning rate that does not suit it) than a win.
+    """
+    scored = [(e["variant"], e["f1"]["mean"]) for e in entries if e["f1"]["mean"] is not None]
+    if not scored:
+        return []
+    best_name, best = max(scored, key=lambda vf: vf[1])
+    weak = [f"{name} ({f1:.3f})" for name, f1 in scored
+            if VARIANTS[name].model != "hgb" and f1 < WEAK_SHARE * best]
+    if not weak:
+        return []
+    return [
+        f"Learned little: {', '.join(weak)}, under a third of {best_name}'s test F1 "
+        f"({best:.3f}). Before reading this as a win, check that they trained long enough "
+        f"(`[compare] epochs`), on tiles large enough for their downsampling "
+        f"(`patch_size`), at a learning rate that suits them.",
+        "",
+    ]
+
+
 def markdown(state: Mapping[str, Any]) -> str:
     """The comparison as markdown tables, one per split."""
     summary = summarize(state["rows"])
@@ -117,6 +144,7 @@ def markdown(state: Mapping[str, Any]) -> str:
                 f"{seconds} | {e['runs']} |"
             )
         lines.append("")
+        lines += _learned_little([e for e in summary if e["split"] == split])
         shifted: dict[str, float] = {}
         for row in (r for r in state["rows"] if r["split"] == split):
             for channel, share in (row.get("test_outside_training") or {}).items():

@@ -12,6 +12,7 @@ from hpo.engine.budget import plan_stages, split_evaluations
 from hpo.engine.errors import SpecError
 from hpo.study import load_study
 from hpo.study.compare import compare_settings, run_compare, variant_spec, variant_stages
+from hpo.study.compare_tables import markdown
 from hpo.study.variants import VARIANTS
 from tests.hpo.cli.test_cli import TINY_STUDY, write_study
 
@@ -319,3 +320,25 @@ def test_cli_compare_interrupted_prints_the_resume_command(tmp_path):
         proc.kill()
     assert proc.returncode == 130, err
     assert f"Resume with: hpo compare {study}" in err and "Traceback" not in err, err
+
+
+def _row(variant: str, f1: float, seed: int = 0) -> dict:
+    scores = {"miou": f1, "f1": f1, "auc": 0.9}
+    return {"split": "blocked", "variant": variant, "seed": seed,
+            "test": {"at_0.5": scores, "at_threshold": scores}}
+
+
+def test_compare_md_flags_networks_that_learned_little():
+    state = {"study": "s", "settings": {"trials": 4, "seeds": 1, "folds": 0},
+             "searches": [], "skipped": {}, "rows": [
+                 _row("fusion", 0.75), _row("segnet", 0.09), _row("unet", 0.63),
+                 _row("hgb", 0.05)]}
+    text = markdown(state)
+    flagged = [line for line in text.splitlines() if line.startswith("Learned little")]
+    assert len(flagged) == 1
+    # a third of fusion's 0.75 is 0.25: segnet is flagged, unet is not, and the boosting
+    # floor (no epochs, no downsampling) is never
+    assert "segnet (0.090)" in flagged[0] and "fusion's test F1 (0.750)" in flagged[0]
+    assert "unet" not in flagged[0] and "hgb" not in flagged[0]
+    state["rows"] = [_row("fusion", 0.75), _row("unet", 0.63)]
+    assert "Learned little" not in markdown(state)
