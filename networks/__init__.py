@@ -16,6 +16,7 @@ from networks.config import (
     HeadConfig,
     ModelConfig,
     OptimConfig,
+    SegNetConfig,
     TemporalConfig,
     UNetConfig,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "TemporalFusion",
     "TrainingError",
     "UNet",
+    "SegNetConfig",
     "UNetConfig",
     "build_model",
     "evaluate",

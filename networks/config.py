@@ -376,6 +376,22 @@ class UNetConfig(_Group):
     levels: Annotated[Int, Field(ge=1, le=8)] = 3
 
 
+@_group
+class SegNetConfig(_Group):
+    """The SegNet baseline (model ``segnet``); the other models ignore this group.
+
+    Attributes:
+        levels: Max-pooling steps of the encoder (un-pooling steps of the decoder). Four,
+            the paper's, shrink a 32-px tile to 2 x 2 px at the bottleneck, where SegNet
+            learned next to nothing on the synthetic scene (test F1 0.1-0.17); two gave
+            0.62-0.65. Choose it so that the tile keeps at least ~8 px at the bottom.
+    """
+
+    GROUP: ClassVar[str] = "segnet"
+
+    levels: Annotated[Int, Field(ge=1, le=6)] = 4
+
+
 _GROUP_TYPES: dict[str, type[_Group]] = {
     "temporal": TemporalConfig,
     "dbn": DBNConfig,
@@ -384,6 +400,7 @@ _GROUP_TYPES: dict[str, type[_Group]] = {
     "optim": OptimConfig,
     "boost": BoostConfig,
     "unet": UNetConfig,
+    "segnet": SegNetConfig,
 }
 
 
@@ -399,6 +416,7 @@ class ModelConfig:
         optim: Optimiser and training length.
         boost: Per-pixel gradient boosting (model ``hgb`` only).
         unet: The U-Net baseline (model ``unet`` only).
+        segnet: The SegNet baseline (model ``segnet`` only).
     """
 
     temporal: TemporalConfig = field(default_factory=TemporalConfig)
@@ -408,6 +426,7 @@ class ModelConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     boost: BoostConfig = field(default_factory=BoostConfig)
     unet: UNetConfig = field(default_factory=UNetConfig)
+    segnet: SegNetConfig = field(default_factory=SegNetConfig)
 
     def __post_init__(self) -> None:
         for name, kind in _GROUP_TYPES.items():

@@ -18,7 +18,7 @@ MODEL_NAMES: tuple[str, ...] = (*NETWORK_NAMES, "hgb")
 """Names :func:`build_model` accepts: the networks, then the per-pixel gradient-boosting
 floor ``hgb`` (fitted, not back-propagated; see :mod:`networks.boosting`)."""
 
-_BASELINES = {"segnet": SegNet, "deeplabv3": DeepLabV3, "pspnet": PSPNet}
+_BASELINES = {"deeplabv3": DeepLabV3, "pspnet": PSPNet}
 
 
 def _positive_int(value: object, name: str) -> int:
@@ -37,8 +37,8 @@ def build_model(
         n_sources: Input sources ``S``.
         n_times: Input dates ``T``.
         config: Hyperparameters (default: all defaults). The baselines read
-            ``head.dropout``; SegNet's, DeepLabV3's and PSPNet's architecture is fixed,
-            the U-Net's reads ``unet``. ``hgb`` reads ``boost``.
+            ``head.dropout``; DeepLabV3's and PSPNet's architecture is fixed, SegNet's
+            reads ``segnet``, the U-Net's ``unet``. ``hgb`` reads ``boost``.
 
     Returns:
         A model mapping ``(B, S, T, H, W)`` floats to ``(B, 2, H, W)`` logits; ``hgb``
@@ -53,6 +53,8 @@ def build_model(
     key = str(name).lower()
     if key == "fusion":
         return FusionNet(n_sources, n_times, config)
+    if key == "segnet":
+        return SegNet(n_sources, n_times, dropout=config.head.dropout, stages=config.segnet.levels)
     if key in _BASELINES:
         return _BASELINES[key](n_sources, n_times, dropout=config.head.dropout)
     if key == "unet":

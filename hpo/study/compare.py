@@ -261,9 +261,11 @@ def variant_spec(
 ) -> StudySpec:
     """The study of one variant on one split: its model, fixed keys, data and stages."""
     fixed = {**spec.model.fixed, **variant.fixed}
-    # Fusion-only settings (e.g. temporal.downsample) mean nothing to the other models.
+    # Fusion-only settings (e.g. temporal.downsample) mean nothing to the other models;
+    # a baseline keeps its own group's (segnet.levels for the study's tile size).
     if variant.model != "fusion":
-        fixed = {k: v for k, v in fixed.items() if k.startswith(("optim.", "head.", "boost."))}
+        own = ("optim.", "head.", "boost.", f"{variant.model}.")
+        fixed = {k: v for k, v in fixed.items() if k.startswith(own)}
     return dataclasses.replace(
         spec,
         name=f"{spec.name}-cmp-{label}-{variant.name}",

@@ -81,7 +81,8 @@ BOOST_STAGES = (
     ),
 )
 
-_BASELINE_KEEP = ("optim.", "head.")  # the baselines' architecture is fixed
+# What every baseline tunes; SegNet and the U-Net add their own group (segnet.*, unet.*).
+_BASELINE_KEEP = ("optim.", "head.")
 _PRETRAINING = ("dbn.pretrain_lr", "dbn.cd_k", "dbn.pretrain_epochs", "dbn.warmup_epochs",
                 "dbn.max_pixels")
 
@@ -89,8 +90,8 @@ VARIANTS: dict[str, Variant] = {
     v.name: v
     for v in (
         Variant("fusion", "the paper's fusion network, every stage tuned"),
-        Variant("segnet", "SegNet, optimizer and head tuned", model="segnet",
-                keep=_BASELINE_KEEP),
+        Variant("segnet", "SegNet, optimizer, head and its segnet.* parameters tuned",
+                model="segnet", keep=(*_BASELINE_KEEP, "segnet.")),
         Variant("deeplabv3", "DeepLabV3 (ASPP), optimizer and head tuned", model="deeplabv3",
                 keep=_BASELINE_KEEP),
         Variant("pspnet", "PSPNet, optimizer and head tuned", model="pspnet",

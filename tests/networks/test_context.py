@@ -170,6 +170,7 @@ def test_search_space_parameters_reach_the_network():
     assert _params("fusion", **{"dcnn.width": 16}) < _params("fusion")
     assert _params("unet", **{"unet.levels": 4}) > _params("unet")
     assert _params("unet", **{"unet.channels": 16}) < _params("unet")
+    assert _params("segnet", **{"segnet.levels": 2}) < _params("segnet")
     # The dilations change what a block sees, not its weights.
     assert _params("fusion", **{"dcnn.max_dilation": 16}) == _params("fusion")
 
@@ -214,7 +215,19 @@ def test_new_configs_are_not_taken_for_old_ones():
     assert ModelConfig.from_dict({"dcnn": {"depth": 6}}).dcnn.levels == 1
 
 
-@pytest.mark.parametrize("key", ["dcnn.levels", "unet.levels"])
+@pytest.mark.parametrize("levels", [1, 2, 4])
+def test_segnet_levels_pool_that_often_at_odd_sizes(levels):
+    # Issue 19: four poolings leave a 32-px tile 2 x 2 px at SegNet's bottleneck.
+    model = build_model("segnet", 3, 2, ModelConfig.from_params({"segnet.levels": levels}))
+    assert len(model.encoder) == len(model.decoder) == levels
+    x = torch.randn(2, 3, 2, 37, 45, requires_grad=True)
+    out = model(x)
+    assert out.shape == (2, 2, 37, 45)
+    out.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("key", ["dcnn.levels", "unet.levels", "segnet.levels"])
 def test_levels_out_of_range_are_named_errors(key):
     from networks import ConfigError
 

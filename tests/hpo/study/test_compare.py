@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -342,3 +343,13 @@ def test_compare_md_flags_networks_that_learned_little():
     assert "unet" not in flagged[0] and "hgb" not in flagged[0]
     state["rows"] = [_row("fusion", 0.75), _row("unet", 0.63)]
     assert "Learned little" not in markdown(state)
+
+
+def test_a_baseline_keeps_its_own_groups_fixed_keys(spec):
+    # compare-synthetic fixes segnet.levels = 2 for its 32-px tiles; fusion-only keys go.
+    fixed = {**spec.model.fixed, "segnet.levels": 2, "temporal.conv_layers": 1}
+    study = dataclasses.replace(spec, model=dataclasses.replace(spec.model, fixed=fixed))
+    segnet = variant_spec(study, VARIANTS["segnet"], 8, {}, "study")
+    assert segnet.model.fixed["segnet.levels"] == 2
+    assert "temporal.conv_layers" not in segnet.model.fixed
+    assert "segnet.levels" not in variant_spec(study, VARIANTS["unet"], 8, {}, "study").model.fixed
