@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._harness import ROOT, Row, Run, add_common_flags, results_dir
+from hpo.engine.budget import n_random
 from hpo.engine.replicates import REPLICATES_ATTR, search_gain
 from hpo.study import (
     data_section,
@@ -80,15 +81,16 @@ def _joint(raw: dict[str, Any], sampler: str) -> None:
     """One stage over every parameter, trained as often as the layer-wise search.
 
     The layer-wise search trains each stage's trials but the first (after stage 1 it is
-    the copied incumbent); the joint stage gets that many, a third of them random (trial 0
-    the defaults), as ``benchmarks/experiments/layerwise.py`` splits a joint budget.
+    the copied incumbent); the joint stage gets that many, the engine's random share of
+    them (trial 0 the defaults), as ``benchmarks/experiments/layerwise.py`` splits a joint
+    budget.
     """
     stages = raw["stages"]
     trainings = sum(s["n_random"] + s["n_bayes"] for s in stages) - (len(stages) - 1)
-    n_random = round(trainings / 3)
+    n_start = n_random(trainings)
     raw["stages"] = [{
-        "name": "joint", "sampler": sampler, "n_random": n_random,
-        "n_bayes": trainings - n_random,
+        "name": "joint", "sampler": sampler, "n_random": n_start,
+        "n_bayes": trainings - n_start,
         "params": {k: v for s in stages for k, v in s["params"].items()},
     }]
 
