@@ -56,6 +56,7 @@ from hpo.study.scene import data_section, ensure_scene
 from hpo.study.schema import IntParam, ModelSpec, RefineSpec, StageSpec, StudySpec
 from hpo.study.tune import set_threads
 from hpo.study.variants import PAPER_VARIANTS, VARIANTS, Variant
+from networks import NETWORK_NAMES
 
 EPOCHS_KEY = "optim.epochs"
 DEFAULTS = {"trials": 20, "seeds": 3}
@@ -197,8 +198,9 @@ def variant_stages(
 ) -> tuple[StageSpec, ...]:
     """The variant's stages with the study's ranges, budgets re-split for ``trials``.
 
-    With ``epochs``, a network variant also tunes ``optim.epochs`` in that range (in its
-    stage of ``optim.*`` parameters, else in a first stage of its own).
+    With ``epochs``, a network variant (not the boosting floor) also tunes
+    ``optim.epochs`` in that range (in its stage of ``optim.*`` parameters, else in a
+    first stage of its own).
 
     Raises:
         SpecError: No stage is left to tune, or ``trials`` is too small for the stages.
@@ -211,7 +213,7 @@ def variant_stages(
             params = {n: p for n, p in stage.params.items() if variant.applies(n)}
             if params:
                 stages.append(dataclasses.replace(stage, params=params))
-    if epochs is not None and variant.model != "hgb":
+    if epochs is not None and variant.model in NETWORK_NAMES:
         stages = _with_epochs(stages, epochs, spec.model.fixed.get(EPOCHS_KEY))
     if not stages:
         raise SpecError(

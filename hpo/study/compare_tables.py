@@ -20,6 +20,7 @@ from hpo.engine.atomic import write_json, write_text
 from hpo.engine.errors import SpecError
 from hpo.study.schema import StudySpec
 from hpo.study.variants import VARIANTS
+from networks import NETWORK_NAMES
 from networks.checkpoint import package_versions
 
 RESULTS_FILE = "compare.json"
@@ -97,7 +98,7 @@ def _learned_little(entries: Sequence[Mapping[str, Any]]) -> list[str]:
         return []
     best_name, best = max(scored, key=lambda vf: vf[1])
     weak = [f"{name} ({f1:.3f})" for name, f1 in scored
-            if VARIANTS[name].model != "hgb" and f1 < WEAK_SHARE * best]
+            if VARIANTS[name].model in NETWORK_NAMES and f1 < WEAK_SHARE * best]
     if not weak:
         return []
     return [
