@@ -53,6 +53,7 @@ from hpo.study import (
     prepare_final_data,
 )
 from hpo.study.schema import parse_study
+from networks.config import ModelConfig
 
 # Two-sided 95 % Student's t quantiles by degrees of freedom.
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
@@ -149,15 +150,18 @@ def _region_shift(out: Path, shift: str) -> Path:
     return out / "grouped.toml"
 
 
-def _trainings(result: Any) -> int:
-    """Networks trained by the search: every replicate of every trial that ran."""
-    total = 0
+def _compute(result: Any, fixed_epochs: int) -> tuple[int, int]:
+    """Networks trained by the search (every replicate of every trial that ran) and the
+    epochs they trained: the compute, where a search also tunes ``optim.epochs``."""
+    trainings = epochs = 0
     for stage in result.stages:
         for t in stage.study.get_trials(deepcopy=False) if stage.study else []:
             if "hpo:copied_from" in t.user_attrs:
                 continue
-            total += len(t.user_attrs.get(REPLICATES_ATTR) or [None])
-    return total
+            runs = len(t.user_attrs.get(REPLICATES_ATTR) or [None])
+            trainings += runs
+            epochs += runs * int(t.params.get("optim.epochs", fixed_epochs))
+    return trainings, epochs
 
 
 def tune(dataset: str, method: str, work: Path, repeats: int, scale: float) -> dict[str, Any]:
@@ -170,13 +174,16 @@ def tune(dataset: str, method: str, work: Path, repeats: int, scale: float) -> d
     result = search.run()
     gain = search_gain(result)
     defaults = {k: v for stage in spec.stages for k, v in stage.to_stage().defaults.items()}
+    trainings, epochs = _compute(result, ModelConfig.from_params(
+        {**spec.model.fixed, **defaults}).optim.epochs)
     return {
         "spec": spec,
         "best": dict(result.best_params),
         "defaults": defaults,
         "claimed": gain.delta if gain else None,
         "claimed_se": gain.se if gain else None,
-        "trainings": _trainings(result),
+        "trainings": trainings,
+        "epochs_trained": epochs,
         "configurations": sum(s.n_complete for s in result.stages),
         "seconds": time.monotonic() - started,
     }
@@ -186,7 +193,6 @@ def _train_once(job: tuple) -> dict[str, Any]:
     """One fresh-seed training of one configuration, scored on validation and test."""
     section, base_dir, split_seed, fixed, params, seed, model = job
     import networks
-    from networks.config import ModelConfig
 
     final = prepare_final_data(section, base_dir, seed=split_seed, train_on="train")
     config = ModelConfig.from_params({**fixed, **params})
@@ -228,7 +234,8 @@ def run(datasets: list[str], methods: list[str], seeds: list[int], work: Path, r
             setup = {"seeds": seeds, "repeats": tuning.repeats, "folds": tuning.folds,
                      "switch_z": tuning.switch_z if tuning.repeats > 1 else None,
                      "budget_scale": scale if method in ("noisy", "grouped-folds") else 1.0,
-                     "trainings": t["trainings"], "configurations": t["configurations"],
+                     "trainings": t["trainings"], "epochs_trained": t["epochs_trained"],
+                     "configurations": t["configurations"],
                      "tuning_seconds": round(t["seconds"], 1)}
             row = {"benchmark": "tuning_gain", "dataset": dataset, "method": method,
                    "model": first["spec"].model.name, "setup": setup,
@@ -284,8 +291,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         "Exported best configuration vs the untuned defaults, each trained with the same "
         "fresh seeds (never used in tuning); gains are paired by seed, mean [95 % CI].",
         "",
-        "| data set | method | trainings (configs) | claimed gain | realised val F1 gain | "
-        "realised test F1 gain | test AUC gain | val - test F1 |",
+        "| data set | method | trainings (configs) / epochs | claimed gain | "
+        "realised val F1 gain | realised test F1 gain | test AUC gain | val - test F1 |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
@@ -297,7 +304,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             f" ± {r['claimed_gain_se']:.3f}" if r["claimed_gain_se"] else "")
         lines.append(
             f"| {r['dataset']} | {r['method']} | {r['setup']['trainings']} "
-            f"({r['setup']['configurations']}) | {claimed} | {cell('val_f1')} | "
+            f"({r['setup']['configurations']}) / {r['setup'].get('epochs_trained', '-')} | "
+            f"{claimed} | {cell('val_f1')} | "
             f"{cell('test_f1')} | {cell('test_auc')} | {r.get('val_to_test_gap', math.nan):+.3f} |")
     versus = [(r["dataset"], r["method"], other, pairs)
               for r in rows for other, pairs in r.get("versus", {}).items()]
