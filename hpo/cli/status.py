@@ -15,6 +15,7 @@ from hpo.engine import SearchResult
 from hpo.engine.progress import format_params, format_value
 from hpo.engine.replicates import gain_text, replicates_of, search_gain
 from hpo.engine.replicates import summary as replicate_summary
+from hpo.study.learning import short_training_lines
 
 _STATES = {"finished": "finished (ledger written)", "open": "open", "pending": "pending"}
 _COLUMNS = (
@@ -109,3 +110,5 @@ def _print_status(console: Console, result: SearchResult, metric: str) -> None:
                                   if gained else ""),
                 soft_wrap=True, markup=False,
             )
+    for line in short_training_lines(result, metric):
+        console.print(line, soft_wrap=True, markup=False)

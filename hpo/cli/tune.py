@@ -20,6 +20,7 @@ from hpo.engine.progress import TuneProgress, format_duration, format_params, fo
 from hpo.engine.replicates import search_gain, untuned_trial
 from hpo.engine.runners.job import as_two_argument
 from hpo.engine.storage import mask_url, probe_storage
+from hpo.study.learning import short_training_lines
 from hpo.study.schema import StudySpec
 
 
@@ -295,6 +296,8 @@ def _print_summary(
             f"{spec.metric} {format_value(untuned.value)}"
         )
     out.print(f"best params: {format_params(result.best_params)}", soft_wrap=True)
+    for line in short_training_lines(result, spec.metric):
+        out.print(line, soft_wrap=True, markup=False)
     export = ["hpo", "export", args.study, "-o", "best.yaml"] + (
         ["--storage", args.storage] if args.storage else []
     )

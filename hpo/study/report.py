@@ -24,6 +24,7 @@ from hpo.engine.errors import HPOError
 from hpo.engine.replicates import Gain, gain_text, search_gain, untuned_trial
 from hpo.engine.replicates import summary as replicate_summary
 from hpo.study.figures import plot_carried, plot_importances, plot_stages
+from hpo.study.learning import short_training_lines
 from hpo.study.report_model import MapSummary, cell, model_sections
 
 # fANOVA fits a random forest per stage; below this many trials its importances are noise.
@@ -220,6 +221,10 @@ def _overview(result: Any, metric: str, report: Report) -> list[str]:
         ]
     elif best is not None:
         lines += [f"**Best {metric}:** {best:.4f}.", ""]
+    short = short_training_lines(result, metric)
+    if short:
+        lines += ["**Training may be too short:**", ""]
+        lines += [f"- {line.strip().removeprefix('warning: ')}" for line in short] + [""]
     return lines
 
 
