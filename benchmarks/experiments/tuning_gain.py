@@ -68,6 +68,9 @@ DATASETS: dict[str, dict[str, Any]] = {
     # two synthetic regions (benchmarks/experiments/region_shift.py): tune in a, test in b
     "region-shift": {"study": "region-shift/grouped.toml", "data": {}, "shift": "strong"},
     "region-shift-mild": {"study": "region-shift/grouped.toml", "data": {}, "shift": "mild"},
+    # the Landslide4Sense sample in hpo compare's outer folds: fold k's patches are the test
+    **{f"l4s-fold{k}": {"study": "studies/l4s.toml",
+                        "data": {"folds": 3, "fold": k, "fold_role": "test"}} for k in range(3)},
 }
 
 

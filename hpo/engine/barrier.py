@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import asdict
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo.engine.curves import STILL_IMPROVING_ATTR, still_improving
 from hpo.engine.leases import Backoff, reap_stale
 from hpo.engine.ledger import Ledger, ledger_from_trial, read_ledger, write_ledger
 from hpo.engine.replicates import (
@@ -98,6 +100,13 @@ def ledger_of(
                   "the incumbent is handed on", study.study_name, best.number,
                   gain["mean"], gain["se"], bar)
         best, gain = incumbent, None
+    improving = still_improving(best, maximize, (noise or {}).get("sd"))
+    if improving is not None:
+        study.set_user_attr(STILL_IMPROVING_ATTR, {"trial": best.number, **asdict(improving)})
+        _log.warning("%s: trial %d, handed on, was still improving when its training "
+                     "stopped (%.4g at best in its first %d of %d steps, %.4g at the last)",
+                     study.study_name, best.number, improving.early, improving.early_steps,
+                     improving.steps, improving.last)
     return ledger_from_trial(stage.name, study.study_name, best, noise=noise, gain=gain)
 
 

@@ -14,6 +14,10 @@ from dataclasses import dataclass
 
 from optuna.trial import FrozenTrial
 
+STILL_IMPROVING_ATTR = "hpo:still_improving"
+"""Stage user attribute: the ledger's trial was still improving when it stopped (a
+:class:`Trend` as a dict, with the trial's number), for the dashboard."""
+
 # Below this many reported steps a curve has no "last third" worth the name.
 MIN_STEPS = 4
 # ... and the last third must beat the first two thirds by this share of the final value.
@@ -76,4 +80,4 @@ def still_improving(
     return found if found.gain > bar else None
 
 
-__all__ = ["MIN_STEPS", "RELATIVE", "Trend", "still_improving", "trend"]
+__all__ = ["MIN_STEPS", "RELATIVE", "STILL_IMPROVING_ATTR", "Trend", "still_improving", "trend"]

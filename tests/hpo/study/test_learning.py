@@ -5,6 +5,7 @@ from __future__ import annotations
 from optuna.distributions import IntDistribution
 
 from hpo.engine import LayerwiseSearch, Stage
+from hpo.engine.curves import STILL_IMPROVING_ATTR
 from hpo.study.learning import HINT, short_training, short_training_lines
 from hpo.study.report import write_report
 
@@ -37,6 +38,9 @@ def test_a_best_trial_still_climbing_is_flagged_per_stage(tmp_path):
     for stage in result.stages:  # a copied incumbent is judged where it trained
         copied = "hpo:copied_from" in stage.best_trial.user_attrs
         assert (stage.name in flagged) == (not copied)
+    optim = result.stages[0]  # the dashboard shows it among the stage's user attributes
+    stored = optim.study.user_attrs[STILL_IMPROVING_ATTR]
+    assert stored["trial"] == optim.best_trial.number and stored["gain"] > 0
     lines = short_training_lines(result, "f1")
     assert lines[-1].strip() == HINT
     assert lines[0].startswith("warning: optim: its best trial (#")
@@ -56,3 +60,4 @@ def test_nothing_is_said_when_every_best_trial_plateaued(tmp_path):
     result = LayerwiseSearch([stage], objective, study_name="flat",
                              storage=f"sqlite:///{tmp_path / 'f.db'}", sampler="random").run()
     assert short_training(result) == [] and short_training_lines(result, "f1") == []
+    assert STILL_IMPROVING_ATTR not in result.stages[0].study.user_attrs
