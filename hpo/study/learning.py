@@ -48,15 +48,25 @@ def short_training(result: SearchResult) -> list[ShortTraining]:
 
 
 def short_training_lines(result: SearchResult, metric: str) -> list[str]:
-    """:func:`short_training` as ``warning:`` lines, and the hint; none when all is well."""
-    lines = [
-        f"warning: {f.stage}: its best trial (#{f.trial}) was still improving when its "
-        f"training stopped ({metric} {f.trend.early:.4g} at best in its first "
-        f"{f.trend.early_steps} of {f.trend.steps} epochs, {f.trend.last:.4g} at the "
-        f"last); its value measures the training length as much as its parameters"
-        for f in short_training(result)
+    """:func:`short_training` as one ``warning:`` line and the hint; none when all is well.
+
+    The line names every flagged stage and details the first: with ``[tuning] repeats``
+    each stage re-measures the configuration it was handed, so one configuration cut
+    short shows up in stage after stage.
+    """
+    found = short_training(result)
+    if not found:
+        return []
+    first, trend = found[0], found[0].trend
+    stages = ", ".join(f.stage for f in found)
+    return [
+        f"warning: the best trial of {'stage' if len(found) == 1 else 'stages'} {stages} "
+        f"was still improving when its training stopped ({first.stage} #{first.trial}: "
+        f"{metric} {trend.early:.4g} at best in its first {trend.early_steps} of "
+        f"{trend.steps} epochs, {trend.last:.4g} at the last); such a value measures the "
+        "training length as much as the parameters",
+        f"  {HINT}",
     ]
-    return lines + [f"  {HINT}"] if lines else []
 
 
 __all__ = ["HINT", "ShortTraining", "short_training", "short_training_lines"]

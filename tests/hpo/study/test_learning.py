@@ -43,7 +43,9 @@ def test_a_best_trial_still_climbing_is_flagged_per_stage(tmp_path):
     assert stored["trial"] == optim.best_trial.number and stored["gain"] > 0
     lines = short_training_lines(result, "f1")
     assert lines[-1].strip() == HINT
-    assert lines[0].startswith("warning: optim: its best trial (#")
+    assert len(lines) == 2
+    assert lines[0].startswith(f"warning: the best trial of stages {', '.join(flagged)} was")
+    assert f"(optim #{result.stages[0].best_trial.number}: f1 " in lines[0]
     report = write_report(result, tmp_path / "report.md", metric="f1")
     text = report.path.read_text()
     assert "**Training may be too short:**" in text and HINT in text
