@@ -74,8 +74,10 @@ DATASETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _noisy(raw: dict[str, Any], repeats: int, scale: float, folds: int = 0) -> None:
-    raw["tuning"] = {"repeats": repeats, "racing": True} | ({"folds": folds} if folds else {})
+def _noisy(raw: dict[str, Any], repeats: int, scale: float, folds: int = 0,
+           most: int | None = None) -> None:
+    raw["tuning"] = ({"repeats": repeats, "racing": True} | ({"folds": folds} if folds else {})
+                     | ({"max_repeats": most} if most else {}))
     for stage in raw["stages"]:
         stage["n_random"] = max(2, round(stage["n_random"] * scale))
         stage["n_bayes"] = max(1, round(stage["n_bayes"] * scale))
@@ -100,6 +102,7 @@ def _joint(raw: dict[str, Any], sampler: str) -> None:
 
 
 # How each method changes the study (``raw``) before it is tuned.
+NOISY = ("noisy", "noisy-intensify", "grouped-folds")  # their stage budgets are scaled
 METHODS: dict[str, Any] = {
     # the study as written: its strategy, or the engine's default (the shared surrogate)
     "single": lambda raw, repeats, scale: None,
@@ -107,6 +110,9 @@ METHODS: dict[str, Any] = {
     "stagewise": lambda raw, repeats, scale: raw.update(strategy="stagewise"),
     "joint-tpe": lambda raw, repeats, scale: _joint(raw, "tpe"),
     "noisy": _noisy,
+    # with intensification: the incumbent and close contenders run up to twice as many
+    "noisy-intensify": lambda raw, repeats, scale: _noisy(raw, repeats, scale,
+                                                          most=2 * repeats),
     # validation on random patches of the training region, though the test is elsewhere
     "random-val": lambda raw, repeats, scale: raw["data"].update(validation="random"),
     # the default where the test is another region: held-out groups (blocks)
@@ -235,8 +241,9 @@ def run(datasets: list[str], methods: list[str], seeds: list[int], work: Path, r
         for method, t in tuned.items():
             tuning = t["spec"].tuning
             setup = {"seeds": seeds, "repeats": tuning.repeats, "folds": tuning.folds,
+                     "max_repeats": tuning.max_repeats,
                      "switch_z": tuning.switch_z if tuning.repeats > 1 else None,
-                     "budget_scale": scale if method in ("noisy", "grouped-folds") else 1.0,
+                     "budget_scale": scale if method in NOISY else 1.0,
                      "trainings": t["trainings"], "epochs_trained": t["epochs_trained"],
                      "configurations": t["configurations"],
                      "tuning_seconds": round(t["seconds"], 1)}

@@ -353,8 +353,11 @@ def _replicates_line(tuning: dict[str, Any]) -> str:
                 "of 3 and measures the noise)")
     over = f"folds (replicate r on fold r % {tuning['folds']})" if tuning["folds"] else "seeds"
     racing = f"raced at z = {tuning['z']:g}" if tuning["racing"] else "not raced"
-    return (f"trials: mean of up to {tuning['repeats']} replicates over {over}, {racing}"
-            + (", median pruning" if tuning["prune"] else ""))
+    most = tuning.get("max_repeats") or tuning["repeats"]
+    intensify = (f", up to {most} for the incumbent and close contenders"
+                 if most > tuning["repeats"] else "")
+    return (f"trials: mean of up to {tuning['repeats']} replicates over {over}{intensify}, "
+            f"{racing}" + (", median pruning" if tuning["prune"] else ""))
 
 
 def _data_line(spec: StudySpec, data: dict[str, Any]) -> str:

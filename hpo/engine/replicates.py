@@ -55,15 +55,23 @@ class Replication:
             The best of several noisy means is biased up (on the quickstart each stage's
             best beat its incumbent by 0.07-0.12 F1 at 1.4-2.7 se, and lost it again with
             fresh seeds); below the bar the incumbent is handed on.
+        max_repeats: Intensification: up to this many replicates (``None``: ``repeats``).
+            The stage's incumbent runs all of them, and a configuration that beats it
+            after ``repeats`` replicates, but not yet by ``switch_z``, runs more, paired
+            replicate by replicate with the incumbent's, until it wins or stops winning.
+            Three replicates ask a gain for 4.5 standard errors; a real gain of 2 se then
+            mostly goes unseen, and a few more replicates of the two that matter settle it.
 
     Raises:
-        SpecError: ``repeats`` below 1, or ``z`` / ``switch_z`` not positive.
+        SpecError: ``repeats`` below 1, ``z`` / ``switch_z`` not positive, or
+            ``max_repeats`` below ``repeats``.
     """
 
     repeats: int = 1
     racing: bool = True
     z: float = 1.0
     switch_z: float = 2.0
+    max_repeats: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.repeats, bool) or not isinstance(self.repeats, int) \
@@ -75,16 +83,36 @@ class Replication:
             if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
                 raise SpecError(f"{name} = {value!r}", key=f"tuning.{name}",
                                 hint="a positive number of standard errors, e.g. 1.0")
+        most = self.max_repeats
+        if most is not None and (isinstance(most, bool) or not isinstance(most, int)
+                                 or most < self.repeats):
+            raise SpecError(f"max_repeats = {most!r}", key="tuning.max_repeats",
+                            hint=f"an integer >= repeats ({self.repeats}), e.g. "
+                                 f"{2 * self.repeats}")
 
     @property
     def replicated(self) -> bool:
         """Whether a trial runs more than one replicate."""
         return self.repeats > 1
 
+    @property
+    def most(self) -> int:
+        """The most replicates a configuration may run."""
+        return self.max_repeats if self.max_repeats is not None else self.repeats
+
+    @property
+    def intensifies(self) -> bool:
+        """Whether close contenders earn replicates beyond ``repeats``."""
+        return self.replicated and self.most > self.repeats
+
     def to_dict(self) -> dict[str, Any]:
-        """The JSON-able form (in ``hpo:search``)."""
+        """The JSON-able form (in ``hpo:search`` and the stage keys).
+
+        ``max_repeats`` only where it intensifies: earlier searches keep their keys.
+        """
         return {"repeats": self.repeats, "racing": self.racing, "z": self.z,
-                "switch_z": self.switch_z}
+                "switch_z": self.switch_z} | (
+                    {"max_repeats": self.most} if self.most > self.repeats else {})
 
     @classmethod
     def coerce(cls, value: Replication | int | Mapping[str, Any] | None) -> Replication:
@@ -107,25 +135,47 @@ class RaceBar:
         sd: The stage's noise (pooled sd of one replicate), ``None`` while unmeasured.
         maximize: Whether higher is better.
         z: Standard errors a configuration may trail by and still go on.
+        incumbent: The stage incumbent's replicate values, when intensifying.
+        is_incumbent: The trial *is* the incumbent: it runs every replicate allowed.
     """
 
     values: tuple[float, ...]
     sd: float | None
     maximize: bool
     z: float
+    incumbent: tuple[float, ...] | None = None
+    is_incumbent: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-able form (it travels to worker processes and Ray trials)."""
         return {"values": list(self.values), "sd": self.sd, "maximize": self.maximize,
-                "z": self.z}
+                "z": self.z, "is_incumbent": self.is_incumbent,
+                "incumbent": list(self.incumbent) if self.incumbent is not None else None}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> RaceBar | None:
         """Rebuild a bar from :meth:`to_dict` (``None`` stays ``None``)."""
         if not data:
             return None
+        incumbent = data.get("incumbent")
         return cls(tuple(float(v) for v in data["values"]), data.get("sd"),
-                   bool(data["maximize"]), float(data["z"]))
+                   bool(data["maximize"]), float(data["z"]),
+                   tuple(float(v) for v in incumbent) if incumbent is not None else None,
+                   bool(data.get("is_incumbent", False)))
+
+    def undecided(self, values: Sequence[float], switch_z: float) -> bool:
+        """Whether a configuration deserves another replicate (intensification).
+
+        It does while it beats the incumbent, but not yet by ``switch_z``
+        (:func:`switch_bar`), and the incumbent has a replicate to pair the next one with.
+        """
+        if self.incumbent is None or len(self.incumbent) <= len(values):
+            return False
+        gain = paired_gain(values, self.incumbent)
+        if gain is None:
+            return False
+        mean = gain["mean"] if self.maximize else -gain["mean"]
+        return 0 < mean <= switch_bar(switch_z, gain["n"]) * gain["se"]
 
     def hopeless(self, values: Sequence[float]) -> bool:
         """Whether a configuration with these first replicates cannot beat the bar.
@@ -238,12 +288,15 @@ class ReplicatedObjective:
             HPOError: A replicate's value is missing or not finite (the trial is FAIL).
         """
         bar = RaceBar.from_dict(getattr(trial, "race", None))
-        repeats = self.replication.repeats
+        repeats, most = self.replication.repeats, self.replication.most
         values: list[float] = []
         extra: dict[str, list[Any]] = {}
         raced = False
-        for r in range(repeats):
-            view = ReplicateView(trial, r, repeats, replicate_seed(self.seed, trial.stage, r))
+        for r in range(most):
+            if r >= repeats and not (bar is not None and (
+                    bar.is_incumbent or bar.undecided(values, self.replication.switch_z))):
+                break
+            view = ReplicateView(trial, r, most, replicate_seed(self.seed, trial.stage, r))
             result = self.objective(params, view)
             if view.stopped:
                 return result  # pruned on replicate 0: the runner records PRUNED
@@ -368,18 +421,35 @@ def switch_bar(z: float, n: int) -> float:
 
 
 def race_bar(
-    trials: Sequence[FrozenTrial], replication: Replication, *, maximize: bool
+    trials: Sequence[FrozenTrial], replication: Replication, *, maximize: bool,
+    incumbent: FrozenTrial | None = None,
 ) -> RaceBar | None:
-    """What a new trial of the stage races against (``None``: nothing to race yet)."""
-    if not (replication.replicated and replication.racing):
+    """What a new trial of the stage races against (``None``: nothing to race yet).
+
+    Args:
+        trials: The stage's trials so far.
+        replication: The settings.
+        maximize: Whether higher is better.
+        incumbent: The stage's incumbent, once COMPLETE: intensification pairs with it.
+    """
+    if not (replication.replicated and (replication.racing or replication.intensifies)):
         return None
     best = estimate_best(full_trials(trials, replication.repeats),
                          repeats=replication.repeats, maximize=maximize)
-    if best is None:
+    pair = (tuple(replicates_of(incumbent))
+            if replication.intensifies and incumbent is not None else None)
+    if best is None and pair is None:
         return None
     noise = noise_of(trials)
-    return RaceBar(tuple(replicates_of(best)), noise["sd"] if noise else None, maximize,
-                   replication.z)
+    values = tuple(replicates_of(best)) if best is not None and replication.racing else ()
+    return RaceBar(values, noise["sd"] if noise else None, maximize, replication.z, pair)
+
+
+def incumbent_bar(replication: Replication, *, maximize: bool) -> RaceBar | None:
+    """The bar of a stage's incumbent: all ``max_repeats`` replicates (``None``: plain)."""
+    if not replication.intensifies:
+        return None
+    return RaceBar((), None, maximize, replication.z, is_incumbent=True)
 
 
 @dataclass(frozen=True)
@@ -467,6 +537,7 @@ __all__ = [
     "gain_text",
     "noise_of",
     "paired_gain",
+    "incumbent_bar",
     "race_bar",
     "replicate_seed",
     "replicates_of",

@@ -291,7 +291,8 @@ class StudySpec:
             if runner[key] is None:
                 del runner[key]
         # Written only when set, so studies without it keep their fingerprint.
-        tuning = {"tuning": asdict(self.tuning)} if self.tuning != TuningSpec() else {}
+        tuning = {"tuning": {k: v for k, v in asdict(self.tuning).items() if v is not None}
+                  } if self.tuning != TuningSpec() else {}
         return {
             "name": self.name,
             "description": self.description,

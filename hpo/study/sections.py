@@ -11,7 +11,14 @@ from collections.abc import Mapping
 from dataclasses import field
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StrictBool, StrictStr, field_validator, model_validator
+from pydantic import (
+    Field,
+    StrictBool,
+    StrictStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.dataclasses import dataclass
 
 from hpo.engine.runners.local import default_workers
@@ -177,6 +184,9 @@ class TuningSpec:
         z: Standard errors of the racing rule.
         switch_z: Standard errors of its paired gain by which a stage's best must beat the
             stage's incumbent to be handed on instead of it.
+        max_repeats: Intensification (left out: ``repeats``): the incumbent runs this many
+            replicates, and a configuration that beats it, but not yet by ``switch_z``,
+            runs more than ``repeats``, up to this many, until the comparison is decided.
         prune: Stop a trial whose learning curve (its first replicate's) falls below the
             median of the stage's earlier trials at the same epoch (Optuna's
             ``MedianPruner``, after half the epochs); it is recorded PRUNED and the stage
@@ -189,6 +199,7 @@ class TuningSpec:
     z: Annotated[Float, Field(gt=0, le=10)] = 1.0
     switch_z: Annotated[Float, Field(gt=0, le=10)] = 2.0
     prune: StrictBool = False
+    max_repeats: Annotated[Int, Field(ge=1, le=100)] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -208,10 +219,19 @@ class TuningSpec:
                        "use 0 (the fixed validation split) or 2 or more folds")
         return folds
 
+    @field_validator("max_repeats")
+    @classmethod
+    def _most_at_least_repeats(cls, most: int | None, info: ValidationInfo) -> int | None:
+        repeats = info.data.get("repeats", 1)
+        if most is not None and most < repeats:
+            raise fail(f"max_repeats = {most} < repeats = {repeats}",
+                       f"at least repeats, e.g. {2 * repeats}; leave it out for none")
+        return most
+
     def replication(self) -> dict[str, Any]:
         """The engine's :class:`~hpo.Replication` fields."""
         return {"repeats": self.repeats, "racing": self.racing, "z": self.z,
-                "switch_z": self.switch_z}
+                "switch_z": self.switch_z, "max_repeats": self.max_repeats}
 
 
 @dataclass(frozen=True, config=STUDY_CONFIG)

@@ -38,7 +38,7 @@ from hpo.engine.leases import (
 )
 from hpo.engine.ledger import COPIED_ATTR, Ledger, best_trial
 from hpo.engine.progress import format_duration
-from hpo.engine.replicates import Replication, race_bar
+from hpo.engine.replicates import Replication, incumbent_bar, race_bar
 from hpo.engine.runners.outcome import (
     DUPLICATE,
     INTERRUPTED,
@@ -403,12 +403,18 @@ class StageJob:
             artifact_store=self.artifact_store,
             ledgers=self.ledgers,
         )
-        # The incumbent gets every replicate (it measures the noise); a plain search reads
-        # nothing more per trial.
-        if phase != INCUMBENT and self.replication.replicated and self.replication.racing:
+        # The incumbent gets every replicate (it measures the noise, and intensification
+        # pairs with it); a plain search reads nothing more per trial.
+        replication = self.replication
+        if replication.replicated and (replication.racing or replication.intensifies):
             maximize = self.study.direction == optuna.study.StudyDirection.MAXIMIZE
-            bar = race_bar(self.study.get_trials(deepcopy=False), self.replication,
-                           maximize=maximize)
+            if phase == INCUMBENT:
+                bar = incumbent_bar(replication, maximize=maximize)
+            else:
+                trials = self.study.get_trials(deepcopy=False)
+                incumbent = next((t for t in trials if t.state == TrialState.COMPLETE
+                                  and t.user_attrs.get(PHASE_ATTR) == INCUMBENT), None)
+                bar = race_bar(trials, replication, maximize=maximize, incumbent=incumbent)
             context.race = bar.to_dict() if bar is not None else None
         return PendingTrial(trial, params, context, phase)
 

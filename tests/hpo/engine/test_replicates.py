@@ -302,6 +302,10 @@ def test_dry_run_says_how_trials_are_scored(tmp_path, capsys):
            "raced at z = 1, median pruning" in out
     assert main(["tune", str(write_study(tmp_path / "b")), "--dry-run"]) == 0
     assert "trials: one training run each" in capsys.readouterr().out
+    more = text.replace("prune = true\n", "prune = true\nmax_repeats = 6\n")
+    assert main(["tune", str(write_study(tmp_path / "c", more)), "--dry-run"]) == 0
+    assert "replicate r on fold r % 3), up to 6 for the incumbent and close contenders" \
+        in capsys.readouterr().out
 
 
 def test_stage_studies_name_their_metric_for_the_dashboard(tmp_path):
@@ -365,3 +369,79 @@ def test_a_stage_hands_on_another_configuration_only_when_it_measurably_wins():
     assert switch_bar(2.0, 3) > 4 and abs(switch_bar(2.0, 1000) - 2.0) < 0.01
     with pytest.raises(SpecError, match="switch_z"):
         Replication(repeats=2, switch_z=0)
+
+
+# ------------------------------------------------------------------ intensification
+
+
+def _contest(gain: float, sd: float = 0.1):
+    """An objective where "challenger" beats "incumbent" by ``gain`` on average, each
+    replicate with its own noise (not shared through the seed)."""
+    means = {"incumbent": 0.5, "challenger": 0.5 + gain}
+    calls: list[tuple[str, int]] = []
+
+    def objective(params, trial):
+        calls.append((params["kind"], trial.replicate))
+        rng = np.random.default_rng([trial.replicate_seed, params["kind"] == "challenger"])
+        return means[params["kind"]] + sd * float(rng.standard_normal())
+
+    return objective, calls
+
+
+def _one_stage_search(objective, replication, seed=0):
+    stage = Stage("s", {"kind": CategoricalDistribution(["incumbent", "challenger"])},
+                  defaults={"kind": "incumbent"}, n_random=2, n_bayes=0)
+    return LayerwiseSearch([stage], objective, seed=seed, sampler="random",
+                           replication=replication)
+
+
+def test_intensification_settles_a_close_contest_that_three_replicates_cannot():
+    # A real gain of 0.15 at sd 0.1 per run. Seed 5: three paired runs show +0.27 ± 0.11,
+    # 2.4 se, under the 4.5 se Student's t asks of three; two more runs settle it.
+    found = {}
+    for most in (None, 10):
+        objective, calls = _contest(0.15)
+        result = _one_stage_search(objective, Replication(repeats=3, racing=False,
+                                                          max_repeats=most), seed=5).run()
+        stage = result.stages[0]
+        trials = {t.params["kind"]: t for t in stage.study.trials}
+        found[most] = (stage.ledger.params["kind"],
+                       {k: len(t.user_attrs[REPLICATES_ATTR]) for k, t in trials.items()})
+    assert found[None] == ("incumbent", {"incumbent": 3, "challenger": 3})
+    kind, counts = found[10]
+    assert kind == "challenger"
+    assert counts["incumbent"] == 10 and 3 < counts["challenger"] < 10
+
+
+def test_a_clear_winner_and_a_clear_loser_get_no_more_than_repeats():
+    # the loser is raced out after its first replicate, as without intensification
+    for gain, runs in ((0.6, 3), (-0.3, 1)):
+        objective, calls = _contest(gain, sd=0.02)
+        result = _one_stage_search(objective, Replication(repeats=3, max_repeats=8)).run()
+        counts = {t.params["kind"]: len(t.user_attrs[REPLICATES_ATTR])
+                  for t in result.stages[0].study.trials}
+        assert counts == {"incumbent": 8, "challenger": runs}, gain
+        assert result.stages[0].ledger.params["kind"] == (
+            "challenger" if gain > 0 else "incumbent")
+
+
+def test_undecided_pairs_with_the_incumbent_and_stops_where_it_has_no_more():
+    bar = RaceBar((), None, True, 1.0, incumbent=(0.50, 0.45, 0.55, 0.50))
+    assert bar.undecided([0.56, 0.52, 0.58], switch_z=2.0)  # +0.05 ± 0.01: 5 se < 7.3 se
+    assert not bar.undecided([0.90, 0.85, 0.95], switch_z=2.0)  # +0.40: decided, it wins
+    assert not bar.undecided([0.40, 0.35, 0.45], switch_z=2.0)  # behind: decided, it loses
+    assert not bar.undecided([0.56, 0.52, 0.58, 0.51], switch_z=2.0)  # nothing to pair with
+    again = RaceBar.from_dict(bar.to_dict())
+    assert again == bar
+    assert RaceBar.from_dict({"values": [1.0], "sd": 0.1, "maximize": True, "z": 1.0}) == \
+        RaceBar((1.0,), 0.1, True, 1.0)  # a bar of an earlier version
+
+
+def test_max_repeats_is_checked_and_keeps_earlier_keys():
+    assert Replication(repeats=3).to_dict() == Replication(repeats=3, max_repeats=3).to_dict()
+    assert "max_repeats" not in Replication(repeats=3).to_dict()
+    assert Replication(repeats=3, max_repeats=6).to_dict()["max_repeats"] == 6
+    assert not Replication(repeats=1, max_repeats=4).intensifies
+    for bad in (2, 2.5, True):
+        with pytest.raises(SpecError, match="max_repeats"):
+            Replication(repeats=3, max_repeats=bad)

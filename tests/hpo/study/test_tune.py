@@ -202,9 +202,23 @@ def test_tuning_folds_replicate_over_folds_and_never_read_the_test_split(tmp_pat
 @pytest.mark.parametrize(
     ("table", "match"),
     [("folds = 1", "tuning.folds"), ("repeats = 0", "tuning.repeats"),
-     ("z = -1", "tuning.z"), ("rounds = 2", "rounds")],
+     ("z = -1", "tuning.z"), ("rounds = 2", "rounds"),
+     ("repeats = 3\nmax_repeats = 2", "tuning.max_repeats")],
 )
 def test_bad_tuning_table_is_a_named_error(tmp_path, table, match):
     text = TINY_STUDY.replace('sampler = "tpe"\n', f'sampler = "tpe"\n\n[tuning]\n{table}\n')
     with pytest.raises(SpecError, match=match):
         load_study(write_study(tmp_path, text))
+
+
+def test_max_repeats_reaches_the_search_and_leaves_other_studies_as_they_were(tmp_path):
+    plain = TINY_STUDY.replace('sampler = "tpe"\n', 'sampler = "tpe"\n\n[tuning]\nrepeats = 3\n')
+    before = load_study(write_study(tmp_path / "a", plain), check_paths=False)
+    assert "max_repeats" not in before.to_dict()["tuning"]  # its fingerprint is unchanged
+    assert make_search(before).replication.most == 3
+    more = plain.replace("repeats = 3\n", "repeats = 3\nmax_repeats = 6\n")
+    spec = load_study(write_study(tmp_path / "b", more), check_paths=False)
+    assert spec.tuning.max_repeats == 6 and spec.to_dict()["tuning"]["max_repeats"] == 6
+    assert spec.fingerprint() != before.fingerprint()
+    search = make_search(spec)
+    assert search.replication.intensifies and search.replication.most == 6
