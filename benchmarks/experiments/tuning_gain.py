@@ -53,7 +53,6 @@ from hpo.study import (
     prepare_final_data,
 )
 from hpo.study.schema import parse_study
-from networks.config import ModelConfig
 
 # Two-sided 95 % Student's t quantiles by degrees of freedom.
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
@@ -159,9 +158,13 @@ def _region_shift(out: Path, shift: str) -> Path:
     return out / "grouped.toml"
 
 
-def _compute(result: Any, fixed_epochs: int) -> tuple[int, int]:
+def _compute(result: Any) -> tuple[int, int]:
     """Networks trained by the search (every replicate of every trial that ran) and the
-    epochs they trained: the compute, where a search also tunes ``optim.epochs``."""
+    epochs they trained: the compute, where a search also tunes ``optim.epochs``.
+
+    A trial's epochs per replicate are the ones its first replicate reported (a later
+    stage trains at the length an earlier one handed on, which its params do not show).
+    """
     trainings = epochs = 0
     for stage in result.stages:
         for t in stage.study.get_trials(deepcopy=False) if stage.study else []:
@@ -169,7 +172,7 @@ def _compute(result: Any, fixed_epochs: int) -> tuple[int, int]:
                 continue
             runs = len(t.user_attrs.get(REPLICATES_ATTR) or [None])
             trainings += runs
-            epochs += runs * int(t.params.get("optim.epochs", fixed_epochs))
+            epochs += runs * len(t.intermediate_values)
     return trainings, epochs
 
 
@@ -183,8 +186,7 @@ def tune(dataset: str, method: str, work: Path, repeats: int, scale: float) -> d
     result = search.run()
     gain = search_gain(result)
     defaults = {k: v for stage in spec.stages for k, v in stage.to_stage().defaults.items()}
-    trainings, epochs = _compute(result, ModelConfig.from_params(
-        {**spec.model.fixed, **defaults}).optim.epochs)
+    trainings, epochs = _compute(result)
     return {
         "spec": spec,
         "best": dict(result.best_params),
@@ -202,6 +204,7 @@ def _train_once(job: tuple) -> dict[str, Any]:
     """One fresh-seed training of one configuration, scored on validation and test."""
     section, base_dir, split_seed, fixed, params, seed, model = job
     import networks
+    from networks.config import ModelConfig
 
     final = prepare_final_data(section, base_dir, seed=split_seed, train_on="train")
     config = ModelConfig.from_params({**fixed, **params})
