@@ -378,14 +378,12 @@ def _contest(gain: float, sd: float = 0.1):
     """An objective where "challenger" beats "incumbent" by ``gain`` on average, each
     replicate with its own noise (not shared through the seed)."""
     means = {"incumbent": 0.5, "challenger": 0.5 + gain}
-    calls: list[tuple[str, int]] = []
 
     def objective(params, trial):
-        calls.append((params["kind"], trial.replicate))
         rng = np.random.default_rng([trial.replicate_seed, params["kind"] == "challenger"])
         return means[params["kind"]] + sd * float(rng.standard_normal())
 
-    return objective, calls
+    return objective
 
 
 def _one_stage_search(objective, replication, seed=0):
@@ -400,7 +398,7 @@ def test_intensification_settles_a_close_contest_that_three_replicates_cannot():
     # 2.4 se, under the 4.5 se Student's t asks of three; two more runs settle it.
     found = {}
     for most in (None, 10):
-        objective, calls = _contest(0.15)
+        objective = _contest(0.15)
         result = _one_stage_search(objective, Replication(repeats=3, racing=False,
                                                           max_repeats=most), seed=5).run()
         stage = result.stages[0]
@@ -416,7 +414,7 @@ def test_intensification_settles_a_close_contest_that_three_replicates_cannot():
 def test_a_clear_winner_and_a_clear_loser_get_no_more_than_repeats():
     # the loser is raced out after its first replicate, as without intensification
     for gain, runs in ((0.6, 3), (-0.3, 1)):
-        objective, calls = _contest(gain, sd=0.02)
+        objective = _contest(gain, sd=0.02)
         result = _one_stage_search(objective, Replication(repeats=3, max_repeats=8)).run()
         counts = {t.params["kind"]: len(t.user_attrs[REPLICATES_ATTR])
                   for t in result.stages[0].study.trials}
