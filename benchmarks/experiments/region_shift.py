@@ -5,15 +5,21 @@ at its frozen defaults and region ``b`` with other terrain (higher, steeper, rou
 geology and other imagery (more bare outcrops, fewer fields, other light, clouds and
 noise). Both are cut into square patches written as a ``format = "patches"`` folder with a
 channel manifest (band descriptions name the channels), a group table (``region`` and a
-``block`` of tiles within it) and a test list holding every patch of region ``b``. Two
+``block`` of tiles within it) and a test list holding every patch of region ``b``. Three
 study files share everything, search space included, except validation: ``grouped.toml``
-validates on held-out blocks of region ``a`` (the default, since the test is a split list
-and the patches have groups), ``random.toml`` on random patches of region ``a``
-(``validation = "random"``, flagged by the dry run). The lead's tuning comparison runs on
-these; this script only builds them and checks them with ``hpo tune --dry-run``.
+validates on held-out blocks of the training regions (the default, since the test is a
+split list and the patches have groups), ``region.toml`` on held-out whole regions (groups
+by the ``region`` column), ``random.toml`` on random patches (``validation = "random"``,
+flagged by the dry run). ``--shift drawn --regions N`` generates N regions whose settings
+are all drawn from one family (``b`` is the test, the others train), so that a held-out
+training region is shifted from the rest as the test region is: the case where a user has
+mapped several valleys and maps one more. ``benchmarks/experiments/tuning_gain.py`` runs
+the tuning comparison on these; this script only builds them and checks them with
+``hpo tune --dry-run``.
 
     python -m benchmarks.experiments.region_shift OUT_DIR            # size 256, 32-px patches
     python -m benchmarks.experiments.region_shift OUT_DIR --size 192 --tile 32 --block 2
+    python -m benchmarks.experiments.region_shift OUT_DIR --shift drawn --regions 4 --size 192
     hpo tune OUT_DIR/grouped.toml ; hpo tune OUT_DIR/random.toml    # the comparison
 
 It writes ``OUT_DIR/region_shift.json`` and ``.md`` (the benchmarks' result schema; ``--out``
@@ -74,6 +80,13 @@ REGION_B_MILD: dict[str, Any] = {
 }
 SHIFTS = {"strong": REGION_B, "mild": REGION_B_MILD}
 SEEDS = {"a": 11, "b": 12}
+# ``drawn``: every region, the test region included, draws its settings from one family
+# (each key of REGION_B_MILD somewhere between -0.5x and 1.5x of the way from the default
+# to the mild value), so the test region is one more draw like the training regions and
+# validation on a held-out *region* is shifted the way the test is.
+DRAWN_SPREAD = (-0.5, 1.5)
+DRAWN_SEED = 23
+TEST_REGION = "b"
 N_DATES = 2
 BANDS = ("blue", "green", "red", "nir")
 CHANNELS = [*({"kind": "optical", "nodata": 0} for _ in BANDS),
@@ -102,9 +115,9 @@ images = "img/*.tif"
 masks = "mask/{{stem}}.tif"
 patch_size = {tile}
 context = 8
-group = {{ file = "groups.csv", column = "block" }}
+group = {{ file = "groups.csv", column = "{column}" }}
 test = "test.txt"                 # every patch of region b
-fractions = [0.7, 0.3, 0.0]       # validation: 30 % of region a ({how})
+fractions = [0.7, 0.3, 0.0]       # validation: 30 % of the training regions ({how})
 cache_dir = ".cache/cubes"
 {validation}
 [model]
@@ -147,28 +160,62 @@ def _write(path: Path, array: np.ndarray, names: list[str] | None = None) -> Non
                 dst.set_band_description(i + 1, name)
 
 
+def _drawn(rng: np.random.Generator) -> dict[str, Any]:
+    """One region's settings, drawn from the family between the defaults and the mild shift."""
+    from data.synthetic import DEFAULTS
+
+    def draw(default: float, mild: float) -> float:
+        value = default + rng.uniform(*DRAWN_SPREAD) * (mild - default)
+        # fractions, weaknesses and noise stay where the generator means them to be
+        return round(max(value, 0.0) if default >= 0 and mild >= 0 else value, 4)
+
+    return {key: (tuple(min(1.0, draw(d, m)) for d, m in zip(DEFAULTS[key], mild, strict=True))
+                  if isinstance(mild, tuple) else draw(DEFAULTS[key], mild))
+            for key, mild in REGION_B_MILD.items()}
+
+
+def regions_of(shift: str, n_regions: int = 2) -> dict[str, tuple[int, dict[str, Any] | None]]:
+    """Each region's generator seed and overrides; region ``b`` is the test region.
+
+    Args:
+        shift: ``strong`` or ``mild`` (region ``a`` at the defaults, ``b`` shifted), or
+            ``drawn`` (``n_regions`` regions, every one drawn from one family).
+        n_regions: Regions for ``drawn``: ``b`` and the training regions ``a``, ``c``, ...
+    """
+    if shift != "drawn":
+        return {"a": (SEEDS["a"], None), TEST_REGION: (SEEDS["b"], SHIFTS[shift])}
+    if n_regions < 3:
+        raise ValueError("shift = 'drawn' needs 3 regions at least (2 to train, 1 to test)")
+    rng = np.random.default_rng(DRAWN_SEED)
+    names = [TEST_REGION, *(c for c in "acdefghijk" if c != TEST_REGION)][:n_regions]
+    return {name: (SEEDS["a"] + k, _drawn(rng)) for k, name in enumerate(names)}
+
+
 def build(out: Path, *, size: int = 256, tile: int = 32, block: int = 2,
-          shift: str = "strong") -> dict[str, Any]:
-    """Generate both regions, cut them into patches and write the folder and studies.
+          shift: str = "strong", n_regions: int = 2) -> dict[str, Any]:
+    """Generate the regions, cut them into patches and write the folder and studies.
 
     Args:
         out: Folder to write into.
         size: Side of each region's scene in pixels.
         tile: Patch side in pixels.
         block: Patches per side of a validation group (a block of ``block x block``).
-        shift: ``strong`` (:data:`REGION_B`) or ``mild`` (:data:`REGION_B_MILD`).
+        shift: ``strong`` (:data:`REGION_B`), ``mild`` (:data:`REGION_B_MILD`) or ``drawn``
+            (see :func:`regions_of`).
+        n_regions: Regions for ``drawn``.
 
     Returns:
-        Per region: patches, landslide share and the mean of every continuous channel.
+        Per region: patches, landslide share, the mean of every continuous channel and the
+        generator's overrides.
     """
     from data.synthetic import generate_scene
 
     patches = out / "patches"
     rows: list[tuple[str, str, str]] = []
     stats: dict[str, Any] = {}
-    for region, seed in SEEDS.items():
+    for region, (seed, overrides) in regions_of(shift, n_regions).items():
         scene = generate_scene(out / "regions" / region, size=size, n_dates=N_DATES, seed=seed,
-                               overrides=SHIFTS[shift] if region == "b" else None)
+                               overrides=overrides)
         last = scene.dates[-1]
         stack = np.stack(
             [_read(scene.paths[b][last]).astype(np.float32) for b in BANDS]
@@ -189,20 +236,27 @@ def build(out: Path, *, size: int = 256, tile: int = 32, block: int = 2,
             "patches": n * n, "landslide_share": round(float(labels.mean()), 4),
             "means": {name: round(float(stack[k][valid].mean()), 2)
                       for k, name in enumerate(NAMES) if name != "lithology"},
+            "overrides": overrides,
         }
     # the manifest names no channel: the band descriptions do
     (patches / "manifest.json").write_text(json.dumps({"channels": CHANNELS}, indent=1))
     (patches / "groups.csv").write_text(
         "id,region,block\n" + "".join(f"{a},{b},{c}\n" for a, b, c in rows))
     (patches / "test.txt").write_text("".join(f"{pid}\n" for pid, region, _ in rows
-                                              if region == "b"))
-    for variant, validation, how in (
-            ("grouped", "", "whole blocks, the default"),
-            ("random", 'validation = "random"      # asked for: flagged by --dry-run\n',
-             "random patches")):
+                                              if region == TEST_REGION))
+    for variant, column, validation, how in STUDIES:
         (out / f"{variant}.toml").write_text(STUDY.format(
-            variant=variant, tile=tile, validation=validation, how=how))
+            variant=variant, tile=tile, column=column, validation=validation, how=how))
     return stats
+
+
+# The study files: (name, group column, validation line, what validation holds out).
+STUDIES = (
+    ("grouped", "block", "", "whole blocks, the default"),
+    ("region", "region", "", "whole training regions"),
+    ("random", "block", 'validation = "random"      # asked for: flagged by --dry-run\n',
+     "random patches"),
+)
 
 
 def check(out: Path) -> dict[str, Any]:
@@ -216,7 +270,7 @@ def check(out: Path) -> dict[str, Any]:
     from hpo.cli.main import main
 
     report: dict[str, Any] = {}
-    for variant in ("grouped", "random"):
+    for variant, *_ in STUDIES:
         path = out / f"{variant}.toml"
         buffer = io.StringIO()
         with contextlib.redirect_stdout(buffer):
@@ -232,7 +286,8 @@ def check(out: Path) -> dict[str, Any]:
 
         def regions(tiles: Any, ids: list[str] = ids, cube: Any = cube) -> dict[str, int]:
             found = {ids[cube.patch_index(t)] for t in tiles}
-            return {r: sum(1 for p in found if p.startswith(r)) for r in SEEDS}
+            names = sorted({p.split("_")[0] for p in ids})
+            return {r: sum(1 for p in found if p.startswith(f"{r}_")) for r in names}
 
         report[variant] = {"dry_run": lines, "validation": splits.info["validation"],
                            "warning": splits.info.get("warning"),
@@ -268,16 +323,20 @@ def main(argv: list[str] | None = None) -> None:
                         help="scene side per region (px; default 256, --quick 128)")
     parser.add_argument("--tile", type=int, default=32, help="patch side (px)")
     parser.add_argument("--block", type=int, default=2, help="patches per validation block side")
-    parser.add_argument("--shift", choices=sorted(SHIFTS), default="strong",
-                        help="how far region b departs from region a")
+    parser.add_argument("--shift", choices=[*sorted(SHIFTS), "drawn"], default="strong",
+                        help="how far region b departs from region a; drawn: every region "
+                             "drawn from one family")
+    parser.add_argument("--regions", type=int, default=4,
+                        help="regions for --shift drawn (one of them, b, is the test)")
     args = parser.parse_args(argv)
     size = args.size or (128 if args.quick else 256)
     recorder = Run("region_shift", args.out or args.folder)
     args.folder.mkdir(parents=True, exist_ok=True)
-    summary = {"dataset": "synthetic two-region patches", "size": size, "tile": args.tile,
-               "block": args.block, "shift": args.shift, "region_b_overrides": SHIFTS[args.shift],
+    summary = {"dataset": "synthetic multi-region patches", "size": size, "tile": args.tile,
+               "block": args.block, "shift": args.shift,
+               "region_b_overrides": SHIFTS.get(args.shift),
                "regions": build(args.folder, size=size, tile=args.tile, block=args.block,
-                                shift=args.shift)}
+                                shift=args.shift, n_regions=args.regions)}
     summary["studies"] = check(args.folder)
     for region, s in summary["regions"].items():
         print(f"region {region}: {s['patches']} patches, landslides {s['landslide_share']:.2%}, "
