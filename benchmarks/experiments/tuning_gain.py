@@ -43,7 +43,7 @@ from typing import Any
 
 from benchmarks._harness import ROOT, Row, Run, add_common_flags, results_dir
 from hpo.engine.budget import n_random
-from hpo.engine.replicates import REPLICATES_ATTR, search_gain
+from hpo.engine.replicates import CONFIRMS_ATTR, REPLICATES_ATTR, search_gain
 from hpo.study import (
     data_section,
     ensure_scene,
@@ -67,6 +67,9 @@ DATASETS: dict[str, dict[str, Any]] = {
     # two synthetic regions (benchmarks/experiments/region_shift.py): tune in a, test in b
     "region-shift": {"study": "region-shift/grouped.toml", "data": {}, "shift": "strong"},
     "region-shift-mild": {"study": "region-shift/grouped.toml", "data": {}, "shift": "mild"},
+    # four regions drawn from one family, three to train (and validate), b to test
+    "region-shift-drawn": {"study": "region-shift/grouped.toml", "data": {}, "shift": "drawn",
+                           "build": ["--regions", "4", "--size", "192"]},
     # the Landslide4Sense sample in hpo compare's outer folds: fold k's patches are the test
     **{f"l4s-fold{k}": {"study": "studies/l4s.toml",
                         "data": {"folds": 3, "fold": k, "fold_role": "test"}} for k in range(3)},
@@ -80,6 +83,14 @@ def _noisy(raw: dict[str, Any], repeats: int, scale: float, folds: int = 0,
     for stage in raw["stages"]:
         stage["n_random"] = max(2, round(stage["n_random"] * scale))
         stage["n_bayes"] = max(1, round(stage["n_bayes"] * scale))
+
+
+def _by_region(raw: dict[str, Any], repeats: int, scale: float, *, folds: bool) -> None:
+    """Groups by training region (region-shift data sets): validation, or with ``folds``
+    every replicate, holds out whole regions, as the test does."""
+    raw["data"]["group"].update(column="region")
+    if folds:
+        _noisy(raw, repeats, scale, folds=repeats)
 
 
 def _joint(raw: dict[str, Any], sampler: str) -> None:
@@ -101,7 +112,8 @@ def _joint(raw: dict[str, Any], sampler: str) -> None:
 
 
 # How each method changes the study (``raw``) before it is tuned.
-NOISY = ("noisy", "noisy-intensify", "grouped-folds")  # their stage budgets are scaled
+# their stage budgets are scaled
+NOISY = ("noisy", "noisy-intensify", "grouped-folds", "region-folds")
 METHODS: dict[str, Any] = {
     # the study as written: its strategy, or the engine's default (the shared surrogate)
     "single": lambda raw, repeats, scale: None,
@@ -118,6 +130,9 @@ METHODS: dict[str, Any] = {
     "grouped-val": lambda raw, repeats, scale: None,
     # grouped folds as the replicates of the noise-aware search
     "grouped-folds": lambda raw, repeats, scale: _noisy(raw, repeats, scale, folds=repeats),
+    # groups by training region: validation holds out whole regions, as the test does
+    "region-val": lambda raw, repeats, scale: _by_region(raw, repeats, scale, folds=False),
+    "region-folds": lambda raw, repeats, scale: _by_region(raw, repeats, scale, folds=True),
 }
 
 
@@ -136,8 +151,8 @@ def paired(tuned: list[float], base: list[float]) -> dict[str, float]:
 
 def _study(dataset: str, method: str, work: Path, repeats: int, scale: float) -> Any:
     setup = DATASETS[dataset]
-    path = (_region_shift(work / dataset, setup["shift"]) if "shift" in setup
-            else ROOT / setup["study"])
+    path = (_region_shift(work / dataset, setup["shift"], setup.get("build", []))
+            if "shift" in setup else ROOT / setup["study"])
     raw = tomllib.loads(path.read_text(encoding="utf-8"))
     raw = copy.deepcopy(raw)
     raw["name"] = f"gain-{dataset}-{method}"
@@ -150,11 +165,11 @@ def _study(dataset: str, method: str, work: Path, repeats: int, scale: float) ->
     return parse_study(raw, file=path, explicit=("storage", "artifacts"), check_paths=False)
 
 
-def _region_shift(out: Path, shift: str) -> Path:
+def _region_shift(out: Path, shift: str, flags: list[str]) -> Path:
     """The region-shift study files, built once in ``out``."""
     if not (out / "grouped.toml").is_file():
         subprocess.run([sys.executable, "-m", "benchmarks.experiments.region_shift", str(out),
-                        "--shift", shift], check=True, cwd=ROOT)
+                        "--shift", shift, *flags], check=True, cwd=ROOT)
     return out / "grouped.toml"
 
 
@@ -163,16 +178,20 @@ def _compute(result: Any) -> tuple[int, int]:
     epochs they trained: the compute, where a search also tunes ``optim.epochs``.
 
     A trial's epochs per replicate are the ones its first replicate reported (a later
-    stage trains at the length an earlier one handed on, which its params do not show).
+    stage trains at the length an earlier one handed on, which its params do not show);
+    a confirmation run trains only the replicates it adds to the run it continues.
     """
     trainings = epochs = 0
     for stage in result.stages:
-        for t in stage.study.get_trials(deepcopy=False) if stage.study else []:
+        trials = stage.study.get_trials(deepcopy=False) if stage.study else []
+        for t in trials:
             if "hpo:copied_from" in t.user_attrs:
                 continue
-            runs = len(t.user_attrs.get(REPLICATES_ATTR) or [None])
+            first = next((o for o in trials if o.number == t.user_attrs.get(CONFIRMS_ATTR)), None)
+            runs = len(t.user_attrs.get(REPLICATES_ATTR) or [None]) - (
+                len(first.user_attrs.get(REPLICATES_ATTR) or []) if first else 0)
             trainings += runs
-            epochs += runs * len(t.intermediate_values)
+            epochs += runs * len((first or t).intermediate_values)
     return trainings, epochs
 
 

@@ -2,7 +2,9 @@
 
 Every driver of a search reaches the barrier; the first to see no RUNNING trial writes
 the entry (the best mean over full replicates, or the incumbent when the best does not
-beat it by ``switch_z`` standard errors), the others read it back.
+beat it by ``switch_z`` standard errors), the others read it back. With intensification,
+an undecided best first earns a confirmation run (``replicates.to_confirm``): the barrier
+queues it and sends every driver back to run it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from hpo.engine.curves import STILL_IMPROVING_ATTR, still_improving
 from hpo.engine.leases import Backoff, reap_stale
 from hpo.engine.ledger import Ledger, ledger_from_trial, read_ledger, write_ledger
 from hpo.engine.replicates import (
+    CONFIRMS_ATTR,
     NOISE_ATTR,
     Replication,
     estimate_best,
@@ -25,6 +28,7 @@ from hpo.engine.replicates import (
     paired_gain,
     replicates_of,
     switch_bar,
+    to_confirm,
 )
 from hpo.engine.stage import Stage
 
@@ -37,7 +41,7 @@ DECLINED_ATTR = "hpo:declined"
 def close_stage(
     study: optuna.Study, stage: Stage, *, direction: str, replication: Replication,
     lease_seconds: float,
-) -> Ledger:
+) -> Ledger | None:
     """The barrier: once nothing runs, write the ledger (or read another driver's).
 
     Args:
@@ -48,7 +52,8 @@ def close_stage(
         lease_seconds: After how long a silent RUNNING trial counts as orphaned.
 
     Returns:
-        The stage's ledger entry, as stored.
+        The stage's ledger entry, as stored; ``None`` while a confirmation run waits (this
+        driver queued it or another did): run the stage again, then come back.
     """
     backoff = Backoff(first=0.2, longest=5.0)
     while True:
@@ -57,8 +62,15 @@ def close_stage(
             return ledger
         reap_stale(study, lease_seconds=lease_seconds)
         trials = study.get_trials(deepcopy=False)
+        if any(t.state == TrialState.WAITING and CONFIRMS_ATTR in t.user_attrs
+               for t in trials):
+            return None
         running = [t.number for t in trials if t.state == TrialState.RUNNING]
         if not running:
+            confirm = to_confirm(trials, replication, maximize=direction == "maximize")
+            if confirm is not None:
+                _queue_confirmation(study, confirm)
+                return None
             write_ledger(study, ledger_of(study, stage, trials, direction=direction,
                                           replication=replication))
             continue  # read back what is stored: every stage reads the storage
@@ -69,6 +81,14 @@ def close_stage(
                 study.study_name, running,
             )
         backoff.sleep()
+
+
+def _queue_confirmation(study: optuna.Study, trial: FrozenTrial) -> None:
+    _log.info("%s: best trial %d beats the incumbent after %d replicates, not yet surely: "
+              "a confirmation run goes on from them", study.study_name, trial.number,
+              len(replicates_of(trial)))
+    study.enqueue_trial(dict(trial.params), user_attrs={CONFIRMS_ATTR: trial.number},
+                        skip_if_exists=False)
 
 
 def ledger_of(
@@ -100,7 +120,10 @@ def ledger_of(
                   "the incumbent is handed on", study.study_name, best.number,
                   gain["mean"], gain["se"], bar)
         best, gain = incumbent, None
-    improving = still_improving(best, maximize, (noise or {}).get("sd"))
+    # a confirmation run has no learning curve of its own (it starts at a later
+    # replicate): read the run it continues
+    first = next((t for t in trials if t.number == best.user_attrs.get(CONFIRMS_ATTR)), best)
+    improving = still_improving(first, maximize, (noise or {}).get("sd"))
     if improving is not None:
         study.set_user_attr(STILL_IMPROVING_ATTR, {"trial": best.number, **asdict(improving)})
         _log.warning("%s: trial %d, handed on, was still improving when its training "

@@ -15,6 +15,12 @@ of the stage's noise, it gets no more replicates. Such a trial stays COMPLETE wi
 mean of the replicates it had (``hpo:raced_out``), counts towards the budget, and can
 never become the stage's best.
 
+Intensification (``max_repeats``) gives a close contender more replicates, paired with
+the incumbent's. A contender that starts while the incumbent is still being measured has
+nothing to pair with; once the stage's budget is spent, the barrier gives the stage's best,
+if it is such an undecided contender, a *confirmation run* (:func:`to_confirm`): a trial of
+the same point that goes on from its replicates (``hpo:confirms``) and supersedes it.
+
 Everything here is generic: it knows nothing of networks or data.
 """
 
@@ -23,7 +29,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
@@ -38,6 +44,11 @@ RACED_ATTR = "hpo:raced_out"
 """Trial user attribute: ``True`` when racing stopped the trial's replicates early."""
 NOISE_ATTR = "hpo:noise"
 """Stage study user attribute: the objective's noise as measured in the stage."""
+CONFIRMS_ATTR = "hpo:confirms"
+"""Trial user attribute of a confirmation run: the number of the trial it continues."""
+MAX_CONFIRMATIONS = 2
+"""Confirmation runs a stage may add to its budget: the best, and one runner-up should
+the best fall back once confirmed."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +72,8 @@ class Replication:
             replicate by replicate with the incumbent's, until it wins or stops winning.
             Three replicates ask a gain for 4.5 standard errors; a real gain of 2 se then
             mostly goes unseen, and a few more replicates of the two that matter settle it.
+            A stage's best that could not be paired then gets a confirmation run
+            (:func:`to_confirm`).
 
     Raises:
         SpecError: ``repeats`` below 1, ``z`` / ``switch_z`` not positive, or
@@ -137,6 +150,10 @@ class RaceBar:
         z: Standard errors a configuration may trail by and still go on.
         incumbent: The stage incumbent's replicate values, when intensifying.
         is_incumbent: The trial *is* the incumbent: it runs every replicate allowed.
+        resume: A confirmation run: the replicate values of the trial it continues (it
+            goes on at replicate ``len(resume)``).
+        resume_attrs: That trial's per-replicate attributes (e.g. F1 curves), one list
+            entry per replicate, continued the same way.
     """
 
     values: tuple[float, ...]
@@ -145,12 +162,16 @@ class RaceBar:
     z: float
     incumbent: tuple[float, ...] | None = None
     is_incumbent: bool = False
+    resume: tuple[float, ...] = ()
+    resume_attrs: Mapping[str, list[Any]] | None = field(default=None, hash=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-able form (it travels to worker processes and Ray trials)."""
         return {"values": list(self.values), "sd": self.sd, "maximize": self.maximize,
                 "z": self.z, "is_incumbent": self.is_incumbent,
-                "incumbent": list(self.incumbent) if self.incumbent is not None else None}
+                "incumbent": list(self.incumbent) if self.incumbent is not None else None
+                } | ({"resume": list(self.resume), "resume_attrs": dict(self.resume_attrs or {})}
+                     if self.resume else {})
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> RaceBar | None:
@@ -161,7 +182,9 @@ class RaceBar:
         return cls(tuple(float(v) for v in data["values"]), data.get("sd"),
                    bool(data["maximize"]), float(data["z"]),
                    tuple(float(v) for v in incumbent) if incumbent is not None else None,
-                   bool(data.get("is_incumbent", False)))
+                   bool(data.get("is_incumbent", False)),
+                   tuple(float(v) for v in data.get("resume", ())),
+                   data.get("resume_attrs"))
 
     def undecided(self, values: Sequence[float], switch_z: float) -> bool:
         """Whether a configuration deserves another replicate (intensification).
@@ -289,10 +312,12 @@ class ReplicatedObjective:
         """
         bar = RaceBar.from_dict(getattr(trial, "race", None))
         repeats, most = self.replication.repeats, self.replication.most
-        values: list[float] = []
-        extra: dict[str, list[Any]] = {}
+        # a confirmation run goes on from the replicates of the trial it continues
+        values: list[float] = list(bar.resume) if bar is not None else []
+        extra: dict[str, list[Any]] = {
+            key: list(items) for key, items in ((bar.resume_attrs or {}) if bar else {}).items()}
         raced = False
-        for r in range(most):
+        for r in range(len(values), most):
             if r >= repeats and not (bar is not None and (
                     bar.is_incumbent or bar.undecided(values, self.replication.switch_z))):
                 break
@@ -337,9 +362,19 @@ def replicates_of(trial: FrozenTrial) -> list[float]:
     return [float(trial.value)] if trial.value is not None else []
 
 
+def superseded(trials: Sequence[FrozenTrial]) -> set[int]:
+    """Numbers of the trials a COMPLETE confirmation run continued.
+
+    The run holds their replicates and more, so they no longer count on their own.
+    """
+    return {int(t.user_attrs[CONFIRMS_ATTR]) for t in trials
+            if t.state == TrialState.COMPLETE and CONFIRMS_ATTR in t.user_attrs}
+
+
 def _usable(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    gone = superseded(trials)
     return [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None
-            and math.isfinite(t.value)]
+            and math.isfinite(t.value) and t.number not in gone]
 
 
 def full_trials(trials: Sequence[FrozenTrial], repeats: int) -> list[FrozenTrial]:
@@ -445,6 +480,61 @@ def race_bar(
     return RaceBar(values, noise["sd"] if noise else None, maximize, replication.z, pair)
 
 
+def to_confirm(
+    trials: Sequence[FrozenTrial], replication: Replication, *, maximize: bool
+) -> FrozenTrial | None:
+    """The trial that earns a confirmation run before the stage's ledger is written.
+
+    The stage's best (:func:`estimate_best`) does when it beats the incumbent (the
+    stage's first COMPLETE trial), but not yet by ``switch_z``, and the incumbent has
+    replicates left to pair more with: a challenger that ran while the incumbent was
+    still being measured could not be intensified then. Never the incumbent, a trial
+    confirmed (or being confirmed) already, or more than :data:`MAX_CONFIRMATIONS` a stage.
+    """
+    if not replication.intensifies:
+        return None
+    confirming = [t for t in trials if CONFIRMS_ATTR in t.user_attrs]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if len(confirming) >= MAX_CONFIRMATIONS or not complete:
+        return None
+    incumbent = min(complete, key=lambda t: t.number)
+    best = estimate_best(trials, repeats=replication.repeats, maximize=maximize)
+    done = {int(t.user_attrs[CONFIRMS_ATTR]) for t in confirming}
+    if (best is None or best.number == incumbent.number or best.number in done
+            or CONFIRMS_ATTR in best.user_attrs):
+        return None
+    bar = RaceBar((), None, maximize, replication.z, tuple(replicates_of(incumbent)))
+    return best if bar.undecided(replicates_of(best), replication.switch_z) else None
+
+
+def confirmation_bar(trials: Sequence[FrozenTrial], confirmed: FrozenTrial,
+                     replication: Replication, *, maximize: bool,
+                     exclude: Sequence[str] = ()) -> RaceBar | None:
+    """The bar of a confirmation run of ``confirmed``.
+
+    Paired with the incumbent, it goes on from ``confirmed``'s replicates and their
+    per-replicate attributes.
+
+    Args:
+        trials: The stage's trials.
+        confirmed: The trial the run continues.
+        replication: The settings.
+        maximize: Whether higher is better.
+        exclude: User attributes that are not per replicate though they may look so
+            (lists that the runner, not the objective, writes).
+    """
+    incumbent = min((t for t in trials if t.state == TrialState.COMPLETE),
+                    key=lambda t: t.number)
+    bar = race_bar(trials, replication, maximize=maximize, incumbent=incumbent)
+    if bar is None:
+        return None
+    values = replicates_of(confirmed)
+    attrs = {k: v for k, v in confirmed.user_attrs.items()
+             if k != REPLICATES_ATTR and k not in exclude and isinstance(v, list)
+             and len(v) == len(values)}
+    return replace(bar, resume=tuple(values), resume_attrs=attrs)
+
+
 def incumbent_bar(replication: Replication, *, maximize: bool) -> RaceBar | None:
     """The bar of a stage's incumbent: all ``max_repeats`` replicates (``None``: plain)."""
     if not replication.intensifies:
@@ -523,6 +613,8 @@ def summary(value: float, values: Sequence[float]) -> str:
 
 
 __all__ = [
+    "CONFIRMS_ATTR",
+    "MAX_CONFIRMATIONS",
     "NOISE_ATTR",
     "RACED_ATTR",
     "REPLICATES_ATTR",
@@ -532,6 +624,7 @@ __all__ = [
     "ReplicatedObjective",
     "Scored",
     "Gain",
+    "confirmation_bar",
     "estimate_best",
     "full_trials",
     "gain_text",
@@ -544,6 +637,8 @@ __all__ = [
     "search_gain",
     "standard_error",
     "summary",
+    "superseded",
     "switch_bar",
+    "to_confirm",
     "untuned_trial",
 ]

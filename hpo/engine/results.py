@@ -14,7 +14,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo.engine.ledger import Ledger, read_ledger
 from hpo.engine.record import SEARCH_ATTR
-from hpo.engine.replicates import estimate_best, gain_text, search_gain
+from hpo.engine.replicates import CONFIRMS_ATTR, estimate_best, gain_text, search_gain
 from hpo.engine.replicates import summary as replicate_summary
 
 
@@ -135,7 +135,7 @@ def stage_result(
         index: Its position in run order.
         study_name: The stage study's name.
         study: The stage study, ``None`` when it does not exist yet.
-        budget: COMPLETE trials the stage needs.
+        budget: COMPLETE trials the stage needs (confirmation runs it holds are added).
         stage: The stage's own name.
         cycle: The pass.
     """
@@ -154,6 +154,8 @@ def stage_result(
         best = estimate_best(trials, repeats=repeats,
                              maximize=study.direction == optuna.study.StudyDirection.MAXIMIZE)
     states = [t.state for t in trials]
+    # confirmation runs the barrier queued raise the budget, as the runner counts it
+    budget += sum(CONFIRMS_ATTR in t.user_attrs for t in trials)
     return StageResult(
         name=name,
         index=index,

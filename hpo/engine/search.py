@@ -315,13 +315,15 @@ class LayerwiseSearch:
                         index + 1, len(self.stage_names), self.stage_names[index],
                         stage.budget, stage.n_random,
                     )
-                    runner.run_stage(
-                        self._stage_job(index, stage, study, ledgers, objective, keepalive)
-                    )
-                    ledger = close_stage(
-                        study, stage, direction=self.direction,
-                        replication=self.replication, lease_seconds=self.lease_seconds,
-                    )
+                    job = self._stage_job(index, stage, study, ledgers, objective, keepalive)
+                    # until the barrier writes the ledger: a confirmation run it queued
+                    # raises the budget by one, and the runner runs it
+                    while ledger is None:
+                        runner.run_stage(job)
+                        ledger = close_stage(
+                            study, stage, direction=self.direction,
+                            replication=self.replication, lease_seconds=self.lease_seconds,
+                        )
                 else:
                     _log.info(
                         "stage %s finished earlier: %.6g (trial %d)",

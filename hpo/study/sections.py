@@ -186,7 +186,9 @@ class TuningSpec:
             stage's incumbent to be handed on instead of it.
         max_repeats: Intensification (left out: ``repeats``): the incumbent runs this many
             replicates, and a configuration that beats it, but not yet by ``switch_z``,
-            runs more than ``repeats``, up to this many, until the comparison is decided.
+            runs more than ``repeats``, up to this many, until the comparison is decided
+            (in a confirmation run after the stage's budget, when it ran beside the
+            incumbent and had nothing to pair with then).
         prune: Stop a trial whose learning curve (its first replicate's) falls below the
             median of the stage's earlier trials at the same epoch (Optuna's
             ``MedianPruner``, after half the epochs); it is recorded PRUNED and the stage

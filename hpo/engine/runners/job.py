@@ -26,7 +26,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.study._tell import _tell_with_warning
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.engine.context import EPOCHS_ATTR, TrialContext
+from hpo.engine.context import EPOCHS_ATTR, HISTORY_ATTR, TrialContext
 from hpo.engine.errors import StageFailedError
 from hpo.engine.leases import (
     DRIVER_GONE,
@@ -38,7 +38,13 @@ from hpo.engine.leases import (
 )
 from hpo.engine.ledger import COPIED_ATTR, Ledger, best_trial
 from hpo.engine.progress import format_duration
-from hpo.engine.replicates import Replication, incumbent_bar, race_bar
+from hpo.engine.replicates import (
+    CONFIRMS_ATTR,
+    Replication,
+    confirmation_bar,
+    incumbent_bar,
+    race_bar,
+)
 from hpo.engine.runners.outcome import (
     DUPLICATE,
     INTERRUPTED,
@@ -93,6 +99,8 @@ class Counts:
     reasons: list[str] = field(default_factory=list)
     measured: set[tuple] = field(default_factory=set)
     """The points of the COMPLETE trials (``_point_key`` form)."""
+    confirmations: int = 0
+    """Confirmation runs the barrier queued (in any state): each adds one to the budget."""
 
 
 @dataclass
@@ -160,6 +168,7 @@ class StageJob:
         trials = self.study.get_trials(deepcopy=False)
         counts.total = len(trials)
         for t in trials:
+            counts.confirmations += CONFIRMS_ATTR in t.user_attrs
             if t.state == TrialState.COMPLETE:
                 counts.complete += 1
                 counts.measured.add(_point_key(t.params))
@@ -219,8 +228,8 @@ class StageJob:
         )
 
     def is_done(self, counts: Counts) -> bool:
-        """Whether the stage has its full budget COMPLETE."""
-        return counts.complete >= self.budget
+        """Whether the stage has its full budget COMPLETE (confirmation runs included)."""
+        return counts.complete >= self.budget + counts.confirmations
 
     def open_slots(self, counts: Counts) -> int:
         """How many more trials may start without going over the budget.
@@ -228,7 +237,7 @@ class StageJob:
         RUNNING trials (of any driver) count as if they will complete; when they fail,
         their slots open again.
         """
-        return max(0, self.budget - counts.complete - counts.running)
+        return max(0, self.budget + counts.confirmations - counts.complete - counts.running)
 
     def ask(self) -> PendingTrial | None:
         """Start a trial; ``None`` when there is nothing to run (ask again).
@@ -408,8 +417,13 @@ class StageJob:
         replication = self.replication
         if replication.replicated and (replication.racing or replication.intensifies):
             maximize = self.study.direction == optuna.study.StudyDirection.MAXIMIZE
+            confirms = trial.user_attrs.get(CONFIRMS_ATTR) if self._last_counts.waiting else None
             if phase == INCUMBENT:
                 bar = incumbent_bar(replication, maximize=maximize)
+            elif confirms is not None:
+                trials = self.study.get_trials(deepcopy=False)
+                bar = confirmation_bar(trials, next(t for t in trials if t.number == confirms),
+                                       replication, maximize=maximize, exclude=(HISTORY_ATTR,))
             else:
                 trials = self.study.get_trials(deepcopy=False)
                 incumbent = next((t for t in trials if t.state == TrialState.COMPLETE

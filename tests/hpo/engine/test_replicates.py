@@ -10,15 +10,21 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from hpo import LayerwiseSearch, SpecError, Stage
 from hpo.engine.ledger import read_ledger
 from hpo.engine.replicates import (
+    CONFIRMS_ATTR,
     NOISE_ATTR,
     RACED_ATTR,
     REPLICATES_ATTR,
     RaceBar,
+    ReplicatedObjective,
     Replication,
+    confirmation_bar,
+    estimate_best,
     noise_of,
     paired_gain,
     replicate_seed,
+    superseded,
     switch_bar,
+    to_confirm,
 )
 
 # A steady configuration (mean 0.60, sd 0.02) against a lottery ticket (mean 0.45, sd
@@ -443,3 +449,94 @@ def test_max_repeats_is_checked_and_keeps_earlier_keys():
     for bad in (2, 2.5, True):
         with pytest.raises(SpecError, match="max_repeats"):
             Replication(repeats=3, max_repeats=bad)
+
+
+# ------------------------------------------------------------------ confirmation runs
+
+
+def _close_contest(params, trial):
+    """``_contest(0.15)`` at module level, so worker processes can run it."""
+    return _contest(0.15)(params, trial)
+
+
+def test_a_challenger_that_ran_beside_the_incumbent_gets_a_confirmation_run(tmp_path):
+    # With two workers the challenger starts while the incumbent is still measured: it has
+    # nothing to pair with and stops at 3 replicates (+0.27 +- 0.11, under 4.5 se). The
+    # barrier then queues a run of the same point that goes on from its replicates.
+    from hpo.engine.runners.local import LocalRunner
+
+    stage = Stage("s", {"kind": CategoricalDistribution(["incumbent", "challenger"])},
+                  defaults={"kind": "incumbent"}, n_random=2, n_bayes=0)
+    result = LayerwiseSearch([stage], _close_contest, seed=5, sampler="random",
+                             storage=f"sqlite:///{tmp_path}/c.db", study_name="c",
+                             runner=LocalRunner(workers=2),
+                             replication=Replication(repeats=3, racing=False,
+                                                     max_repeats=10)).run()
+    trials = result.stages[0].study.trials
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3
+    first, confirmation = trials[1], trials[2]
+    assert first.params == confirmation.params == {"kind": "challenger"}
+    assert confirmation.user_attrs[CONFIRMS_ATTR] == 1
+    before, after = first.user_attrs[REPLICATES_ATTR], confirmation.user_attrs[REPLICATES_ATTR]
+    assert len(before) == 3 and 3 < len(after) < 10 and after[:3] == before
+    ledger = result.stages[0].ledger
+    assert ledger.params["kind"] == "challenger" and ledger.trial_number == 2
+    assert ledger.replicates == after
+    assert (result.stages[0].n_complete, result.stages[0].budget) == (3, 3)  # as status shows
+
+
+def _done(number, values, **attrs):
+    return optuna.trial.create_trial(
+        value=float(np.mean(values)), params={"x": float(number)},
+        distributions={"x": FloatDistribution(0, 100)},
+        user_attrs={REPLICATES_ATTR: list(values), **attrs})
+
+
+def _numbered(*trials):
+    for k, t in enumerate(trials):
+        t.number = k
+    return list(trials)
+
+
+def test_to_confirm_picks_an_undecided_best_once_and_a_confirmation_supersedes_it():
+    intensify = Replication(repeats=3, max_repeats=6)
+    incumbent = _done(0, [0.50, 0.45, 0.55, 0.50, 0.48, 0.52])
+    close = _done(1, [0.56, 0.52, 0.58])  # +0.05 +- 0.01 over 3 pairs: 5 se < 7.3 se
+    trials = _numbered(incumbent, close)
+    assert to_confirm(trials, intensify, maximize=True).number == 1
+    assert to_confirm(trials, Replication(repeats=3), maximize=True) is None  # no max_repeats
+    assert to_confirm(_numbered(incumbent, _done(1, [0.9, 0.85, 0.95])), intensify,
+                      maximize=True) is None  # decided: it wins outright
+    # the confirmation continues trial 1 and, once COMPLETE, replaces it everywhere
+    confirmed = _done(1, [0.56, 0.52, 0.58, 0.40, 0.42, 0.41], **{CONFIRMS_ATTR: 1})
+    trials = _numbered(incumbent, close, confirmed)
+    assert superseded(trials) == {1}
+    assert to_confirm(trials, intensify, maximize=True) is None  # confirmed once already
+    assert estimate_best(trials, repeats=3, maximize=True).number == 0  # it fell back
+    assert noise_of(trials)["trials"] == 2  # the continued run is not counted twice
+
+
+def test_a_confirmation_bar_resumes_the_replicates_and_their_attributes():
+    incumbent = _done(0, [0.50, 0.45, 0.55, 0.50])
+    close = _done(1, [0.56, 0.52, 0.58], **{"hpo:f1_curve": [[1], [2], [3]],
+                                             "hpo:history": [{}, {}, {}]})
+    bar = confirmation_bar(_numbered(incumbent, close), close,
+                           Replication(repeats=3, max_repeats=4), maximize=True,
+                           exclude=("hpo:history",))
+    assert bar.resume == (0.56, 0.52, 0.58) and bar.incumbent == (0.50, 0.45, 0.55, 0.50)
+    assert bar.resume_attrs == {"hpo:f1_curve": [[1], [2], [3]]}
+    assert RaceBar.from_dict(bar.to_dict()) == bar
+    calls = []
+
+    def objective(params, trial):
+        calls.append(trial.replicate)
+        return 0.9
+
+    class Trial:
+        race = bar.to_dict()
+        stage = "s"
+
+    scored = ReplicatedObjective(objective, Replication(repeats=3, max_repeats=4), 0)(
+        {}, Trial())
+    assert calls == [3]  # only the replicate the incumbent can still pair
+    assert scored.attrs[REPLICATES_ATTR] == [0.56, 0.52, 0.58, 0.9]
