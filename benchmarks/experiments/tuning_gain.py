@@ -236,29 +236,32 @@ def _train_once(job: tuple) -> dict[str, Any]:
             "val_f1_best": val["f1_best"], "test_f1_at_val_threshold": test["f1_at_threshold"]}
 
 
-def evaluate(configs: dict[str, tuple[Any, dict]], seeds: list[int], workers: int
+def evaluate(configs: dict[str, tuple[Any, dict, str | None]], seeds: list[int], workers: int
              ) -> dict[str, list[dict[str, Any]]]:
-    """Every ``name: (spec, params)`` trained with every fresh seed on the spec's data.
+    """Every ``name: (spec, params, model)`` trained with every fresh seed on the spec's data.
 
     Each method keeps its own study's splits (validation differs between them); the test
-    split is the same, so the test scores pair by seed.
+    split is the same, so the test scores pair by seed. ``model`` ``None`` is the study's
+    network; a baseline's name trains it at its defaults, with the study's fixed keys.
     """
     jobs = {(name, s): (data_section(spec), spec.base_dir, spec.seed, dict(spec.model.fixed),
-                        params, s, spec.model.name)
-            for name, (spec, params) in configs.items() for s in seeds}
+                        params, s, model or spec.model.name)
+            for name, (spec, params, model) in configs.items() for s in seeds}
     with ProcessPoolExecutor(workers, mp_context=get_context("forkserver")) as pool:
         done = dict(zip(jobs, pool.map(_train_once, jobs.values()), strict=True))
     return {name: [done[(name, s)] for s in seeds] for name in configs}
 
 
 def run(datasets: list[str], methods: list[str], seeds: list[int], work: Path, repeats: int,
-        scale: float, workers: int) -> list[dict[str, Any]]:
+        scale: float, workers: int, baselines: list[str] = ()) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for dataset in datasets:
         tuned = {m: tune(dataset, m, work, repeats, scale) for m in methods}
         first = tuned[methods[0]]
-        configs = {"untuned": (first["spec"], first["defaults"])} | {
-            m: (t["spec"], t["best"]) for m, t in tuned.items()}
+        # the baselines train on the first method's splits, at their defaults
+        configs = {"untuned": (first["spec"], first["defaults"], None)} | {
+            m: (t["spec"], t["best"], None) for m, t in tuned.items()} | {
+            b: (first["spec"], {}, b) for b in baselines}
         scores = evaluate(configs, seeds, workers)
         for method, t in tuned.items():
             tuning = t["spec"].tuning
@@ -284,7 +287,9 @@ def run(datasets: list[str], methods: list[str], seeds: list[int], work: Path, r
                 other: {metric: paired([r[metric] for r in scores[method]],
                                        [r[metric] for r in scores[other]])
                         for metric in ("test_f1", "test_auc", "test_f1_at_val_threshold")}
-                for other in methods if other != method}
+                for other in [*methods, *baselines] if other != method}
+            row["baselines"] = {b: {m: [r[m] for r in scores[b]] for m in GAINS}
+                                for b in baselines}
             rows.append(row)
             print(json.dumps({k: row[k] for k in ("dataset", "method", "claimed_gain")}
                              | {m: row[m]["gain"] for m in ("val_f1", "test_f1")}), flush=True)
@@ -315,6 +320,11 @@ def to_rows(runs: list[dict[str, Any]]) -> list[Row]:
                            f"{metric}_vs_{other}_high": g["high"]}
         rows += [Row("tuning_gain", r["dataset"], r["model"], k, v, "", setup)
                  for k, v in values.items()]
+        for baseline, scores in r.get("baselines", {}).items():
+            rows += [Row("tuning_gain", r["dataset"], baseline, f"{m}_mean",
+                         statistics.fmean(v), "", {"method": "untuned baseline",
+                                                   "seeds": r["setup"]["seeds"]})
+                     for m, v in scores.items()]
     return rows
 
 
@@ -349,7 +359,28 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             cells = " | ".join(f"{g[m]['mean']:+.3f} [{g[m]['low']:+.3f}, {g[m]['high']:+.3f}]"
                                for m in ("test_f1", "test_auc", "test_f1_at_val_threshold"))
             lines.append(f"| {dataset} | {method} | {other} | {cells} |")
+    lines += ["", "Scores, mean ± sd over the fresh seeds (baselines untuned, on the first "
+              "method's splits):", "",
+              "| data set | configuration | val F1 | test F1 | test AUC |",
+              "| --- | --- | --- | --- | --- |"]
+    for dataset, name, scores in _scores(rows):
+        cells = " | ".join(f"{statistics.fmean(scores[m]):.3f} ± {statistics.stdev(scores[m]):.3f}"
+                           for m in ("val_f1", "test_f1", "test_auc"))
+        lines.append(f"| {dataset} | {name} | {cells} |")
     return "\n".join(lines) + "\n"
+
+
+def _scores(rows: list[dict[str, Any]]) -> list[tuple[str, str, dict[str, list[float]]]]:
+    """Per data set: the untuned defaults, each method's tuned configuration and each
+    baseline, with their per-seed scores."""
+    out = []
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        runs = [r for r in rows if r["dataset"] == dataset]
+        out.append((dataset, "untuned", {m: runs[0][m]["untuned"] for m in GAINS}))
+        out += [(dataset, r["method"], {m: r[m]["tuned"] for m in GAINS}) for r in runs]
+        out += [(dataset, f"{b} (baseline)", v)
+                for b, v in runs[0].get("baselines", {}).items()]
+    return out
 
 
 def main() -> None:
@@ -365,11 +396,15 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--work", type=Path, default=Path("/tmp/tuning_gain"))
     p.add_argument("--name", default="tuning_gain", help="results file: <out>/<name>.json, .md")
+    p.add_argument("--baselines", default="",
+                   help="e.g. unet,hgb: trained untuned with the same seeds and splits, and "
+                        "every tuned configuration paired against them")
     args = p.parse_args()
     recorder = Run(args.name, results_dir(args))
     seeds = [1000 + i for i in range(2 if args.quick else args.seeds)]
     runs = run(args.datasets.split(","), args.methods.split(","), seeds, args.work,
-               args.repeats, args.scale, args.workers)
+               args.repeats, args.scale, args.workers,
+               [b for b in args.baselines.split(",") if b])
     target = recorder.out / f"{args.name}.json" if recorder.out else None
     # Runs of other data sets or methods stay: each run replaces only its own rows.
     old = (json.loads(target.read_text())["details"]["runs"]
