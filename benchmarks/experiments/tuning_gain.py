@@ -221,11 +221,11 @@ def tune(dataset: str, method: str, work: Path, repeats: int, scale: float) -> d
 
 def _train_once(job: tuple) -> dict[str, Any]:
     """One fresh-seed training of one configuration, scored on validation and test."""
-    section, base_dir, split_seed, fixed, params, seed, model = job
+    section, base_dir, split_seed, fixed, params, seed, model, train_on = job
     import networks
     from networks.config import ModelConfig
 
-    final = prepare_final_data(section, base_dir, seed=split_seed, train_on="train")
+    final = prepare_final_data(section, base_dir, seed=split_seed, train_on=train_on)
     config = ModelConfig.from_params({**fixed, **params})
     history = networks.train(config, final.train_set, final.val_set, seed=seed, model=model,
                              device="cpu")
@@ -236,16 +236,19 @@ def _train_once(job: tuple) -> dict[str, Any]:
             "val_f1_best": val["f1_best"], "test_f1_at_val_threshold": test["f1_at_threshold"]}
 
 
-def evaluate(configs: dict[str, tuple[Any, dict, str | None]], seeds: list[int], workers: int
-             ) -> dict[str, list[dict[str, Any]]]:
+def evaluate(configs: dict[str, tuple[Any, dict, str | None]], seeds: list[int], workers: int,
+             train_on: str = "train") -> dict[str, list[dict[str, Any]]]:
     """Every ``name: (spec, params, model)`` trained with every fresh seed on the spec's data.
 
     Each method keeps its own study's splits (validation differs between them); the test
     split is the same, so the test scores pair by seed. ``model`` ``None`` is the study's
     network; a baseline's name trains it at its defaults, with the study's fixed keys.
+    With ``train_on = "train+val"`` every configuration trains on the same tiles (all but
+    the test's), whatever its method's validation held out: the comparison is then of
+    the configurations alone (validation scores are in-sample, the test's are not).
     """
     jobs = {(name, s): (data_section(spec), spec.base_dir, spec.seed, dict(spec.model.fixed),
-                        params, s, model or spec.model.name)
+                        params, s, model or spec.model.name, train_on)
             for name, (spec, params, model) in configs.items() for s in seeds}
     with ProcessPoolExecutor(workers, mp_context=get_context("forkserver")) as pool:
         done = dict(zip(jobs, pool.map(_train_once, jobs.values()), strict=True))
@@ -253,7 +256,8 @@ def evaluate(configs: dict[str, tuple[Any, dict, str | None]], seeds: list[int],
 
 
 def run(datasets: list[str], methods: list[str], seeds: list[int], work: Path, repeats: int,
-        scale: float, workers: int, baselines: list[str] = ()) -> list[dict[str, Any]]:
+        scale: float, workers: int, baselines: list[str] = (), train_on: str = "train"
+        ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for dataset in datasets:
         tuned = {m: tune(dataset, m, work, repeats, scale) for m in methods}
@@ -262,10 +266,11 @@ def run(datasets: list[str], methods: list[str], seeds: list[int], work: Path, r
         configs = {"untuned": (first["spec"], first["defaults"], None)} | {
             m: (t["spec"], t["best"], None) for m, t in tuned.items()} | {
             b: (first["spec"], {}, b) for b in baselines}
-        scores = evaluate(configs, seeds, workers)
+        scores = evaluate(configs, seeds, workers, train_on)
         for method, t in tuned.items():
             tuning = t["spec"].tuning
-            setup = {"seeds": seeds, "repeats": tuning.repeats, "folds": tuning.folds,
+            setup = {"seeds": seeds, "train_on": train_on,
+                     "repeats": tuning.repeats, "folds": tuning.folds,
                      "max_repeats": tuning.max_repeats,
                      "switch_z": tuning.switch_z if tuning.repeats > 1 else None,
                      "budget_scale": scale if method in NOISY else 1.0,
@@ -396,6 +401,9 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--work", type=Path, default=Path("/tmp/tuning_gain"))
     p.add_argument("--name", default="tuning_gain", help="results file: <out>/<name>.json, .md")
+    p.add_argument("--train-on", choices=("train", "train+val"), default="train",
+                   help="what the fresh-seed trainings train on: their method's training "
+                        "split, or every non-test tile (the same for every method)")
     p.add_argument("--baselines", default="",
                    help="e.g. unet,hgb: trained untuned with the same seeds and splits, and "
                         "every tuned configuration paired against them")
@@ -404,7 +412,7 @@ def main() -> None:
     seeds = [1000 + i for i in range(2 if args.quick else args.seeds)]
     runs = run(args.datasets.split(","), args.methods.split(","), seeds, args.work,
                args.repeats, args.scale, args.workers,
-               [b for b in args.baselines.split(",") if b])
+               [b for b in args.baselines.split(",") if b], args.train_on)
     target = recorder.out / f"{args.name}.json" if recorder.out else None
     # Runs of other data sets or methods stay: each run replaces only its own rows.
     old = (json.loads(target.read_text())["details"]["runs"]
