@@ -17,7 +17,7 @@ from data.errors import DataError
 from data.raster import Grid
 from data.scene import GridSpec, load_scene, parse_grid, resolve_section
 from data.sources import PATCH_FORMATS, Recipe, recipe_for
-from data.splits import validation_plan
+from data.splits import few_groups_warning, validation_plan
 from data.store import META_FILE
 
 __all__ = ["DEFAULT_CACHE_DIR", "build_cube", "cube_key", "open_source", "prepare",
@@ -199,6 +199,12 @@ def validation_summary(data_section: Mapping[str, Any], base_dir: str | Path) ->
         test_from="file" if "test" in lists or "train" in lists
         else "groups" if section.get("test_groups") else None,
         validation=section.get("validation", "auto"))
+    groups = options.get("groups")
+    if plan["validation"] == "grouped" and groups and not plan["warning"]:
+        test_ids, held = set(lists.get("test") or ()), set(section.get("test_groups") or ())
+        free = {g for pid, g in groups.items() if pid not in test_ids and g not in held}
+        # without a split list or test groups the test takes one group at least
+        plan["warning"] = few_groups_warning(len(free) - (not test_ids and not held))
     if not by_region and method == "blocked":
         buffer, context = section.get("buffer", 0), section.get("context", 0)
         plan["buffer"] = max(v for v in (buffer, context, 0) if isinstance(v, int))

@@ -207,6 +207,29 @@ def validation_plan(*, method: str, by_region: bool, grouped: bool, test_from: s
             "explicit": validation != "auto", "shifted": shifted, "warning": warning}
 
 
+FEW_GROUPS = 5
+"""Below this many groups beside the test, grouped validation is flagged."""
+
+
+def few_groups_warning(n_free: int) -> str | None:
+    """A warning when grouped validation has fewer than :data:`FEW_GROUPS` groups to draw on.
+
+    Validation then holds out one group or two, and their score says as much about those
+    groups as about a new place: on the region-shift benchmark (docs/results.md, section
+    7) validation on one held-out region of three chose a worse configuration than random
+    validation did, and held-out blocks within the regions a better one.
+
+    Args:
+        n_free: Groups not in the test split.
+    """
+    if n_free >= FEW_GROUPS:
+        return None
+    return (f"validation holds out whole groups, but only {n_free} groups are not in the "
+            "test: a held-out group's score says as much about that group as about a new "
+            "place. Group by smaller units (e.g. tile-grid blocks within each region), or "
+            f"score every trial on each group in turn ([tuning] folds = {max(2, n_free)})")
+
+
 def split_tiles(
     tiles: list[tuple[Tile, tuple[int, int, int]]],
     *,

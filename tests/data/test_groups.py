@@ -401,6 +401,12 @@ def test_the_default_validation_of_patch_sets(tmp_path):
     assert (plain["validation"], plain["test"], plain["warning"]) == ("random", "patches", None)
     grouped = data.validation_summary(_section(tmp_path, group=REGEX), tmp_path)
     assert (grouped["validation"], grouped["test"]) == ("grouped", "groups")
+    # four regions, one of them the test's: validation draws on three
+    assert "only 3 groups are not in the test" in grouped["warning"]
+    assert "[tuning] folds = 3" in grouped["warning"]
+    fine = data.validation_summary(  # every patch its own group: 11 beside the test
+        _section(tmp_path, group={"regex": r"^(?P<group>[a-z]+_[0-9]+)$"}), tmp_path)
+    assert fine["validation"] == "grouped" and fine["warning"] is None
     listed = data.validation_summary(_section(tmp_path, test=ids[:2]), tmp_path)
     assert listed["test"] == "split file" and "no groups" in listed["warning"]
     with pytest.raises(data.SceneSpecError, match="needs groups"):
