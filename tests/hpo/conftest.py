@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import uuid
 
@@ -16,6 +17,15 @@ PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def interruptible() -> None:
+    """``preexec_fn`` of a child a test sends Ctrl-C: SIGINT at its default.
+
+    A shell without job control starts background commands with SIGINT ignored, and a
+    child inherits that; a test run started so would see its drivers ignore the signal.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _reachable(port: int) -> bool:

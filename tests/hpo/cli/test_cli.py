@@ -18,6 +18,7 @@ import pytest
 
 from hpo.cli import main
 from hpo.study.export import load_export
+from tests.hpo.conftest import interruptible
 
 pytest.importorskip("networks", reason="the networks package is not there yet")
 pytest.importorskip("data.synthetic", reason="the data package is not there yet")
@@ -296,6 +297,7 @@ def test_sigint_stops_cleanly_and_the_rerun_completes_the_budget(tmp_path, capsy
         text=True,
         env=env,
         cwd=tmp_path,
+        preexec_fn=interruptible,
     )
     try:
         for line in proc.stdout:

@@ -301,6 +301,7 @@ def test_cli_compare_interrupted_prints_the_resume_command(tmp_path):
     import sys
 
     from tests.hpo.cli.test_cli import ROOT
+    from tests.hpo.conftest import interruptible
 
     study = write_study(tmp_path, TINY_STUDY + COMPARE)
     proc = subprocess.Popen(
@@ -308,6 +309,7 @@ def test_cli_compare_interrupted_prints_the_resume_command(tmp_path):
          "-o", str(tmp_path / "cmp")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"},
+        preexec_fn=interruptible,
     )
     try:
         for line in proc.stdout:

@@ -30,7 +30,10 @@ from hpo.engine.runners.isolated import KILLED, TIMED_OUT
 from hpo.engine.runners.local import default_workers, machine_cpus
 from hpo.study import make_runner
 from hpo.study.schema import parse_study
-from tests.hpo.conftest import name  # noqa: F401 - the fixture
+from tests.hpo.conftest import (
+    interruptible,
+    name,  # noqa: F401 - the fixture
+)
 
 ROOT = Path(__file__).resolve().parents[4]
 DRIVER = Path(__file__).with_name("_parallel_driver.py")
@@ -162,7 +165,7 @@ def test_ctrl_c_stops_the_workers_and_the_search_resumes(tmp_path, name):  # noq
     url, calls = f"sqlite:///{tmp_path}/s.db", tmp_path / "calls.txt"
     driver = subprocess.Popen(
         [sys.executable, str(DRIVER), url, name, str(calls), "3", "2"],
-        stdout=subprocess.PIPE, text=True, cwd=ROOT,
+        stdout=subprocess.PIPE, text=True, cwd=ROOT, preexec_fn=interruptible,
     )
     deadline = time.monotonic() + 90
     while sum(w[0] == "start" for w in _lines(calls)) < 2:
