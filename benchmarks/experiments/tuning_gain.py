@@ -43,7 +43,7 @@ from typing import Any
 
 from benchmarks._harness import ROOT, Row, Run, add_common_flags, results_dir
 from hpo.engine.budget import n_random
-from hpo.engine.replicates import CONFIRMS_ATTR, REPLICATES_ATTR, search_gain
+from hpo.engine.replicates import REPLICATES_ATTR, continued, search_gain
 from hpo.study import (
     data_section,
     ensure_scene,
@@ -187,7 +187,7 @@ def _compute(result: Any) -> tuple[int, int]:
         for t in trials:
             if "hpo:copied_from" in t.user_attrs:
                 continue
-            first = next((o for o in trials if o.number == t.user_attrs.get(CONFIRMS_ATTR)), None)
+            first = continued(t, trials)
             runs = len(t.user_attrs.get(REPLICATES_ATTR) or [None]) - (
                 len(first.user_attrs.get(REPLICATES_ATTR) or []) if first else 0)
             trainings += runs

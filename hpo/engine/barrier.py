@@ -23,10 +23,12 @@ from hpo.engine.replicates import (
     CONFIRMS_ATTR,
     NOISE_ATTR,
     Replication,
+    continued,
     estimate_best,
     noise_of,
     paired_gain,
     replicates_of,
+    stage_incumbent,
     switch_bar,
     to_confirm,
 )
@@ -105,8 +107,8 @@ def ledger_of(
     noise = noise_of(trials)
     if noise is not None:
         study.set_user_attr(NOISE_ATTR, noise)
-    incumbent = min((t for t in trials if t.state == TrialState.COMPLETE),
-                    key=lambda t: t.number)
+    incumbent = stage_incumbent(trials)
+    assert incumbent is not None  # best is COMPLETE
     gain = (paired_gain(replicates_of(best), replicates_of(incumbent))
             if best.number != incumbent.number else None)
     if gain is not None and not maximize:
@@ -122,8 +124,8 @@ def ledger_of(
         best, gain = incumbent, None
     # a confirmation run has no learning curve of its own (it starts at a later
     # replicate): read the run it continues
-    first = next((t for t in trials if t.number == best.user_attrs.get(CONFIRMS_ATTR)), best)
-    improving = still_improving(first, maximize, (noise or {}).get("sd"))
+    improving = still_improving(continued(best, trials) or best, maximize,
+                                (noise or {}).get("sd"))
     if improving is not None:
         study.set_user_attr(STILL_IMPROVING_ATTR, {"trial": best.number, **asdict(improving)})
         _log.warning("%s: trial %d, handed on, was still improving when its training "

@@ -371,6 +371,18 @@ def superseded(trials: Sequence[FrozenTrial]) -> set[int]:
             if t.state == TrialState.COMPLETE and CONFIRMS_ATTR in t.user_attrs}
 
 
+def continued(trial: Any, trials: Sequence[FrozenTrial]) -> FrozenTrial | None:
+    """The trial that ``trial``, a confirmation run, continues; ``None`` for any other."""
+    number = trial.user_attrs.get(CONFIRMS_ATTR)
+    return next((t for t in trials if t.number == number), None) if number is not None else None
+
+
+def stage_incumbent(trials: Sequence[FrozenTrial]) -> FrozenTrial | None:
+    """The stage's incumbent as its ledger judges it: the first COMPLETE trial."""
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    return min(complete, key=lambda t: t.number) if complete else None
+
+
 def _usable(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
     gone = superseded(trials)
     return [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None
@@ -494,10 +506,9 @@ def to_confirm(
     if not replication.intensifies:
         return None
     confirming = [t for t in trials if CONFIRMS_ATTR in t.user_attrs]
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    if len(confirming) >= MAX_CONFIRMATIONS or not complete:
+    incumbent = stage_incumbent(trials)
+    if len(confirming) >= MAX_CONFIRMATIONS or incumbent is None:
         return None
-    incumbent = min(complete, key=lambda t: t.number)
     best = estimate_best(trials, repeats=replication.repeats, maximize=maximize)
     done = {int(t.user_attrs[CONFIRMS_ATTR]) for t in confirming}
     if (best is None or best.number == incumbent.number or best.number in done
@@ -523,9 +534,7 @@ def confirmation_bar(trials: Sequence[FrozenTrial], confirmed: FrozenTrial,
         exclude: User attributes that are not per replicate though they may look so
             (lists that the runner, not the objective, writes).
     """
-    incumbent = min((t for t in trials if t.state == TrialState.COMPLETE),
-                    key=lambda t: t.number)
-    bar = race_bar(trials, replication, maximize=maximize, incumbent=incumbent)
+    bar = race_bar(trials, replication, maximize=maximize, incumbent=stage_incumbent(trials))
     if bar is None:
         return None
     values = replicates_of(confirmed)
@@ -625,6 +634,7 @@ __all__ = [
     "Scored",
     "Gain",
     "confirmation_bar",
+    "continued",
     "estimate_best",
     "full_trials",
     "gain_text",
@@ -635,6 +645,7 @@ __all__ = [
     "replicate_seed",
     "replicates_of",
     "search_gain",
+    "stage_incumbent",
     "standard_error",
     "summary",
     "superseded",

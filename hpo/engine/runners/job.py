@@ -42,6 +42,7 @@ from hpo.engine.replicates import (
     CONFIRMS_ATTR,
     Replication,
     confirmation_bar,
+    continued,
     incumbent_bar,
     race_bar,
 )
@@ -417,15 +418,15 @@ class StageJob:
         replication = self.replication
         if replication.replicated and (replication.racing or replication.intensifies):
             maximize = self.study.direction == optuna.study.StudyDirection.MAXIMIZE
-            confirms = trial.user_attrs.get(CONFIRMS_ATTR) if self._last_counts.waiting else None
+            trials = [] if phase == INCUMBENT else self.study.get_trials(deepcopy=False)
+            # only a queued trial can be a confirmation run
+            confirmed = continued(trial, trials) if self._last_counts.waiting else None
             if phase == INCUMBENT:
                 bar = incumbent_bar(replication, maximize=maximize)
-            elif confirms is not None:
-                trials = self.study.get_trials(deepcopy=False)
-                bar = confirmation_bar(trials, next(t for t in trials if t.number == confirms),
-                                       replication, maximize=maximize, exclude=(HISTORY_ATTR,))
+            elif confirmed is not None:
+                bar = confirmation_bar(trials, confirmed, replication, maximize=maximize,
+                                       exclude=(HISTORY_ATTR,))
             else:
-                trials = self.study.get_trials(deepcopy=False)
                 incumbent = next((t for t in trials if t.state == TrialState.COMPLETE
                                   and t.user_attrs.get(PHASE_ATTR) == INCUMBENT), None)
                 bar = race_bar(trials, replication, maximize=maximize, incumbent=incumbent)
