@@ -20,6 +20,7 @@ the tuning comparison on these; this script only builds them and checks them wit
     python -m benchmarks.experiments.region_shift OUT_DIR            # size 256, 32-px patches
     python -m benchmarks.experiments.region_shift OUT_DIR --size 192 --tile 32 --block 2
     python -m benchmarks.experiments.region_shift OUT_DIR --shift drawn --regions 4 --size 192
+    python -m benchmarks.experiments.region_shift OUT_DIR --shift drawn --regions 6 --draw 29
     hpo tune OUT_DIR/grouped.toml ; hpo tune OUT_DIR/random.toml    # the comparison
 
 It writes ``OUT_DIR/region_shift.json`` and ``.md`` (the benchmarks' result schema; ``--out``
@@ -86,6 +87,9 @@ SEEDS = {"a": 11, "b": 12}
 # validation on a held-out *region* is shifted the way the test is.
 DRAWN_SPREAD = (-0.5, 1.5)
 DRAWN_SEED = 23
+# another ``--draw`` moves every region's scene seed by this much a step, so a second draw
+# differs in terrain and slides as well as in settings (the default draw keeps its seeds)
+DRAW_SEED_STRIDE = 16
 TEST_REGION = "b"
 N_DATES = 2
 BANDS = ("blue", "green", "red", "nir")
@@ -174,25 +178,28 @@ def _drawn(rng: np.random.Generator) -> dict[str, Any]:
             for key, mild in REGION_B_MILD.items()}
 
 
-def regions_of(shift: str, n_regions: int = 2) -> dict[str, tuple[int, dict[str, Any] | None]]:
+def regions_of(shift: str, n_regions: int = 2,
+               draw: int = DRAWN_SEED) -> dict[str, tuple[int, dict[str, Any] | None]]:
     """Each region's generator seed and overrides; region ``b`` is the test region.
 
     Args:
         shift: ``strong`` or ``mild`` (region ``a`` at the defaults, ``b`` shifted), or
             ``drawn`` (``n_regions`` regions, every one drawn from one family).
         n_regions: Regions for ``drawn``: ``b`` and the training regions ``a``, ``c``, ...
+        draw: Seed of the ``drawn`` family's draw (settings and scene seeds).
     """
     if shift != "drawn":
         return {"a": (SEEDS["a"], None), TEST_REGION: (SEEDS["b"], SHIFTS[shift])}
     if n_regions < 3:
         raise ValueError("shift = 'drawn' needs 3 regions at least (2 to train, 1 to test)")
-    rng = np.random.default_rng(DRAWN_SEED)
+    rng = np.random.default_rng(draw)
     names = [TEST_REGION, *(c for c in "acdefghijk" if c != TEST_REGION)][:n_regions]
-    return {name: (SEEDS["a"] + k, _drawn(rng)) for k, name in enumerate(names)}
+    first = SEEDS["a"] + DRAW_SEED_STRIDE * (draw - DRAWN_SEED)
+    return {name: (first + k, _drawn(rng)) for k, name in enumerate(names)}
 
 
 def build(out: Path, *, size: int = 256, tile: int = 32, block: int = 2,
-          shift: str = "strong", n_regions: int = 2) -> dict[str, Any]:
+          shift: str = "strong", n_regions: int = 2, draw: int = DRAWN_SEED) -> dict[str, Any]:
     """Generate the regions, cut them into patches and write the folder and studies.
 
     Args:
@@ -203,6 +210,7 @@ def build(out: Path, *, size: int = 256, tile: int = 32, block: int = 2,
         shift: ``strong`` (:data:`REGION_B`), ``mild`` (:data:`REGION_B_MILD`) or ``drawn``
             (see :func:`regions_of`).
         n_regions: Regions for ``drawn``.
+        draw: Seed of the ``drawn`` family's draw.
 
     Returns:
         Per region: patches, landslide share, the mean of every continuous channel and the
@@ -213,7 +221,7 @@ def build(out: Path, *, size: int = 256, tile: int = 32, block: int = 2,
     patches = out / "patches"
     rows: list[tuple[str, str, str]] = []
     stats: dict[str, Any] = {}
-    for region, (seed, overrides) in regions_of(shift, n_regions).items():
+    for region, (seed, overrides) in regions_of(shift, n_regions, draw).items():
         scene = generate_scene(out / "regions" / region, size=size, n_dates=N_DATES, seed=seed,
                                overrides=overrides)
         last = scene.dates[-1]
@@ -328,15 +336,18 @@ def main(argv: list[str] | None = None) -> None:
                              "drawn from one family")
     parser.add_argument("--regions", type=int, default=4,
                         help="regions for --shift drawn (one of them, b, is the test)")
+    parser.add_argument("--draw", type=int, default=DRAWN_SEED,
+                        help="seed of the --shift drawn family's draw: another value, "
+                             "other regions")
     args = parser.parse_args(argv)
     size = args.size or (128 if args.quick else 256)
     recorder = Run("region_shift", args.out or args.folder)
     args.folder.mkdir(parents=True, exist_ok=True)
     summary = {"dataset": "synthetic multi-region patches", "size": size, "tile": args.tile,
-               "block": args.block, "shift": args.shift,
+               "block": args.block, "shift": args.shift, "draw": args.draw,
                "region_b_overrides": SHIFTS.get(args.shift),
                "regions": build(args.folder, size=size, tile=args.tile, block=args.block,
-                                shift=args.shift, n_regions=args.regions)}
+                                shift=args.shift, n_regions=args.regions, draw=args.draw)}
     summary["studies"] = check(args.folder)
     for region, s in summary["regions"].items():
         print(f"region {region}: {s['patches']} patches, landslides {s['landslide_share']:.2%}, "

@@ -70,6 +70,9 @@ DATASETS: dict[str, dict[str, Any]] = {
     # four regions drawn from one family, three to train (and validate), b to test
     "region-shift-drawn": {"study": "region-shift/grouped.toml", "data": {}, "shift": "drawn",
                            "build": ["--regions", "4", "--size", "192"]},
+    # a second draw: six other regions, five to train (enough groups for grouped folds)
+    "region-shift-drawn6": {"study": "region-shift/grouped.toml", "data": {}, "shift": "drawn",
+                            "build": ["--regions", "6", "--size", "160", "--draw", "29"]},
     # the Landslide4Sense sample in hpo compare's outer folds: fold k's patches are the test
     **{f"l4s-fold{k}": {"study": "studies/l4s.toml",
                         "data": {"folds": 3, "fold": k, "fold_role": "test"}} for k in range(3)},
