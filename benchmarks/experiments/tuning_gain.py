@@ -15,6 +15,13 @@ test split (which tuning never read). Per data set and method it reports the gai
 search claimed (best over untuned, as `hpo report` prints it) and the realised gain,
 paired by seed: mean and 95 % confidence interval (Student's t), on validation and test.
 
+One search is one draw: which configuration it hands on depends on its own seed (its
+samplers, its replicate seeds, its validation draw). ``--searches N`` tunes every method
+N times (study seeds 0..N-1) and trains each search's choice with the fresh seeds; the
+untuned defaults train on each search's splits. Gains are then averaged over the fresh
+seeds within a search and their CI is taken over the N searches (Student's t, N - 1
+degrees of freedom): what a user who tunes once can expect, tuning's luck included.
+
     python -m benchmarks.experiments.tuning_gain                         # quickstart and blocked
     python -m benchmarks.experiments.tuning_gain --datasets quickstart --seeds 5
     python -m benchmarks.experiments.tuning_gain --datasets quickstart \
@@ -152,13 +159,29 @@ def paired(tuned: list[float], base: list[float]) -> dict[str, float]:
     return {"mean": mean, "low": mean - half, "high": mean + half, "n": len(diffs)}
 
 
-def _study(dataset: str, method: str, work: Path, repeats: int, scale: float) -> Any:
+def paired_searches(tuned: list[list[float]], base: list[list[float]]) -> dict[str, float]:
+    """:func:`paired` over searches: one list of fresh-seed scores per search.
+
+    One search: paired by seed. Several: each search's mean paired difference is one
+    unit, and the CI is over the searches (the seeds within one share its choice).
+    """
+    if len(tuned) == 1:
+        return paired(tuned[0], base[0])
+    means = [paired(a, b)["mean"] for a, b in zip(tuned, base, strict=True)]
+    return paired(means, [0.0] * len(means)) | {"n": len(means), "seeds": len(tuned[0])}
+
+
+def _study(dataset: str, method: str, work: Path, repeats: int, scale: float,
+           search: int | None = None) -> Any:
+    """The study of ``method`` on ``dataset``; ``search``: its seed (``None``: the file's)."""
     setup = DATASETS[dataset]
     path = (_region_shift(work / dataset, setup["shift"], setup.get("build", []))
             if "shift" in setup else ROOT / setup["study"])
     raw = tomllib.loads(path.read_text(encoding="utf-8"))
     raw = copy.deepcopy(raw)
-    raw["name"] = f"gain-{dataset}-{method}"
+    raw["name"] = f"gain-{dataset}-{method}" + (f"-s{search}" if search is not None else "")
+    if search is not None:
+        raw["seed"] = search
     raw["data"].update(setup["data"])
     METHODS[method](raw, repeats, scale)
     work.mkdir(parents=True, exist_ok=True)
@@ -198,9 +221,10 @@ def _compute(result: Any) -> tuple[int, int]:
     return trainings, epochs
 
 
-def tune(dataset: str, method: str, work: Path, repeats: int, scale: float) -> dict[str, Any]:
+def tune(dataset: str, method: str, work: Path, repeats: int, scale: float,
+         search: int | None = None) -> dict[str, Any]:
     """Tune one study; its best params, the defaults, the claimed gain, the compute."""
-    spec = _study(dataset, method, work, repeats, scale)
+    spec = _study(dataset, method, work, repeats, scale, search)
     ensure_scene(spec)
     started = time.monotonic()
     tuning = prepare_data(spec)
@@ -239,8 +263,8 @@ def _train_once(job: tuple) -> dict[str, Any]:
             "val_f1_best": val["f1_best"], "test_f1_at_val_threshold": test["f1_at_threshold"]}
 
 
-def evaluate(configs: dict[str, tuple[Any, dict, str | None]], seeds: list[int], workers: int,
-             train_on: str = "train") -> dict[str, list[dict[str, Any]]]:
+def evaluate(configs: dict[Any, tuple[Any, dict, str | None]], seeds: list[int], workers: int,
+             train_on: str = "train") -> dict[Any, list[dict[str, Any]]]:
     """Every ``name: (spec, params, model)`` trained with every fresh seed on the spec's data.
 
     Each method keeps its own study's splits (validation differs between them); the test
@@ -259,49 +283,70 @@ def evaluate(configs: dict[str, tuple[Any, dict, str | None]], seeds: list[int],
 
 
 def run(datasets: list[str], methods: list[str], seeds: list[int], work: Path, repeats: int,
-        scale: float, workers: int, baselines: list[str] = (), train_on: str = "train"
-        ) -> list[dict[str, Any]]:
+        scale: float, workers: int, baselines: list[str] = (), train_on: str = "train",
+        searches: int = 1) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
+    ks = [None] if searches == 1 else list(range(searches))
     for dataset in datasets:
-        tuned = {m: tune(dataset, m, work, repeats, scale) for m in methods}
-        first = tuned[methods[0]]
-        # the baselines train on the first method's splits, at their defaults
-        configs = {"untuned": (first["spec"], first["defaults"], None)} | {
-            m: (t["spec"], t["best"], None) for m, t in tuned.items()} | {
-            b: (first["spec"], {}, b) for b in baselines}
+        tuned = {(m, k): tune(dataset, m, work, repeats, scale, k) for k in ks for m in methods}
+        # the untuned defaults train on the first method's splits of every search, the
+        # baselines (at their defaults) on the first search's
+        firsts = {k: tuned[(methods[0], k)] for k in ks}
+        configs = {("untuned", k): (f["spec"], f["defaults"], None) for k, f in firsts.items()}
+        configs |= {key: (t["spec"], t["best"], None) for key, t in tuned.items()}
+        configs |= {(b, k): (firsts[ks[0]]["spec"], {}, b) for b in baselines for k in ks[:1]}
         scores = evaluate(configs, seeds, workers, train_on)
-        for method, t in tuned.items():
-            tuning = t["spec"].tuning
-            setup = {"seeds": seeds, "train_on": train_on,
+
+        def of(name: str, metric: str, scores: dict = scores) -> list[list[float]]:
+            # a baseline's one set of scores stands beside every search
+            return [[r[metric] for r in scores[(name, k if (name, k) in scores else ks[0])]]
+                    for k in ks]
+
+        for method in methods:
+            runs = [tuned[(method, k)] for k in ks]
+            spec = runs[0]["spec"]
+            tuning = spec.tuning
+            setup = {"seeds": seeds, "train_on": train_on, "searches": searches,
                      "repeats": tuning.repeats, "folds": tuning.folds,
                      "max_repeats": tuning.max_repeats,
                      "switch_z": tuning.switch_z if tuning.repeats > 1 else None,
                      "budget_scale": scale if method in NOISY else 1.0,
-                     "trainings": t["trainings"], "epochs_trained": t["epochs_trained"],
-                     "configurations": t["configurations"],
-                     "tuning_seconds": round(t["seconds"], 1)}
+                     **{key: _per_search([t[key] for t in runs])
+                        for key in ("trainings", "epochs_trained", "configurations")},
+                     "tuning_seconds": round(sum(t["seconds"] for t in runs), 1)}
+            claimed = [t["claimed"] for t in runs if t["claimed"] is not None]
+            ses = [t["claimed_se"] for t in runs if t["claimed_se"] is not None]
             row = {"benchmark": "tuning_gain", "dataset": dataset, "method": method,
-                   "model": first["spec"].model.name, "setup": setup,
-                   "claimed_gain": t["claimed"], "claimed_gain_se": t["claimed_se"],
-                   "best_params": t["best"]}
+                   "model": spec.model.name, "setup": setup,
+                   "claimed_gain": statistics.fmean(claimed) if claimed else None,
+                   "claimed_gain_se": statistics.fmean(ses) if ses else None,
+                   "best_params": runs[0]["best"] if searches == 1 else [t["best"] for t in runs]}
             for metric in GAINS:
-                a = [r[metric] for r in scores[method]]
-                b = [r[metric] for r in scores["untuned"]]
-                row[metric] = {"tuned": a, "untuned": b, "gain": paired(a, b)}
+                a, b = of(method, metric), of("untuned", metric)
+                row[metric] = {"tuned": _flat(a), "untuned": _flat(b),
+                               "gain": paired_searches(a, b)}
             # how far validation overstates the test, for the tuned configuration
             row["val_to_test_gap"] = statistics.fmean(
-                r["val_f1"] - r["test_f1"] for r in scores[method])
+                v - t for v, t in zip(_flat(of(method, "val_f1")),
+                                      _flat(of(method, "test_f1")), strict=True))
             row["versus"] = {
-                other: {metric: paired([r[metric] for r in scores[method]],
-                                       [r[metric] for r in scores[other]])
+                other: {metric: paired_searches(of(method, metric), of(other, metric))
                         for metric in ("test_f1", "test_auc", "test_f1_at_val_threshold")}
                 for other in [*methods, *baselines] if other != method}
-            row["baselines"] = {b: {m: [r[m] for r in scores[b]] for m in GAINS}
-                                for b in baselines}
+            row["baselines"] = {b: {m: _flat(of(b, m)[:1]) for m in GAINS} for b in baselines}
             rows.append(row)
             print(json.dumps({k: row[k] for k in ("dataset", "method", "claimed_gain")}
                              | {m: row[m]["gain"] for m in ("val_f1", "test_f1")}), flush=True)
     return rows
+
+
+def _flat(nested: list[list[float]]) -> list[float]:
+    return [v for inner in nested for v in inner]
+
+
+def _per_search(values: list[int]) -> int | float:
+    """A compute count of one search: the count itself, or the mean over searches."""
+    return values[0] if len(values) == 1 else round(statistics.fmean(values), 1)
 
 
 GAINS = ("val_f1", "test_f1", "test_auc", "val_f1_best", "test_f1_at_val_threshold")
@@ -353,7 +398,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         claimed = (f"{r['claimed_gain']:+.3f}" if r["claimed_gain"] is not None else "-") + (
             f" ± {r['claimed_gain_se']:.3f}" if r["claimed_gain_se"] else "")
         lines.append(
-            f"| {r['dataset']} | {r['method']} | {r['setup']['trainings']} "
+            f"| {r['dataset']} | {_label(r)} | {r['setup']['trainings']} "
             f"({r['setup']['configurations']}) / {r['setup'].get('epochs_trained', '-')} | "
             f"{claimed} | {cell('val_f1')} | "
             f"{cell('test_f1')} | {cell('test_auc')} | {r.get('val_to_test_gap', math.nan):+.3f} |")
@@ -376,6 +421,11 @@ def markdown(rows: list[dict[str, Any]]) -> str:
                            for m in ("val_f1", "test_f1", "test_auc"))
         lines.append(f"| {dataset} | {name} | {cells} |")
     return "\n".join(lines) + "\n"
+
+
+def _label(row: dict[str, Any]) -> str:
+    searches = row["setup"].get("searches", 1)
+    return row["method"] + (f" ({searches} searches)" if searches > 1 else "")
 
 
 def _scores(rows: list[dict[str, Any]]) -> list[tuple[str, str, dict[str, list[float]]]]:
@@ -410,12 +460,15 @@ def main() -> None:
     p.add_argument("--baselines", default="",
                    help="e.g. unet,hgb: trained untuned with the same seeds and splits, and "
                         "every tuned configuration paired against them")
+    p.add_argument("--searches", type=int, default=1,
+                   help="tune every method this many times (study seeds 0..N-1); CIs are "
+                        "then over the searches")
     args = p.parse_args()
     recorder = Run(args.name, results_dir(args))
     seeds = [1000 + i for i in range(2 if args.quick else args.seeds)]
     runs = run(args.datasets.split(","), args.methods.split(","), seeds, args.work,
                args.repeats, args.scale, args.workers,
-               [b for b in args.baselines.split(",") if b], args.train_on)
+               [b for b in args.baselines.split(",") if b], args.train_on, args.searches)
     target = recorder.out / f"{args.name}.json" if recorder.out else None
     # Runs of other data sets or methods stay: each run replaces only its own rows.
     old = (json.loads(target.read_text())["details"]["runs"]

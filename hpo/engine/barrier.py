@@ -18,7 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo.engine.curves import STILL_IMPROVING_ATTR, still_improving
 from hpo.engine.leases import Backoff, reap_stale
-from hpo.engine.ledger import Ledger, ledger_from_trial, read_ledger, write_ledger
+from hpo.engine.ledger import COPIED_ATTR, Ledger, ledger_from_trial, read_ledger, write_ledger
 from hpo.engine.replicates import (
     CONFIRMS_ATTR,
     NOISE_ATTR,
@@ -132,7 +132,11 @@ def ledger_of(
                      "stopped (%.4g at best in its first %d of %d steps, %.4g at the last)",
                      study.study_name, best.number, improving.early, improving.early_steps,
                      improving.steps, improving.last)
-    return ledger_from_trial(stage.name, study.study_name, best, noise=noise, gain=gain)
+    # the incumbent handed on was measured, not selected: the next stage may pair with it
+    seeds = (((incumbent.user_attrs.get(COPIED_ATTR) or {}).get("seeds") or stage.name)
+             if replication.replicated and best.number == incumbent.number else None)
+    return ledger_from_trial(stage.name, study.study_name, best, noise=noise, gain=gain,
+                             seeds=seeds)
 
 
 __all__ = ["DECLINED_ATTR", "close_stage", "ledger_of"]

@@ -58,6 +58,9 @@ class TrialContext:
         self.race: dict[str, Any] | None = None
         """With replicated, raced trials: the bar this trial races against (see
         :class:`hpo.engine.replicates.RaceBar`); ``None`` otherwise."""
+        self.seed_stage: str | None = None
+        """With replicates: the stage whose replicate seeds this trial trains with (the
+        one that measured the incumbent it pairs with); ``None``: :attr:`stage`."""
 
     @property
     def params(self) -> dict[str, Any]:

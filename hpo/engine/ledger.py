@@ -39,6 +39,12 @@ class Ledger:
             some trial had two replicates or more.
         gain: ``mean`` / ``se`` / ``n`` of the best minus the stage's incumbent, paired
             by replicate, when both have two replicates or more.
+        seeds: With replicates: the stage whose replicate seeds measured ``replicates``,
+            when the entry is its stage's incumbent, handed on. Those replicates were
+            measured, not selected by a race, so the next stage takes them over and pairs
+            its trials with them (same seeds) instead of training the configuration
+            again; ``None`` (an entry that won its stage, or one stored before this
+            existed): the next stage measures it afresh with seeds of its own.
     """
 
     stage: str
@@ -50,6 +56,7 @@ class Ledger:
     replicates: list[float] = field(default_factory=list)
     noise: dict[str, Any] | None = None
     gain: dict[str, Any] | None = None
+    seeds: str | None = None
 
     @property
     def se(self) -> float | None:
@@ -74,6 +81,7 @@ class Ledger:
             replicates=[float(v) for v in data.get("replicates", [])],
             noise=data.get("noise"),
             gain=data.get("gain"),
+            seeds=data.get("seeds"),
         )
 
 
@@ -120,6 +128,7 @@ def ledger_from_trial(
     *,
     noise: Mapping[str, Any] | None = None,
     gain: Mapping[str, Any] | None = None,
+    seeds: str | None = None,
 ) -> Ledger:
     """The ledger entry of a stage whose best trial is ``trial``.
 
@@ -129,6 +138,7 @@ def ledger_from_trial(
         trial: The chosen trial.
         noise: The stage's measured noise, if any.
         gain: The chosen trial's paired gain over the stage's incumbent, if measured.
+        seeds: See :class:`Ledger`.
     """
     return Ledger(
         stage=stage,
@@ -140,6 +150,7 @@ def ledger_from_trial(
         replicates=replicates_of(trial),
         noise=dict(noise) if noise else None,
         gain=dict(gain) if gain else None,
+        seeds=seeds,
     )
 
 

@@ -247,8 +247,9 @@ class ReplicateView:
         """How many replicates a configuration gets at most."""
         self.replicate_seed = seed
         """A training seed for this replicate: derived from the search seed, the stage
-        and the index, so all trials of a stage share their seeds (paired comparisons)
-        and a later stage measures the incumbent again with other ones."""
+        and the index, so all trials of a stage share their seeds (paired comparisons).
+        A stage that takes over its incumbent's replicates (``Ledger.seeds``) uses the
+        seeds they were measured with; one that measures its incumbent again, others."""
         self.stopped = False
 
     def __getattr__(self, name: str) -> Any:
@@ -321,7 +322,8 @@ class ReplicatedObjective:
             if r >= repeats and not (bar is not None and (
                     bar.is_incumbent or bar.undecided(values, self.replication.switch_z))):
                 break
-            view = ReplicateView(trial, r, most, replicate_seed(self.seed, trial.stage, r))
+            seeds = getattr(trial, "seed_stage", None) or trial.stage
+            view = ReplicateView(trial, r, most, replicate_seed(self.seed, seeds, r))
             result = self.objective(params, view)
             if view.stopped:
                 return result  # pruned on replicate 0: the runner records PRUNED

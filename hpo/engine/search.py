@@ -116,9 +116,11 @@ class LayerwiseSearch:
         replication: Noisy objectives: a :class:`~hpo.Replication`, a repeat count or a
             dict. With ``repeats > 1`` every trial is the mean over replicates (the
             objective reads ``trial.replicate`` / ``trial.replicate_seed``), raced
-            against the stage's best; each stage measures its incumbent afresh with its
-            own replicate seeds; the ledger hands on the best mean among trials with
-            every replicate, with its standard error and the stage's noise.
+            against the stage's best; a stage measures its incumbent afresh, with
+            replicate seeds of its own, where the previous stage selected it, and takes
+            its replicates over where that stage handed it on unchanged; the ledger
+            hands on the best mean among trials with every replicate, with its standard
+            error and the stage's noise.
         strategy: ``shared`` (default): stages on the default ``gp`` sampler share one
             GP over every trial of the search, the acquisition moving only the active
             stage (see :mod:`hpo.engine.strategy`); ``stagewise``: the paper's method, each
@@ -169,8 +171,9 @@ class LayerwiseSearch:
         self.runner = runner
         self.seed = int(seed)
         self.replication = Replication.coerce(replication)
-        # A copied incumbent keeps the value its own stage selected it by (biased up:
-        # it won a noisy race); with replicates every stage measures it afresh.
+        # A copied incumbent keeps the value its own stage selected it by (biased up: it
+        # won a noisy race). Stored in every stage key: with replicates it stays True, as
+        # it was before _incumbent_copy took over what a handed-on incumbent reuses.
         self.remeasure_incumbent = remeasure_incumbent or self.replication.replicated
         self.callbacks = tuple(callbacks)
         self.metric = metric if metric is not None else getattr(objective, "metric", None)
@@ -347,6 +350,7 @@ class LayerwiseSearch:
         keepalive: Keepalive,
     ) -> StageJob:
         """The job a runner gets for the open stage at ``index``."""
+        copy_from = self._incumbent_copy(index, ledgers)
         return StageJob(
             study=study,
             stage=stage,
@@ -354,16 +358,30 @@ class LayerwiseSearch:
             objective=objective,
             keepalive=keepalive,
             order=self._schedule.order(),
-            # With remeasure_incumbent every stage measures its incumbent afresh.
-            copy_from=None if self.remeasure_incumbent
-            else self._schedule.incumbent_source(index, ledgers),
+            copy_from=copy_from,
             metric=self.metric,
             artifact_store=self.artifact_store,
             ledgers=dict(ledgers),
             lease_seconds=self.lease_seconds,
             callbacks=self.callbacks,
             replication=self.replication,
+            seed_stage=copy_from.seeds if copy_from is not None else None,
         )
+
+    def _incumbent_copy(self, index: int, ledgers: Mapping[str, Ledger]) -> Ledger | None:
+        """The entry the incumbent at ``index`` is copied from, ``None`` to measure it.
+
+        Without replicates it is copied unless ``remeasure_incumbent``. With replicates it
+        is measured again where its stage selected it (the winner of a noisy race is
+        biased up), and taken over, replicates and seeds, where its stage handed it on
+        unchanged (``Ledger.seeds``): measuring it again would spend ``repeats`` or
+        ``max_repeats`` trainings per stage on what is known (on the quickstart, six
+        29-epoch runs in every stage after the first).
+        """
+        source = self._schedule.incumbent_source(index, ledgers)
+        if self.replication.replicated:
+            return source if source is not None and source.seeds else None
+        return None if self.remeasure_incumbent else source
 
     def _stored_strategy(self) -> str:
         """The strategy to run: a search stored before strategies existed stays stage-wise.

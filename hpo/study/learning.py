@@ -51,8 +51,8 @@ def short_training_lines(result: SearchResult, metric: str) -> list[str]:
     """:func:`short_training` as one ``warning:`` line and the hint; none when all is well.
 
     The line names every flagged stage and details the first: with ``[tuning] repeats``
-    each stage re-measures the configuration it was handed, so one configuration cut
-    short shows up in stage after stage.
+    a stage re-measures a configuration the previous stage chose, so one configuration
+    cut short can show up in more than one stage.
     """
     found = short_training(result)
     if not found:

@@ -40,6 +40,7 @@ from hpo.engine.ledger import COPIED_ATTR, Ledger, best_trial
 from hpo.engine.progress import format_duration
 from hpo.engine.replicates import (
     CONFIRMS_ATTR,
+    REPLICATES_ATTR,
     Replication,
     confirmation_bar,
     continued,
@@ -116,7 +117,7 @@ class StageJob:
         keepalive: Renews heartbeats or leases of this driver's trials.
         order: Parameter names in stage order, for the merged dict.
         copy_from: The previous stage's ledger entry; trial 0 is then a copy of it
-            instead of a measurement.
+            instead of a measurement (with its replicates, where it has several).
         metric: The metric reported as intermediate value.
         artifact_store: The search's artifact store.
         ledgers: Finished stages' entries (for artifacts).
@@ -124,6 +125,9 @@ class StageJob:
         callbacks: ``callback(study, frozen_trial)`` after every told trial.
         replication: How trials are replicated; with racing, each new trial's context
             carries the bar it races against (``context.race``).
+        seed_stage: The stage whose replicate seeds the trials use (``context.seed_stage``):
+            ``copy_from.seeds`` when the incumbent's replicates are taken over, so that
+            replicate ``i`` of every trial pairs with the incumbent's; ``None``: this one.
     """
 
     study: optuna.Study
@@ -139,6 +143,7 @@ class StageJob:
     lease_seconds: float = 60.0
     callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = ()
     replication: Replication = field(default_factory=Replication)
+    seed_stage: str | None = None
     _started: float = field(default_factory=time.monotonic, init=False)
     _told: int = field(default=0, init=False)
     _last_reap: float = field(default=-math.inf, init=False)
@@ -398,9 +403,13 @@ class StageJob:
                     "study": source.study_name,
                     "trial": source.trial_number,
                     "artifacts": source.artifacts,
+                    **({"seeds": source.seeds} if source.seeds else {}),
                 },
             )
-            self._tell(trial, Outcome(TrialState.COMPLETE, value=source.value))
+            replicates = ({REPLICATES_ATTR: list(source.replicates)}
+                          if len(source.replicates) > 1 else {})
+            self._tell(trial, Outcome(TrialState.COMPLETE, value=source.value,
+                                      attrs=replicates))
             return None
         params = {**self.fixed, **trial.params}
         if self.order:
@@ -413,6 +422,7 @@ class StageJob:
             artifact_store=self.artifact_store,
             ledgers=self.ledgers,
         )
+        context.seed_stage = self.seed_stage
         # The incumbent gets every replicate (it measures the noise, and intensification
         # pairs with it); a plain search reads nothing more per trial.
         replication = self.replication

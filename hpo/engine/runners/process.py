@@ -79,6 +79,7 @@ class TrialInfo:
     restored_state: Any = None
     ledgers: tuple[tuple[str, Any], ...] = ()
     race: dict[str, Any] | None = None
+    seed_stage: str | None = None
 
 
 def trial_info(trial: Any, *, environ: dict[str, str], threads: int | None) -> TrialInfo:
@@ -102,6 +103,7 @@ def trial_info(trial: Any, *, environ: dict[str, str], threads: int | None) -> T
         restored_state=getattr(trial, "restored_state", None),
         ledgers=tuple((getattr(trial, "ledgers", None) or {}).items()),
         race=getattr(trial, "race", None),
+        seed_stage=getattr(trial, "seed_stage", None),
     )
 
 
@@ -253,6 +255,7 @@ class _ChildContext(TrialContext):
         self.history = [dict(row) for row in info.history]
         self.restored_state = info.restored_state
         self.race = info.race
+        self.seed_stage = info.seed_stage
 
     @property
     def number(self) -> int:

@@ -89,38 +89,58 @@ def test_racing_stops_replicating_a_hopeless_configuration():
     assert result.stages[0].study.user_attrs[NOISE_ATTR]["sd"] > 0
 
 
-def test_replicates_share_seeds_within_a_stage_and_differ_between_stages():
+def _by_seed(params, trial):
+    # 1 - a, plus a little noise that the replicate's seed fixes (module level: it pickles)
+    return 1.0 - params["a"] + 0.001 * (trial.replicate_seed % 1000)
+
+
+def _two_stages(a_high):
+    # a = 0.5 (the default) is s1's best when 1 - a is maximized; with a_high < 0.5
+    # every other point beats it
+    low, high = sorted((0.5, a_high))
+    return [Stage("s1", {"a": FloatDistribution(low, high)}, defaults={"a": 0.5},
+                  n_random=2, n_bayes=0),
+            Stage("s2", {"b": FloatDistribution(0, 1)}, defaults={"b": 0.5},
+                  n_random=2, n_bayes=0)]
+
+
+def test_an_incumbent_its_stage_selected_is_measured_again_with_new_seeds():
+    # A copied winner would hand on the value it won a noisy race with.
     seen = {}
 
     def objective(params, trial):
         seen.setdefault(trial.stage, set()).add((trial.replicate, trial.replicate_seed))
-        return params["a"] + params["b"]
+        return _by_seed(params, trial)
 
-    stages = [Stage("s1", {"a": FloatDistribution(0, 1)}, defaults={"a": 0.5},
-                    n_random=2, n_bayes=0),
-              Stage("s2", {"b": FloatDistribution(0, 1)}, defaults={"b": 0.5},
-                    n_random=2, n_bayes=0)]
-    LayerwiseSearch(stages, objective, seed=4, sampler="random",
-                    replication=Replication(repeats=3, racing=False)).run()
+    result = LayerwiseSearch(_two_stages(0.1), objective, seed=4, sampler="random",
+                             replication=Replication(repeats=3, racing=False)).run()
+    s1, s2 = result.stages
+    assert s1.ledger.trial_number != 0 and s1.ledger.seeds is None  # the challenger won
+    first = s2.study.trials[0]
+    assert "hpo:copied_from" not in first.user_attrs
+    assert len(first.user_attrs[REPLICATES_ATTR]) == 3
     for stage in ("s1", "s2"):
         assert seen[stage] == {(r, replicate_seed(4, stage, r)) for r in range(3)}
     assert {s for _, s in seen["s1"]}.isdisjoint({s for _, s in seen["s2"]})
 
 
-def test_every_stage_measures_its_incumbent_again():
-    # A copied incumbent would hand on the value it won a noisy race with.
-    def objective(params, trial):
-        return params["a"] + 0.1 * np.random.default_rng(trial.replicate_seed).random()
-
-    stages = [Stage("s1", {"a": FloatDistribution(0, 1)}, defaults={"a": 0.5},
-                    n_random=2, n_bayes=0),
-              Stage("s2", {"b": FloatDistribution(0, 1)}, defaults={"b": 0.5},
-                    n_random=2, n_bayes=0)]
-    result = LayerwiseSearch(stages, objective, seed=1, sampler="random",
-                             replication=2).run()
-    first = result.stages[1].study.trials[0]
-    assert "hpo:copied_from" not in first.user_attrs
-    assert len(first.user_attrs[REPLICATES_ATTR]) == 2
+@pytest.mark.parametrize("isolate", [False, True])
+def test_an_incumbent_handed_on_keeps_its_replicates_and_seeds(isolate):
+    # Measured, not selected: the next stage pairs with its replicates instead of
+    # training it again, so its trials run with the seeds those replicates had.
+    result = LayerwiseSearch(_two_stages(0.9), _by_seed, seed=4, sampler="random",
+                             isolate=isolate,
+                             replication=Replication(repeats=3, racing=False)).run()
+    s1, s2 = result.stages
+    assert s1.ledger.trial_number == 0 and s1.ledger.seeds == "s1"
+    copied = s2.study.trials[0]
+    assert copied.user_attrs["hpo:copied_from"]["seeds"] == "s1"
+    assert copied.user_attrs[REPLICATES_ATTR] == s1.ledger.replicates
+    expected = [0.5 + 0.001 * (replicate_seed(4, "s1", r) % 1000) for r in range(3)]
+    assert s1.ledger.replicates == pytest.approx(expected)
+    challenger = s2.study.trials[1]  # b changes nothing: the same values, paired
+    assert challenger.user_attrs[REPLICATES_ATTR] == pytest.approx(expected)
+    assert s2.ledger.trial_number == 0 and s2.ledger.seeds == "s1"  # and on down the chain
 
 
 def test_resume_and_load_keep_the_replicate_counts(tmp_path):

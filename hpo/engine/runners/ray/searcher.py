@@ -153,6 +153,7 @@ class StageRun:
                     "timeout": self.timeout,
                     "ledgers": self._ledgers,
                     "race": pending.context.race,
+                    "seed_stage": pending.context.seed_stage,
                 }
             }
 

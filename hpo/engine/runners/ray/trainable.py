@@ -269,6 +269,7 @@ def run_trial(config: dict[str, Any], payload: Any = None) -> None:
             restored=restored,
         )
         context.race = spec.get("race")
+        context.seed_stage = spec.get("seed_stage")
     if spec.get("timeout") is not None:
         objective = _isolated(objective, spec["timeout"])
     try:

@@ -496,9 +496,12 @@ def test_replicated_trials_on_ray_record_their_replicates_and_race(tmp_path, nam
         trial.report(1, value=params["x"] + noise)
         return params["x"] + noise
 
-    stage = Stage("s", {"x": FloatDistribution(0, 1)}, defaults={"x": 0.9},
-                  n_random=4, n_bayes=0)
-    result = LayerwiseSearch([stage], objective, storage=f"sqlite:///{tmp_path / 'r.db'}",
+    # x = 1 (the defaults) is the best: stage s hands its incumbent on
+    stages = [Stage("s", {"x": FloatDistribution(0, 1)}, defaults={"x": 1.0},
+                    n_random=4, n_bayes=0),
+              Stage("t", {"y": FloatDistribution(0, 1)}, defaults={"y": 0.5},
+                    n_random=2, n_bayes=0)]
+    result = LayerwiseSearch(stages, objective, storage=f"sqlite:///{tmp_path / 'r.db'}",
                              study_name=name, runner=RayRunner(cpu=1, max_concurrent=2),
                              seed=1, sampler="random",
                              replication=Replication(repeats=3, z=0.5)).run()
@@ -509,3 +512,7 @@ def test_replicated_trials_on_ray_record_their_replicates_and_race(tmp_path, nam
     low = [t for t in trials if t.params["x"] < 0.5]
     assert low and all(t.user_attrs.get(RACED_ATTR) for t in low)  # raced out on Ray too
     assert len(result.stages[0].ledger.replicates) == 3
+    # stage t takes the incumbent's replicates over: its trial runs with stage s's seeds
+    challenger = result.stages[1].study.trials[1]
+    assert challenger.user_attrs[REPLICATES_ATTR] == pytest.approx(
+        incumbent.user_attrs[REPLICATES_ATTR])
