@@ -10,6 +10,7 @@ from networks.baselines import DeepLabV3, PSPNet, SegNet, UNet
 from networks.boosting import BoostingModel
 from networks.checkpoint import Checkpoint, load_checkpoint, package_versions, save_checkpoint
 from networks.config import (
+    BackboneConfig,
     BoostConfig,
     DBNConfig,
     DCNNConfig,
@@ -29,11 +30,13 @@ from networks.history import METRIC_NAMES, History
 from networks.losses import FusionLoss, fusion_loss
 from networks.metrics import SegmentationMeter, roc_auc, segmentation_metrics
 from networks.receptive import ReceptiveField, receptive_field
-from networks.registry import MODEL_NAMES, NETWORK_NAMES, build_model
+from networks.registry import BASELINE_GROUPS, MODEL_NAMES, NETWORK_NAMES, build_model
 from networks.temporal import TemporalFusion
 from networks.train import Callback, evaluate, model_device, train
 
 __all__ = [
+    "BASELINE_GROUPS",
+    "BackboneConfig",
     "DBN",
     "DCNN",
     "METRIC_NAMES",

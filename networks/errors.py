@@ -123,7 +123,10 @@ def explain(exc: ValidationError, root: Any, render: Callable[[Loc], str] | None
     elif kind in ("literal_error", "union_tag_invalid"):
         if kind == "union_tag_invalid":
             loc, value = (*loc, ctx["discriminator"].strip("'")), ctx["tag"]
-        choices = re.findall(r"'([^']*)'", ctx.get("expected") or ctx.get("expected_tags", ""))
+        expected = ctx.get("expected") or ctx.get("expected_tags", "")
+        # string choices come quoted ("'a' or 'b'"), numbers bare ("4 or 8")
+        choices = re.findall(r"'([^']*)'", expected) or re.findall(r"[^\s,']+", expected.replace(
+            " or ", ","))
         message, hint = not_one_of(value, choices)
     elif kind == "union_tag_not_found":
         loc = (*loc, ctx["discriminator"].strip("'"))

@@ -18,6 +18,13 @@ MODEL_NAMES: tuple[str, ...] = (*NETWORK_NAMES, "hgb")
 """Names :func:`build_model` accepts: the networks, then the per-pixel gradient-boosting
 floor ``hgb`` (fitted, not back-propagated; see :mod:`networks.boosting`)."""
 
+BASELINE_GROUPS: dict[str, tuple[str, ...]] = {
+    "segnet": ("segnet",), "deeplabv3": ("backbone",), "pspnet": ("backbone",),
+    "unet": ("unet",), "hgb": ("boost",),
+}
+"""The config groups each baseline reads besides ``optim`` and ``head`` (the fusion
+network reads the rest)."""
+
 _BASELINES = {"deeplabv3": DeepLabV3, "pspnet": PSPNet}
 
 
@@ -37,8 +44,8 @@ def build_model(
         n_sources: Input sources ``S``.
         n_times: Input dates ``T``.
         config: Hyperparameters (default: all defaults). The baselines read
-            ``head.dropout``; DeepLabV3's and PSPNet's architecture is fixed, SegNet's
-            reads ``segnet``, the U-Net's ``unet``. ``hgb`` reads ``boost``.
+            ``head.dropout``; DeepLabV3 and PSPNet read ``backbone``, SegNet
+            ``segnet``, the U-Net ``unet``. ``hgb`` reads ``boost``.
 
     Returns:
         A model mapping ``(B, S, T, H, W)`` floats to ``(B, 2, H, W)`` logits; ``hgb``
@@ -56,7 +63,8 @@ def build_model(
     if key == "segnet":
         return SegNet(n_sources, n_times, dropout=config.head.dropout, stages=config.segnet.levels)
     if key in _BASELINES:
-        return _BASELINES[key](n_sources, n_times, dropout=config.head.dropout)
+        return _BASELINES[key](n_sources, n_times, dropout=config.head.dropout,
+                               stride=config.backbone.stride)
     if key == "unet":
         return UNet(
             n_sources,

@@ -56,7 +56,7 @@ from hpo.study.scene import data_section, ensure_scene
 from hpo.study.schema import IntParam, ModelSpec, RefineSpec, StageSpec, StudySpec
 from hpo.study.tune import set_threads
 from hpo.study.variants import PAPER_VARIANTS, VARIANTS, Variant
-from networks import NETWORK_NAMES
+from networks import BASELINE_GROUPS, NETWORK_NAMES
 
 EPOCHS_KEY = "optim.epochs"
 DEFAULTS = {"trials": 20, "seeds": 3}
@@ -264,9 +264,11 @@ def variant_spec(
     """The study of one variant on one split: its model, fixed keys, data and stages."""
     fixed = {**spec.model.fixed, **variant.fixed}
     # Fusion-only settings (e.g. temporal.downsample) mean nothing to the other models;
-    # a baseline keeps its own group's (segnet.levels for the study's tile size).
+    # a baseline keeps its own groups' (segnet.levels, backbone.stride for the study's
+    # tile size).
     if variant.model != "fusion":
-        own = ("optim.", "head.", "boost.", f"{variant.model}.")
+        own = ("optim.", "head.", "boost.",
+               *(f"{g}." for g in BASELINE_GROUPS.get(variant.model, ())))
         fixed = {k: v for k, v in fixed.items() if k.startswith(own)}
     return dataclasses.replace(
         spec,

@@ -43,24 +43,28 @@ class ASPP(nn.Module):
 
 
 class DeepLabV3(CubeModel):
-    """DeepLabV3 at output stride 8; logits are up-sampled bilinearly to H x W.
+    """DeepLabV3 at output stride 8 (or 4); logits are up-sampled bilinearly to H x W.
 
     The ASPP rates (3, 6, 9) are the paper's (12, 24, 36) at output stride 8 scaled to the
-    small maps of 128 x 128 patches. Dates are folded into channels.
+    small maps of 128 x 128 patches; at output stride 4 they double, as DeepLab's do when
+    the stride halves. Dates are folded into channels.
 
     Args:
         n_sources: Input sources ``S``.
         n_times: Input dates ``T``.
         width: Width of the backbone's first stage.
         dropout: Dropout before the classifier.
+        stride: Output stride of the backbone, 8 or 4.
     """
 
     def __init__(
-        self, n_sources: int, n_times: int, *, width: int = 32, dropout: float = 0.1
+        self, n_sources: int, n_times: int, *, width: int = 32, dropout: float = 0.1,
+        stride: int = 8,
     ) -> None:
         super().__init__(n_sources, n_times)
-        self.backbone = DilatedResNet(n_sources * n_times, width)
-        self.aspp = ASPP(self.backbone.out_channels, 2 * width, rates=(3, 6, 9))
+        self.backbone = DilatedResNet(n_sources * n_times, width, stride)
+        rates = tuple(r * self.backbone.rate for r in (3, 6, 9))
+        self.aspp = ASPP(self.backbone.out_channels, 2 * width, rates=rates)
         self.head = nn.Sequential(
             conv_block(2 * width, 2 * width, 3), nn.Dropout(dropout), nn.Conv2d(2 * width, 2, 1)
         )

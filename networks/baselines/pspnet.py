@@ -44,7 +44,7 @@ class PyramidPooling(nn.Module):
 
 
 class PSPNet(CubeModel):
-    """PSPNet at output stride 8; logits are up-sampled bilinearly to H x W.
+    """PSPNet at output stride 8 (or 4); logits are up-sampled bilinearly to H x W.
 
     Dates are folded into channels.
 
@@ -53,13 +53,15 @@ class PSPNet(CubeModel):
         n_times: Input dates ``T``.
         width: Width of the backbone's first stage.
         dropout: Dropout before the classifier.
+        stride: Output stride of the backbone, 8 or 4.
     """
 
     def __init__(
-        self, n_sources: int, n_times: int, *, width: int = 32, dropout: float = 0.1
+        self, n_sources: int, n_times: int, *, width: int = 32, dropout: float = 0.1,
+        stride: int = 8,
     ) -> None:
         super().__init__(n_sources, n_times)
-        self.backbone = DilatedResNet(n_sources * n_times, width)
+        self.backbone = DilatedResNet(n_sources * n_times, width, stride)
         self.pyramid = PyramidPooling(self.backbone.out_channels)
         self.head = nn.Sequential(
             conv_block(self.pyramid.out_channels, 2 * width, 3),

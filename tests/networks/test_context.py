@@ -235,3 +235,39 @@ def test_levels_out_of_range_are_named_errors(key):
         ModelConfig.from_params({key: 9})
     with pytest.raises(ConfigError, match="dcnn.max_dilation"):
         ModelConfig.from_params({"dcnn.max_dilation": 0})
+
+
+@pytest.mark.parametrize("name", ["deeplabv3", "pspnet"])
+@pytest.mark.parametrize("stride", [4, 8])
+def test_backbone_stride_sets_the_head_map_at_odd_sizes(name, stride):
+    # Issue 19: at output stride 8 a 32-px tile is 4 x 4 cells at the head.
+    model = build_model(name, 3, 2, ModelConfig.from_params({"backbone.stride": stride}))
+    assert model.backbone(torch.randn(1, 6, 32, 32)).shape[-2:] == (32 // stride,) * 2
+    x = torch.randn(2, 3, 2, 37, 45, requires_grad=True)
+    out = model(x)
+    assert out.shape == (2, 2, 37, 45)
+    out.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_stride_4_keeps_the_weights_and_the_field_of_view():
+    # Dilation replaces the third stage's stride: same weights, a map twice as fine, and
+    # the rates after it doubled, so the view in input pixels does not shrink.
+    coarse, fine = (build_model("deeplabv3", 3, 2, ModelConfig.from_params({"backbone.stride": s}))
+                    for s in (8, 4))
+    assert _params("deeplabv3", **{"backbone.stride": 4}) == _params("deeplabv3")
+
+    def rates(model):
+        blocks = [b.body[0][0] for b in model.backbone.layers[2:]]
+        return ([(b.stride[0], b.dilation[0]) for b in blocks],
+                [b[0].dilation[0] for b in model.aspp.branches[1:]])
+
+    assert rates(coarse) == ([(2, 1), (2, 1), (1, 2), (1, 4)], [3, 6, 9])
+    assert rates(fine) == ([(2, 1), (1, 2), (1, 4), (1, 8)], [6, 12, 18])
+
+
+def test_an_unknown_output_stride_is_a_named_error():
+    from networks import ConfigError
+
+    with pytest.raises(ConfigError, match=r"backbone.stride.*4, 8"):
+        ModelConfig.from_params({"backbone.stride": 6})

@@ -348,10 +348,17 @@ def test_compare_md_flags_networks_that_learned_little():
 
 
 def test_a_baseline_keeps_its_own_groups_fixed_keys(spec):
-    # compare-synthetic fixes segnet.levels = 2 for its 32-px tiles; fusion-only keys go.
-    fixed = {**spec.model.fixed, "segnet.levels": 2, "temporal.conv_layers": 1}
+    # compare-synthetic fixes segnet.levels = 2 and backbone.stride = 4 for its 32-px
+    # tiles; fusion-only keys go.
+    fixed = {**spec.model.fixed, "segnet.levels": 2, "backbone.stride": 4,
+             "temporal.conv_layers": 1}
     study = dataclasses.replace(spec, model=dataclasses.replace(spec.model, fixed=fixed))
     segnet = variant_spec(study, VARIANTS["segnet"], 8, {}, "study")
     assert segnet.model.fixed["segnet.levels"] == 2
     assert "temporal.conv_layers" not in segnet.model.fixed
-    assert "segnet.levels" not in variant_spec(study, VARIANTS["unet"], 8, {}, "study").model.fixed
+    assert "backbone.stride" not in segnet.model.fixed
+    for name in ("deeplabv3", "pspnet"):
+        kept = variant_spec(study, VARIANTS[name], 8, {}, "study").model.fixed
+        assert kept["backbone.stride"] == 4 and "segnet.levels" not in kept
+    unet = variant_spec(study, VARIANTS["unet"], 8, {}, "study").model.fixed
+    assert "segnet.levels" not in unet and "backbone.stride" not in unet
