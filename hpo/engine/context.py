@@ -73,6 +73,11 @@ class TrialContext:
         return self._trial.number if self._trial is not None else -1
 
     @property
+    def study_name(self) -> str | None:
+        """The stage study's name (``None`` when detached)."""
+        return self._trial.study.study_name if self._trial is not None else None
+
+    @property
     def epochs(self) -> int:
         """How many epochs were reported."""
         return len(self.history)

@@ -22,6 +22,7 @@ from rich.text import Text
 
 from hpo.engine.leases import FAIL_REASON_ATTR
 from hpo.engine.ledger import COPIED_ATTR
+from hpo.engine.replicates import CONFIRMS_ATTR
 
 
 @dataclass
@@ -43,6 +44,13 @@ class StageProgress:
     best_number: int | None = None
     best_params: dict[str, Any] = field(default_factory=dict)
     first_value: float | None = None
+    confirmations: int = 0
+    """Confirmation runs the barrier queued: each adds one trial to the budget."""
+
+    @property
+    def total(self) -> int:
+        """The trials the stage needs: its budget and its confirmation runs."""
+        return self.budget + self.confirmations
 
 
 def format_duration(seconds: float | None) -> str:
@@ -109,6 +117,7 @@ class TuneProgress:
         for stage, stored in zip(self.stages, result.stages, strict=True):
             if stored.study is not None:
                 self._count(stage, stored.study.get_trials(deepcopy=False))
+                stage.budget -= stage.confirmations  # the stored budget counts them
             stage.state = stored.state
         self._by_study = {s.study_name: s for s in self.stages}
         self.current = next((s for s in self.stages if s.state != "finished"), None)
@@ -148,13 +157,15 @@ class TuneProgress:
             self.in_flight[key] = time.monotonic()
             # Trials at once, for the ETA: the most seen in flight together.
             self.concurrency = max(self.concurrency, len(self.in_flight))
-            # a trial names its stage, not its pass: the running pass is the first
-            # unfinished one of that stage
-            stage = next(
+            # a trial that knows its study names its pass; otherwise the running pass is
+            # the first unfinished one of its stage
+            stage = self._by_study.get(getattr(trial, "study_name", None) or "") or next(
                 (s for s in self.stages if s.stage == key[0] and s.state != "finished"),
                 None,
             )
             if stage is not None:
+                if stage.state == "finished":
+                    stage.state = "open"  # a confirmation run after the stage's budget
                 self._switch_to(stage)
         self.refresh()
 
@@ -194,7 +205,7 @@ class TuneProgress:
                 self.durations.append(
                     (trial.datetime_complete - trial.datetime_start).total_seconds()
                 )
-            if stage.complete >= stage.budget and stage.running == 0:
+            if stage.complete >= stage.total and stage.running == 0:
                 stage.state = "finished"
             self.trials_told += 1
         if self._live is None:
@@ -205,7 +216,7 @@ class TuneProgress:
 
     def _switch_to(self, stage: StageProgress) -> None:
         if self.current is not None and self.current is not stage:
-            if self.current.complete >= self.current.budget:
+            if self.current.complete >= self.current.total:
                 self.current.state = "finished"
         if stage.state == "pending":
             stage.state = "open"
@@ -217,6 +228,7 @@ class TuneProgress:
         stage.failed = states.count(TrialState.FAIL)
         stage.pruned = states.count(TrialState.PRUNED)
         stage.running = states.count(TrialState.RUNNING)
+        stage.confirmations = sum(CONFIRMS_ATTR in t.user_attrs for t in trials)
         done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
         if done:
             sign = -1.0 if self.direction == "maximize" else 1.0
@@ -232,7 +244,7 @@ class TuneProgress:
         for stage in self.stages:
             if stage.state == "finished":
                 continue
-            todo = max(0, stage.budget - stage.complete)
+            todo = max(0, stage.total - stage.complete)
             if stage.index > 0 and stage.complete == 0 and todo:
                 todo -= 1  # the previous stage's best is copied, not re-run
             left += todo
@@ -264,7 +276,7 @@ class TuneProgress:
             else "no result yet"
         )
         return (
-            f"stage {stage.index + 1}/{n} {stage.name}: {stage.complete}/{stage.budget} trials, "
+            f"stage {stage.index + 1}/{n} {stage.name}: {stage.complete}/{stage.total} trials, "
             f"{stage.failed} failed, {running} running | {best} | "
             f"elapsed {format_duration(self.elapsed())}, ETA {format_duration(self.eta())}"
         )
@@ -290,7 +302,7 @@ class TuneProgress:
                 f"{stage.index + 1}/{len(self.stages)}",
                 stage.name,
                 stage.state,
-                f"{stage.complete}/{stage.budget}",
+                f"{stage.complete}/{stage.total}",
                 str(stage.failed),
                 str(running),
                 format_value(stage.best_value),

@@ -1,14 +1,17 @@
 """Noise-aware layer-wise search: replicates, racing, the ledger's estimate."""
 
+import io
 import math
 
 import numpy as np
 import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
+from rich.console import Console
 
 from hpo import LayerwiseSearch, SpecError, Stage
 from hpo.engine.ledger import read_ledger
+from hpo.engine.progress import TuneProgress
 from hpo.engine.replicates import (
     CONFIRMS_ATTR,
     NOISE_ATTR,
@@ -487,11 +490,21 @@ def test_a_challenger_that_ran_beside_the_incumbent_gets_a_confirmation_run(tmp_
 
     stage = Stage("s", {"kind": CategoricalDistribution(["incumbent", "challenger"])},
                   defaults={"kind": "incumbent"}, n_random=2, n_bayes=0)
-    result = LayerwiseSearch([stage], _close_contest, seed=5, sampler="random",
+    search = LayerwiseSearch([stage], _close_contest, seed=5, sampler="random",
                              storage=f"sqlite:///{tmp_path}/c.db", study_name="c",
                              runner=LocalRunner(workers=2),
                              replication=Replication(repeats=3, racing=False,
-                                                     max_repeats=10)).run()
+                                                     max_repeats=10))
+    out = io.StringIO()
+    display = TuneProgress(search.status(), console=Console(file=out, width=200), live=False)
+    search.callbacks = [display.callback]
+    search.objective = display.wrap(search.objective)
+    with display:
+        result = search.run()
+    # the display counts the confirmation run into the stage's budget, as status does
+    assert "[1/1 s] trial 2:" in out.getvalue()
+    assert "3/3 trials, 0 failed, 0 running" in out.getvalue().splitlines()[-1]
+    assert display.stages[0].state == "finished" and display.stages[0].total == 3
     trials = result.stages[0].study.trials
     assert [t.state.name for t in trials] == ["COMPLETE"] * 3
     first, confirmation = trials[1], trials[2]
