@@ -48,7 +48,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from hpo.engine.ledger import COPIED_ATTR, LEDGER_ATTR, best_trial, ledger_from_trial, read_ledger
-from hpo.engine.runners.job import PHASE_ATTR
+from hpo.engine.samplers.phased import PHASE_ATTR
 from hpo.engine.search import SEARCH_ATTR, LayerwiseSearch
 from hpo.engine.stage import Stage
 from hpo.engine.storage import make_storage

@@ -36,6 +36,7 @@ from optuna.trial import FrozenTrial, TrialState
 from scipy.special import ndtr, stdtrit
 
 from hpo.engine.errors import HPOError, SpecError
+from hpo.engine.samplers.phased import INCUMBENT, PHASE_ATTR
 from hpo.engine.space import derive_seed
 
 REPLICATES_ATTR = "hpo:replicates"
@@ -380,9 +381,16 @@ def continued(trial: Any, trials: Sequence[FrozenTrial]) -> FrozenTrial | None:
 
 
 def stage_incumbent(trials: Sequence[FrozenTrial]) -> FrozenTrial | None:
-    """The stage's incumbent as its ledger judges it: the first COMPLETE trial."""
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    return min(complete, key=lambda t: t.number) if complete else None
+    """The stage's incumbent: its COMPLETE trial of the incumbent phase.
+
+    Trial 0, or the incumbent queued again after trial 0 was lost (then a random trial
+    may have completed first); the first COMPLETE trial for storages written before the
+    phase was stored.
+    """
+    complete = sorted((t for t in trials if t.state == TrialState.COMPLETE),
+                      key=lambda t: t.number)
+    return next((t for t in complete if t.user_attrs.get(PHASE_ATTR) == INCUMBENT),
+                complete[0] if complete else None)
 
 
 def _usable(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:

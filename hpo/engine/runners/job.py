@@ -46,6 +46,7 @@ from hpo.engine.replicates import (
     continued,
     incumbent_bar,
     race_bar,
+    stage_incumbent,
 )
 from hpo.engine.runners.outcome import (
     DUPLICATE,
@@ -56,13 +57,12 @@ from hpo.engine.runners.outcome import (
     outcome_of,
     outcome_of_exception,
 )
-from hpo.engine.samplers.phased import BAYES, INCUMBENT, StageSampler, phase_of
+from hpo.engine.samplers.phased import BAYES, INCUMBENT, PHASE_ATTR, StageSampler, phase_of
 from hpo.engine.space import derive_seed
 from hpo.engine.stage import Stage
 
 _log = logging.getLogger("hpo")
 
-PHASE_ATTR = "hpo:phase"
 _MAX_DUPLICATES = 3  # then a repeated point is run: the sampler insists (a tiny space)
 
 
@@ -437,9 +437,8 @@ class StageJob:
                 bar = confirmation_bar(trials, confirmed, replication, maximize=maximize,
                                        exclude=(HISTORY_ATTR,))
             else:
-                incumbent = next((t for t in trials if t.state == TrialState.COMPLETE
-                                  and t.user_attrs.get(PHASE_ATTR) == INCUMBENT), None)
-                bar = race_bar(trials, replication, maximize=maximize, incumbent=incumbent)
+                bar = race_bar(trials, replication, maximize=maximize,
+                               incumbent=stage_incumbent(trials))
             context.race = bar.to_dict() if bar is not None else None
         return PendingTrial(trial, params, context, phase)
 

@@ -13,6 +13,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo.engine.space import derive_seed
 
+PHASE_ATTR = "hpo:phase"
+"""Trial user attribute: the phase a trial was asked in (written for incumbents only:
+the others' follows from their number)."""
 INCUMBENT = "incumbent"
 RANDOM = "random"
 BAYES = "bayes"

@@ -25,6 +25,7 @@ from hpo.engine.replicates import (
     noise_of,
     paired_gain,
     replicate_seed,
+    stage_incumbent,
     superseded,
     switch_bar,
     to_confirm,
@@ -529,6 +530,20 @@ def _numbered(*trials):
     for k, t in enumerate(trials):
         t.number = k
     return list(trials)
+
+
+def test_the_stage_incumbent_is_the_incumbent_phase_trial_even_when_requeued():
+    # Trial 0 (the incumbent) was lost and queued again as trial 2; random trial 1 had
+    # completed first. Pairing, the ledger and confirmations all judge against trial 2.
+    lost = optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, params={"x": 0.0},
+                                     distributions={"x": FloatDistribution(0, 100)},
+                                     user_attrs={"hpo:phase": "incumbent"})
+    trials = _numbered(lost, _done(1, [0.5, 0.6]),
+                       _done(2, [0.4, 0.45], **{"hpo:phase": "incumbent"}))
+    assert stage_incumbent(trials).number == 2
+    # a storage from before the phase was stored: the first COMPLETE trial
+    assert stage_incumbent(_numbered(_done(0, [0.5]), _done(1, [0.6]))).number == 0
+    assert stage_incumbent([lost]) is None
 
 
 def test_to_confirm_picks_an_undecided_best_once_and_a_confirmation_supersedes_it():

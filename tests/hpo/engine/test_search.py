@@ -25,8 +25,7 @@ from hpo import (
 )
 from hpo.engine.leases import DRIVER_GONE, FAIL_KIND_ATTR, FAIL_REASON_ATTR, reap_stale
 from hpo.engine.ledger import COPIED_ATTR, LEDGER_ATTR
-from hpo.engine.runners.job import PHASE_ATTR
-from hpo.engine.samplers.phased import phase_of
+from hpo.engine.samplers.phased import PHASE_ATTR, phase_of
 from hpo.engine.search import FIXED_ATTR, SEARCH_ATTR
 from tests.hpo.conftest import quadratic, two_stages
 
