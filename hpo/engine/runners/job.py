@@ -64,6 +64,8 @@ from hpo.engine.stage import Stage
 _log = logging.getLogger("hpo")
 
 _MAX_DUPLICATES = 3  # then a repeated point is run: the sampler insists (a tiny space)
+CONFIRM = "confirm"
+"""The phase of a confirmation run (a queued trial that goes on from another's replicates)."""
 
 
 @dataclass
@@ -74,7 +76,7 @@ class PendingTrial:
         trial: The Optuna trial.
         params: Every stage's parameters merged.
         context: The objective's trial context.
-        phase: ``incumbent``, ``random`` or ``bayes``.
+        phase: ``incumbent``, ``random``, ``bayes`` or ``confirm``.
     """
 
     trial: optuna.Trial
@@ -440,6 +442,9 @@ class StageJob:
                 bar = race_bar(trials, replication, maximize=maximize,
                                incumbent=stage_incumbent(trials))
             context.race = bar.to_dict() if bar is not None else None
+            if confirmed is not None:
+                # its point is COMPLETE in the stage by design: not a duplicate to redraw
+                phase = CONFIRM
         return PendingTrial(trial, params, context, phase)
 
     def evaluate(self, pending: PendingTrial) -> Outcome:

@@ -489,8 +489,11 @@ def test_a_challenger_that_ran_beside_the_incumbent_gets_a_confirmation_run(tmp_
     # barrier then queues a run of the same point that goes on from its replicates.
     from hpo.engine.runners.local import LocalRunner
 
-    stage = Stage("s", {"kind": CategoricalDistribution(["incumbent", "challenger"])},
-                  defaults={"kind": "incumbent"}, n_random=2, n_bayes=0)
+    # x changes nothing but makes the space continuous: the confirmation run's point is
+    # COMPLETE in the stage, and it must still run (not be redrawn as a duplicate)
+    stage = Stage("s", {"kind": CategoricalDistribution(["incumbent", "challenger"]),
+                        "x": FloatDistribution(0, 1)},
+                  defaults={"kind": "incumbent", "x": 0.5}, n_random=2, n_bayes=0)
     search = LayerwiseSearch([stage], _close_contest, seed=5, sampler="random",
                              storage=f"sqlite:///{tmp_path}/c.db", study_name="c",
                              runner=LocalRunner(workers=2),
@@ -509,7 +512,7 @@ def test_a_challenger_that_ran_beside_the_incumbent_gets_a_confirmation_run(tmp_
     trials = result.stages[0].study.trials
     assert [t.state.name for t in trials] == ["COMPLETE"] * 3
     first, confirmation = trials[1], trials[2]
-    assert first.params == confirmation.params == {"kind": "challenger"}
+    assert first.params == confirmation.params and first.params["kind"] == "challenger"
     assert confirmation.user_attrs[CONFIRMS_ATTR] == 1
     before, after = first.user_attrs[REPLICATES_ATTR], confirmation.user_attrs[REPLICATES_ATTR]
     assert len(before) == 3 and 3 < len(after) < 10 and after[:3] == before
