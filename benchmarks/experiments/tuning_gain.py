@@ -50,6 +50,7 @@ from typing import Any
 
 from benchmarks._harness import ROOT, Row, Run, add_common_flags, results_dir
 from hpo.engine.budget import n_random
+from hpo.engine.ledger import COPIED_ATTR
 from hpo.engine.replicates import REPLICATES_ATTR, continued, search_gain
 from hpo.study import (
     data_section,
@@ -211,7 +212,7 @@ def _compute(result: Any) -> tuple[int, int]:
     for stage in result.stages:
         trials = stage.study.get_trials(deepcopy=False) if stage.study else []
         for t in trials:
-            if "hpo:copied_from" in t.user_attrs:
+            if COPIED_ATTR in t.user_attrs:
                 continue
             first = continued(t, trials)
             runs = len(t.user_attrs.get(REPLICATES_ATTR) or [None]) - (

@@ -319,11 +319,11 @@ class ReplicatedObjective:
         extra: dict[str, list[Any]] = {
             key: list(items) for key, items in ((bar.resume_attrs or {}) if bar else {}).items()}
         raced = False
+        seeds = getattr(trial, "seed_stage", None) or trial.stage
         for r in range(len(values), most):
             if r >= repeats and not (bar is not None and (
                     bar.is_incumbent or bar.undecided(values, self.replication.switch_z))):
                 break
-            seeds = getattr(trial, "seed_stage", None) or trial.stage
             view = ReplicateView(trial, r, most, replicate_seed(self.seed, seeds, r))
             result = self.objective(params, view)
             if view.stopped:

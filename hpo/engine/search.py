@@ -350,7 +350,6 @@ class LayerwiseSearch:
         keepalive: Keepalive,
     ) -> StageJob:
         """The job a runner gets for the open stage at ``index``."""
-        copy_from = self._incumbent_copy(index, ledgers)
         return StageJob(
             study=study,
             stage=stage,
@@ -358,14 +357,13 @@ class LayerwiseSearch:
             objective=objective,
             keepalive=keepalive,
             order=self._schedule.order(),
-            copy_from=copy_from,
+            copy_from=self._incumbent_copy(index, ledgers),
             metric=self.metric,
             artifact_store=self.artifact_store,
             ledgers=dict(ledgers),
             lease_seconds=self.lease_seconds,
             callbacks=self.callbacks,
             replication=self.replication,
-            seed_stage=copy_from.seeds if copy_from is not None else None,
         )
 
     def _incumbent_copy(self, index: int, ledgers: Mapping[str, Ledger]) -> Ledger | None:

@@ -43,7 +43,6 @@ class DilatedResNet(nn.Module):
             ResidualBlock(4 * width, 4 * width, dilation=4 * self.rate),
         )
         self.out_channels = 4 * width
-        self.stride = stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Extract features.

@@ -57,15 +57,20 @@ from hpo.engine.runners.outcome import (
     outcome_of,
     outcome_of_exception,
 )
-from hpo.engine.samplers.phased import BAYES, INCUMBENT, PHASE_ATTR, StageSampler, phase_of
+from hpo.engine.samplers.phased import (
+    BAYES,
+    CONFIRM,
+    INCUMBENT,
+    PHASE_ATTR,
+    StageSampler,
+    phase_of,
+)
 from hpo.engine.space import derive_seed
 from hpo.engine.stage import Stage
 
 _log = logging.getLogger("hpo")
 
 _MAX_DUPLICATES = 3  # then a repeated point is run: the sampler insists (a tiny space)
-CONFIRM = "confirm"
-"""The phase of a confirmation run (a queued trial that goes on from another's replicates)."""
 
 
 @dataclass
@@ -127,9 +132,6 @@ class StageJob:
         callbacks: ``callback(study, frozen_trial)`` after every told trial.
         replication: How trials are replicated; with racing, each new trial's context
             carries the bar it races against (``context.race``).
-        seed_stage: The stage whose replicate seeds the trials use (``context.seed_stage``):
-            ``copy_from.seeds`` when the incumbent's replicates are taken over, so that
-            replicate ``i`` of every trial pairs with the incumbent's; ``None``: this one.
     """
 
     study: optuna.Study
@@ -145,7 +147,6 @@ class StageJob:
     lease_seconds: float = 60.0
     callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = ()
     replication: Replication = field(default_factory=Replication)
-    seed_stage: str | None = None
     _started: float = field(default_factory=time.monotonic, init=False)
     _told: int = field(default=0, init=False)
     _last_reap: float = field(default=-math.inf, init=False)
@@ -424,7 +425,8 @@ class StageJob:
             artifact_store=self.artifact_store,
             ledgers=self.ledgers,
         )
-        context.seed_stage = self.seed_stage
+        # with the incumbent's replicates taken over, its seeds: replicate i pairs with its
+        context.seed_stage = self.copy_from.seeds if self.copy_from is not None else None
         # The incumbent gets every replicate (it measures the noise, and intensification
         # pairs with it); a plain search reads nothing more per trial.
         replication = self.replication

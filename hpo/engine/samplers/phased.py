@@ -19,6 +19,9 @@ the others' follows from their number)."""
 INCUMBENT = "incumbent"
 RANDOM = "random"
 BAYES = "bayes"
+CONFIRM = "confirm"
+"""The phase of a confirmation run: a queued trial that goes on from another's replicates
+(its point is COMPLETE in the stage by design, so it is never redrawn as a duplicate)."""
 
 
 def phase_of(number: int, n_random: int) -> str:
