@@ -26,6 +26,12 @@ degrees of freedom): what a user who tunes once can expect, tuning's luck includ
     python -m benchmarks.experiments.tuning_gain --datasets quickstart --seeds 5
     python -m benchmarks.experiments.tuning_gain --datasets quickstart \
         --methods single,stagewise,joint-tpe --name strategy_gain     # issue 22
+    python -m benchmarks.experiments.tuning_gain --datasets quickstart \
+        --methods single-x3 --seeds 10 --name tuning_gain_equal       # 3x the trials
+
+A record keeps the runs of earlier invocations (each replaces only its own data set and
+method), and every run is compared with the others of its data set that share its fresh
+seeds: a method run later pairs with the stored ones.
 
 Results: ``benchmarks/results/tuning_gain.json`` (one row per data set, method and
 metric) and ``tuning_gain.md``. Not part of CI: about an hour per data set on 2 CPUs.
@@ -38,6 +44,7 @@ import copy
 import json
 import math
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -87,13 +94,17 @@ DATASETS: dict[str, dict[str, Any]] = {
 }
 
 
+def _scale_budgets(raw: dict[str, Any], factor: float) -> None:
+    for stage in raw["stages"]:
+        stage["n_random"] = max(2, round(stage["n_random"] * factor))
+        stage["n_bayes"] = max(1, round(stage["n_bayes"] * factor))
+
+
 def _noisy(raw: dict[str, Any], repeats: int, scale: float, folds: int = 0,
            most: int | None = None) -> None:
     raw["tuning"] = ({"repeats": repeats, "racing": True} | ({"folds": folds} if folds else {})
                      | ({"max_repeats": most} if most else {}))
-    for stage in raw["stages"]:
-        stage["n_random"] = max(2, round(stage["n_random"] * scale))
-        stage["n_bayes"] = max(1, round(stage["n_bayes"] * scale))
+    _scale_budgets(raw, scale)
 
 
 def _by_region(raw: dict[str, Any], repeats: int, scale: float, *, folds: bool) -> None:
@@ -147,6 +158,23 @@ METHODS: dict[str, Any] = {
 }
 
 
+def split_method(method: str) -> tuple[str, float]:
+    """``"single-x3"`` -> ``("single", 3.0)``: a method whose stage budgets are multiplied,
+    e.g. to give the single-seed search the compute a noise-aware search spent."""
+    found = re.fullmatch(r"(.+)-x(\d+(?:\.\d+)?)", method)
+    name, factor = (found[1], float(found[2])) if found else (method, 1.0)
+    if name not in METHODS:
+        raise SystemExit(f"unknown method {method!r}: one of {', '.join(METHODS)}, "
+                         "optionally with a budget factor such as single-x3")
+    return name, factor
+
+
+def budget_scale(method: str, scale: float) -> float:
+    """A method's stage budgets relative to the study file's."""
+    name, factor = split_method(method)
+    return factor * (scale if name in NOISY else 1.0)
+
+
 def _t95(dof: int) -> float:
     known = [d for d in _T95 if d <= dof]
     return _T95[max(known)] if known else _T95[1]
@@ -184,7 +212,10 @@ def _study(dataset: str, method: str, work: Path, repeats: int, scale: float,
     if search is not None:
         raw["seed"] = search
     raw["data"].update(setup["data"])
-    METHODS[method](raw, repeats, scale)
+    name, factor = split_method(method)
+    METHODS[name](raw, repeats, scale)
+    if factor != 1.0:
+        _scale_budgets(raw, factor)
     work.mkdir(parents=True, exist_ok=True)
     raw["storage"] = f"sqlite:///{work / (raw['name'] + '.db')}"
     raw["artifacts"] = str(work / "artifacts" / raw["name"])
@@ -311,7 +342,7 @@ def run(datasets: list[str], methods: list[str], seeds: list[int], work: Path, r
                      "repeats": tuning.repeats, "folds": tuning.folds,
                      "max_repeats": tuning.max_repeats,
                      "switch_z": tuning.switch_z if tuning.repeats > 1 else None,
-                     "budget_scale": scale if method in NOISY else 1.0,
+                     "budget_scale": budget_scale(method, scale),
                      **{key: _per_search([t[key] for t in runs])
                         for key in ("trainings", "epochs_trained", "configurations")},
                      "tuning_seconds": round(sum(t["seconds"] for t in runs), 1)}
@@ -330,15 +361,44 @@ def run(datasets: list[str], methods: list[str], seeds: list[int], work: Path, r
             row["val_to_test_gap"] = statistics.fmean(
                 v - t for v, t in zip(_flat(of(method, "val_f1")),
                                       _flat(of(method, "test_f1")), strict=True))
-            row["versus"] = {
-                other: {metric: paired_searches(of(method, metric), of(other, metric))
-                        for metric in ("test_f1", "test_auc", "test_f1_at_val_threshold")}
-                for other in [*methods, *baselines] if other != method}
             row["baselines"] = {b: {m: _flat(of(b, m)[:1]) for m in GAINS} for b in baselines}
             rows.append(row)
             print(json.dumps({k: row[k] for k in ("dataset", "method", "claimed_gain")}
                              | {m: row[m]["gain"] for m in ("val_f1", "test_f1")}), flush=True)
     return rows
+
+
+VERSUS = ("test_f1", "test_auc", "test_f1_at_val_threshold")
+
+
+def add_versus(rows: list[dict[str, Any]]) -> None:
+    """Each run's test scores against every other method's and its baselines', paired.
+
+    Runs of other invocations count where they share the data set, the fresh seeds, the
+    number of searches and what the trainings trained on: a method added later (say the
+    single-seed search at a noise-aware search's compute) is compared with the stored ones
+    on the same test split and seeds.
+    """
+    def key(r: dict[str, Any]) -> tuple:
+        setup = r["setup"]
+        return (r["dataset"], tuple(setup["seeds"]), setup.get("searches", 1),
+                setup.get("train_on", "train"))
+
+    for r in rows:
+        n, searches = len(r["setup"]["seeds"]), r["setup"].get("searches", 1)
+        metrics = [m for m in VERSUS if m in r]
+        mine = {m: _nested(r[m]["tuned"], n) for m in metrics}
+        others = {o["method"]: {m: _nested(o[m]["tuned"], n) for m in metrics if m in o}
+                  for o in rows if o is not r and key(o) == key(r)}
+        # a baseline's one set of scores stands beside every search
+        others |= {b: {m: [scores[m]] * searches for m in metrics if m in scores}
+                   for b, scores in r.get("baselines", {}).items()}
+        r["versus"] = {other: {m: paired_searches(mine[m], theirs[m]) for m in theirs}
+                       for other, theirs in others.items()}
+
+
+def _nested(flat: list[float], n: int) -> list[list[float]]:
+    return [flat[i:i + n] for i in range(0, len(flat), n)]
 
 
 def _flat(nested: list[list[float]]) -> list[float]:
@@ -447,7 +507,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_common_flags(p, seed=None)  # --quick: 2 fresh seeds; --seeds counts from 1000
     p.add_argument("--datasets", default="quickstart,synthetic-blocked")
-    p.add_argument("--methods", default="single,noisy")
+    p.add_argument("--methods", default="single,noisy",
+                   help=f"comma-separated, of {', '.join(METHODS)}; a suffix -xK multiplies "
+                        "a method's stage budgets by K (single-x3: three times the trials)")
     p.add_argument("--seeds", type=int, default=5, help="fresh seeds per configuration")
     p.add_argument("--repeats", type=int, default=3, help="replicates of the noisy search")
     p.add_argument("--scale", type=float, default=0.5,
@@ -467,7 +529,10 @@ def main() -> None:
     args = p.parse_args()
     recorder = Run(args.name, results_dir(args))
     seeds = [1000 + i for i in range(2 if args.quick else args.seeds)]
-    runs = run(args.datasets.split(","), args.methods.split(","), seeds, args.work,
+    methods = args.methods.split(",")
+    for method in methods:
+        split_method(method)  # a typo fails now, not after an hour of tuning
+    runs = run(args.datasets.split(","), methods, seeds, args.work,
                args.repeats, args.scale, args.workers,
                [b for b in args.baselines.split(",") if b], args.train_on, args.searches)
     target = recorder.out / f"{args.name}.json" if recorder.out else None
@@ -476,6 +541,7 @@ def main() -> None:
            if target is not None and target.is_file() else [])
     ran = {(r["dataset"], r["method"]) for r in runs}
     runs = [r for r in old if (r["dataset"], r["method"]) not in ran] + runs
+    add_versus(runs)
     print(markdown(runs))
     recorder.write(to_rows(runs), details={"runs": runs}, markdown=markdown(runs),
                    title="Tuning gain on fresh seeds")

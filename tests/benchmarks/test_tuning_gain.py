@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.experiments.tuning_gain import paired, paired_searches
+from benchmarks.experiments.tuning_gain import (
+    add_versus,
+    budget_scale,
+    paired,
+    paired_searches,
+    split_method,
+)
 
 
 def test_one_search_pairs_by_seed():
@@ -23,3 +29,36 @@ def test_several_searches_take_their_ci_over_the_searches():
     assert gain["high"] - gain["mean"] == pytest.approx(4.303 * 0.2 / 3 ** 0.5)
     pooled = paired([v for t in tuned for v in t], [v for b in base for v in b])
     assert gain["high"] - gain["low"] > pooled["high"] - pooled["low"]
+
+
+def test_a_budget_suffix_scales_any_method():
+    assert split_method("single-x3") == ("single", 3.0)
+    assert split_method("grouped-folds") == ("grouped-folds", 1.0)
+    assert budget_scale("noisy-x2", 0.5) == 1.0 and budget_scale("single", 0.5) == 1.0
+    with pytest.raises(SystemExit, match="single-x3"):
+        split_method("singel")
+
+
+def _run(method: str, test_f1: list[float], seeds: list[int], **setup) -> dict:
+    return {"dataset": "d", "method": method, "setup": {"seeds": seeds, **setup},
+            "test_f1": {"tuned": test_f1}, "baselines": {}}
+
+
+def test_runs_of_separate_invocations_pair_when_they_share_seeds():
+    runs = [_run("single", [0.5, 0.6, 0.7], [1, 2, 3]),
+            _run("single-x3", [0.6, 0.6, 0.9], [1, 2, 3]),
+            _run("noisy", [0.9, 0.9, 0.9], [4, 5, 6])]  # other seeds: not paired
+    runs[1]["baselines"] = {"unet": {"test_f1": [0.5, 0.5, 0.5]}}
+    add_versus(runs)
+    assert set(runs[0]["versus"]) == {"single-x3"} and runs[2]["versus"] == {}
+    assert runs[1]["versus"]["single"]["test_f1"]["mean"] == pytest.approx(0.1)
+    assert runs[1]["versus"]["unet"]["test_f1"]["mean"] == pytest.approx(0.2)
+
+
+def test_searches_pair_search_by_search():
+    # two searches of two seeds each: the CI is over the two searches' mean differences
+    a = _run("a", [0.6, 0.6, 0.8, 0.8], [1, 2], searches=2)
+    b = _run("b", [0.5, 0.5, 0.5, 0.5], [1, 2], searches=2)
+    add_versus([a, b])
+    gain = a["versus"]["b"]["test_f1"]
+    assert gain["mean"] == pytest.approx(0.2) and gain["n"] == 2
