@@ -495,9 +495,11 @@ def _plan(
     estimate = (f", about {format_duration(pace * total)} at the stored pace"
                 if pace is not None and total else
                 "; the ETA follows after the first one" if total else "")
+    most = spec.tuning.max_repeats or spec.tuning.repeats
+    each = f" (each up to {most} replicates, [tuning])" if most > 1 else ""
     if total:
-        say(f"plan: {total} model trainings: {evaluations} tuning evaluations in {searches} "
-            f"search(es) and {runs} training run(s){estimate}")
+        say(f"plan: {total} model trainings: {evaluations} tuning evaluations{each} in "
+            f"{searches} search(es) and {runs} training run(s){estimate}")
     else:
         say("plan: nothing left to train, every run is stored")
     return Progress(total, pace)

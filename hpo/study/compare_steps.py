@@ -19,7 +19,7 @@ import networks
 from hpo.engine.errors import SpecError
 from hpo.engine.ledger import COPIED_ATTR
 from hpo.engine.progress import format_duration
-from hpo.study.prepare import FinalData, TuningData
+from hpo.study.prepare import FinalData, TuningData, fold_sets
 from hpo.study.schema import StudySpec
 from hpo.study.tune import make_objective, make_search, storage_exists
 from hpo.study.variants import Variant
@@ -113,7 +113,7 @@ def tune_variant(
     # The final data already hold the tuning split (same cube, splits and training-only
     # normalization), so the cube is not prepared and measured a second time.
     tuning = TuningData(final.cube, final.splits.for_tuning(), final.norm,
-                           final.train_set, final.val_set)
+                        final.train_set, final.val_set, folds=fold_sets(final.cube, vspec))
     evaluations = sum(s.n_random + s.n_bayes for s in vspec.stages) - (len(vspec.stages) - 1)
     count = [0]  # evaluations complete, stored ones included
 

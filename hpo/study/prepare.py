@@ -74,17 +74,27 @@ def prepare_data(spec: StudySpec) -> TuningData:
         norm=norm,
         train_set=cube.dataset(splits.train, norm=norm),
         val_set=cube.dataset(splits.val, norm=norm, context=cube.context),
-        folds=_fold_sets(cube, spec) if spec.tuning.folds else [],
+        folds=fold_sets(cube, spec),
     )
 
 
-def _fold_sets(cube: Any, spec: StudySpec) -> list[tuple[Any, Any]]:
+def fold_sets(cube: Any, spec: StudySpec) -> list[tuple[Any, Any]]:
     """Training and validation sets of every tuning fold (the test split stays out).
 
     ``Cube.fold_splits`` deals the split's own units (patches, groups, spatial blocks) and
     holds the fold out as validation whatever the study's ``fold_role``, so every fold
     keeps the plain split's test split.
+
+    Args:
+        cube: The study's prepared cube.
+        spec: The study; its ``[tuning] folds`` says how many.
+
+    Returns:
+        ``(train_set, val_set)`` per fold, each normalized on its own training tiles;
+        empty without ``[tuning] folds``.
     """
+    if not spec.tuning.folds:
+        return []
     seed = None if "seed" in spec.data else spec.seed
     sets = []
     for splits in cube.fold_splits(spec.tuning.folds, seed=seed):
@@ -233,6 +243,7 @@ __all__ = [
     "FinalData",
     "TRAIN_ON",
     "TuningData",
+    "fold_sets",
     "prepare_data",
     "prepare_final_data",
     "validation_lines",

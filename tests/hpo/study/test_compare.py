@@ -362,3 +362,30 @@ def test_a_baseline_keeps_its_own_groups_fixed_keys(spec):
         assert kept["backbone.stride"] == 4 and "segnet.levels" not in kept
     unet = variant_spec(study, VARIANTS["unet"], 8, {}, "study").model.fixed
     assert "segnet.levels" not in unet and "backbone.stride" not in unet
+
+
+def test_compare_tunes_over_the_studys_tuning_folds(tmp_path, monkeypatch):
+    # [tuning] folds must reach every variant's search, as they reach hpo tune's; the
+    # compare once scored each replicate on the one fixed validation split instead.
+    import hpo.study.compare_steps as steps
+
+    text = TINY_STUDY.replace('sampler = "tpe"\n', 'sampler = "tpe"\n\n[tuning]\nfolds = 2\n')
+    spec = load_study(write_study(tmp_path, text + COMPARE))
+    seen = []
+    real = steps.make_objective
+
+    def spy(vspec, tuning, **kwargs):
+        seen.append(tuning)
+        return real(vspec, tuning, **kwargs)
+
+    monkeypatch.setattr(steps, "make_objective", spy)
+    settings = compare_settings(spec, variants=["fusion"], trials=4, seeds=1)
+    said: list[str] = []
+    run_compare(spec, settings, tmp_path / "out", say=said.append)
+    assert any("each up to 2 replicates" in line for line in said if line.startswith("plan"))
+    (tuning,) = seen
+    test = {tuple(t) for t in tuning.cube.splits(seed=spec.seed).test}
+    assert len(tuning.folds) == 2
+    for train_set, val_set in tuning.folds:
+        tiles = {tuple(t) for t in train_set.tiles} | {tuple(t) for t in val_set.tiles}
+        assert tiles and not tiles & test
