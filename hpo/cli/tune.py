@@ -81,6 +81,9 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     out.print(
         f"data: {tuning.describe()} (prepared in {time.monotonic() - started:.1f}s)", soft_wrap=True
     )
+    thin = tuning.thin_validation(spec.tuning.repeats)
+    if thin:
+        out.print(f"note: {thin}", soft_wrap=True, markup=False)
     if spec.runner.kind == "local":
         st.set_threads(spec)
     objective = st.make_objective(spec, tuning)

@@ -17,6 +17,10 @@ from hpo.engine.errors import SpecError
 from hpo.study.scene import SYNTHETIC_KEY, data_section
 from hpo.study.schema import StudySpec
 
+THIN_VALIDATION = 20
+"""Landslides in the validation split below which a single-run study gets a note: at 20,
+one landslide found or missed is about 5 % of its recall."""
+
 
 @dataclass
 class TuningData:
@@ -40,14 +44,41 @@ class TuningData:
     folds: list[tuple[Any, Any]] = field(default_factory=list)
 
     def describe(self) -> str:
-        """One line: cube shape and split sizes."""
+        """One line: cube shape, split sizes and the landslides validation scores on."""
         s, t, h, w = self.cube.shape
         info = self.splits.info
+        pixels, regions = self.validation_landslides()
+        held = (f"{len(self.folds)} validation folds hold" if self.folds
+                else "validation holds")
         return (
             f"cube {s} sources x {t} dates x {h} x {w} px; {info.get('patch_size')} px "
             f"tiles, split {info.get('method')}: {len(self.splits.train)} train, "
-            f"{len(self.splits.val)} val (test withheld)"
+            f"{len(self.splits.val)} val (test withheld); {held} {regions} landslides "
+            f"({pixels} px)"
         )
+
+    def validation_landslides(self) -> tuple[int, int]:
+        """Landslide pixels and landslides that tuning validates on (over every fold)."""
+        sets = [val for _, val in self.folds] or [self.val_set]
+        counts = [v.landslides() for v in sets]
+        return sum(p for p, _ in counts), sum(r for _, r in counts)
+
+    def thin_validation(self, repeats: int) -> str | None:
+        """A note when one trial's score rests on few landslides and nothing replicates it.
+
+        Args:
+            repeats: Replicates per trial (``[tuning] repeats``).
+
+        Returns:
+            The note, or None when validation holds enough landslides or trials replicate.
+        """
+        pixels, regions = self.validation_landslides()
+        if repeats > 1 or not pixels or regions >= THIN_VALIDATION:
+            return None
+        return (f"validation holds {regions} landslides ({pixels} px): one found or missed "
+                f"moves a trial's score by several points, so single runs rank "
+                f"configurations partly by luck; [tuning] folds = 3 (or repeats = 3) "
+                f"measures each trial more than once")
 
 
 def prepare_data(spec: StudySpec) -> TuningData:
@@ -240,6 +271,7 @@ def validation_lines(validation: Mapping[str, Any]) -> list[str]:
 
 
 __all__ = [
+    "THIN_VALIDATION",
     "FinalData",
     "TRAIN_ON",
     "TuningData",

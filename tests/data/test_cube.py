@@ -173,6 +173,18 @@ def test_dataset_samples(cube):
         cube.dataset(tiles, sources=["blue"])
 
 
+def test_landslide_census_counts_what_the_samples_label(cube):
+    from scipy.ndimage import label
+
+    tiles = cube.tiles(patch_size=16)
+    ds = cube.dataset(tiles, context=4)  # the halo's labels are not the tiles'
+    samples = [ds[i] for i in range(len(ds))]
+    pixels = sum(int((y.bool() & valid).sum()) for _, y, valid in samples)
+    regions = sum(label((y.bool() & valid).numpy())[1] for _, y, valid in samples)
+    assert pixels > 0 and ds.landslides() == (pixels, regions)
+    assert cube.dataset(tiles[:0]).landslides() == (0, 0)
+
+
 def test_context_reads_around_each_tile_and_scores_the_tile_alone(cube):
     tiles = cube.tiles(patch_size=16)
     plain, wide = cube.dataset(tiles), cube.dataset(tiles, context=4)

@@ -116,6 +116,9 @@ def test_tune_generates_scene_runs_every_stage_and_resumes(tuned, capsys):
     assert "hpo dashboard" in out and str(study) in out
     assert "stage 2/2 dcnn" in out
     assert f"hpo export {study} -o best.yaml" in out
+    # a 64-px scene validates on a handful of landslides, one run a trial: said so
+    assert "validation holds" in out and "note: validation holds" in out
+    assert "[tuning] folds = 3" in out
     counts = trial_counts(study.parent / "tiny.db")
     assert counts == {"tiny.01.optim": 3, "tiny.02.dcnn": 3}
 
