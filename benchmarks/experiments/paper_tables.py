@@ -29,7 +29,8 @@ from typing import Any
 from benchmarks._harness import Row, Run, add_common_flags, results_dir
 from hpo.study import ensure_scene, load_study
 from hpo.study.compare import CompareSettings, compare_settings, run_compare, split_label
-from hpo.study.compare_tables import RESULTS_FILE, save_state, summarize
+from hpo.study.compare_paired import paired_against
+from hpo.study.compare_tables import RESULTS_FILE, paired_lines, save_state, summarize
 
 TITLE = "The paper's comparison (benchmarks/experiments/paper_tables.py)"
 
@@ -157,7 +158,8 @@ def _by_split(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def to_rows(datasets: dict[str, dict[str, Any]]) -> list[Row]:
-    """Per data set, split, variant and metric: mean and std over seeds (and folds)."""
+    """Per data set, split, variant and metric: mean and std over seeds (and folds), and
+    each variant's paired F1 difference against the reference with its interval."""
     rows = []
     for name, rec in datasets.items():
         kinds = {"runs": rec["tables"], "ensembles": rec.get("ensemble_tables", {})}
@@ -169,6 +171,12 @@ def to_rows(datasets: dict[str, dict[str, Any]]) -> list[Row]:
                 rows += [Row("paper_tables", name, variant, metric, stat["mean"], "", setup),
                          Row("paper_tables", name, variant, f"{metric}_std", stat["std"], "",
                              setup)]  # fmt: skip
+        for p in rec.get("paired", []):
+            setup = {"split": p["split"], "of": "paired by test tile and seed",
+                     "runs": p["runs"], "tiles": p["tiles"]}
+            rows += [Row("paper_tables", name, p["variant"],
+                         f"f1_vs_{p['reference']}{end}", p[key], "", setup)
+                     for key, end in (("mean", ""), ("low", "_low"), ("high", "_high"))]
     return rows
 
 
@@ -207,6 +215,7 @@ def markdown(datasets: dict[str, dict[str, Any]]) -> str:
                           f"{_cell(m['auc'])} | {_cell(m['f1@0.5'])} | {m['runs']} |"
                           for variant, m in ensembles.items()]
                 lines.append("")
+        lines += paired_lines(rec.get("paired", []))
         for variant, reason in rec["skipped"].items():
             lines.append(f"- {variant}: not run ({reason})")
         lines.append("")
@@ -241,6 +250,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--name", default="paper_tables",
                         help="results file: <out>/<name>.json, .md (a variant of the run "
                         "kept beside the main record)")
+    parser.add_argument("--paired", default="fusion", metavar="VARIANT",
+                        help="measure every variant against this one, paired by test tile "
+                        "and seed, with a bootstrap interval over both (default: fusion)")
     parser.add_argument("--note", default="",
                         help="recorded with the results, e.g. where earlier runs of the "
                         "resumed jobs ran")
@@ -274,6 +286,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         records[spec.name] = record_of(state, study, sum(walls), args.jobs, args.device)
         records[spec.name]["invocations"] = len(walls)
         records[spec.name]["note"] = args.note
+        if args.paired in settings.variants:
+            records[spec.name]["paired"] = paired_against(
+                spec, settings, state["rows"], args.paired,
+                lambda label, variant, out=out: out / "jobs" / f"{label}-{variant}")
     write_results(recorder, records)
 
 

@@ -370,6 +370,12 @@ def run_compare(
                 data.update(folds=settings.folds, fold=fold, fold_role="test")
             for name in settings.variants:
                 run.variant(VARIANTS[name], label, fold, data)
+    if settings.ensemble and len(settings.variants) > 1:
+        from hpo.study.compare_paired import paired_against  # it builds on this module
+
+        reference = "fusion" if "fusion" in settings.variants else settings.variants[0]
+        state["paired"] = paired_against(spec, settings, state["rows"], reference,
+                                         lambda *_: out_dir)
     save_state(out_dir, state, settings)
     return CompareResult(state["rows"], state["searches"], state["skipped"],
                          summarize(state["rows"]), out_dir, state["ensembles"])

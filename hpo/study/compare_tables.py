@@ -174,11 +174,28 @@ def markdown(state: Mapping[str, Any]) -> str:
                 for e in ensembles
             ]
             lines.append("")
+        lines += paired_lines([p for p in state.get("paired", []) if p["split"] == split])
     for name, reason in state["skipped"].items():
         lines.append(f"- {name}: not run ({reason})")
     for name in dict.fromkeys(e["variant"] for e in summary):
         lines.append(f"- **{name}**: {VARIANTS[name].description}")
     return "\n".join(lines) + "\n"
+
+
+def paired_lines(pairs: list[dict[str, Any]]) -> list[str]:
+    """Markdown of ``compare_paired.paired_against``'s figures, one table per split."""
+    lines = []
+    for split in dict.fromkeys(p["split"] for p in pairs):
+        rows = [p for p in pairs if p["split"] == split]
+        lines += [f"Split {split}: test F1 (at the validation threshold) against "
+                  f"{rows[0]['reference']}, paired by test tile and seed: mean difference "
+                  "and 95 % bootstrap interval, test tiles and seed pairs drawn again:", "",
+                  "| variant | F1 difference | 95 % interval | runs | test tiles |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {p['variant']} | {p['mean']:+.3f} | [{p['low']:+.3f}, {p['high']:+.3f}] "
+                  f"| {p['runs']} | {p['tiles']} |" for p in rows]
+        lines.append("")
+    return lines
 
 
 def settings_key(spec: StudySpec, settings: RecordedSettings) -> str:
@@ -235,6 +252,7 @@ __all__ = [
     "load_state",
     "metric_text",
     "markdown",
+    "paired_lines",
     "save_state",
     "settings_key",
     "summarize",

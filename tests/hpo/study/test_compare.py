@@ -180,6 +180,10 @@ def test_compare_tunes_trains_scores_and_resumes(tmp_path):
     assert len(stored["summary"]) == 3 and stored["summary"][0]["runs"] == 2
     table = (tmp_path / "out" / "compare.md").read_text()
     assert "| fusion |" in table and "| untuned |" in table
+    # every variant against fusion, on the same test tiles and seeds
+    assert {(p["variant"], p["reference"]) for p in stored["paired"]} == {
+        ("segnet", "fusion"), ("untuned", "fusion")}
+    assert "paired by test tile and seed" in table
     # A rerun finds everything done: no tuning, no training.
     again: list[str] = []
     rerun = run_compare(spec, settings, tmp_path / "out", say=again.append)
