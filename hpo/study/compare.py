@@ -9,7 +9,9 @@ tuning never saw. Each (split, variant) is its own stored search named
 seeds or more, the seeds' models of each (split, fold, variant) are also scored as one
 ensemble: their validation and test predictions (log-odds), kept per run under ``probs/``,
 are averaged pixel by pixel as probabilities, the threshold is chosen on the averaged
-validation predictions, and the ensembles get a table of their own. One variant's steps
+validation predictions, and the ensembles get a table of their own. Every variant is then
+set against the fusion network, paired by test tile and seed
+(:mod:`hpo.study.compare_paired`). One variant's steps
 are :mod:`hpo.study.compare_steps`; the stored results and their tables are
 :mod:`hpo.study.compare_tables`.
 
