@@ -4,8 +4,9 @@ A comparison's test split is one sample of places: on the synthetic scene's bloc
 it holds 14 landslides, so which slides happen to fall there moves every variant's F1
 as much as the training seed does. The mean ± std over seeds shows only the second. Here
 the difference of two variants' F1 gets a bootstrap interval over both: test tiles drawn
-again with replacement (within each fold, where the comparison has outer folds) and seed
-pairs drawn again, the two variants always scored on the same draw.
+again with replacement (whole blocks or patches where the split holds those out; within
+each fold, where the comparison has outer folds) and seed pairs drawn again, the two
+variants always scored on the same draw.
 """
 
 from __future__ import annotations
@@ -113,20 +114,42 @@ def paired_f1_difference(
             "high": float(high), "runs": runs, "tiles": tiles}
 
 
-def split_tile_pixels(spec: StudySpec, data: Mapping[str, Any]) -> list[int]:
-    """Valid pixels of each test tile of one split, in the order its runs scored them.
+def split_test_units(spec: StudySpec, data: Mapping[str, Any]) -> tuple[list[int], list[int]]:
+    """Each test tile's valid pixels (in the order runs scored them) and sampling unit.
+
+    The unit is what the split holds out whole: its block in a blocked scene, its patch
+    in a patch collection (groups count by patch), else the tile itself.
 
     Args:
         spec: The compared study.
         data: The split's ``[data]`` overrides (and outer fold).
 
     Returns:
-        One count per test tile.
+        ``(pixels, unit)``, one entry per test tile; units numbered from 0.
     """
     split = dataclasses.replace(spec, data={**spec.data, **data})
     final = prepare_final_data(data_section(split), spec.base_dir, seed=spec.seed)
-    valid = final.cube.valid
-    return [int(np.count_nonzero(valid[tile.slices])) for tile in final.test_set.tiles]
+    cube, tiles = final.cube, final.test_set.tiles
+    by = final.splits.info.get("test_by")
+    if by == "blocks":
+        settings = data_section(split)
+        step = (int(settings["patch_size"]) - int(settings.get("overlap", 0))) * int(
+            settings.get("block_size", 1))
+        keys = [(t.row // step, t.col // step) for t in tiles]
+    elif by in ("patches", "groups"):
+        keys = [(r.row, r.col) for r in map(cube.region_of, tiles)]
+    else:
+        keys = list(range(len(tiles)))
+    numbers = {key: i for i, key in enumerate(dict.fromkeys(keys))}
+    return ([int(np.count_nonzero(cube.valid[t.slices])) for t in tiles],
+            [numbers[key] for key in keys])
+
+
+def _by_unit(counts: np.ndarray, unit: Sequence[int]) -> np.ndarray:
+    """Per-tile counts summed over each unit's tiles: the bootstrap draws whole units."""
+    out = np.zeros((max(unit) + 1, counts.shape[1]), counts.dtype)
+    np.add.at(out, np.asarray(unit), counts)
+    return out
 
 
 def paired_against(
@@ -147,8 +170,10 @@ def paired_against(
             variant's runs (one comparison's: always its own folder).
 
     Returns:
-        Per split and variant: :func:`paired_f1_difference`'s figures, with ``split``
-        and ``variant``. Variants whose runs kept no probabilities are left out.
+        Per split and variant: :func:`paired_f1_difference`'s figures (its ``tiles``
+        are the units drawn: blocks, patches or tiles, see :func:`split_test_units`),
+        with ``split``, ``variant`` and ``reference``. Variants whose runs kept no
+        probabilities are left out.
     """
     out = []
     for override in settings.splits:
@@ -160,7 +185,7 @@ def paired_against(
         for fold in folds:
             data = dict(override) | ({"folds": settings.folds, "fold": fold,
                                       "fold_role": "test"} if fold is not None else {})
-            pixels = split_tile_pixels(spec, data)
+            pixels, unit = split_test_units(spec, data)
             for variant in [reference, *variants]:
                 mine = sorted((r for r in runs if r["variant"] == variant and r["fold"] == fold),
                               key=lambda r: r["seed"])
@@ -170,7 +195,8 @@ def paired_against(
                     continue
                 loaded = [np.load(p) for p in paths]
                 counts.setdefault(variant, {})[fold] = [
-                    tile_confusion(f["test_log_odds"], f["test_label"], pixels, r["threshold"])
+                    _by_unit(tile_confusion(f["test_log_odds"], f["test_label"], pixels,
+                                            r["threshold"]), unit)
                     for f, r in zip(loaded, mine, strict=True)]
         if reference not in counts:
             continue
@@ -182,5 +208,5 @@ def paired_against(
     return out
 
 
-__all__ = ["ROUNDS", "paired_against", "paired_f1_difference", "split_tile_pixels",
+__all__ = ["ROUNDS", "paired_against", "paired_f1_difference", "split_test_units",
            "tile_confusion"]

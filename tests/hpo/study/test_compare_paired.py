@@ -59,7 +59,7 @@ def test_folds_are_drawn_within_themselves_and_must_match():
 def test_a_comparisons_variants_pair_on_its_own_test_tiles(tmp_path):
     from hpo.study import load_study
     from hpo.study.compare import compare_settings, run_compare
-    from hpo.study.compare_paired import paired_against, split_tile_pixels
+    from hpo.study.compare_paired import paired_against, split_test_units
     from tests.hpo.cli.test_cli import TINY_STUDY, write_study
     from tests.hpo.study.test_compare import COMPARE
 
@@ -75,6 +75,26 @@ def test_a_comparisons_variants_pair_on_its_own_test_tiles(tmp_path):
 
     # the point estimate is the tables' own difference; the tiles are the split's
     assert pair["mean"] == pytest.approx(mean_f1("fusion") - mean_f1("untuned"), abs=1e-9)
-    pixels = split_tile_pixels(spec, {"split": "random"})
+    pixels, unit = split_test_units(spec, {"split": "random"})
     assert pair["tiles"] == len(pixels) > 1 and sum(pixels) == result.rows[0]["test"]["pixels"]
+    assert unit == list(range(len(pixels)))  # a random split draws tiles
     assert pair["low"] <= pair["mean"] <= pair["high"]
+
+
+def test_a_blocked_split_is_drawn_by_block(tmp_path):
+    from hpo.study import ensure_scene, load_study, prepare_final_data
+    from hpo.study.compare_paired import split_test_units
+    from hpo.study.scene import data_section
+    from tests.hpo.cli.test_cli import TINY_STUDY, write_study
+
+    spec = load_study(write_study(tmp_path, TINY_STUDY.replace("size = 64", "size = 96")))
+    ensure_scene(spec)
+    blocked = {"split": "blocked", "block_size": 2}
+    pixels, unit = split_test_units(spec, blocked)
+    final = prepare_final_data(data_section(spec) | blocked, spec.base_dir, seed=spec.seed)
+    tiles = final.test_set.tiles
+    assert len(pixels) == len(tiles) and len(set(unit)) < len(unit)
+    for a, ua in zip(tiles, unit, strict=True):
+        for b, ub in zip(tiles, unit, strict=True):
+            same_block = (a.row // 32, a.col // 32) == (b.row // 32, b.col // 32)
+            assert same_block == (ua == ub)
