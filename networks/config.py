@@ -392,6 +392,10 @@ class SegNetConfig(_Group):
     levels: Annotated[Int, Field(ge=1, le=6)] = 4
 
 
+OutputStride = Literal[4, 8]
+"""Output strides the DeepLabV3 / PSPNet backbone builds."""
+
+
 @_group
 class BackboneConfig(_Group):
     """DeepLabV3's and PSPNet's dilated residual backbone; the other models ignore it.
@@ -407,7 +411,7 @@ class BackboneConfig(_Group):
 
     GROUP: ClassVar[str] = "backbone"
 
-    stride: Literal[4, 8] = 8
+    stride: OutputStride = 8
 
 
 _GROUP_TYPES: dict[str, type[_Group]] = {

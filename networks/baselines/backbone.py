@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 import torch
 from torch import nn
 
 from networks.blocks import ResidualBlock, conv_block
+from networks.config import OutputStride
 
-OUTPUT_STRIDES = (4, 8)
-"""Output strides :class:`DilatedResNet` builds."""
+OUTPUT_STRIDES = get_args(OutputStride)
+"""Output strides :class:`DilatedResNet` builds: the config's choices."""
 
 
 class DilatedResNet(nn.Module):
