@@ -189,8 +189,9 @@ def paired_lines(pairs: list[dict[str, Any]]) -> list[str]:
         rows = [p for p in pairs if p["split"] == split]
         lines += [f"Split {split}: test F1 (at the validation threshold) against "
                   f"{rows[0]['reference']}, paired by test tile and seed: mean difference "
-                  "and 95 % bootstrap interval, test tiles and seed pairs drawn again:", "",
-                  "| variant | F1 difference | 95 % interval | runs | test tiles |",
+                  "and 95 % bootstrap interval, the test's held-out units (blocks, patches "
+                  "or tiles) and the seed pairs drawn again; few units, wide intervals:", "",
+                  "| variant | F1 difference | 95 % interval | runs | test units |",
                   "|---|---|---|---|---|"]
         lines += [f"| {p['variant']} | {p['mean']:+.3f} | [{p['low']:+.3f}, {p['high']:+.3f}] "
                   f"| {p['runs']} | {p['tiles']} |" for p in rows]
