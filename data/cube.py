@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -224,6 +224,34 @@ class Cube:
         if not hit.size:
             raise ValueError(f"no patch holds {tile}")
         return int(hit[0])
+
+    def units_of(self, tiles: Sequence[Tile], info: Mapping[str, Any]) -> list[int]:
+        """Which unit of a split each tile belongs to: what the split's test holds out whole.
+
+        Tiles of one group, patch or block share their landslides, so a resampling of a
+        split's scores (a bootstrap) draws these units, not the tiles.
+
+        Args:
+            tiles: Tiles of one split.
+            info: That split's ``Splits.info`` (its ``test_by`` and resolved settings).
+
+        Returns:
+            One unit number per tile, from 0 in order of first appearance: its group,
+            patch or block, else the tile itself.
+        """
+        by = info.get("test_by")
+        if by == "blocks":
+            step = (info["patch_size"] - info["overlap"]) * info["block_size"]
+            keys: list[Any] = [(t.row // step, t.col // step) for t in tiles]
+        elif by in ("groups", "patches"):
+            keys = [self.patch_index(t) for t in tiles]
+            groups = self._patch_splits()[0] if by == "groups" else None
+            if groups is not None:
+                keys = [groups[k] for k in keys]
+        else:
+            keys = list(range(len(tiles)))
+        numbers = {key: n for n, key in enumerate(dict.fromkeys(keys))}
+        return [numbers[key] for key in keys]
 
     def region_of(self, tile: Tile) -> Region:
         """The region (the grid, or a collection's patch) that holds ``tile``."""

@@ -117,8 +117,8 @@ def paired_f1_difference(
 def split_test_units(spec: StudySpec, data: Mapping[str, Any]) -> tuple[list[int], list[int]]:
     """Each test tile's valid pixels (in the order runs scored them) and sampling unit.
 
-    The unit is what the split holds out whole: its block in a blocked scene, its patch
-    in a patch collection (groups count by patch), else the tile itself.
+    The unit is what the split holds out whole (``data.Cube.units_of``): its group,
+    patch or block, else the tile itself.
 
     Args:
         spec: The compared study.
@@ -130,19 +130,8 @@ def split_test_units(spec: StudySpec, data: Mapping[str, Any]) -> tuple[list[int
     split = dataclasses.replace(spec, data={**spec.data, **data})
     final = prepare_final_data(data_section(split), spec.base_dir, seed=spec.seed)
     cube, tiles = final.cube, final.test_set.tiles
-    by = final.splits.info.get("test_by")
-    if by == "blocks":
-        settings = data_section(split)
-        step = (int(settings["patch_size"]) - int(settings.get("overlap", 0))) * int(
-            settings.get("block_size", 1))
-        keys = [(t.row // step, t.col // step) for t in tiles]
-    elif by in ("patches", "groups"):
-        keys = [(r.row, r.col) for r in map(cube.region_of, tiles)]
-    else:
-        keys = list(range(len(tiles)))
-    numbers = {key: i for i, key in enumerate(dict.fromkeys(keys))}
     return ([int(np.count_nonzero(cube.valid[t.slices])) for t in tiles],
-            [numbers[key] for key in keys])
+            cube.units_of(tiles, final.splits.info))
 
 
 def _by_unit(counts: np.ndarray, unit: Sequence[int]) -> np.ndarray:

@@ -413,3 +413,28 @@ def test_the_default_validation_of_patch_sets(tmp_path):
         data.validation_summary(_section(tmp_path, validation="grouped"), tmp_path)
     with pytest.raises(data.SceneSpecError, match="validation must be one of"):
         data.validation_summary(_section(tmp_path, validation="spatial"), tmp_path)
+
+
+def test_units_of_a_split_are_what_its_test_holds_out(tmp_path, cube):
+    # blocks: the resolved block size (the default, 4, when the study names none)
+    split = cube.splits(patch_size=4, method="blocked", seed=0)
+    tiles = [*split.train, *split.test]
+    units = cube.units_of(tiles, split.info)
+    step = 4 * split.info["block_size"]
+    assert split.info["block_size"] == 4 and len(set(units)) < len(units)
+    for a, ua in zip(tiles, units, strict=True):
+        for b, ub in zip(tiles, units, strict=True):
+            assert ((a.row // step, a.col // step) == (b.row // step, b.col // step)) == (ua == ub)
+    # groups: every patch of one group is one unit
+    _folder(tmp_path)
+    grouped = _cube(tmp_path, group=REGEX)
+    split = grouped.splits()
+    tiles = [*split.train, *split.val]
+    units = grouped.units_of(tiles, split.info)
+    regions = [_regions(grouped, [t]).pop() for t in tiles]
+    assert len(set(units)) == len(set(regions))
+    assert all((ra == rb) == (ua == ub) for ra, ua in zip(regions, units, strict=True)
+               for rb, ub in zip(regions, units, strict=True))
+    # a random split of a scene draws tiles
+    split = cube.splits(patch_size=4, method="random", seed=0)
+    assert cube.units_of(split.test, split.info) == list(range(len(split.test)))
