@@ -7,6 +7,7 @@ scene are :mod:`hpo.study.scene`'s.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +48,7 @@ class TuningData:
         """One line: cube shape, split sizes and the landslides validation scores on."""
         s, t, h, w = self.cube.shape
         info = self.splits.info
-        pixels, regions = self.validation_landslides()
+        pixels, regions = self.validation_landslides
         held = (f"{len(self.folds)} validation folds hold" if self.folds
                 else "validation holds")
         return (
@@ -57,8 +58,12 @@ class TuningData:
             f"({pixels} px)"
         )
 
+    @functools.cached_property
     def validation_landslides(self) -> tuple[int, int]:
-        """Landslide pixels and landslides that tuning validates on (over every fold)."""
+        """Landslide pixels and landslides that tuning validates on (over every fold).
+
+        Counted once: the data line and the thin-validation note both read them.
+        """
         sets = [val for _, val in self.folds] or [self.val_set]
         counts = [v.landslides() for v in sets]
         return sum(p for p, _ in counts), sum(r for _, r in counts)
@@ -72,7 +77,7 @@ class TuningData:
         Returns:
             The note, or None when validation holds enough landslides or trials replicate.
         """
-        pixels, regions = self.validation_landslides()
+        pixels, regions = self.validation_landslides
         if repeats > 1 or not pixels or regions >= THIN_VALIDATION:
             return None
         return (f"validation holds {regions} landslides ({pixels} px): one found or missed "
