@@ -100,20 +100,29 @@ def _ranked(units: Sequence[Unit], rng: np.random.Generator,
 def assign_units(units: list[Unit], rng: np.random.Generator,
                   share: Callable[[Tile], float] | None, f_train: float, f_val: float,
                   f_test: float, folds: int | str | None, fold: int | None, fold_role: str,
-                  what: str) -> tuple[np.ndarray, int | None]:
-    """The split of each unit when test and validation hold out the same kind of unit."""
+                  what: str, inner: tuple[int | str, int] | None = None,
+                  ) -> tuple[np.ndarray, dict[str, int]]:
+    """The split of each unit when test and validation hold out the same kind of unit.
+
+    ``inner`` (folds, fold), with ``fold_role="test"``: validation is that fold of the
+    units outside the test fold (nested cross-validation), not a fraction of them.
+    Returns the codes and the resolved fold counts (``folds``, ``inner_folds``).
+    """
     order = _ranked(units, rng, share)
     split_of_unit = np.zeros(len(units), np.int8)
     spread = share is not None
-    n_folds = None
+    counts: dict[str, int] = {}
     if folds is not None and fold_role == "test":
-        n_folds = len(units) if folds == "groups" else int(folds)
-        _enough(len(units), n_folds, fold, what, "")
-        in_fold = _fold_labels(len(order), n_folds, rng, spread) == (fold or 0)
-        rest = order[~in_fold]
-        n_val, _ = cut(len(rest), f_val / (f_train + f_val), 0.0)
-        split_of_unit[order[in_fold]] = 2
-        split_of_unit[_take(rest, n_val, rng, spread)] = 1
+        test, counts["folds"] = _one_fold(order, folds, fold, rng, spread, what, "")
+        split_of_unit[test] = 2
+        rest = order[~np.isin(order, test)]
+        if inner is None:
+            n_val, _ = cut(len(rest), f_val / (f_train + f_val), 0.0)
+            split_of_unit[_take(rest, n_val, rng, spread)] = 1
+        else:
+            chosen, counts["inner_folds"] = _one_fold(rest, *inner, rng, spread, what,
+                                                      " outside the test fold")
+            split_of_unit[chosen] = 1
     else:
         # with folds, validation is a fold of the rest, not a fraction of it
         n_val, n_test = cut(len(units), 0.0 if folds is not None else f_val, f_test)
@@ -123,11 +132,18 @@ def assign_units(units: list[Unit], rng: np.random.Generator,
         if folds is None:
             split_of_unit[_take(rest, n_val, rng, spread)] = 1
         else:
-            n_folds = len(rest) if folds == "groups" else int(folds)
-            _enough(len(rest), n_folds, fold, what, " outside the test split")
-            split_of_unit[rest[_fold_labels(len(rest), n_folds, rng, spread)
-                               == (fold or 0)]] = 1
-    return split_of_unit, n_folds
+            chosen, counts["folds"] = _one_fold(rest, folds, fold, rng, spread, what,
+                                                " outside the test split")
+            split_of_unit[chosen] = 1
+    return split_of_unit, counts
+
+
+def _one_fold(order: np.ndarray, folds: int | str, fold: int | None, rng: np.random.Generator,
+              spread: bool, what: str, where: str) -> tuple[np.ndarray, int]:
+    """The units of fold ``fold`` when ``order`` is dealt into ``folds`` folds, and the count."""
+    n_folds = len(order) if folds == "groups" else int(folds)
+    _enough(len(order), n_folds, fold, what, where)
+    return order[_fold_labels(len(order), n_folds, rng, spread) == (fold or 0)], n_folds
 
 
 def _enough(n: int, folds: int, fold: int | None, what: str, where: str) -> None:
@@ -147,12 +163,14 @@ def assign_general(
     test_groups: Sequence[str] | None, grouped_val: bool, rng: np.random.Generator,
     share: Callable[[Tile], float] | None, fractions: tuple[float, float, float],
     folds: int | str | None, fold: int | None, fold_role: str, what: str,
-) -> tuple[list[tuple[tuple[Tile, tuple[int, int, int]], int, int]], int | None]:
+    inner: tuple[int | str, int] | None = None,
+) -> tuple[list[tuple[tuple[Tile, tuple[int, int, int]], int, int]], dict[str, int]]:
     """Split lists, test groups, or validation finer than the test's units.
 
     Works on *fine* units (a patch, or a tile of a blocked scene) inside the test's
     *coarse* units (a group, or a block). Returns (pair, split, split of its coarse unit
-    for the block rule) in tile order, and the resolved fold count.
+    for the block rule) in tile order, and the resolved fold counts (``folds``, and
+    ``inner_folds`` with ``inner``, as in :func:`assign_units`).
     """
     fine, coarse_of = _fine_units(units, by_region)
     region = [f.tiles[0][1][0] for f in fine]
@@ -166,7 +184,7 @@ def assign_general(
         code[free] = EXCLUDED  # a patch in no list is left out
     elif "train" in lists:
         code[free] = 2  # the train (and val) lists name everything that is not test
-    n_folds = None
+    counts: dict[str, int] = {}
     if test_groups:
         chosen = set(test_groups)
         for f, k in enumerate(region):
@@ -182,10 +200,8 @@ def assign_general(
         order = np.array(cands, int)[_ranked([units[c] for c in cands], rng, share)] \
             if cands else np.array([], int)
         if folds is not None and fold_role == "test":
-            n_folds = len(cands) if folds == "groups" else int(folds)
-            _enough(len(cands), n_folds, fold, what, "")
-            chosen_units = order[_fold_labels(len(order), n_folds, rng, share is not None)
-                                 == (fold or 0)]
+            chosen_units, counts["folds"] = _one_fold(order, folds, fold, rng,
+                                                      share is not None, what, "")
         else:
             chosen_units = _take(order, cut(len(cands), 0.0, fractions[2])[1], rng,
                                  share is not None)
@@ -197,15 +213,17 @@ def assign_general(
     for f in pool:
         code[f] = 0
     if "val" not in lists and pool:
-        val_folds = _deal_validation(
+        val_folds = (folds, fold) if fold_role == "validation" and folds is not None else inner
+        dealt = _deal_validation(
             code, pool, fine, coarse_of, grouped_val=grouped_val, rng=rng, share=share,
-            fractions=fractions, folds=folds if fold_role == "validation" else None, fold=fold,
+            fractions=fractions, folds=val_folds,
             unit_word="groups" if grouped_val else "patches" if by_region else "tiles")
-        n_folds = val_folds if val_folds is not None else n_folds
+        if dealt is not None:
+            counts["folds" if val_folds is not inner else "inner_folds"] = dealt
     # the block rule sees a blocked scene's non-test blocks as one pool
     block = [int(code[f]) if by_region else (2 if code[f] == 2 else 0) for f in range(len(fine))]
     where = {pair[0]: (int(code[f]), block[f]) for f in range(len(fine)) for pair in fine[f].tiles}
-    return [(pair, *where[pair[0]]) for pair in tiles], n_folds
+    return [(pair, *where[pair[0]]) for pair in tiles], counts
 
 
 def _fine_units(units: Sequence[Unit], by_region: bool) -> tuple[list[Unit], list[int]]:
@@ -222,12 +240,12 @@ def _fine_units(units: Sequence[Unit], by_region: bool) -> tuple[list[Unit], lis
 def _deal_validation(
     code: np.ndarray, pool: Sequence[int], fine: Sequence[Unit], coarse_of: Sequence[int], *,
     grouped_val: bool, rng: np.random.Generator, share: Callable[[Tile], float] | None,
-    fractions: tuple[float, float, float], folds: int | str | None, fold: int | None,
+    fractions: tuple[float, float, float], folds: tuple[int | str, int | None] | None,
     unit_word: str,
 ) -> int | None:
     """Mark validation (code 1) in the training pool: whole coarse units or fine ones.
 
-    With ``folds`` (validation folds) one fold validates; returns the fold count then.
+    With ``folds`` (count, fold) one fold validates; returns the fold count then.
     """
     f_train, f_val, _ = fractions
     spread = share is not None
@@ -239,9 +257,8 @@ def _deal_validation(
     order = _ranked(val_units, rng, share)
     n_folds = None
     if folds is not None:
-        n_folds = len(keys) if folds == "groups" else int(folds)
-        _enough(len(keys), n_folds, fold, unit_word, " outside the test split")
-        chosen_units = order[_fold_labels(len(order), n_folds, rng, spread) == (fold or 0)]
+        chosen_units, n_folds = _one_fold(order, *folds, rng, spread, unit_word,
+                                          " outside the test split")
     else:
         chosen_units = _take(order, cut(len(keys), f_val / (f_train + f_val), 0.0)[0], rng,
                              spread)

@@ -361,6 +361,8 @@ class Cube:
         stratify: bool | None = None,
         validation: str | None = None,
         buffer: int | None = None,
+        inner_folds: int | str | None = None,
+        inner_fold: int | None = None,
     ) -> Splits:
         """Tile the cube and split the tiles into train / val / test.
 
@@ -391,11 +393,16 @@ class Cube:
                 ``random``, ``grouped`` or ``blocked``.
             buffer: Pixels between the blocks of different splits of a blocked scene; at
                 least the ``context``.
+            inner_folds: With an outer test fold (``fold_role = "test"``), validation is
+                inner fold ``inner_fold`` of this many, dealt over the units outside the
+                test fold (nested cross-validation; not a study-file option).
+            inner_fold: The validating inner fold (default 0).
 
         Returns:
             The splits; pass ``splits.for_tuning()`` to tuning code. ``info`` says which
             validation was used (``validation``, ``test_by``, a ``warning`` when random
-            validation faces a shifted test), the ``buffer`` and the resolved ``folds``.
+            validation faces a shifted test), the ``buffer`` and the resolved ``folds``
+            (and ``inner_folds``).
 
         Raises:
             EmptyLabelError: The cube is labelled but no training tile holds a landslide.
@@ -419,6 +426,7 @@ class Cube:
             stride=patch_size - overlap, folds=folds, fold=fold, fold_role=fold_role,
             share=self._landslide_share if stratify else None, groups=groups, lists=lists,
             test_groups=test_groups, validation=validation, buffer=buffer,
+            inner_folds=inner_folds, inner_fold=inner_fold,
         )
         info = self._split_info(
             result, groups, lists, method=method, patch_size=patch_size, overlap=overlap,
@@ -486,7 +494,10 @@ class Cube:
 
         The folds share one test split; with groups they deal groups (no group on both
         sides of a fold), in a blocked scene blocks, so they are the natural replicates of
-        a noisy objective. Fold ``i`` alone is ``cube.splits(folds=k, fold=i)``.
+        a noisy objective. Fold ``i`` alone is ``cube.splits(folds=k, fold=i)``. When the
+        study file's own folds rotate the test (``fold_role = "test"``, one study per outer
+        fold) and ``folds`` is given, the folds are nested: dealt over the units outside
+        that study's test fold, which they never reach.
 
         Args:
             folds: Number of folds, ``"groups"`` (one per group), or None for the study
@@ -499,6 +510,11 @@ class Cube:
         Raises:
             SceneSpecError: No folds are set, or the data cannot make them.
         """
+        if folds is not None and self._option("folds", None) is not None \
+                and self._option("fold_role", kwargs.get("fold_role")) == "test":
+            first = self.splits(inner_folds=folds, inner_fold=0, **kwargs)
+            return [first] + [self.splits(inner_folds=folds, inner_fold=i, **kwargs)
+                              for i in range(1, first.info["inner_folds"])]
         folds = self._option("folds", folds)
         if folds is None:
             raise SceneSpecError("no folds to deal", key="folds",

@@ -26,7 +26,9 @@ cover every non-test unit and share the same test split, and with groups no grou
 on both sides of any fold. ``folds = "groups"`` is leave-one-group-out (one fold per
 group). With ``fold_role="test"`` the folds are cut from every unit and fold ``fold``
 is the test split instead (outer cross-validation); validation is then cut from the
-other folds by the ratio of the validation to the training fraction.
+other folds by the ratio of the validation to the training fraction or, with
+``inner_folds``, is one of that many folds dealt over the other folds' units (nested
+cross-validation: the folds of a tuning objective never reach the outer test fold).
 
 With ``share`` the split is stratified by landslide share: units are ranked by the
 mean share of their tiles, and every split (and fold) draws evenly across that
@@ -248,6 +250,8 @@ def split_tiles(
     test_groups: Sequence[str] | None = None,
     validation: str = "auto",
     buffer: int = 0,
+    inner_folds: int | str | None = None,
+    inner_fold: int | None = None,
 ) -> SplitResult:
     """Assign tiles to train / val / test (and folds), as the module docstring says.
 
@@ -270,11 +274,15 @@ def split_tiles(
         test_groups: The groups that make the test split.
         validation: ``auto``, ``random``, ``grouped`` or ``blocked``.
         buffer: Pixels kept free between the blocks of different splits (``blocked``).
+        inner_folds: With ``fold_role="test"``: deal the units outside the test fold into
+            this many folds (``"groups"``: one per group) instead of cutting a validation
+            fraction (nested cross-validation: tuning folds inside an outer test fold).
+        inner_fold: The inner fold that validates (default 0).
 
     Returns:
         (train, val, test, info); ``info`` says which validation was used, what the test
-        holds out, the buffer and the tiles it dropped, the resolved fold count and, with
-        groups, the groups of each split.
+        holds out, the buffer and the tiles it dropped, the resolved fold counts
+        (``folds``, ``inner_folds``) and, with groups, the groups of each split.
 
     Raises:
         SceneSpecError: A bad method, fractions, block size, fold or validation setting, or
@@ -289,23 +297,25 @@ def split_tiles(
     kind = plan["validation"]
     _check_fold_settings(folds, fold, fold_role, grouped=groups is not None,
                          test_from=test_from, val_listed="val" in lists)
+    inner = _inner_folds(inner_folds, inner_fold, folds, fold_role, grouped=groups is not None)
     rng = np.random.default_rng(seed)
     what, units = _test_units(tiles, groups, by_region, method, block_size)
     # one dealing of units serves test and validation when validation draws the test's kind
     # of unit and no split list or test group fixes the test
     if (kind != "random" or what not in ("groups", "blocks")) and not lists and not test_groups:
-        codes, n_folds = assign_units(units, rng, share, *fracs, folds, fold, fold_role, what)
+        codes, counts = assign_units(units, rng, share, *fracs, folds, fold, fold_role, what,
+                                     inner)
         pairs = [(pair, int(codes[u]), int(codes[u])) for u, unit in enumerate(units)
                  for pair in unit.tiles]
     else:
-        pairs, n_folds = assign_general(
+        pairs, counts = assign_general(
             tiles, units, by_region=by_region, groups=groups, lists=lists,
             test_groups=test_groups, grouped_val=kind == "grouped", rng=rng, share=share,
             fractions=fracs, folds=folds, fold=fold, fold_role=fold_role,
-            what=what)
+            what=what, inner=inner)
     out, kept = _tiles_of_splits(pairs, blocked=method == "blocked" and not by_region,
                                  block_size=block_size, stride=stride, buffer=buffer)
-    info = _plan_info(plan, n_folds) | kept
+    info = _plan_info(plan) | counts | kept
     if groups is not None:
         info["groups"] = _groups_of_splits(pairs, groups)
     return SplitResult(*out, info)
@@ -324,15 +334,13 @@ def _test_units(
     return what, units
 
 
-def _plan_info(plan: Mapping[str, Any], n_folds: int | None) -> dict[str, Any]:
-    """A split's record of its plan: the validation, the test's unit, any warning, the folds."""
+def _plan_info(plan: Mapping[str, Any]) -> dict[str, Any]:
+    """A split's record of its plan: the validation, the test's unit, any warning."""
     info: dict[str, Any] = {"validation": plan["validation"], "test_by": plan["test"]}
     if plan["explicit"]:
         info["validation_default"] = plan["default"]
     if plan["warning"]:
         info["warning"] = plan["warning"]
-    if n_folds is not None:
-        info["folds"] = n_folds
     return info
 
 
@@ -400,6 +408,27 @@ def _check_fold_settings(
     if folds is not None and fold_role == "validation" and val_listed:
         raise SceneSpecError("the split lists fix validation, so there is nothing to fold",
                              key="folds", hint="drop folds, or drop the val list")
+
+
+def _inner_folds(inner_folds: int | str | None, inner_fold: int | None,
+                 folds: int | str | None, fold_role: str, *, grouped: bool
+                 ) -> tuple[int | str, int] | None:
+    """``(inner_folds, inner_fold)`` once valid, or None for no nested folds."""
+    if inner_folds is None:
+        if inner_fold is not None:
+            raise SceneSpecError(f"inner_fold = {inner_fold!r} needs inner_folds",
+                                 key="inner_fold", hint="pass inner_folds beside it")
+        return None
+    if folds is None or fold_role != "test":
+        raise SceneSpecError(
+            "inner folds deal the units outside an outer test fold, and this split has none",
+            key="inner_folds", hint='set folds and fold_role = "test", or use folds alone')
+    if inner_folds == "groups" and not grouped:
+        raise SceneSpecError('inner_folds = "groups" (leave one group out) needs groups',
+                             key="inner_folds", hint="declare group = {...}, or give a number")
+    if inner_folds != "groups":
+        _check_folds(inner_folds, inner_fold, "validation")
+    return inner_folds, inner_fold or 0
 
 
 def _groups_of_splits(

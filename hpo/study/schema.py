@@ -225,11 +225,13 @@ class StudySpec:
             )
         self._check_stages()
         self._check_data(where)
-        if self.tuning.folds and "folds" in self.data:
+        if self.tuning.folds and "folds" in self.data and self.data.get("fold_role") != "test":
+            # with fold_role = "test" the tuning folds nest inside the outer training folds
             raise fail(
-                "[tuning] folds and [data] folds are both set",
+                "[tuning] folds and [data] folds (validation folds) are both set",
                 "keep [tuning] folds (every fold is a replicate of each trial) and drop "
-                "[data] folds / fold",
+                '[data] folds / fold, or set fold_role = "test" to tune on folds inside '
+                "an outer test fold",
                 ("tuning", "folds"),
             )
         check_with_network([stage.params for stage in self.stages], self.model.fixed)

@@ -107,6 +107,36 @@ def test_folds_keep_the_test_split_of_the_plain_split(tmp_path, options):
         assert all(set(s.test) == plain for s in cube.fold_splits(2, seed=seed))
 
 
+@pytest.mark.parametrize("options", [
+    {}, {"group": REGEX}, {"group": REGEX, "validation": "random"}, {"stratify": True}])
+def test_nested_folds_stay_inside_the_outer_training_folds(tmp_path, options):
+    # tuning folds inside an outer test fold: every non-test patch validates once, no
+    # inner fold reaches the outer test, and the outer test is the plain outer split's
+    _folder(tmp_path)
+    cube = _cube(tmp_path, folds=2, fold_role="test", **options)
+    for outer in range(2):
+        plain = cube.splits(fold=outer)
+        inner = cube.fold_splits(2, fold=outer)
+        assert len(inner) == 2 and all(s.info["inner_folds"] == 2 for s in inner)
+        vals = [set(s.val) for s in inner]
+        assert not vals[0] & vals[1]
+        assert vals[0] | vals[1] == set(plain.train) | set(plain.val)
+        for s in inner:
+            assert set(s.test) == set(plain.test) and s.info["folds"] == 2
+            assert not set(s.train) & set(s.val) and not (set(s.train) | set(s.val)) & set(
+                s.test)
+            if "group" in options and "validation" not in options:
+                assert not _regions(cube, s.val) & _regions(cube, s.train)
+
+
+def test_inner_folds_need_an_outer_test_fold(tmp_path):
+    _folder(tmp_path)
+    cube = _cube(tmp_path, folds=2)
+    with pytest.raises(data.SceneSpecError, match="outer test fold") as err:
+        cube.splits(inner_folds=2)
+    assert err.value.key == "inner_folds"
+
+
 def test_leave_one_group_out(tmp_path):
     _folder(tmp_path)
     cube = _cube(tmp_path, group=REGEX, test_groups=["west"], folds="groups")
@@ -364,6 +394,19 @@ def test_the_context_is_the_least_buffer_of_a_blocked_scene(cube):
     assert cube.splits(**blocked, buffer=1).info["buffer"] == 4  # never below the context
     for held in (wide.val, wide.test):
         assert min(_distance(a, b) for a in wide.train for b in held) >= 4
+
+
+def test_nested_block_folds_keep_the_outer_test_blocks(cube):
+    options = dict(patch_size=8, method="blocked", block_size=2, seed=0, fold=1)
+    cube = cube.with_target(cube.target)  # a copy: the fixture is shared
+    cube.options.update(folds=3, fold_role="test")  # the study file's outer folds
+    folds = cube.fold_splits(2, **options)
+    test = set(cube.splits(**options).test)
+    assert all(set(s.test) == test for s in folds)
+    blocks = [{(t.row // 16, t.col // 16) for t in s.val} for s in folds]
+    test_blocks = {(t.row // 16, t.col // 16) for t in test}
+    assert blocks[0] and blocks[1] and not blocks[0] & blocks[1]
+    assert not (blocks[0] | blocks[1]) & test_blocks
 
 
 def test_blocked_folds_deal_blocks_and_random_validation_is_flagged(cube):

@@ -175,10 +175,12 @@ def test_data_path_overrides_the_data_folder_or_scene(tmp_path, capsys):
         load_study(study, data_path=tmp_path / "nope.toml")
 
 
-@pytest.mark.parametrize("data", ["", 'fold_role = "test"\n'])
+@pytest.mark.parametrize("data", ["", 'fold_role = "test"\n',
+                                  'folds = 3\nfold = 1\nfold_role = "test"\nstratify = true\n'])
 def test_tuning_folds_replicate_over_folds_and_never_read_the_test_split(tmp_path, data):
     # A [data] fold_role of "test" (for outer cross-validation) must not turn the tuning
     # folds into test folds: their training would then hold the plain split's test tiles.
+    # With outer folds ([data] folds) the tuning folds nest inside the outer training part.
     text = TINY_STUDY.replace('sampler = "tpe"\n', 'sampler = "tpe"\n\n[tuning]\nfolds = 3\n')
     text = text.replace('cache_dir = "cubes"\n', f'cache_dir = "cubes"\n{data}')
     spec = load_study(write_study(tmp_path, text))
@@ -195,6 +197,7 @@ def test_tuning_folds_replicate_over_folds_and_never_read_the_test_split(tmp_pat
         assert not (train | val) & test  # the test split is never part of a fold
         seen_val.append(val)
     assert all(not a & b for i, a in enumerate(seen_val) for b in seen_val[i + 1:])
+    assert set().union(*seen_val) == {tuple(t) for t in (*full.train, *full.val)}
     # A search of this study scores each trial over the three folds.
     assert make_search(spec).replication.repeats == 3
 
@@ -208,6 +211,13 @@ def test_tuning_folds_replicate_over_folds_and_never_read_the_test_split(tmp_pat
 def test_bad_tuning_table_is_a_named_error(tmp_path, table, match):
     text = TINY_STUDY.replace('sampler = "tpe"\n', f'sampler = "tpe"\n\n[tuning]\n{table}\n')
     with pytest.raises(SpecError, match=match):
+        load_study(write_study(tmp_path, text))
+
+
+def test_tuning_folds_beside_validation_folds_is_a_named_error(tmp_path):
+    text = TINY_STUDY.replace('sampler = "tpe"\n', 'sampler = "tpe"\n\n[tuning]\nfolds = 3\n')
+    text = text.replace('cache_dir = "cubes"\n', 'cache_dir = "cubes"\nfolds = 3\n')
+    with pytest.raises(SpecError, match=r"\[data\] folds \(validation folds\).*fold_role"):
         load_study(write_study(tmp_path, text))
 
 
