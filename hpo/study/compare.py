@@ -372,7 +372,9 @@ def run_compare(
                 data.update(folds=settings.folds, fold=fold, fold_role="test")
             for name in settings.variants:
                 run.variant(VARIANTS[name], label, fold, data)
-    if settings.ensemble and len(settings.variants) > 1:
+    ran = {(r["split"], r["fold"], r["variant"], r["seed"]) for r in state["rows"]} != done
+    # the pairing prepares every split's data again: only when a run was added
+    if settings.ensemble and len(settings.variants) > 1 and (ran or "paired" not in state):
         from hpo.study.compare_paired import paired_against  # it builds on this module
 
         reference = "fusion" if "fusion" in settings.variants else settings.variants[0]

@@ -158,7 +158,11 @@ def test_presets_and_arguments_override_the_table(spec):
         compare_settings(spec, quick=True, full=True)
 
 
-def test_compare_tunes_trains_scores_and_resumes(tmp_path):
+def _not_again(*args, **kwargs):
+    raise AssertionError("nothing new was run, so nothing is paired again")
+
+
+def test_compare_tunes_trains_scores_and_resumes(tmp_path, monkeypatch):
     spec = load_study(write_study(tmp_path, TINY_STUDY + COMPARE))
     settings = compare_settings(spec)
     said: list[str] = []
@@ -184,10 +188,13 @@ def test_compare_tunes_trains_scores_and_resumes(tmp_path):
     assert {(p["variant"], p["reference"]) for p in stored["paired"]} == {
         ("segnet", "fusion"), ("untuned", "fusion")}
     assert "paired by test tile and seed" in table
-    # A rerun finds everything done: no tuning, no training.
+    # A rerun finds everything done: no tuning, no training, no pairing again.
     again: list[str] = []
+    monkeypatch.setattr("hpo.study.compare_paired.paired_against", _not_again)
     rerun = run_compare(spec, settings, tmp_path / "out", say=again.append)
     assert rerun.rows == result.rows
+    assert json.loads((tmp_path / "out" / "compare.json").read_text())["paired"] == stored[
+        "paired"]
     assert not [line for line in again if "tuning" in line or "seed" in line]
     # A run killed after its last seed gets its ensemble on the rerun, without training.
     stored["ensembles"] = []
