@@ -88,6 +88,8 @@ DATASETS: dict[str, dict[str, Any]] = {
     # a second draw: six other regions, five to train (enough groups for grouped folds)
     "region-shift-drawn6": {"study": "region-shift/grouped.toml", "data": {}, "shift": "drawn",
                             "build": ["--regions", "6", "--size", "160", "--draw", "29"]},
+    # the Kashmir inventory, factors only, spatially blocked (metric f1_best)
+    "kashmir": {"study": "studies/kashmir.toml", "data": {}},
     # the Landslide4Sense sample in hpo compare's outer folds: fold k's patches are the test
     **{f"l4s-fold{k}": {"study": "studies/l4s.toml",
                         "data": {"folds": 3, "fold": k, "fold_role": "test"}} for k in range(3)},
