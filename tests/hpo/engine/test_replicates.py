@@ -336,6 +336,11 @@ def test_dry_run_says_how_trials_are_scored(tmp_path, capsys):
     assert main(["tune", str(write_study(tmp_path / "c", more)), "--dry-run"]) == 0
     assert "replicate r on fold r % 3), up to 6 for the incumbent and close contenders" \
         in capsys.readouterr().out
+    nested = text.replace('cache_dir = "cubes"\n',
+                          'cache_dir = "cubes"\nfolds = 4\nfold = 2\nfold_role = "test"\n')
+    assert main(["tune", str(write_study(tmp_path / "d", nested)), "--dry-run"]) == 0
+    assert "(replicate r on fold r % 3, dealt outside test fold 2 of 4)" \
+        in capsys.readouterr().out
 
 
 def test_stage_studies_name_their_metric_for_the_dashboard(tmp_path):
