@@ -137,7 +137,7 @@ def _joint(raw: dict[str, Any], sampler: str) -> None:
 
 # How each method changes the study (``raw``) before it is tuned.
 # their stage budgets are scaled
-NOISY = ("noisy", "noisy-intensify", "grouped-folds", "region-folds")
+NOISY = ("noisy", "noisy-intensify", "grouped-folds", "grouped-folds-intensify", "region-folds")
 METHODS: dict[str, Any] = {
     # the study as written: its strategy, or the engine's default (the shared surrogate)
     "single": lambda raw, repeats, scale: None,
@@ -154,6 +154,9 @@ METHODS: dict[str, Any] = {
     "grouped-val": lambda raw, repeats, scale: None,
     # grouped folds as the replicates of the noise-aware search
     "grouped-folds": lambda raw, repeats, scale: _noisy(raw, repeats, scale, folds=repeats),
+    # ... with intensification: up to two seeds a fold for the incumbent and close contenders
+    "grouped-folds-intensify": lambda raw, repeats, scale: _noisy(raw, repeats, scale,
+                                                                  folds=repeats, most=2 * repeats),
     # groups by training region: validation holds out whole regions, as the test does
     "region-val": lambda raw, repeats, scale: _by_region(raw, repeats, scale, folds=False),
     "region-folds": lambda raw, repeats, scale: _by_region(raw, repeats, scale, folds=True),
