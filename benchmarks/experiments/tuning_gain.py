@@ -382,7 +382,10 @@ def add_versus(rows: list[dict[str, Any]]) -> None:
     Runs of other invocations count where they share the data set, the fresh seeds, the
     number of searches and what the trainings trained on: a method added later (say the
     single-seed search at a noise-aware search's compute) is compared with the stored ones
-    on the same test split and seeds.
+    on the same test split and seeds, but only where the untuned defaults, trained again
+    in each run, scored the same: on another CPU (or after a change to training) the same
+    seed trains another network, and a seed no longer pairs. Such runs are listed in
+    ``unpaired`` with the largest difference of the defaults' test F1.
     """
     def key(r: dict[str, Any]) -> tuple:
         setup = r["setup"]
@@ -393,13 +396,40 @@ def add_versus(rows: list[dict[str, Any]]) -> None:
         n, searches = len(r["setup"]["seeds"]), r["setup"].get("searches", 1)
         metrics = [m for m in VERSUS if m in r]
         mine = {m: _nested(r[m]["tuned"], n) for m in metrics}
+        same = [o for o in rows if o is not r and key(o) == key(r)]
+        apart = {o["method"]: _defaults_moved(r, o) for o in same}
+        r["unpaired"] = {m: d for m, d in apart.items() if d > REPRODUCED}
         others = {o["method"]: {m: _nested(o[m]["tuned"], n) for m in metrics if m in o}
-                  for o in rows if o is not r and key(o) == key(r)}
+                  for o in same if o["method"] not in r["unpaired"]}
         # a baseline's one set of scores stands beside every search
         others |= {b: {m: [scores[m]] * searches for m in metrics if m in scores}
                    for b, scores in r.get("baselines", {}).items()}
         r["versus"] = {other: {m: paired_searches(mine[m], theirs[m]) for m in theirs}
                        for other, theirs in others.items()}
+
+
+REPRODUCED = 1e-6
+"""The defaults' test F1 of two runs agree to this, seed by seed, where a seed pairs."""
+
+
+def _defaults_moved(a: dict[str, Any], b: dict[str, Any]) -> float:
+    """The largest difference, seed by seed, of two runs' untuned test F1 (0 when unknown)."""
+    mine, theirs = a["test_f1"].get("untuned"), b["test_f1"].get("untuned")
+    if mine is None or theirs is None:
+        return 0.0
+    return max(abs(x - y) for x, y in zip(mine, theirs, strict=True))
+
+
+def unpaired_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The markdown note naming the runs :func:`add_versus` could not pair (none: [])."""
+    apart = {(r["dataset"], *sorted((r["method"], o))): d
+             for r in rows for o, d in r.get("unpaired", {}).items()}
+    if not apart:
+        return []
+    return (["", "Not paired: the untuned defaults, trained in each run with the same seeds, "
+             "scored differently (another machine or training code):", ""]
+            + [f"- {dataset}: {a} and {b}, defaults' test F1 up to {d:.3f} apart"
+               for (dataset, a, b), d in apart.items()])
 
 
 def _nested(flat: list[float], n: int) -> list[list[float]]:
@@ -470,6 +500,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             f"{cell('test_f1')} | {cell('test_auc')} | {r.get('val_to_test_gap', math.nan):+.3f} |")
     versus = [(r["dataset"], r["method"], other, pairs)
               for r in rows for other, pairs in r.get("versus", {}).items()]
+    lines += unpaired_lines(rows)
     if versus:
         lines += ["", "Between methods (row minus column method, same seeds, test split):", "",
                   "| data set | method | versus | test F1 | test AUC | test F1 at val threshold |",

@@ -10,6 +10,7 @@ from benchmarks.experiments.tuning_gain import (
     paired,
     paired_searches,
     split_method,
+    unpaired_lines,
 )
 
 
@@ -39,9 +40,11 @@ def test_a_budget_suffix_scales_any_method():
         split_method("singel")
 
 
-def _run(method: str, test_f1: list[float], seeds: list[int], **setup) -> dict:
+def _run(method: str, test_f1: list[float], seeds: list[int], untuned: list[float] | None = None,
+         **setup) -> dict:
     return {"dataset": "d", "method": method, "setup": {"seeds": seeds, **setup},
-            "test_f1": {"tuned": test_f1}, "baselines": {}}
+            "test_f1": {"tuned": test_f1, "untuned": untuned or [0.5] * len(test_f1)},
+            "baselines": {}}
 
 
 def test_runs_of_separate_invocations_pair_when_they_share_seeds():
@@ -62,3 +65,16 @@ def test_searches_pair_search_by_search():
     add_versus([a, b])
     gain = a["versus"]["b"]["test_f1"]
     assert gain["mean"] == pytest.approx(0.2) and gain["n"] == 2
+
+
+def test_runs_pair_only_where_the_defaults_reproduced():
+    # the same seeds trained the defaults to other scores (another CPU): no seed pairs
+    a = _run("single", [0.5, 0.6, 0.7], [1, 2, 3], untuned=[0.4, 0.5, 0.6])
+    b = _run("folds", [0.5, 0.5, 0.6], [1, 2, 3], untuned=[0.4, 0.55, 0.6])
+    c = _run("folds-x2", [0.6, 0.6, 0.6], [1, 2, 3], untuned=[0.4, 0.55, 0.6])
+    add_versus([a, b, c])
+    assert set(a["versus"]) == set() and a["unpaired"] == {"folds": pytest.approx(0.05),
+                                                          "folds-x2": pytest.approx(0.05)}
+    assert set(c["versus"]) == {"folds"} and set(c["unpaired"]) == {"single"}
+    assert "folds and single, defaults' test F1 up to 0.050 apart" in "\n".join(
+        unpaired_lines([a, b, c]))
