@@ -404,7 +404,9 @@ def add_versus(rows: list[dict[str, Any]]) -> None:
         # a baseline's one set of scores stands beside every search
         others |= {b: {m: [scores[m]] * searches for m in metrics if m in scores}
                    for b, scores in r.get("baselines", {}).items()}
-        r["versus"] = {other: {m: paired_searches(mine[m], theirs[m]) for m in theirs}
+        # a run recorded before a metric existed pairs on the metrics both have
+        r["versus"] = {other: {m: paired_searches(mine[m], theirs[m])
+                               for m in theirs if m in mine}
                        for other, theirs in others.items()}
 
 
@@ -507,7 +509,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
                   "| --- | --- | --- | --- | --- | --- |"]
         for dataset, method, other, g in versus:
             cells = " | ".join(f"{g[m]['mean']:+.3f} [{g[m]['low']:+.3f}, {g[m]['high']:+.3f}]"
-                               for m in ("test_f1", "test_auc", "test_f1_at_val_threshold"))
+                               if m in g else "-" for m in VERSUS)
             lines.append(f"| {dataset} | {method} | {other} | {cells} |")
     lines += ["", "Scores, mean ± sd over the fresh seeds (baselines untuned, on the first "
               "method's splits):", "",
@@ -531,8 +533,11 @@ def _scores(rows: list[dict[str, Any]]) -> list[tuple[str, str, dict[str, list[f
     out = []
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         runs = [r for r in rows if r["dataset"] == dataset]
-        out.append((dataset, "untuned", {m: runs[0][m]["untuned"] for m in GAINS}))
-        out += [(dataset, r["method"], {m: r[m]["tuned"] for m in GAINS}) for r in runs]
+        # runs recorded before a metric existed lack it
+        out.append((dataset, "untuned", {m: runs[0][m]["untuned"] for m in GAINS
+                                         if m in runs[0]}))
+        out += [(dataset, r["method"], {m: r[m]["tuned"] for m in GAINS if m in r})
+                for r in runs]
         out += [(dataset, f"{b} (baseline)", v)
                 for b, v in runs[0].get("baselines", {}).items()]
     return out

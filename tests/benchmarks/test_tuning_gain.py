@@ -78,3 +78,12 @@ def test_runs_pair_only_where_the_defaults_reproduced():
     assert set(c["versus"]) == {"folds"} and set(c["unpaired"]) == {"single"}
     assert "folds and single, defaults' test F1 up to 0.050 apart" in "\n".join(
         unpaired_lines([a, b, c]))
+
+
+def test_a_run_recorded_before_a_metric_pairs_on_the_metrics_both_have():
+    old = _run("single", [0.5, 0.6, 0.7], [1, 2, 3])
+    new = _run("noisy", [0.6, 0.6, 0.9], [1, 2, 3])
+    new["test_auc"] = {"tuned": [0.9, 0.9, 0.9]}  # the old run has no AUC
+    add_versus([old, new])
+    assert set(new["versus"]["single"]) == {"test_f1"}
+    assert set(old["versus"]["noisy"]) == {"test_f1"}
