@@ -9,6 +9,7 @@ from benchmarks.experiments.tuning_gain import (
     budget_scale,
     paired,
     paired_searches,
+    realised,
     split_method,
     unpaired_lines,
 )
@@ -87,3 +88,8 @@ def test_a_run_recorded_before_a_metric_pairs_on_the_metrics_both_have():
     add_versus([old, new])
     assert set(new["versus"]["single"]) == {"test_f1"}
     assert set(old["versus"]["noisy"]) == {"test_f1"}
+
+
+def test_a_study_tuned_on_f1_best_is_realised_at_the_validation_threshold():
+    assert realised({"metric": "f1_best"}) == ("val_f1_best", "test_f1_at_val_threshold")
+    assert realised({"metric": "f1"}) == realised({}) == ("val_f1", "test_f1")
