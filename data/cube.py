@@ -512,16 +512,16 @@ class Cube:
         """
         if folds is not None and self._option("folds", None) is not None \
                 and self._option("fold_role", kwargs.get("fold_role")) == "test":
-            first = self.splits(inner_folds=folds, inner_fold=0, **kwargs)
-            return [first] + [self.splits(inner_folds=folds, inner_fold=i, **kwargs)
-                              for i in range(1, first.info["inner_folds"])]
-        folds = self._option("folds", folds)
-        if folds is None:
-            raise SceneSpecError("no folds to deal", key="folds",
-                                 hint='set folds = 5 (or "groups") in [data], or pass folds')
-        first = self.splits(folds=folds, fold=0, fold_role="validation", **kwargs)
-        return [first] + [self.splits(folds=folds, fold=i, fold_role="validation", **kwargs)
-                          for i in range(1, first.info["folds"])]
+            count, fold = "inner_folds", "inner_fold"
+            kwargs |= {"inner_folds": folds}
+        else:
+            count, fold = "folds", "fold"
+            kwargs |= {"folds": self._option("folds", folds), "fold_role": "validation"}
+            if kwargs["folds"] is None:
+                raise SceneSpecError("no folds to deal", key="folds",
+                                     hint='set folds = 5 (or "groups") in [data], or pass folds')
+        first = self.splits(**kwargs, **{fold: 0})
+        return [first] + [self.splits(**kwargs, **{fold: i}) for i in range(1, first.info[count])]
 
     def validation_plan(self, method: str | None = None, validation: str | None = None
                         ) -> dict[str, Any]:

@@ -340,7 +340,7 @@ def _dry_run(spec: StudySpec, out: Console) -> int:
         f"objective: validation {plan['metric']} ({plan['direction']}), seed "
         f"{plan['seed']}, sampler {plan['sampler']}, cycles {plan['cycles']}"
     )
-    out.print(_replicates_line(plan["tuning"], spec.data), soft_wrap=True, markup=False)
+    out.print(_replicates_line(plan["tuning"], spec), soft_wrap=True, markup=False)
     out.print(_data_line(spec, plan["data"]), soft_wrap=True)
     for line in st.validation_lines(plan["validation"]):
         out.print(line, soft_wrap=True, markup=False)
@@ -349,14 +349,14 @@ def _dry_run(spec: StudySpec, out: Console) -> int:
     return common.EXIT_OK
 
 
-def _replicates_line(tuning: dict[str, Any], data: dict[str, Any]) -> str:
-    """How a trial is scored, in one line of ``--dry-run`` (``data``: the study's [data])."""
+def _replicates_line(tuning: dict[str, Any], spec: StudySpec) -> str:
+    """How a trial is scored, in one line of ``--dry-run``."""
     if tuning["repeats"] == 1:
         return ("trials: one training run each ([tuning] repeats = 3 scores each as the mean "
                 "of 3 and measures the noise)")
     # with outer test folds the tuning folds are dealt inside the outer training folds
-    nested = (f", dealt outside test fold {data.get('fold', 0)} of {data['folds']}"
-              if data.get("fold_role") == "test" and "folds" in data else "")
+    nested = (f", dealt outside test fold {spec.data.get('fold', 0)} of {spec.data['folds']}"
+              if spec.outer_test_folds else "")
     over = (f"folds (replicate r on fold r % {tuning['folds']}{nested})" if tuning["folds"]
             else "seeds")
     racing = f"raced at z = {tuning['z']:g}" if tuning["racing"] else "not raced"

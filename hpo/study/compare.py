@@ -357,7 +357,7 @@ def run_compare(
     if fresh:
         shutil.rmtree(out_dir / PROBS_DIR, ignore_errors=True)
     state["study"] = spec.name
-    done = {(r["split"], r["fold"], r["variant"], r["seed"]) for r in state["rows"]}
+    done = _run_keys(state["rows"])
     ensure_scene(spec, say=say)
     progress = _plan(spec, settings, state, done, say)
     if spec.runner.kind == "local":
@@ -372,7 +372,7 @@ def run_compare(
                 data.update(folds=settings.folds, fold=fold, fold_role="test")
             for name in settings.variants:
                 run.variant(VARIANTS[name], label, fold, data)
-    ran = {(r["split"], r["fold"], r["variant"], r["seed"]) for r in state["rows"]} != done
+    ran = _run_keys(state["rows"]) != done
     # the pairing prepares every split's data again: only when a run was added
     if settings.ensemble and len(settings.variants) > 1 and (ran or "paired" not in state):
         from hpo.study.compare_paired import paired_against  # it builds on this module
@@ -383,6 +383,11 @@ def run_compare(
     save_state(out_dir, state, settings)
     return CompareResult(state["rows"], state["searches"], state["skipped"],
                          summarize(state["rows"]), out_dir, state["ensembles"])
+
+
+def _run_keys(rows: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
+    """The (split, fold, variant, seed) of every recorded run."""
+    return {(r["split"], r["fold"], r["variant"], r["seed"]) for r in rows}
 
 
 @dataclass

@@ -225,7 +225,7 @@ class StudySpec:
             )
         self._check_stages()
         self._check_data(where)
-        if self.tuning.folds and "folds" in self.data and self.data.get("fold_role") != "test":
+        if self.tuning.folds and "folds" in self.data and not self.outer_test_folds:
             # with fold_role = "test" the tuning folds nest inside the outer training folds
             raise fail(
                 "[tuning] folds and [data] folds (validation folds) are both set",
@@ -272,6 +272,15 @@ class StudySpec:
             except PydanticCustomError as exc:
                 raise fail(exc.message(), (exc.context or {}).get("hint"),
                            ("data", "cache_dir")) from exc
+
+    @property
+    def outer_test_folds(self) -> bool:
+        """Whether ``[data]`` folds rotate the test split (``fold_role = "test"``).
+
+        The study is then one outer fold, and ``[tuning] folds`` are dealt inside its
+        training part.
+        """
+        return "folds" in self.data and self.data.get("fold_role") == "test"
 
     @property
     def base_dir(self) -> Path:
